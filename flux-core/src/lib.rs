@@ -1,0 +1,22 @@
+//! The pure heart of Flux: admission policies, the decision they return, the
+//! clock they are given, the configuration schema, and the in-memory store.
+//!
+//! Nothing here talks to a network. The Redis store (flux-redis) runs the same
+//! math in Lua and is checked against this crate by a differential test.
+
+mod clock;
+pub mod config;
+mod decision;
+mod key;
+mod memory;
+pub mod policy;
+mod quota;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{Decision, Source};
+pub use key::storage_key;
+pub use memory::MemoryStore;
+pub use policy::{decide, Outcome, State};
+pub use quota::{Policy, Quota, QuotaError, QuotaSpec, MAX_EXACT};
+pub use store::{Request, Store};

@@ -1,0 +1,262 @@
+//! The five policies as one pure function of (state, now, quota, cost).
+//!
+//! `decide` never reads a clock and never stores anything: it returns the
+//! decision and, when the call was admitted, the state to store and when that
+//! state expires. The stores apply it atomically; the Redis scripts in
+//! flux-redis/lua reproduce the same integer math step for step.
+//!
+//! # The bucket policies
+//!
+//! `gcra`, `token_bucket` and `leaky_bucket` all meter a *level* in scaled
+//! units (see [`Quota`]): a call of cost `c` adds `c * unit`, the level drains
+//! by `rate` per microsecond, and a call fits when the level after it is at
+//! most `capacity = burst * unit`. They admit exactly the same traffic (GCRA
+//! is a token bucket written as a time) and differ in what they store:
+//!
+//! | policy | stored | meaning |
+//! |---|---|---|
+//! | gcra | `tat`, `frac` | theoretical arrival time `tat + frac / rate` µs, i.e. when the level reaches 0 |
+//! | token_bucket | `tokens`, `last` | `capacity - level` at time `last` |
+//! | leaky_bucket | `level`, `last` | the level at time `last` |
+//!
+//! `leaky_bucket` with `max_wait > 0` shapes instead of refusing: a call that
+//! would overflow is admitted when its overflow drains within `max_wait`, and
+//! is told to wait that `delay` before it runs.
+//!
+//! # The window policies
+//!
+//! `fixed_window` counts calls in a window of `period` that opens at the key's
+//! first call (not aligned to the clock, so keys do not all reset at once).
+//! `sliding_window` keeps the previous and current window's counts and weighs
+//! the previous one by the part of it still inside the sliding window:
+//! `prev * (period - elapsed) + curr * period <= requests * period`.
+
+use crate::{Decision, Policy, Quota, QuotaError, Source};
+
+/// Per-key state; the variant always matches the quota's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Gcra { tat: u64, frac: u64 },
+    TokenBucket { tokens: u64, last: u64 },
+    LeakyBucket { level: u64, last: u64 },
+    FixedWindow { count: u64, end: u64 },
+    SlidingWindow { prev: u64, curr: u64, start: u64 },
+}
+
+/// What a decision does to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// The state to store and the time (µs) after which it is the same as
+    /// no state at all; `None` leaves the stored state as it was.
+    pub update: Option<(State, u64)>,
+}
+
+/// Applies `quota` to one call of `cost` at `now` (µs) given the key's stored
+/// `state` (`None` for a key never seen or expired).
+///
+/// ```
+/// use flux_core::{decide, Policy, QuotaSpec};
+/// // 2 per second, burst 2: the third call at t=0 waits half a second.
+/// let quota = QuotaSpec::new(Policy::Gcra, 2, 1.0).build().unwrap();
+/// let mut state = None;
+/// for _ in 0..2 {
+///     let out = decide(&quota, state, 0, 1).unwrap();
+///     assert!(out.decision.allowed);
+///     state = out.update.map(|(s, _)| s);
+/// }
+/// let out = decide(&quota, state, 0, 1).unwrap();
+/// assert!(!out.decision.allowed);
+/// assert_eq!(out.decision.retry_after_us, 500_000);
+/// ```
+pub fn decide(
+    quota: &Quota,
+    state: Option<State>,
+    now: u64,
+    cost: u64,
+) -> Result<Outcome, QuotaError> {
+    quota.check_cost(cost)?;
+    Ok(match quota.policy() {
+        Policy::Gcra | Policy::TokenBucket | Policy::LeakyBucket => bucket(quota, state, now, cost),
+        Policy::FixedWindow => fixed_window(quota, state, now, cost),
+        Policy::SlidingWindow => sliding_window(quota, state, now, cost),
+    })
+}
+
+fn ceil_div(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// The level in scaled units at `now`, after draining since the state was stored.
+fn level_at(quota: &Quota, state: Option<State>, now: u64) -> u64 {
+    let rate = quota.rate();
+    let drain = |level: u64, last: u64| {
+        let elapsed = now.saturating_sub(last);
+        level.saturating_sub(elapsed.saturating_mul(rate))
+    };
+    match state {
+        Some(State::Gcra { tat, frac }) if tat >= now => {
+            (tat - now).saturating_mul(rate).saturating_add(frac)
+        }
+        Some(State::TokenBucket { tokens, last }) => {
+            drain(quota.burst() * quota.unit() - tokens.min(quota.burst() * quota.unit()), last)
+        }
+        Some(State::LeakyBucket { level, last }) => drain(level, last),
+        _ => 0,
+    }
+}
+
+fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
+    let (unit, rate) = (quota.unit(), quota.rate());
+    let capacity = quota.burst() * unit;
+    let level = level_at(quota, state, now);
+    let after = level + cost * unit;
+    // Microseconds until `after` drains down to capacity: 0 when it fits now.
+    let wait = ceil_div(after.saturating_sub(capacity), rate);
+
+    let limit = quota.burst();
+    if wait > quota.max_wait_us() {
+        return Outcome {
+            decision: Decision {
+                allowed: false,
+                limit,
+                remaining: capacity.saturating_sub(level) / unit,
+                reset_after_us: ceil_div(level, rate),
+                retry_after_us: wait - quota.max_wait_us(),
+                delay_us: 0,
+                source: Source::Storage,
+            },
+            update: None,
+        };
+    }
+
+    let reset_after_us = ceil_div(after, rate);
+    let stored = match quota.policy() {
+        Policy::Gcra => State::Gcra {
+            tat: now + after / rate,
+            frac: after % rate,
+        },
+        Policy::TokenBucket => State::TokenBucket {
+            tokens: capacity.saturating_sub(after),
+            last: now,
+        },
+        _ => State::LeakyBucket {
+            level: after,
+            last: now,
+        },
+    };
+    Outcome {
+        decision: Decision {
+            allowed: true,
+            limit,
+            remaining: capacity.saturating_sub(after) / unit,
+            reset_after_us,
+            retry_after_us: 0,
+            delay_us: wait,
+            source: Source::Storage,
+        },
+        update: Some((stored, now + reset_after_us)),
+    }
+}
+
+fn fixed_window(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
+    let limit = quota.requests();
+    let (count, end) = match state {
+        Some(State::FixedWindow { count, end }) if now < end => (count, end),
+        _ => (0, now + quota.period_us()),
+    };
+    let reset_after_us = end - now;
+    if count + cost > limit {
+        return Outcome {
+            decision: Decision {
+                allowed: false,
+                limit,
+                remaining: limit - count,
+                reset_after_us,
+                retry_after_us: reset_after_us,
+                delay_us: 0,
+                source: Source::Storage,
+            },
+            update: None,
+        };
+    }
+    let count = count + cost;
+    Outcome {
+        decision: Decision {
+            allowed: true,
+            limit,
+            remaining: limit - count,
+            reset_after_us,
+            retry_after_us: 0,
+            delay_us: 0,
+            source: Source::Storage,
+        },
+        update: Some((State::FixedWindow { count, end }, end)),
+    }
+}
+
+fn sliding_window(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
+    let (n, period) = (quota.requests(), quota.period_us());
+    let (mut prev, mut curr, mut start) = match state {
+        Some(State::SlidingWindow { prev, curr, start }) => (prev, curr, start),
+        _ => (0, 0, now),
+    };
+    if now >= start + period {
+        let windows = (now - start) / period;
+        prev = if windows == 1 { curr } else { 0 };
+        curr = 0;
+        start += windows * period;
+    }
+    if prev == 0 && curr == 0 {
+        // Nothing left to weigh: the same as a key never seen, whether or not
+        // the store has expired it yet, so both stores decide alike.
+        start = now;
+    }
+    let elapsed = now.saturating_sub(start);
+    let left = period - elapsed;
+    // Everything below is the estimate multiplied by `period`, so it stays integral.
+    let budget = n * period;
+    let weighted_prev = prev * left;
+    let remaining_after = |curr: u64| budget.saturating_sub(weighted_prev + curr * period) / period;
+    let reset_after = |curr: u64| match (prev, curr) {
+        (_, c) if c > 0 => left + period,
+        (p, _) if p > 0 => left,
+        _ => 0,
+    };
+
+    if weighted_prev + (curr + cost) * period > budget {
+        let retry_after_us = if curr + cost <= n {
+            // Within this window, as the previous window's weight slides out.
+            ceil_div(weighted_prev - (n - curr - cost) * period, prev)
+        } else {
+            // Only after this window ends, as the current count slides out.
+            left + ceil_div((curr + cost - n) * period, curr)
+        };
+        return Outcome {
+            decision: Decision {
+                allowed: false,
+                limit: n,
+                remaining: remaining_after(curr),
+                reset_after_us: reset_after(curr),
+                retry_after_us,
+                delay_us: 0,
+                source: Source::Storage,
+            },
+            update: None,
+        };
+    }
+    curr += cost;
+    let reset_after_us = reset_after(curr);
+    Outcome {
+        decision: Decision {
+            allowed: true,
+            limit: n,
+            remaining: remaining_after(curr),
+            reset_after_us,
+            retry_after_us: 0,
+            delay_us: 0,
+            source: Source::Storage,
+        },
+        update: Some((State::SlidingWindow { prev, curr, start }, now + reset_after_us)),
+    }
+}
