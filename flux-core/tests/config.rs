@@ -1,0 +1,731 @@
+//! flux.toml: what loads, what it means, and what a mistake says.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use flux_core::config::{Config, ConfigError, Discovered, LimitConfig, RedisConfig, Storage};
+use flux_core::{Policy, QuotaSpec};
+
+/// The "Complete Configuration Example" from flux-limiter 0.1.19's README,
+/// unchanged: files users already have must keep loading.
+const SEED_EXAMPLE: &str = r#"
+# =============================================================================
+# Flux Configuration
+# =============================================================================
+
+# -----------------------------------------------------------------------------
+# Redis Connection Settings
+# -----------------------------------------------------------------------------
+[redis]
+host = "127.0.0.1"
+port = 6379
+pool_size = 5
+timeout_ms = 200
+
+# -----------------------------------------------------------------------------
+# Flux Core Settings
+# -----------------------------------------------------------------------------
+[flux]
+key_prefix = "flux:"
+log_file = "flux_debug.log"
+fail_silently = true        # Fail Open: Allow requests if Redis is down
+console_logging = false     # Enable for dev debugging
+
+# Jitter prevents Thundering Herd
+jitter_enabled = true
+jitter_max_ms = 500
+
+# -----------------------------------------------------------------------------
+# Analytics & Monitoring
+# -----------------------------------------------------------------------------
+[analytics]
+enabled = true
+port = 4444
+stream = "flux:events"
+retention = 100000
+sample_rate = 1.0           # 1.0 = Log 100% of requests
+
+# -----------------------------------------------------------------------------
+# Default Rate Limiting Settings
+# -----------------------------------------------------------------------------
+[rate_limit]
+policy = "gcra"             # Recommended: Smooths out traffic
+requests = 100              # 100 requests...
+period = 60                 # ...per 60 seconds
+
+# -----------------------------------------------------------------------------
+# Named Rate Limits
+# -----------------------------------------------------------------------------
+[rate_limits.api_tier_1]
+requests = 1000
+period = 3600
+policy = "gcra"
+
+[rate_limits.strict_login]
+requests = 5
+period = 300
+policy = "token_bucket"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, Some(Path::new("flux.toml")))
+}
+
+/// The error's full message, as a user would read it.
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, loaded {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn limit(policy: Policy, requests: u64, period: f64) -> LimitConfig {
+    LimitConfig {
+        policy,
+        requests,
+        period,
+        burst: None,
+        max_wait: 0.0,
+    }
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("flux-config-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, relative: &str, text: &str) -> PathBuf {
+        let path = self.0.join(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What loads
+
+#[test]
+fn the_seed_example_loads_with_its_values() {
+    let config = parse(SEED_EXAMPLE).unwrap();
+
+    assert_eq!(config.redis.host, "127.0.0.1");
+    assert_eq!(config.redis.port, 6379);
+    assert_eq!(config.redis.pool_size, 5);
+    assert_eq!(config.redis.timeout_ms, 200);
+    assert_eq!(config.redis.url(), "redis://127.0.0.1:6379/0");
+    assert!(!config.redis.is_cluster());
+
+    // A [redis] table is what selected Redis in flux-limiter 0.1.
+    assert_eq!(config.flux.storage, Storage::Redis);
+    assert_eq!(config.flux.key_prefix, "flux:");
+    assert_eq!(config.flux.log_file, Some(PathBuf::from("flux_debug.log")));
+    assert!(config.flux.fail_silently);
+    assert!(!config.flux.console_logging);
+    assert!(config.flux.jitter_enabled);
+    assert_eq!(config.flux.jitter_max_ms, 500);
+
+    assert!(config.analytics.enabled);
+    assert_eq!(config.analytics.host, "127.0.0.1");
+    assert_eq!(config.analytics.port, 4444);
+    assert_eq!(config.analytics.stream, "flux:events");
+    assert_eq!(config.analytics.retention, 100_000);
+    assert_eq!(config.analytics.sample_rate, 1.0);
+
+    assert_eq!(config.rate_limit, limit(Policy::Gcra, 100, 60.0));
+    assert_eq!(
+        config.rate_limits.keys().collect::<Vec<_>>(),
+        ["api_tier_1", "strict_login"]
+    );
+    assert_eq!(
+        config.rate_limits["api_tier_1"],
+        limit(Policy::Gcra, 1000, 3600.0)
+    );
+    assert_eq!(
+        config.rate_limits["strict_login"],
+        limit(Policy::TokenBucket, 5, 300.0)
+    );
+    assert_eq!(config.origin, Some(PathBuf::from("flux.toml")));
+
+    let login = config.limit(Some("strict_login")).unwrap().build().unwrap();
+    assert_eq!(
+        (login.policy(), login.requests(), login.burst()),
+        (Policy::TokenBucket, 5, 5)
+    );
+}
+
+#[test]
+fn no_file_means_memory_storage_and_the_documented_defaults() {
+    let config = Config::default();
+    assert_eq!(config.flux.storage, Storage::Memory);
+    assert_eq!(config.redis.url(), "redis://127.0.0.1:6379/0");
+    assert_eq!((config.redis.pool_size, config.redis.timeout_ms), (5, 200));
+    assert!(!config.redis.cluster);
+    assert_eq!(config.flux.key_prefix, "flux:");
+    assert_eq!(config.flux.log_file, None);
+    assert!(config.flux.fail_silently && config.flux.jitter_enabled);
+    assert!(!config.flux.console_logging);
+    assert_eq!(config.flux.jitter_max_ms, 500);
+    assert!(!config.analytics.enabled);
+    assert_eq!(
+        (config.analytics.host.as_str(), config.analytics.port),
+        ("127.0.0.1", 4444)
+    );
+    assert_eq!(config.analytics.stream, "flux:events");
+    assert_eq!(config.analytics.retention, 100_000);
+    assert_eq!(config.analytics.sample_rate, 1.0);
+    assert_eq!(config.rate_limit, limit(Policy::Gcra, 100, 60.0));
+    assert!(config.rate_limits.is_empty());
+    assert_eq!(config.origin, None);
+    assert_eq!(
+        config.limit(None).unwrap(),
+        QuotaSpec::new(Policy::Gcra, 100, 60.0)
+    );
+
+    // An empty file says nothing either.
+    let empty = Config::from_toml_str("", None).unwrap();
+    assert_eq!(empty, Config::default());
+}
+
+#[test]
+fn storage_is_redis_only_when_redis_is_configured_or_chosen() {
+    assert_eq!(parse("[flux]\n").unwrap().flux.storage, Storage::Memory);
+    assert_eq!(parse("[redis]\n").unwrap().flux.storage, Storage::Redis);
+    assert_eq!(
+        parse("[redis]\nhost = \"cache\"\n[flux]\nstorage = \"memory\"\n")
+            .unwrap()
+            .flux
+            .storage,
+        Storage::Memory
+    );
+    assert_eq!(
+        parse("[flux]\nstorage = \"redis\"\n").unwrap().flux.storage,
+        Storage::Redis
+    );
+}
+
+#[test]
+fn flux_redis_url_replaces_the_address_and_defaults_storage_to_redis() {
+    let mut config = parse("[redis]\nhost = \"cache\"\n[rate_limit]\nrequests = 5\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut memory_default = parse("").unwrap();
+    for config in [&mut config, &mut memory_default] {
+        config
+            .apply_env(Some("rediss://:s3cret@redis.internal:6380/2".into()))
+            .unwrap();
+        assert_eq!(config.flux.storage, Storage::Redis);
+        assert_eq!(config.redis.url(), "rediss://:s3cret@redis.internal:6380/2");
+    }
+
+    // A storage the file chose is the user's decision, not a default.
+    let mut chosen = parse("[flux]\nstorage = \"memory\"\n").unwrap();
+    chosen.apply_env(Some("redis://cache:6379".into())).unwrap();
+    assert_eq!(chosen.flux.storage, Storage::Memory);
+    assert_eq!(chosen.redis.url(), "redis://cache:6379");
+
+    // Unset or empty changes nothing.
+    let mut untouched = Config::default();
+    untouched.apply_env(None).unwrap();
+    untouched.apply_env(Some(String::new())).unwrap();
+    assert_eq!(untouched, Config::default());
+
+    let bad = untouched
+        .apply_env(Some("http://cache:6379".into()))
+        .unwrap_err();
+    assert_eq!(bad.key.as_deref(), Some("FLUX_REDIS_URL"));
+    assert_eq!(
+        bad.to_string(),
+        "FLUX_REDIS_URL: must be a URL starting with redis://, rediss://, redis+cluster://, \
+         rediss+cluster://, redis+unix://, unix://, got \"http://cache:6379\""
+    );
+    assert_eq!(untouched, Config::default(), "a refused URL is not applied");
+}
+
+#[test]
+fn named_limits_inherit_what_they_leave_out_except_burst() {
+    let config = parse(
+        r#"
+[rate_limit]
+policy = "token_bucket"
+requests = 10
+period = 2.5
+burst = 40
+
+[rate_limits.search]
+requests = 3
+
+[rate_limits.login]
+policy = "gcra"
+burst = 2
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.rate_limit,
+        LimitConfig {
+            burst: Some(40),
+            ..limit(Policy::TokenBucket, 10, 2.5)
+        }
+    );
+    // burst = 40 would let a limit of 3 burst to 40: it follows the limit's own requests.
+    assert_eq!(
+        config.rate_limits["search"],
+        limit(Policy::TokenBucket, 3, 2.5)
+    );
+    assert_eq!(
+        config.rate_limits["login"],
+        LimitConfig {
+            burst: Some(2),
+            ..limit(Policy::Gcra, 10, 2.5)
+        }
+    );
+    assert_eq!(
+        config.limit(Some("search")).unwrap(),
+        QuotaSpec::new(Policy::TokenBucket, 3, 2.5)
+    );
+}
+
+#[test]
+fn max_wait_is_inherited_only_by_leaky_buckets() {
+    let config = parse(
+        r#"
+[rate_limit]
+policy = "leaky_bucket"
+max_wait = 1.5
+
+[rate_limits.upload]
+requests = 2
+
+[rate_limits.api]
+policy = "gcra"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.rate_limits["upload"].max_wait, 1.5);
+    assert_eq!(config.rate_limits["api"].max_wait, 0.0);
+}
+
+#[test]
+fn periods_may_be_integers_or_fractions() {
+    let config = parse("[rate_limit]\nperiod = 1\n[rate_limits.fast]\nperiod = 0.25\n").unwrap();
+    assert_eq!(config.rate_limit.period, 1.0);
+    assert_eq!(config.rate_limits["fast"].period, 0.25);
+}
+
+#[test]
+fn an_unknown_limit_name_lists_the_names_defined() {
+    let config = parse(SEED_EXAMPLE).unwrap();
+    assert_eq!(
+        config.limit(Some("login")).unwrap_err().to_string(),
+        "flux.toml: rate_limits.login: no limit named \"login\"; \
+         defined: \"api_tier_1\", \"strict_login\""
+    );
+    assert_eq!(
+        Config::default()
+            .limit(Some("login"))
+            .unwrap_err()
+            .to_string(),
+        "rate_limits.login: no limit named \"login\"; no limit is defined under [rate_limits]"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Redis addresses
+
+#[test]
+fn redis_url_is_built_from_parts_with_credentials_encoded() {
+    let redis = RedisConfig {
+        host: "cache.internal".into(),
+        port: 6380,
+        db: 3,
+        username: Some("app user".into()),
+        password: Some("p@ss:w/rd%".into()),
+        ..RedisConfig::default()
+    };
+    assert_eq!(
+        redis.url(),
+        "redis://app%20user:p%40ss%3Aw%2Frd%25@cache.internal:6380/3"
+    );
+
+    let password_only = RedisConfig {
+        password: Some("secret".into()),
+        ..RedisConfig::default()
+    };
+    assert_eq!(password_only.url(), "redis://:secret@127.0.0.1:6379/0");
+
+    let user_only = RedisConfig {
+        username: Some("reader".into()),
+        ..RedisConfig::default()
+    };
+    assert_eq!(user_only.url(), "redis://reader@127.0.0.1:6379/0");
+
+    let ipv6 = RedisConfig {
+        host: "::1".into(),
+        ..RedisConfig::default()
+    };
+    assert_eq!(ipv6.url(), "redis://[::1]:6379/0");
+}
+
+#[test]
+fn cluster_comes_from_the_flag_or_the_url_scheme() {
+    let config = parse("[redis]\nurl = \"rediss+cluster://node1:7000\"\n").unwrap();
+    assert!(config.redis.is_cluster());
+    // Redis clients do not know `+cluster`; is_cluster() carries it instead.
+    assert_eq!(config.redis.url(), "rediss://node1:7000");
+
+    let flagged = parse("[redis]\nhost = \"node1\"\nport = 7000\ncluster = true\n").unwrap();
+    assert!(flagged.redis.is_cluster());
+    assert_eq!(flagged.redis.url(), "redis://node1:7000/0");
+
+    let plain = parse("[redis]\nurl = \"redis://node1:7000\"\n").unwrap();
+    assert!(!plain.redis.is_cluster());
+    assert_eq!(plain.redis.url(), "redis://node1:7000");
+}
+
+#[test]
+fn debug_output_never_shows_a_password() {
+    let config = parse("[redis]\nurl = \"redis://app:hunter2@cache:6379/0\"\n").unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("redis://app:***@cache:6379/0"), "{debug}");
+
+    let parts = RedisConfig {
+        password: Some("hunter2".into()),
+        ..RedisConfig::default()
+    };
+    assert!(!format!("{parts:?}").contains("hunter2"));
+}
+
+// ---------------------------------------------------------------------------
+// What a mistake says
+
+#[test]
+fn requests_zero_names_file_line_key_and_what_is_allowed() {
+    let text = "[rate_limits.login]\nperiod = 60\nrequests = 0\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.file, Some(PathBuf::from("flux.toml")));
+    assert_eq!(err.line, Some(3));
+    assert_eq!(err.key.as_deref(), Some("rate_limits.login.requests"));
+    assert_eq!(
+        err.to_string(),
+        "flux.toml:3: rate_limits.login.requests: must be a whole number of at least 1, got 0"
+    );
+}
+
+#[test]
+fn an_unknown_key_lists_the_keys_its_table_allows() {
+    assert_eq!(
+        error("[rate_limit]\nrequests = 5\npolcy = \"gcra\"\n"),
+        "flux.toml:3: rate_limit.polcy: unknown key; \
+         [rate_limit] allows policy, requests, period, burst, max_wait"
+    );
+    assert_eq!(
+        error("[rate_limits.login]\nrequest = 5\n"),
+        "flux.toml:2: rate_limits.login.request: unknown key; \
+         [rate_limits.login] allows policy, requests, period, burst, max_wait"
+    );
+    assert_eq!(
+        error("[redis]\nhostname = \"cache\"\n"),
+        "flux.toml:2: redis.hostname: unknown key; [redis] allows url, host, port, db, \
+         username, password, pool_size, timeout_ms, cluster"
+    );
+}
+
+#[test]
+fn an_unknown_section_lists_the_sections() {
+    assert_eq!(
+        error("[redis]\n\n[limits]\nrequests = 5\n"),
+        "flux.toml:3: limits: unknown section; flux.toml has [redis], [flux], [analytics], \
+         [rate_limit] and [rate_limits.NAME]"
+    );
+}
+
+#[test]
+fn a_wrong_type_says_what_the_key_takes_and_what_was_written() {
+    assert_eq!(
+        error("[rate_limit]\nrequests = \"ten\"\n"),
+        "flux.toml:2: rate_limit.requests: must be a whole number of at least 1, got \"ten\""
+    );
+    assert_eq!(
+        error("[rate_limit]\nrequests = 2.5\n"),
+        "flux.toml:2: rate_limit.requests: must be a whole number of at least 1, got 2.5"
+    );
+    assert_eq!(
+        error("[flux]\nfail_silently = \"yes\"\n"),
+        "flux.toml:2: flux.fail_silently: must be true or false, got \"yes\""
+    );
+    assert_eq!(
+        error("[flux]\nstorage = \"disk\"\n"),
+        "flux.toml:2: flux.storage: must be \"memory\" or \"redis\", got \"disk\""
+    );
+    assert_eq!(
+        error("rate_limit = 5\n"),
+        "flux.toml:1: rate_limit: must be a table, got 5"
+    );
+}
+
+#[test]
+fn an_unknown_policy_lists_the_policies() {
+    assert_eq!(
+        error("[rate_limits.login]\nrequests = 5\npolicy = \"sliding_log\"\n"),
+        "flux.toml:3: rate_limits.login.policy: must be one of \"gcra\", \"token_bucket\", \
+         \"leaky_bucket\", \"fixed_window\", \"sliding_window\", got \"sliding_log\""
+    );
+}
+
+#[test]
+fn a_period_must_be_more_than_zero() {
+    for period in ["0", "-1", "0.0000001"] {
+        let message = error(&format!("[rate_limit]\nperiod = {period}\n"));
+        assert!(
+            message.starts_with(
+                "flux.toml:2: rate_limit.period: must be a number of seconds greater than 0"
+            ),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        error("[rate_limit]\nperiod = -1\n"),
+        "flux.toml:2: rate_limit.period: must be a number of seconds greater than 0 \
+         (at least 0.000001), got -1"
+    );
+    assert!(error("[rate_limit]\nperiod = \"1m\"\n").starts_with(
+        "flux.toml:2: rate_limit.period: must be a number of seconds greater than 0, got \"1m\""
+    ));
+}
+
+#[test]
+fn a_burst_must_be_at_least_one_and_only_on_bucket_policies() {
+    assert_eq!(
+        error("[rate_limit]\nburst = 0\n"),
+        "flux.toml:2: rate_limit.burst: must be at least 1, got 0"
+    );
+    let window = error("[rate_limits.daily]\npolicy = \"fixed_window\"\nburst = 50\n");
+    assert!(
+        window.starts_with(
+            "flux.toml:3: rate_limits.daily.burst: applies to gcra, token_bucket and leaky_bucket"
+        ),
+        "{window}"
+    );
+}
+
+#[test]
+fn max_wait_belongs_to_leaky_bucket() {
+    assert_eq!(
+        error("[rate_limit]\nmax_wait = 2\n"),
+        "flux.toml:2: rate_limit.max_wait: applies to leaky_bucket only; gcra cannot delay a call"
+    );
+}
+
+#[test]
+fn a_limit_too_large_to_decide_exactly_points_at_its_table() {
+    let message = error("[rate_limit]\nrequests = 1\n\n[rate_limits.huge]\nburst = 9007199254740991\nperiod = 86400\n");
+    assert!(
+        message.starts_with("flux.toml:4: rate_limits.huge: this gcra quota is too large"),
+        "{message}"
+    );
+}
+
+#[test]
+fn out_of_range_numbers_say_the_range() {
+    let cases = [
+        (
+            "[analytics]\nsample_rate = 1.5\n",
+            "flux.toml:2: analytics.sample_rate: must be a number from 0.0 to 1.0, got 1.5",
+        ),
+        (
+            "[analytics]\nsample_rate = -0.1\n",
+            "flux.toml:2: analytics.sample_rate: must be a number from 0.0 to 1.0, got -0.1",
+        ),
+        (
+            "[redis]\nport = 0\n",
+            "flux.toml:2: redis.port: must be a port number from 1 to 65535, got 0",
+        ),
+        (
+            "[redis]\nport = 70000\n",
+            "flux.toml:2: redis.port: must be a port number from 1 to 65535, got 70000",
+        ),
+        (
+            "[analytics]\nport = 0\n",
+            "flux.toml:2: analytics.port: must be a port number from 1 to 65535, got 0",
+        ),
+        (
+            "[redis]\npool_size = 0\n",
+            "flux.toml:2: redis.pool_size: must be a whole number of connections of at least 1, got 0",
+        ),
+        (
+            "[redis]\ntimeout_ms = 0\n",
+            "flux.toml:2: redis.timeout_ms: must be a whole number of milliseconds of at least 1, got 0",
+        ),
+        (
+            "[redis]\ntimeout_ms = -5\n",
+            "flux.toml:2: redis.timeout_ms: must be a whole number of milliseconds of at least 1, got -5",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(error(text), expected, "for {text:?}");
+    }
+}
+
+#[test]
+fn a_redis_url_must_be_a_redis_url_and_stand_alone() {
+    assert_eq!(
+        error("[redis]\nurl = \"cache:6379\"\n"),
+        "flux.toml:2: redis.url: must be a URL starting with redis://, rediss://, \
+         redis+cluster://, rediss+cluster://, redis+unix://, unix://, got \"cache:6379\""
+    );
+    assert_eq!(
+        error("[redis]\nurl = \"redis://cache\"\nport = 6380\n"),
+        "flux.toml:2: redis.url: set either url or host, port, db, username and password, \
+         not both (found port)"
+    );
+    assert_eq!(
+        error("[redis]\ncluster = true\ndb = 2\n"),
+        "flux.toml:3: redis.db: must be 0 with Redis Cluster, which has one database, got 2"
+    );
+}
+
+#[test]
+fn a_syntax_error_gives_its_line() {
+    let err = parse("[redis]\nport = 6379\n\n[rate_limit\nrequests = 5\n").unwrap_err();
+    assert_eq!(err.line, Some(4));
+    assert_eq!(err.to_string(), "flux.toml:4: unclosed table, expected `]`");
+
+    let err = parse("[rate_limit]\nrequests = 5\nrequests = 6\n").unwrap_err();
+    assert_eq!(err.to_string(), "flux.toml:3: duplicate key");
+}
+
+#[test]
+fn keys_that_are_not_bare_are_quoted() {
+    assert_eq!(
+        error("[rate_limits.\"api.v1\"]\nrequests = 0\n"),
+        "flux.toml:2: rate_limits.\"api.v1\".requests: must be a whole number of at least 1, got 0"
+    );
+}
+
+#[test]
+fn errors_without_a_file_leave_it_out() {
+    let err = Config::from_toml_str("[rate_limit]\nrequests = 0\n", None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2: rate_limit.requests: must be a whole number of at least 1, got 0"
+    );
+}
+
+#[test]
+fn an_unreadable_file_names_the_file_and_the_reason() {
+    let dir = TempDir::new("unreadable");
+    let missing = dir.0.join("nope.toml");
+    let reason = fs::read_to_string(&missing).unwrap_err().to_string();
+    let err = Config::load_file(&missing).unwrap_err();
+    assert_eq!(err.file.as_deref(), Some(missing.as_path()));
+    assert_eq!(
+        err.to_string(),
+        format!("{}: cannot read the file: {reason}", missing.display())
+    );
+
+    // A directory where the file should be is unreadable, not absent.
+    fs::create_dir_all(dir.0.join("flux.toml")).unwrap();
+    let err = Config::discover_in(&dir.0, None).unwrap_err();
+    assert_eq!(err.file, Some(dir.0.join("flux.toml")));
+    assert!(err.message.starts_with("cannot read the file: "), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Finding the file
+
+#[test]
+fn discovery_order_is_flux_config_then_flux_toml_then_config_dir_then_defaults() {
+    let dir = TempDir::new("discovery");
+
+    let (config, found) = Config::discover_in(&dir.0, None).unwrap();
+    assert_eq!(found, Discovered::Defaults);
+    assert_eq!(config, Config::default());
+
+    let nested = dir.write("config/flux.toml", "[rate_limit]\nrequests = 3\n");
+    let (config, found) = Config::discover_in(&dir.0, None).unwrap();
+    assert_eq!(found, Discovered::File(nested.clone()));
+    assert_eq!(config.rate_limit.requests, 3);
+    assert_eq!(config.origin, Some(nested));
+
+    let top = dir.write("flux.toml", "[rate_limit]\nrequests = 2\n");
+    let (config, found) = Config::discover_in(&dir.0, None).unwrap();
+    assert_eq!(found, Discovered::File(top));
+    assert_eq!(config.rate_limit.requests, 2);
+
+    let chosen = dir.write("elsewhere/limits.toml", "[rate_limit]\nrequests = 1\n");
+    let (config, found) = Config::discover_in(&dir.0, Some(chosen.clone())).unwrap();
+    assert_eq!(found, Discovered::File(chosen.clone()));
+    assert_eq!(config.rate_limit.requests, 1);
+
+    // A relative $FLUX_CONFIG is relative to the working directory.
+    let (_, found) =
+        Config::discover_in(&dir.0, Some(PathBuf::from("elsewhere/limits.toml"))).unwrap();
+    assert_eq!(found, Discovered::File(chosen));
+}
+
+#[test]
+fn a_missing_flux_config_file_is_an_error_naming_it() {
+    let dir = TempDir::new("flux-config-missing");
+    dir.write("flux.toml", "");
+    let missing = dir.0.join("typo.toml");
+    let reason = fs::read_to_string(&missing).unwrap_err().to_string();
+    let err = Config::discover_in(&dir.0, Some(missing.clone())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: FLUX_CONFIG: names a file that cannot be read: {reason}",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn a_file_that_does_not_load_never_falls_back() {
+    let dir = TempDir::new("no-fallback");
+    dir.write("config/flux.toml", "[rate_limit]\nrequests = 7\n");
+    let broken = dir.write("flux.toml", "[rate_limit]\nrequests = 0\n");
+    let err = Config::discover_in(&dir.0, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2: rate_limit.requests: must be a whole number of at least 1, got 0",
+            broken.display()
+        )
+    );
+}
+
+/// The one test that sets process environment variables; every other test
+/// passes their values in, so nothing here races.
+#[test]
+fn discover_and_load_file_read_the_environment() {
+    let dir = TempDir::new("environment");
+    let file = dir.write("app.toml", "[rate_limit]\nrequests = 9\n");
+    std::env::set_var("FLUX_CONFIG", &file);
+    std::env::set_var("FLUX_REDIS_URL", "redis://shared:6379/1");
+
+    let discovered = Config::discover();
+    let loaded = Config::load_file(&file);
+
+    std::env::remove_var("FLUX_CONFIG");
+    std::env::remove_var("FLUX_REDIS_URL");
+
+    let (config, found) = discovered.unwrap();
+    assert_eq!(found, Discovered::File(file.clone()));
+    assert_eq!(config.rate_limit.requests, 9);
+    assert_eq!(config.flux.storage, Storage::Redis);
+    assert_eq!(config.redis.url(), "redis://shared:6379/1");
+    assert_eq!(loaded.unwrap(), config);
+}
