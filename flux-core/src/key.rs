@@ -24,8 +24,9 @@ const DIGEST_BYTES: usize = 16;
 /// ```
 pub fn storage_key(prefix: &str, scope: &str, policy: Policy, identity: &[u8]) -> String {
     let digest = Sha256::digest(identity);
-    let mut key =
-        String::with_capacity(prefix.len() + scope.len() + policy.name().len() + 2 + 2 * DIGEST_BYTES);
+    let mut key = String::with_capacity(
+        prefix.len() + scope.len() + policy.name().len() + 2 + 2 * DIGEST_BYTES,
+    );
     key.push_str(prefix);
     key.push_str(scope);
     key.push(':');

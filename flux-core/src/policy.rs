@@ -98,9 +98,10 @@ fn level_at(quota: &Quota, state: Option<State>, now: u64) -> u64 {
         Some(State::Gcra { tat, frac }) if tat >= now => {
             (tat - now).saturating_mul(rate).saturating_add(frac)
         }
-        Some(State::TokenBucket { tokens, last }) => {
-            drain(quota.burst() * quota.unit() - tokens.min(quota.burst() * quota.unit()), last)
-        }
+        Some(State::TokenBucket { tokens, last }) => drain(
+            quota.burst() * quota.unit() - tokens.min(quota.burst() * quota.unit()),
+            last,
+        ),
         Some(State::LeakyBucket { level, last }) => drain(level, last),
         _ => 0,
     }
@@ -257,6 +258,9 @@ fn sliding_window(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> O
             delay_us: 0,
             source: Source::Storage,
         },
-        update: Some((State::SlidingWindow { prev, curr, start }, now + reset_after_us)),
+        update: Some((
+            State::SlidingWindow { prev, curr, start },
+            now + reset_after_us,
+        )),
     }
 }

@@ -188,7 +188,10 @@ impl Quota {
             unit: period_us / g,
             rate: requests / g,
         };
-        if quota.largest_quantity().is_none_or(|q| q > MAX_EXACT as u128) {
+        if quota
+            .largest_quantity()
+            .is_none_or(|q| q > MAX_EXACT as u128)
+        {
             return Err(QuotaError::TooLarge {
                 policy: spec.policy,
             });
