@@ -21,7 +21,9 @@
 //!
 //! `leaky_bucket` with `max_wait > 0` shapes instead of refusing: a call that
 //! would overflow is admitted when its overflow drains within `max_wait`, and
-//! is told to wait that `delay` before it runs.
+//! is told to wait that `delay` before it runs. Such a call is admitted, so
+//! `remaining` counts the calls the queue still takes, not only those that
+//! would run at once.
 //!
 //! # The window policies
 //!
@@ -110,8 +112,13 @@ fn level_at(quota: &Quota, state: Option<State>, now: u64) -> u64 {
 fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
     let (unit, rate) = (quota.unit(), quota.rate());
     let capacity = quota.burst() * unit;
+    // The highest level an admitted call may leave: capacity, plus what drains
+    // within max_wait. A call of cost c is admitted iff level + c * unit <= room.
+    let room = capacity + quota.max_wait_us() * rate;
     let level = level_at(quota, state, now);
-    let after = level + cost * unit;
+    // Saturating: a level stored under another quota (a limit changed in
+    // place) can exceed u64 in this quota's units; it must read as full.
+    let after = level.saturating_add(cost * unit);
     // Microseconds until `after` drains down to capacity: 0 when it fits now.
     let wait = ceil_div(after.saturating_sub(capacity), rate);
 
@@ -121,7 +128,7 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
             decision: Decision {
                 allowed: false,
                 limit,
-                remaining: capacity.saturating_sub(level) / unit,
+                remaining: room.saturating_sub(level) / unit,
                 reset_after_us: ceil_div(level, rate),
                 retry_after_us: wait - quota.max_wait_us(),
                 delay_us: 0,
@@ -150,7 +157,7 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
         decision: Decision {
             allowed: true,
             limit,
-            remaining: capacity.saturating_sub(after) / unit,
+            remaining: room.saturating_sub(after) / unit,
             reset_after_us,
             retry_after_us: 0,
             delay_us: wait,
