@@ -4,6 +4,7 @@
 //! Nothing here talks to a network. The Redis store (flux-redis) runs the same
 //! math in Lua and is checked against this crate by a differential test.
 
+pub mod analytics;
 mod clock;
 pub mod config;
 mod decision;

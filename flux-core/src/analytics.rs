@@ -1,0 +1,355 @@
+//! What the limiter did, counted where it happens.
+//!
+//! Counters are per endpoint (a limit's scope) and lock-free on the decision
+//! path: a limiter holds an `Arc<EndpointStats>` and bumps atomics. Sampled
+//! events for the Redis stream wait in a bounded buffer that a background
+//! flusher (flux-redis) drains in batches; when the buffer is full, events are
+//! dropped and counted, never waited for.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::{Decision, Policy, Quota, Source};
+
+/// Upper bounds of the latency histogram, in nanoseconds (1 µs to 1 s).
+pub const LATENCY_BUCKETS_NS: [u64; 13] = [
+    1_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    25_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// Events waiting for the flusher beyond this are dropped (and counted).
+const MAX_PENDING_EVENTS: usize = 100_000;
+
+/// One endpoint's counters.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    allowed: AtomicU64,
+    blocked: AtomicU64,
+    fail_open: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_NS.len()],
+    latency_sum_ns: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+impl EndpointStats {
+    pub fn record(&self, decision: &Decision, latency_ns: u64) {
+        let outcome = match (decision.source, decision.allowed) {
+            (Source::FailOpen, _) => &self.fail_open,
+            (_, true) => &self.allowed,
+            (_, false) => &self.blocked,
+        };
+        outcome.fetch_add(1, Relaxed);
+        // Buckets are stored non-cumulatively; the snapshot adds them up.
+        if let Some(i) = LATENCY_BUCKETS_NS.iter().position(|&le| latency_ns <= le) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_sum_ns.fetch_add(latency_ns, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+    }
+
+    fn snapshot(&self) -> EndpointSnapshot {
+        let mut cumulative = 0;
+        let latency_buckets = LATENCY_BUCKETS_NS
+            .iter()
+            .zip(&self.latency_buckets)
+            .map(|(&le, n)| {
+                cumulative += n.load(Relaxed);
+                (le, cumulative)
+            })
+            .collect();
+        EndpointSnapshot {
+            allowed: self.allowed.load(Relaxed),
+            blocked: self.blocked.load(Relaxed),
+            fail_open: self.fail_open.load(Relaxed),
+            latency_buckets,
+            latency_sum_ns: self.latency_sum_ns.load(Relaxed),
+            latency_count: self.latency_count.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of one endpoint's counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSnapshot {
+    pub allowed: u64,
+    pub blocked: u64,
+    pub fail_open: u64,
+    /// `(upper bound ns, decisions at or below it)`, cumulative.
+    pub latency_buckets: Vec<(u64, u64)>,
+    pub latency_sum_ns: u64,
+    pub latency_count: u64,
+}
+
+impl EndpointSnapshot {
+    pub fn total(&self) -> u64 {
+        self.allowed + self.blocked + self.fail_open
+    }
+}
+
+/// A copy of every endpoint's counters, by endpoint name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub endpoints: BTreeMap<String, EndpointSnapshot>,
+    pub events_dropped: u64,
+}
+
+/// One sampled decision bound for the Redis stream. Holds no raw identity:
+/// `key` is the storage key, whose last part is a digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub ts_us: u64,
+    pub key: String,
+    pub endpoint: Arc<str>,
+    pub allowed: bool,
+    pub policy: Policy,
+    /// Calls of cost 1 in use after this decision: `limit - remaining`.
+    pub usage: u64,
+    pub requests: u64,
+    pub period_secs: f64,
+    pub burst: u64,
+}
+
+impl Event {
+    pub fn new(
+        ts_us: u64,
+        key: String,
+        endpoint: Arc<str>,
+        quota: &Quota,
+        decision: &Decision,
+    ) -> Self {
+        Event {
+            ts_us,
+            key,
+            endpoint,
+            allowed: decision.allowed,
+            policy: quota.policy(),
+            usage: decision.limit.saturating_sub(decision.remaining),
+            requests: quota.requests(),
+            period_secs: quota.period_us() as f64 / 1e6,
+            burst: quota.burst(),
+        }
+    }
+}
+
+/// The process's analytics: counters for every endpoint and the sampled
+/// events waiting to be flushed.
+#[derive(Debug)]
+pub struct Analytics {
+    endpoints: RwLock<BTreeMap<String, Arc<EndpointStats>>>,
+    pending: Mutex<Vec<Event>>,
+    dropped: AtomicU64,
+    /// Sample when a uniform draw in `0..u64::MAX` falls below this.
+    sample_threshold: u64,
+    sampler: AtomicU64,
+}
+
+impl Default for Analytics {
+    fn default() -> Self {
+        Self::new(1.0)
+    }
+}
+
+impl Analytics {
+    /// `sample_rate` in `0.0..=1.0`: the share of decisions sent as events.
+    pub fn new(sample_rate: f64) -> Self {
+        let rate = sample_rate.clamp(0.0, 1.0);
+        Analytics {
+            endpoints: RwLock::default(),
+            pending: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            sample_threshold: if rate >= 1.0 {
+                u64::MAX
+            } else {
+                (rate * u64::MAX as f64) as u64
+            },
+            sampler: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// The counters for `endpoint`, made on first use; hold on to them.
+    pub fn endpoint(&self, endpoint: &str) -> Arc<EndpointStats> {
+        if let Some(stats) = self.endpoints.read().get(endpoint) {
+            return stats.clone();
+        }
+        self.endpoints
+            .write()
+            .entry(endpoint.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether the next decision should become an event.
+    pub fn sample(&self) -> bool {
+        if self.sample_threshold == u64::MAX {
+            return true;
+        }
+        // SplitMix64 over a shared counter: cheap, lock-free, well spread.
+        let mut z = self
+            .sampler
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) < self.sample_threshold
+    }
+
+    /// Queues an event for the flusher, or counts it dropped when the queue is full.
+    pub fn push_event(&self, event: Event) {
+        let mut pending = self.pending.lock();
+        if pending.len() >= MAX_PENDING_EVENTS {
+            drop(pending);
+            self.dropped.fetch_add(1, Relaxed);
+        } else {
+            pending.push(event);
+        }
+    }
+
+    /// Takes every queued event.
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.pending.lock())
+    }
+
+    /// Counts events lost elsewhere (a flush that Redis refused).
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            endpoints: self
+                .endpoints
+                .read()
+                .iter()
+                .map(|(name, stats)| (name.clone(), stats.snapshot()))
+                .collect(),
+            events_dropped: self.dropped.load(Relaxed),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The counters in the Prometheus text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP flux_requests_total Rate-limit decisions by endpoint and outcome.\n");
+        out.push_str("# TYPE flux_requests_total counter\n");
+        for (name, ep) in &self.endpoints {
+            let name = escape_label(name);
+            for (decision, n) in [
+                ("allowed", ep.allowed),
+                ("blocked", ep.blocked),
+                ("fail_open", ep.fail_open),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "flux_requests_total{{endpoint=\"{name}\",decision=\"{decision}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP flux_decision_seconds Time taken to decide, by endpoint.\n");
+        out.push_str("# TYPE flux_decision_seconds histogram\n");
+        for (name, ep) in &self.endpoints {
+            let name = escape_label(name);
+            for (le, n) in &ep.latency_buckets {
+                let le = *le as f64 / 1e9;
+                let _ = writeln!(
+                    out,
+                    "flux_decision_seconds_bucket{{endpoint=\"{name}\",le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "flux_decision_seconds_bucket{{endpoint=\"{name}\",le=\"+Inf\"}} {}",
+                ep.latency_count
+            );
+            let _ = writeln!(
+                out,
+                "flux_decision_seconds_sum{{endpoint=\"{name}\"}} {}",
+                ep.latency_sum_ns as f64 / 1e9
+            );
+            let _ = writeln!(
+                out,
+                "flux_decision_seconds_count{{endpoint=\"{name}\"}} {}",
+                ep.latency_count
+            );
+        }
+        out.push_str("# HELP flux_events_dropped_total Analytics events not delivered to Redis.\n");
+        out.push_str("# TYPE flux_events_dropped_total counter\n");
+        let _ = writeln!(out, "flux_events_dropped_total {}", self.events_dropped);
+        out
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(allowed: bool, source: Source) -> Decision {
+        Decision {
+            allowed,
+            source,
+            ..Decision::default()
+        }
+    }
+
+    #[test]
+    fn counts_by_outcome_and_latency_bucket() {
+        let analytics = Analytics::new(1.0);
+        let api = analytics.endpoint("api");
+        api.record(&decision(true, Source::Storage), 800);
+        api.record(&decision(false, Source::Storage), 30_000);
+        api.record(&decision(true, Source::FailOpen), 2_000_000_000);
+        let snap = analytics.snapshot();
+        let ep = &snap.endpoints["api"];
+        assert_eq!((ep.allowed, ep.blocked, ep.fail_open), (1, 1, 1));
+        // 800 ns is in the first bucket, 30 µs from the 50 µs bucket on, 2 s in none.
+        assert_eq!(ep.latency_buckets[0], (1_000, 1));
+        assert_eq!(ep.latency_buckets[3], (25_000, 1));
+        assert_eq!(ep.latency_buckets[4], (50_000, 2));
+        assert_eq!(ep.latency_buckets.last(), Some(&(1_000_000_000, 2)));
+        assert_eq!(ep.latency_count, 3);
+    }
+
+    #[test]
+    fn sampling_keeps_about_the_rate() {
+        let analytics = Analytics::new(0.1);
+        let kept = (0..100_000).filter(|_| analytics.sample()).count();
+        assert!((9_000..11_000).contains(&kept), "kept {kept}");
+        assert!((0..1000).all(|_| Analytics::new(1.0).sample()));
+        assert!((0..1000).all(|_| !Analytics::new(0.0).sample()));
+    }
+
+    #[test]
+    fn prometheus_text_escapes_labels() {
+        let analytics = Analytics::new(1.0);
+        analytics
+            .endpoint("a\"b")
+            .record(&decision(true, Source::Storage), 1);
+        let text = analytics.snapshot().to_prometheus();
+        assert!(text.contains("flux_requests_total{endpoint=\"a\\\"b\",decision=\"allowed\"} 1\n"));
+        assert!(text.contains("flux_decision_seconds_bucket{endpoint=\"a\\\"b\",le=\"+Inf\"} 1\n"));
+        assert!(text.ends_with("flux_events_dropped_total 0\n"));
+    }
+}
