@@ -179,7 +179,9 @@ fn fixed_window(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Out
             decision: Decision {
                 allowed: false,
                 limit,
-                remaining: limit - count,
+                // Saturating: a count stored under a higher limit (a limit
+                // lowered in place) can exceed this one.
+                remaining: limit.saturating_sub(count),
                 reset_after_us,
                 retry_after_us: reset_after_us,
                 delay_us: 0,
