@@ -1,0 +1,36 @@
+"""Flux: a rate limiter with a Rust core, for Django, FastAPI, Flask and plain Python.
+
+    from flux import rate_limit
+
+    @rate_limit(requests=100, period=60)
+    def view(request): ...
+"""
+
+from __future__ import annotations
+
+from .config import FluxConfig, RateLimitPolicy, get_config, load_config, reload_config
+from .decorators import rate_limit
+from .exceptions import ConfigError, ConnectionError, FluxError, LimitError, RateLimitExceeded
+from .keys import forwarded_for, remote_address
+from .limiter import RateLimiter, RateLimitResult, preload_scripts
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "rate_limit",
+    "RateLimiter",
+    "RateLimitResult",
+    "RateLimitExceeded",
+    "preload_scripts",
+    "FluxConfig",
+    "RateLimitPolicy",
+    "get_config",
+    "load_config",
+    "reload_config",
+    "forwarded_for",
+    "remote_address",
+    "FluxError",
+    "ConfigError",
+    "LimitError",
+    "ConnectionError",
+]

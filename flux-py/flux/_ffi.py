@@ -1,0 +1,435 @@
+"""The one module that touches libflux_ffi.
+
+It loads the library once, declares ``argtypes``, ``restype`` and an
+``errcheck`` for every symbol it uses, and turns every ``flux_result`` code
+into the mapped exception, so no other module ever sees an integer code.
+Handles are wrapped in :class:`Owned`, which frees them exactly once.
+
+The library is looked up in ``$FLUX_LIB`` first, then beside this file (where
+``pip install`` puts it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char_p,
+    c_double,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+
+from .exceptions import ConfigError, ConnectionError, FluxError, LimitError
+
+_LIB_NAMES = {"darwin": "libflux_ffi.dylib", "win32": "flux_ffi.dll"}
+LIB_NAME = _LIB_NAMES.get(sys.platform, "libflux_ffi.so")
+
+
+def _library_path() -> str:
+    explicit = os.environ.get("FLUX_LIB")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ImportError(f"FLUX_LIB={explicit!r} is not a file")
+        return explicit
+    bundled = Path(__file__).with_name(LIB_NAME)
+    if bundled.is_file():
+        return str(bundled)
+    raise ImportError(
+        f"{LIB_NAME} was not found beside {__file__}. Install the package with "
+        "`pip install ./flux-py` (it builds the library with cargo), or point "
+        "FLUX_LIB at a build (target/release/libflux_ffi.so)."
+    )
+
+
+LIB_PATH = _library_path()
+# Calls that may wait on Redis release the GIL (CDLL). The memory store's
+# decision takes well under a microsecond, less than giving up and taking back
+# the GIL, so it is also bound through PyDLL, which keeps the GIL.
+_lib = ctypes.CDLL(LIB_PATH)
+_lib_gil = ctypes.PyDLL(LIB_PATH)
+
+
+# --- result codes (flux_result) ----------------------------------------------
+
+OK = 0
+PANIC = 1
+NULL_ARGUMENT = 2
+INVALID_UTF8 = 3
+INVALID_ARGUMENT = 4
+BUFFER_TOO_SMALL = 5
+CONFIG = 100
+INVALID_LIMIT = 101
+INVALID_COST = 102
+UNKNOWN_LIMIT = 103
+STORAGE = 200
+TIMEOUT = 201
+POOL = 202
+
+_EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
+    CONFIG: ConfigError,
+    UNKNOWN_LIMIT: ConfigError,
+    INVALID_ARGUMENT: LimitError,
+    INVALID_LIMIT: LimitError,
+    INVALID_COST: LimitError,
+    STORAGE: ConnectionError,
+    TIMEOUT: ConnectionError,
+    POOL: ConnectionError,
+}
+
+_CODE_NAMES = {
+    PANIC: "a panic inside flux",
+    NULL_ARGUMENT: "a NULL argument",
+    INVALID_UTF8: "a string that is not UTF-8",
+    INVALID_ARGUMENT: "an invalid argument",
+    BUFFER_TOO_SMALL: "a buffer too small",
+    CONFIG: "an invalid configuration",
+    INVALID_LIMIT: "an invalid limit",
+    INVALID_COST: "an invalid cost",
+    UNKNOWN_LIMIT: "an unknown limit name",
+    STORAGE: "a storage (Redis) error",
+    TIMEOUT: "a storage (Redis) timeout",
+    POOL: "no free Redis connection in time",
+}
+
+
+def error_for(code: int, message: str | None = None) -> FluxError:
+    """The exception for ``code``; ``message`` defaults to the thread's last error."""
+    if message is None:
+        message = last_error()
+    if not message:
+        message = f"flux failed with {_CODE_NAMES.get(code, 'an unknown error')} (code {code})"
+    exc = _EXCEPTION_FOR_CODE.get(code, FluxError)(message)
+    exc.code = code  # type: ignore[attr-defined]
+    return exc
+
+
+def _check(result: int, func, args):
+    if result != OK:
+        raise error_for(result)
+    return result
+
+
+# --- types -------------------------------------------------------------------
+
+
+class _Opaque(Structure):
+    """Base of the opaque handle types: only pointers to them exist."""
+
+
+class flux_config(_Opaque):
+    pass
+
+
+class flux_store(_Opaque):
+    pass
+
+
+class flux_limiter(_Opaque):
+    pass
+
+
+ConfigPtr = POINTER(flux_config)
+StorePtr = POINTER(flux_store)
+LimiterPtr = POINTER(flux_limiter)
+
+PARAM_POLICY = 1
+PARAM_REQUESTS = 2
+PARAM_PERIOD = 4
+PARAM_BURST = 8
+PARAM_MAX_WAIT = 16
+
+POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
+SOURCES = ("storage", "fail_open", "local_cache")
+SOURCE_FAIL_OPEN = 1
+STORAGE_MEMORY = 0
+STORAGE_REDIS = 1
+
+
+class flux_limit_params(Structure):
+    _fields_ = [
+        ("set", c_uint32),
+        ("policy", c_uint32),
+        ("requests", c_int64),
+        ("period", c_double),
+        ("burst", c_int64),
+        ("max_wait", c_double),
+    ]
+
+
+class flux_quota_info(Structure):
+    _fields_ = [
+        ("policy", c_uint32),
+        ("requests", c_uint64),
+        ("period", c_double),
+        ("burst", c_uint64),
+        ("max_wait", c_double),
+    ]
+
+
+class flux_decision(Structure):
+    _fields_ = [
+        ("allowed", c_bool),
+        ("limit", c_uint64),
+        ("remaining", c_uint64),
+        ("reset_after", c_double),
+        ("retry_after", c_double),
+        ("delay", c_double),
+        ("source_code", c_uint32),
+    ]
+
+
+class flux_request(Structure):
+    _fields_ = [
+        ("limiter", LimiterPtr),
+        ("key", c_char_p),
+        ("key_len", c_size_t),
+        ("cost", c_uint64),
+    ]
+
+
+flux_batch_callback = CFUNCTYPE(None, c_void_p)
+
+
+# --- symbols -----------------------------------------------------------------
+
+
+def _declare(lib, name: str, restype, argtypes, errcheck=_check):
+    func = getattr(lib, name)
+    func.restype = restype
+    func.argtypes = argtypes
+    if errcheck is not None:
+        func.errcheck = errcheck
+    return func
+
+
+def _decode_static(result, func, args) -> str:
+    return result.decode("utf-8") if result else ""
+
+
+# Infallible functions return no code: they get no errcheck, or one that
+# converts their value.
+flux_last_error = _declare(_lib, "flux_last_error", c_size_t, [c_char_p, c_size_t], None)
+flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
+
+flux_config_default = _declare(_lib, "flux_config_default", c_uint32, [POINTER(ConfigPtr)])
+flux_config_from_file = _declare(
+    _lib, "flux_config_from_file", c_uint32, [c_char_p, POINTER(ConfigPtr)]
+)
+flux_config_from_toml = _declare(
+    _lib, "flux_config_from_toml", c_uint32, [c_char_p, c_size_t, c_char_p, POINTER(ConfigPtr)]
+)
+flux_config_discover = _declare(_lib, "flux_config_discover", c_uint32, [POINTER(ConfigPtr)])
+flux_config_to_json = _declare(
+    _lib,
+    "flux_config_to_json",
+    c_uint32,
+    [ConfigPtr, c_char_p, c_size_t, POINTER(c_size_t)],
+    None,  # BUFFER_TOO_SMALL is part of the protocol: config_to_json() checks.
+)
+flux_config_free = _declare(_lib, "flux_config_free", None, [ConfigPtr], None)
+
+flux_store_new = _declare(_lib, "flux_store_new", c_uint32, [ConfigPtr, POINTER(StorePtr)])
+flux_store_preload = _declare(_lib, "flux_store_preload", c_uint32, [StorePtr])
+flux_store_clear = _declare(_lib, "flux_store_clear", c_uint32, [StorePtr, POINTER(c_uint64)])
+flux_store_kind = _declare(_lib, "flux_store_kind", c_uint32, [StorePtr], None)
+flux_store_free = _declare(_lib, "flux_store_free", None, [StorePtr], None)
+
+flux_limiter_new = _declare(
+    _lib,
+    "flux_limiter_new",
+    c_uint32,
+    [StorePtr, ConfigPtr, c_char_p, c_char_p, POINTER(flux_limit_params), POINTER(LimiterPtr)],
+)
+flux_limiter_quota = _declare(
+    _lib, "flux_limiter_quota", c_uint32, [LimiterPtr, POINTER(flux_quota_info)]
+)
+flux_limiter_free = _declare(_lib, "flux_limiter_free", None, [LimiterPtr], None)
+
+_DECIDE_ARGS = [LimiterPtr, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)]
+# May wait on Redis: releases the GIL.
+flux_limiter_decide = _declare(_lib, "flux_limiter_decide", c_uint32, _DECIDE_ARGS)
+# For the memory store only: keeps the GIL (see above).
+flux_limiter_decide_gil = _declare(_lib_gil, "flux_limiter_decide", c_uint32, _DECIDE_ARGS)
+
+flux_decide_batch = _declare(
+    _lib,
+    "flux_decide_batch",
+    c_uint32,
+    [POINTER(flux_request), c_size_t, POINTER(flux_decision), POINTER(c_uint32)],
+)
+flux_decide_batch_async = _declare(
+    _lib,
+    "flux_decide_batch_async",
+    c_uint32,
+    [
+        POINTER(flux_request),
+        c_size_t,
+        POINTER(flux_decision),
+        POINTER(c_uint32),
+        flux_batch_callback,
+        c_void_p,
+    ],
+)
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def last_error() -> str:
+    """The calling thread's last error message from flux."""
+    size = flux_last_error(None, 0)
+    if size == 0:
+        return ""
+    buf = ctypes.create_string_buffer(size + 1)
+    flux_last_error(buf, size + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def version() -> str:
+    return flux_version()
+
+
+class Owned:
+    """A handle owned by Python: freed exactly once, by ``close()``, by leaving
+    a ``with`` block, or when garbage collected."""
+
+    __slots__ = ("_ptr", "__weakref__")
+    _free = None  # the flux_*_free function, set by each subclass
+
+    def __init__(self, ptr) -> None:
+        if not ptr:
+            raise FluxError(f"flux returned a NULL {type(self).__name__}")
+        self._ptr = ptr
+
+    @property
+    def ptr(self):
+        ptr = self._ptr
+        if ptr is None:
+            raise FluxError(f"this {type(self).__name__} was closed")
+        return ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        ptr, self._ptr = self._ptr, None
+        if ptr:
+            type(self)._free(ptr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # the interpreter may be shutting down
+            pass
+
+
+class Config(Owned):
+    __slots__ = ()
+    _free = staticmethod(flux_config_free)
+
+    @classmethod
+    def _make(cls, fill) -> Config:
+        ptr = ConfigPtr()
+        fill(ctypes.byref(ptr))
+        return cls(ptr)
+
+    @classmethod
+    def default(cls) -> Config:
+        return cls._make(flux_config_default)
+
+    @classmethod
+    def discover(cls) -> Config:
+        return cls._make(flux_config_discover)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Config:
+        raw = os.fsencode(path)
+        return cls._make(lambda out: flux_config_from_file(raw, out))
+
+    @classmethod
+    def from_toml(cls, text: str, origin: str | None = None) -> Config:
+        raw = text.encode("utf-8")
+        origin_raw = origin.encode("utf-8") if origin is not None else None
+        return cls._make(lambda out: flux_config_from_toml(raw, len(raw), origin_raw, out))
+
+    def to_json(self) -> str:
+        written = c_size_t(0)
+        size = 4096
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            code = flux_config_to_json(self.ptr, buf, size, ctypes.byref(written))
+            if code == OK:
+                return buf.raw[: written.value].rstrip(b"\0").decode("utf-8")
+            if code != BUFFER_TOO_SMALL or written.value < size:
+                raise error_for(code)
+            size = written.value + 1
+
+
+class Store(Owned):
+    __slots__ = ()
+    _free = staticmethod(flux_store_free)
+
+    @classmethod
+    def new(cls, config: Config) -> Store:
+        ptr = StorePtr()
+        flux_store_new(config.ptr, ctypes.byref(ptr))
+        return cls(ptr)
+
+    @property
+    def kind(self) -> str:
+        return "redis" if flux_store_kind(self.ptr) == STORAGE_REDIS else "memory"
+
+    def preload(self) -> None:
+        flux_store_preload(self.ptr)
+
+    def clear(self) -> int:
+        deleted = c_uint64(0)
+        flux_store_clear(self.ptr, ctypes.byref(deleted))
+        return deleted.value
+
+
+class Limiter(Owned):
+    __slots__ = ()
+    _free = staticmethod(flux_limiter_free)
+
+    @classmethod
+    def new(
+        cls,
+        store: Store,
+        config: Config,
+        scope: str,
+        name: str | None,
+        params: flux_limit_params | None,
+    ) -> Limiter:
+        ptr = LimiterPtr()
+        flux_limiter_new(
+            store.ptr,
+            config.ptr,
+            scope.encode("utf-8"),
+            name.encode("utf-8") if name is not None else None,
+            ctypes.byref(params) if params is not None else None,
+            ctypes.byref(ptr),
+        )
+        return cls(ptr)
+
+    def quota(self) -> flux_quota_info:
+        info = flux_quota_info()
+        flux_limiter_quota(self.ptr, ctypes.byref(info))
+        return info

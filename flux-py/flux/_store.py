@@ -1,0 +1,193 @@
+"""One store per configuration per process, and the async batcher in front of it.
+
+A store (the memory map, or the Redis pool and its worker thread) is made
+lazily the first time a limiter needs it and shared by every limiter of the
+same configuration. Its async side gathers the ``ahit`` calls made during one
+iteration of an event loop into a single non-blocking FFI call, so many
+coroutines cost one Redis pipeline rather than one round trip each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+from . import _ffi
+from .config import FluxConfig, native
+
+logger = logging.getLogger("flux")
+
+# A fail-open warning is logged at most this often per store, however many
+# calls are admitted without a decision.
+FAIL_OPEN_LOG_INTERVAL = 60.0
+
+
+class Store:
+    """A native store plus what Python keeps beside it."""
+
+    def __init__(self, cfg: FluxConfig, config_handle: _ffi.Config) -> None:
+        self.config = cfg
+        self.config_handle = config_handle
+        self.handle = _ffi.Store.new(config_handle)
+        self.kind = self.handle.kind
+        self.is_memory = self.kind == "memory"
+        self.where = _describe(cfg) if not self.is_memory else "memory"
+        self._last_fail_open_log = -FAIL_OPEN_LOG_INTERVAL
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple]] = {}
+
+    # --- fail-open logging ---
+
+    def note_fail_open(self) -> None:
+        now = time.monotonic()
+        if now - self._last_fail_open_log >= FAIL_OPEN_LOG_INTERVAL:
+            self._last_fail_open_log = now
+            logger.warning(
+                "flux: Redis at %s did not answer; admitting calls without a decision "
+                "(fail_silently = true). This is logged at most once every %d s.",
+                self.where,
+                FAIL_OPEN_LOG_INTERVAL,
+            )
+
+    # --- async batches ---
+
+    def submit(self, limiter_ptr: Any, key: bytes, cost: int, result_type: type) -> asyncio.Future:
+        """Queues one decision for this loop iteration's batch; returns its future."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            # Runs in the loop's next iteration, after every coroutine that is
+            # ready now has had its turn to add to the batch.
+            loop.call_soon(self._flush, loop)
+        pending.append((limiter_ptr, key, cost, result_type, future))
+        return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._pending.pop(loop, None)
+        if not items:
+            return
+        n = len(items)
+        requests = (_ffi.flux_request * n)()
+        for request, (limiter_ptr, key, cost, _, _) in zip(requests, items):
+            request.limiter = limiter_ptr
+            request.key = key  # the array keeps a reference to the bytes
+            request.key_len = len(key)
+            request.cost = cost
+        batch = _Batch(self, loop, items, requests)
+        token = next(_tokens)
+        _in_flight[token] = batch
+        try:
+            _ffi.flux_decide_batch_async(
+                requests, n, batch.decisions, batch.results, _ON_BATCH_DONE, token
+            )
+        except _ffi.FluxError as exc:
+            _in_flight.pop(token, None)
+            for *_, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+
+
+class _Batch:
+    """Everything the FFI writes into or reads from until its callback runs."""
+
+    __slots__ = ("store", "loop", "items", "requests", "decisions", "results")
+
+    def __init__(self, store: Store, loop, items, requests) -> None:
+        n = len(items)
+        self.store = store
+        self.loop = loop
+        self.items = items
+        self.requests = requests
+        self.decisions = (_ffi.flux_decision * n)()
+        self.results = (ctypes.c_uint32 * n)()
+
+    def complete(self) -> None:
+        """On the loop's thread: resolves each caller's future."""
+        fail_open = False
+        for i, (_, key, _, result_type, future) in enumerate(self.items):
+            if future.done():  # cancelled while waiting
+                continue
+            code = self.results[i]
+            if code == _ffi.OK:
+                result = result_type.from_buffer_copy(self.decisions[i])
+                fail_open |= result.source_code == _ffi.SOURCE_FAIL_OPEN
+                future.set_result(result)
+            else:
+                future.set_exception(_ffi.error_for(code, _batch_message(code, self.store)))
+        if fail_open:
+            self.store.note_fail_open()
+
+
+def _batch_message(code: int, store: Store) -> str:
+    # The worker thread's message is not readable from here; say what is known.
+    what = _ffi._CODE_NAMES.get(code, f"error code {code}")
+    return f"flux: deciding through {store.kind} store at {store.where} failed with {what}"
+
+
+_tokens = itertools.count(1)
+_in_flight: dict[int, _Batch] = {}
+
+
+def _on_batch_done(token: int | None) -> None:
+    # Runs on a thread owned by Flux, with the GIL taken by ctypes.
+    batch = _in_flight.pop(token or 0, None)
+    if batch is None:
+        return
+    try:
+        batch.loop.call_soon_threadsafe(batch.complete)
+    except RuntimeError:
+        pass  # the loop was closed while Redis answered; nobody is waiting
+
+
+# Kept alive for the life of the process: the FFI may call it at any time.
+_ON_BATCH_DONE = _ffi.flux_batch_callback(_on_batch_done)
+
+
+def _describe(cfg: FluxConfig) -> str:
+    if cfg.redis_url:
+        # Leave credentials out of log lines.
+        scheme, _, rest = cfg.redis_url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    return f"{cfg.redis_host or '127.0.0.1'}:{cfg.redis_port or 6379}"
+
+
+_lock = threading.Lock()
+_stores: dict[str, Store] = {}
+
+
+def store_for(cfg: FluxConfig) -> Store:
+    """The process-wide store of ``cfg``'s configuration, made on first use."""
+    text, handle = native(cfg)
+    store = _stores.get(text)
+    if store is None:
+        with _lock:
+            store = _stores.get(text)
+            if store is None:
+                _configure_logging(cfg)
+                store = _stores[text] = Store(cfg, handle)
+    return store
+
+
+def _configure_logging(cfg: FluxConfig) -> None:
+    """Applies ``console_logging`` and ``log_file`` to the ``flux`` logger, once each."""
+    fmt = logging.Formatter("%(asctime)s flux %(levelname)s %(message)s")
+    have = {getattr(h, "_flux_target", None) for h in logger.handlers}
+    if cfg.console_logging and "console" not in have:
+        handler = logging.StreamHandler()
+        handler._flux_target = "console"  # type: ignore[attr-defined]
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    if cfg.log_file and cfg.log_file not in have:
+        handler = logging.FileHandler(cfg.log_file)
+        handler._flux_target = cfg.log_file  # type: ignore[attr-defined]
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)

@@ -1,0 +1,76 @@
+"""The flux.toml that ``python -m flux.cli init`` writes: every option, each explained.
+
+It must load as it is (a test loads it through the Rust schema).
+"""
+
+TEMPLATE = """\
+# flux.toml: configuration of the Flux rate limiter.
+# Found at $FLUX_CONFIG, else ./flux.toml, else ./config/flux.toml.
+# Every key is optional; an unknown key or a bad value is an error at load time.
+
+# -----------------------------------------------------------------------------
+# Redis: where limits are shared between processes and machines.
+# -----------------------------------------------------------------------------
+[redis]
+# A URL replaces host, port, db, username and password (leave those out then):
+# redis://user:password@host:6379/0, rediss:// for TLS, redis+cluster:// for a cluster.
+# FLUX_REDIS_URL in the environment overrides the address.
+# url = "redis://127.0.0.1:6379/0"
+host = "127.0.0.1"          # Redis server host name or address
+port = 6379                 # Redis server port
+db = 0                      # database number (must be 0 with Redis Cluster)
+# username = "flux"         # ACL user name (Redis 6+)
+# password = "secret"       # password (with or without username)
+pool_size = 5               # connections kept open per process
+timeout_ms = 200            # upper bound on every Redis call, connecting included
+cluster = false             # speak the Redis Cluster protocol
+
+# -----------------------------------------------------------------------------
+# Flux: how the limiter behaves around its store.
+# -----------------------------------------------------------------------------
+[flux]
+# "memory": limits per process, nothing to run. "redis": shared through [redis].
+storage = "memory"
+key_prefix = "flux:"        # prepended to every key Flux writes in Redis
+# log_file = "flux.log"     # also log Flux's warnings to this file
+fail_silently = true        # Redis down: true admits calls (fail open), false raises
+console_logging = false     # log Flux's messages to stderr
+jitter_enabled = true       # spread Retry-After so refused clients do not return at once
+jitter_max_ms = 500         # the most jitter added, in milliseconds
+
+# -----------------------------------------------------------------------------
+# Analytics: counters per endpoint, a Redis stream and a /metrics server.
+# -----------------------------------------------------------------------------
+[analytics]
+enabled = false             # serve /metrics and send events to the stream
+host = "127.0.0.1"          # address the metrics server listens on
+port = 4444                 # port of the metrics server (/metrics, /metrics.json)
+stream = "flux:events"      # Redis stream that batched events are added to
+retention = 100000          # approximate maximum length of the stream, in events
+sample_rate = 1.0           # share of events sent to the stream, 0.0 to 1.0
+
+# -----------------------------------------------------------------------------
+# The default limit: used by @rate_limit() without numbers or a name.
+# -----------------------------------------------------------------------------
+[rate_limit]
+# "gcra" (smooth, one value per key), "token_bucket", "leaky_bucket" (can delay
+# calls instead of refusing them), "fixed_window", "sliding_window".
+policy = "gcra"
+requests = 100              # calls admitted per period
+period = 60                 # seconds (fractions allowed)
+# burst = 100               # calls admitted at once (bucket policies); default: requests
+max_wait = 0                # leaky_bucket only: seconds a call may be delayed instead of refused
+
+# -----------------------------------------------------------------------------
+# Named limits: @rate_limit(name="api") or RateLimiter.from_config("api").
+# Each inherits what it leaves out from [rate_limit].
+# -----------------------------------------------------------------------------
+[rate_limits.api]
+requests = 1000
+period = 3600
+
+[rate_limits.login]
+policy = "token_bucket"
+requests = 5
+period = 300
+"""
