@@ -1,0 +1,10 @@
+"""Just enough settings for the example: no database, no templates."""
+
+SECRET_KEY = "flux-example-not-secret"
+DEBUG = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "urls"
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+DATABASES: dict = {}
+USE_TZ = True

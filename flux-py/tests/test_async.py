@@ -1,0 +1,117 @@
+"""ahit: the same decisions as hit, batched on Redis, never blocking the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import flux._ffi
+import flux.exceptions
+from flux import RateLimiter
+from flux.config import FluxConfig
+
+
+def test_ahit_decides_like_hit(config):
+    limiter = RateLimiter(2, 60, config=config)
+
+    async def main():
+        return [await limiter.ahit("k") for _ in range(3)]
+
+    results = asyncio.run(main())
+    assert [r.allowed for r in results] == [True, True, False]
+    assert [r.remaining for r in results] == [1, 0, 0]
+    assert 29.9 < results[2].retry_after <= 30
+
+
+def test_concurrent_ahit_calls_share_a_few_batches(redis_config, monkeypatch):
+    limiter = RateLimiter(10, 60, config=redis_config)
+    calls = []
+    original = flux._ffi.flux_decide_batch_async
+
+    def counting(requests, n, *rest):
+        calls.append(n)
+        return original(requests, n, *rest)
+
+    monkeypatch.setattr(flux._ffi, "flux_decide_batch_async", counting)
+
+    async def main():
+        return await asyncio.gather(*(limiter.ahit("k") for _ in range(64)))
+
+    results = asyncio.run(main())
+    assert sum(r.allowed for r in results) == 10
+    assert sum(calls) == 64
+    assert len(calls) <= 2, calls
+
+
+def test_event_loop_keeps_ticking_while_redis_stalls(redis_server, redis_config):
+    limiter = RateLimiter(10, 60, config=redis_config)
+    limiter.hit("warm-up")  # the pool has its connection and the script is loaded
+
+    async def main():
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        stall = threading.Thread(target=redis_server.command, args=("DEBUG", "SLEEP", "0.5"))
+        stall.start()
+        await asyncio.sleep(0.05)  # DEBUG SLEEP is running now
+        started = time.monotonic()
+        result = await limiter.ahit("k")
+        waited = time.monotonic() - started
+        stop.set()
+        await task
+        stall.join()
+        return result, waited, ticks
+
+    result, waited, ticks = asyncio.run(main())
+    assert result.allowed and result.source == "storage"
+    assert waited > 0.3, "the decision did wait for the stalled Redis"
+    assert ticks >= 25, f"the loop ticked only {ticks} times in {waited:.2f}s"
+
+
+def test_cancelled_ahit_leaves_the_others_alone(redis_config):
+    limiter = RateLimiter(10, 60, config=redis_config)
+
+    async def main():
+        first = asyncio.ensure_future(limiter.ahit("k"))
+        second = asyncio.ensure_future(limiter.ahit("k"))
+        await asyncio.sleep(0)
+        first.cancel()
+        result = await second
+        await asyncio.sleep(0.05)
+        return result
+
+    assert asyncio.run(main()).allowed
+
+
+def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix):
+    open_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=True, timeout_ms=100)
+    closed_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=False, timeout_ms=100)
+
+    async def main():
+        opened = await RateLimiter(1, 60, config=open_cfg).ahit("k")
+        with pytest.raises(flux.exceptions.ConnectionError):
+            await RateLimiter(1, 60, config=closed_cfg).ahit("k")
+        return opened
+
+    result = asyncio.run(main())
+    assert result.allowed and result.source == "fail_open"
+
+
+def test_ahit_bad_cost_raises(config):
+    limiter = RateLimiter(2, 60, config=config)
+
+    async def main():
+        await limiter.ahit("k", cost=3)
+
+    with pytest.raises(ValueError, match="cost"):
+        asyncio.run(main())

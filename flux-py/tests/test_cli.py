@@ -1,0 +1,82 @@
+"""The CLI, run the way a user runs it: as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from flux import RateLimiter
+from flux.config import FluxConfig, load_config
+
+
+def run(*args, cwd, env=None):
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_init_writes_a_file_that_loads_as_it_is(tmp_path):
+    done = run("-m", "flux.cli", "init", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "flux.toml"
+    text = path.read_text()
+    for key in ("host", "port", "pool_size", "timeout_ms", "storage", "key_prefix", "log_file",
+                "fail_silently", "console_logging", "jitter_enabled", "jitter_max_ms", "enabled",
+                "stream", "retention", "sample_rate", "policy", "requests", "period", "burst",
+                "max_wait", "url", "username", "password", "db", "cluster"):
+        assert any(line.lstrip("# ").startswith(key + " ") for line in text.splitlines()), key
+    cfg = load_config(path)
+    assert cfg.storage == "memory"
+    assert set(cfg.rate_limits) == {"api", "login"}
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path):
+    path = tmp_path / "custom.toml"
+    path.write_text("# mine\n")
+    refused = run("-m", "flux.cli", "init", str(path), cwd=tmp_path)
+    assert refused.returncode != 0
+    assert "--force" in refused.stderr
+    assert path.read_text() == "# mine\n"
+    forced = run("-m", "flux.cli", "init", str(path), "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert "[rate_limit]" in path.read_text()
+
+
+def test_clear_deletes_the_keys_under_the_prefix(tmp_path, redis_server, prefix):
+    cfg = FluxConfig(redis_url=redis_server.url, key_prefix=prefix)
+    limiter = RateLimiter(5, 60, config=cfg)
+    for who in ("a", "b", "c"):
+        limiter.hit(who)
+    redis_server.command("SET", "unrelated-key", "1")
+    (tmp_path / "flux.toml").write_text(f'[redis]\nurl = "{redis_server.url}"\n[flux]\nkey_prefix = "{prefix}"\n')
+    done = run("-m", "flux.cli", "clear", cwd=tmp_path, env={"FLUX_CONFIG": "", "FLUX_REDIS_URL": ""})
+    assert done.returncode == 0, done.stderr
+    assert "deleted 3 keys" in done.stdout
+    assert redis_server.keys(prefix + "*") == []
+    assert redis_server.keys("unrelated-key") == ["unrelated-key"]
+    assert limiter.hit("a").remaining == 4  # starts again from full
+
+
+def test_clear_on_the_memory_store_says_there_is_nothing_shared(tmp_path):
+    done = run("-m", "flux.cli", "clear", cwd=tmp_path, env={"FLUX_CONFIG": "", "FLUX_REDIS_URL": ""})
+    assert done.returncode == 0, done.stderr
+    assert "memory store" in done.stdout
+
+
+def test_bad_config_is_reported_by_the_cli(tmp_path):
+    (tmp_path / "flux.toml").write_text("[rate_limit]\nrequests = 0\n")
+    done = run("-m", "flux.cli", "clear", cwd=tmp_path, env={"FLUX_CONFIG": ""})
+    assert done.returncode == 2
+    assert "flux.toml:2: rate_limit.requests" in done.stderr
+
+
+def test_python_m_flux_prints_usage(tmp_path):
+    done = run("-m", "flux", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "python -m flux.cli init" in done.stdout and "monitor" in done.stdout

@@ -1,0 +1,136 @@
+"""flux.toml through the Rust schema: loading, errors, FluxConfig in code."""
+
+from __future__ import annotations
+
+import pytest
+
+import flux.config
+from flux.config import FluxConfig, RateLimitPolicy, get_config, load_config, reload_config
+from flux.exceptions import ConfigError
+from flux import RateLimiter
+
+GOOD = """\
+[redis]
+host = "10.1.1.1"
+port = 6380
+pool_size = 7
+
+[flux]
+key_prefix = "app:"
+fail_silently = false
+
+[rate_limit]
+policy = "token_bucket"
+requests = 50
+period = 30
+
+[rate_limits.login]
+requests = 5
+period = 300
+"""
+
+
+def write(tmp_path, text, name="flux.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_load_config_fills_every_field(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
+    path = write(tmp_path, GOOD)
+    cfg = load_config(path)
+    assert (cfg.redis_host, cfg.redis_port, cfg.pool_size, cfg.timeout_ms) == ("10.1.1.1", 6380, 7, 200)
+    assert cfg.storage == "redis"  # [redis] present
+    assert (cfg.key_prefix, cfg.fail_silently) == ("app:", False)
+    assert cfg.policy is RateLimitPolicy.TOKEN_BUCKET
+    assert (cfg.rate_limit_defaults.requests, cfg.rate_limit_defaults.period) == (50, 30)
+    # Named limits inherit what they leave out.
+    assert cfg.rate_limits["login"] == {"policy": "token_bucket", "requests": 5, "period": 300}
+    assert cfg.origin == str(path)
+    assert cfg.jitter_enabled is True and cfg.jitter_max_ms == 500
+    assert (cfg.analytics_enabled, cfg.analytics_port, cfg.analytics_stream) == (False, 4444, "flux:events")
+
+
+def test_loaded_config_renders_back_to_the_same_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
+    cfg = load_config(write(tmp_path, GOOD))
+    again = load_config(write(tmp_path, cfg.to_toml(), "again.toml"))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "text, line, key, words",
+    [
+        ("[rate_limit]\nrequests = 0\n", 2, "rate_limit.requests", "at least 1"),
+        ("[flux]\nkey_prefix = 'a'\nbogus = 1\n", 3, "flux.bogus", "unknown"),
+        ("[redis]\nport = \"six\"\n", 2, "redis.port", ""),
+        ("[rate_limits.api]\nrequests = 5\npolicy = \"fastest\"\n", 3, "rate_limits.api.policy", "gcra"),
+        ("[rate_limit]\nperiod = -1\n", 2, "rate_limit.period", "greater than 0"),
+    ],
+)
+def test_bad_files_name_the_file_line_and_key(tmp_path, text, line, key, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: {key}"), message
+    assert words in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_discovery_and_reload(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLUX_CONFIG", raising=False)
+    monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    flux.config.set_config(None)
+    assert get_config().storage == "memory" and get_config().origin is None
+    (tmp_path / "config").mkdir()
+    write(tmp_path / "config", "[rate_limit]\nrequests = 7\n")
+    assert get_config().rate_limit_defaults.requests == 100  # loaded once
+    assert reload_config().rate_limit_defaults.requests == 7
+    write(tmp_path, "[rate_limit]\nrequests = 8\n")  # ./flux.toml comes first
+    assert reload_config().rate_limit_defaults.requests == 8
+    other = write(tmp_path, "[rate_limit]\nrequests = 9\n", "other.toml")
+    monkeypatch.setenv("FLUX_CONFIG", str(other))
+    assert reload_config().rate_limit_defaults.requests == 9
+
+
+def test_flux_redis_url_overrides_the_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUX_REDIS_URL", "redis://cache.internal:6390/2")
+    cfg = load_config(write(tmp_path, "[flux]\nkey_prefix = 'x:'\n"))
+    assert cfg.redis_url == "redis://cache.internal:6390/2"
+    assert cfg.storage == "redis"
+
+
+def test_config_in_code_uses_redis_when_given_an_address():
+    assert not FluxConfig().uses_redis
+    assert FluxConfig(redis_host="10.0.0.5").uses_redis
+    assert FluxConfig(redis_port=6380).uses_redis
+    assert FluxConfig(redis_url="redis://x:1/0").uses_redis
+    assert not FluxConfig(redis_host="10.0.0.5", storage="memory").uses_redis
+    assert RateLimiter(1, 1, config=FluxConfig(key_prefix="code-a:")).storage == "memory"
+    assert RateLimiter(1, 1, config=FluxConfig(redis_port=1, key_prefix="code-b:")).storage == "redis"
+
+
+def test_config_in_code_is_validated_by_the_same_schema():
+    with pytest.raises(ConfigError, match=r"rate_limit\.requests"):
+        flux.config.validate(FluxConfig(rate_limit_defaults=flux.config.RateLimitDefaults(requests=0)))
+    with pytest.raises(ConfigError, match=r"rate_limits\.api\.burst"):
+        flux.config.validate(FluxConfig(rate_limits={"api": {"requests": 1, "period": 1, "burst": 0}}))
+    with pytest.raises(ConfigError, match=r"rate_limits\.api\.speed"):
+        flux.config.validate(FluxConfig(rate_limits={"api": {"requests": 1, "speed": 3}}))
+    with pytest.raises(ConfigError, match=r"redis\.url"):
+        flux.config.validate(FluxConfig(redis_url="http://nope"))
+
+
+def test_policy_enum_and_strings_both_work():
+    cfg = FluxConfig(policy="fixed_window", key_prefix="enum-a:")
+    assert RateLimiter(config=cfg).policy == "fixed_window"
+    cfg = FluxConfig(policy=RateLimitPolicy.SLIDING_WINDOW, key_prefix="enum-b:")
+    assert RateLimiter(config=cfg).policy == "sliding_window"

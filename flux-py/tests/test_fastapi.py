@@ -1,0 +1,197 @@
+"""FastAPI and Starlette through Starlette's TestClient (a real ASGI app)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi import FastAPI, Request, Response
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from flux import forwarded_for, rate_limit
+
+
+def client_for(app, host="10.0.0.1"):
+    return TestClient(app, client=(host, 50000))
+
+
+def make_app():
+    app = FastAPI()
+
+    @app.get("/with-request")
+    @rate_limit(requests=2, period=10)
+    async def with_request(request: Request):
+        return {"ok": True}
+
+    @app.get("/no-request")
+    @rate_limit(requests=2, period=10)
+    async def no_request():
+        return {"ok": True}
+
+    @app.get("/sync-no-request/{item}")
+    @rate_limit(requests=2, period=10)
+    def sync_no_request(item: int, q: str = "x"):
+        return {"item": item, "q": q}
+
+    @app.get("/response-object")
+    @rate_limit(requests=5, period=10)
+    async def response_object():
+        return PlainTextResponse("plain")
+
+    @app.get("/stacked")
+    @rate_limit(requests=3, period=10)
+    @rate_limit(requests=1, period=1)
+    async def stacked():
+        return {"ok": True}
+
+    @app.get("/own-response")
+    @rate_limit(requests=2, period=10)
+    async def own_response(response: Response):
+        response.headers["X-Mine"] = "yes"
+        return {"ok": True}
+
+    @app.get("/forwarded")
+    @rate_limit(requests=1, period=10, key=forwarded_for(hops=1))
+    async def forwarded():
+        return {"ok": True}
+
+    @app.get("/leaky")
+    @rate_limit(requests=10, period=1, burst=1, policy="leaky_bucket", max_wait=1)
+    async def leaky():
+        return {"ok": True}
+
+    @app.get("/by-user")
+    @rate_limit(requests=1, period=10, key=lambda request: request.headers.get("X-User", "anon"))
+    def by_user():
+        return {"ok": True}
+
+    return app
+
+
+@pytest.fixture
+def app(config):
+    return make_app()
+
+
+def test_async_endpoint_with_request_is_limited_with_exact_429(app):
+    client = client_for(app)
+    assert client.get("/with-request").status_code == 200
+    assert client.get("/with-request").status_code == 200
+    refused = client.get("/with-request")
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "error": "Too Many Requests",
+        "retry_after": 5,
+        "detail": "Rate limit of 2 per 10 seconds exceeded; retry in 5 seconds.",
+    }
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.headers["X-RateLimit-Limit"] == "2"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert refused.headers["X-RateLimit-Reset"] == "10"
+    assert refused.headers["RateLimit-Policy"] == '"default";q=2;w=10'
+    assert refused.headers["RateLimit"] == '"default";r=0;t=5'
+
+
+def test_allowed_dict_responses_carry_the_headers(app):
+    response = client_for(app).get("/with-request")
+    assert response.json() == {"ok": True}
+    assert response.headers["X-RateLimit-Limit"] == "2"
+    assert response.headers["X-RateLimit-Remaining"] == "1"
+    assert response.headers["RateLimit"] == '"default";r=1;t=5'
+    assert "Retry-After" not in response.headers
+
+
+def test_allowed_response_objects_carry_the_headers(app):
+    response = client_for(app).get("/response-object")
+    assert response.text == "plain"
+    assert response.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_endpoint_without_request_is_limited_per_client(app):
+    alice, bob = client_for(app, "10.0.0.1"), client_for(app, "10.0.0.2")
+    assert [alice.get("/no-request").status_code for _ in range(3)] == [200, 200, 429]
+    assert [bob.get("/no-request").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_sync_endpoint_without_request_keeps_its_parameters(app):
+    client = client_for(app)
+    response = client.get("/sync-no-request/7?q=hello")
+    assert response.json() == {"item": 7, "q": "hello"}
+    assert response.headers["X-RateLimit-Remaining"] == "1"
+    assert client.get("/sync-no-request/8").status_code == 200
+    assert client.get("/sync-no-request/9").status_code == 429
+    assert client_for(app, "10.0.0.9").get("/sync-no-request/9").status_code == 200
+    # The added parameters are not part of the API FastAPI describes.
+    schema = app.openapi()["paths"]["/sync-no-request/{item}"]["get"]
+    assert {p["name"] for p in schema["parameters"]} == {"item", "q"}
+
+
+def test_stacked_decorators_are_two_limits(app):
+    client = client_for(app)
+    first = client.get("/stacked")
+    assert first.status_code == 200
+    # The inner 1-per-second limit is the one closest to refusing.
+    assert first.headers["X-RateLimit-Remaining"] == "0"
+    assert client.get("/stacked").status_code == 429
+    time.sleep(1.05)
+    assert client.get("/stacked").status_code == 200
+    time.sleep(1.05)
+    # Three calls reached the outer 3-per-10s limit: its refusal comes now,
+    # whatever the inner limit says.
+    refused = client.get("/stacked")
+    assert refused.status_code == 429
+    assert refused.headers["RateLimit-Policy"] == '"default";q=3;w=10'
+
+
+def test_endpoint_with_its_own_response_keeps_it(app):
+    response = client_for(app).get("/own-response")
+    assert response.headers["X-Mine"] == "yes"
+    assert response.headers["X-RateLimit-Remaining"] == "1"
+
+
+def test_forwarded_for_is_used_only_through_the_helper(app):
+    client = client_for(app, "10.9.9.9")  # the proxy
+    one = {"X-Forwarded-For": "6.6.6.6, 1.1.1.1"}
+    two = {"X-Forwarded-For": "6.6.6.6, 2.2.2.2"}
+    assert client.get("/forwarded", headers=one).status_code == 200
+    assert client.get("/forwarded", headers=one).status_code == 429
+    assert client.get("/forwarded", headers=two).status_code == 200  # another client behind the proxy
+    # Without the helper the header means nothing: one peer, one limit.
+    assert client.get("/no-request", headers=one).status_code == 200
+    assert client.get("/no-request", headers=two).status_code == 200
+    assert client.get("/no-request", headers={"X-Forwarded-For": "3.3.3.3"}).status_code == 429
+
+
+def test_custom_key_function(app):
+    client = client_for(app)
+    assert client.get("/by-user", headers={"X-User": "ann"}).status_code == 200
+    assert client.get("/by-user", headers={"X-User": "ann"}).status_code == 429
+    assert client.get("/by-user", headers={"X-User": "ben"}).status_code == 200
+
+
+def test_leaky_bucket_waits_its_delay(app):
+    client = client_for(app)
+    assert client.get("/leaky").status_code == 200
+    started = time.monotonic()
+    assert client.get("/leaky").status_code == 200  # admitted 0.1 s late
+    assert time.monotonic() - started >= 0.09
+
+
+def test_plain_starlette_endpoint(config):
+    @rate_limit(requests=1, period=10)
+    async def home(request):
+        return PlainTextResponse("home")
+
+    @rate_limit(requests=1, period=10)
+    def sync_home(request):
+        return PlainTextResponse("sync")
+
+    app = Starlette(routes=[Route("/", home), Route("/sync", sync_home)])
+    client = client_for(app)
+    assert client.get("/").status_code == 200
+    assert client.get("/").status_code == 429
+    assert client.get("/sync").headers["X-RateLimit-Remaining"] == "0"
+    assert client.get("/sync").status_code == 429

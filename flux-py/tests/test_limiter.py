@@ -1,0 +1,253 @@
+"""RateLimiter on both stores: each policy's numbers, keys, costs, names, errors."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+
+import pytest
+
+import flux.exceptions
+from flux import RateLimiter, RateLimitExceeded
+from flux.config import FluxConfig
+from flux.exceptions import ConfigError, LimitError
+
+
+def test_gcra_admits_the_burst_then_one_call_per_interval(config):
+    limiter = RateLimiter(3, 60, config=config)
+    results = [limiter.hit("client") for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert [r.remaining for r in results] == [2, 1, 0, 0]
+    assert {r.limit for r in results} == {3}
+    assert 19.9 < results[3].retry_after <= 20.0  # one emission interval, 60 / 3
+    assert 59.9 < results[2].reset_after <= 60.0
+    assert results[0].retry_after == 0 and results[0].delay == 0
+    assert results[0].source == "storage"
+
+
+def test_token_bucket_admits_what_gcra_admits(config):
+    limiter = RateLimiter(2, 1, policy="token_bucket", config=config)
+    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+    time.sleep(0.55)  # one token (0.5 s) comes back, not two
+    assert [limiter.hit("k").allowed for _ in range(2)] == [True, False]
+
+
+def test_burst_above_requests(config):
+    limiter = RateLimiter(1, 60, burst=3, config=config)
+    results = [limiter.hit("k") for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert results[0].limit == 3
+    assert 59.9 < results[3].retry_after <= 60.0
+
+
+def test_leaky_bucket_with_max_wait_delays_instead_of_refusing(config):
+    limiter = RateLimiter(2, 1, policy="leaky_bucket", max_wait=1, config=config)
+    results = [limiter.hit("k") for _ in range(5)]
+    assert [r.allowed for r in results] == [True, True, True, True, False]
+    assert results[0].delay == 0 and results[1].delay == 0
+    assert 0.49 < results[2].delay <= 0.5
+    assert 0.99 < results[3].delay <= 1.0
+    assert 0.49 < results[4].retry_after <= 0.5
+
+
+def test_leaky_bucket_without_max_wait_refuses(config):
+    limiter = RateLimiter(2, 1, policy="leaky_bucket", config=config)
+    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+
+
+def test_fixed_window_counts_per_window(config):
+    limiter = RateLimiter(2, 60, policy="fixed_window", config=config)
+    results = [limiter.hit("k") for _ in range(3)]
+    assert [r.allowed for r in results] == [True, True, False]
+    assert [r.remaining for r in results] == [1, 0, 0]
+    assert 59.9 < results[2].retry_after <= 60.0
+    assert results[2].retry_after == pytest.approx(results[2].reset_after)
+
+
+def test_sliding_window_counts_requests_in_any_window(config):
+    limiter = RateLimiter(2, 60, policy="sliding_window", config=config)
+    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+
+
+def test_short_periods_are_exact(config):
+    # 2,000 per second: the original's whole-millisecond interval was 0 here.
+    limiter = RateLimiter(2000, 1, config=config)
+    results = [limiter.hit("k") for _ in range(2001)]
+    assert sum(r.allowed for r in results) >= 2000
+    assert sum(r.allowed for r in results) <= 2001  # refills 1 per 0.5 ms meanwhile
+
+
+def test_each_key_has_its_own_limit_and_bytes_equal_str(config):
+    limiter = RateLimiter(1, 60, config=config)
+    assert limiter.hit("alice").allowed
+    assert not limiter.hit(b"alice").allowed
+    assert limiter.hit("bob").allowed
+    assert limiter.hit("ünïcode").allowed and not limiter.hit("ünïcode".encode()).allowed
+
+
+def test_endpoint_gives_the_key_a_separate_limit(config):
+    limiter = RateLimiter(1, 60, config=config)
+    assert limiter.hit("k").allowed
+    assert limiter.hit("k", endpoint="/a").allowed
+    assert not limiter.hit("k", endpoint="/a").allowed
+    assert limiter.hit("k", endpoint="/b").allowed
+
+
+def test_cost(config):
+    limiter = RateLimiter(3, 60, config=config)
+    result = limiter.hit("k", cost=2)
+    assert result.allowed and result.remaining == 1
+    assert not limiter.hit("k", cost=2).allowed
+    assert limiter.hit("k", cost=1).allowed
+    with pytest.raises(ValueError, match="cost 4 can never be admitted"):
+        limiter.hit("other", cost=4)
+    with pytest.raises(ValueError, match="cost"):
+        limiter.hit("other", cost=0)
+    with pytest.raises(ValueError, match="cost"):
+        limiter.hit("other", cost=-1)
+
+
+def test_limiters_with_the_same_limit_share_it_unless_scoped(config):
+    a = RateLimiter(1, 60, config=config)
+    b = RateLimiter(1, 60, config=config)
+    c = RateLimiter(1, 60, config=config, scope="elsewhere")
+    assert a.hit("k").allowed
+    assert not b.hit("k").allowed
+    assert c.hit("k").allowed
+
+
+def test_is_allowed_check_require(config):
+    limiter = RateLimiter(1, 60, config=config)
+    assert limiter.is_allowed("k") is True
+    assert limiter.check("k").allowed is False
+    with pytest.raises(RateLimitExceeded) as caught:
+        limiter.require("k")
+    assert caught.value.key == "k"
+    assert 59 < caught.value.retry_after <= 60
+    assert caught.value.to_headers()["Retry-After"] == "60"
+
+
+def test_named_limits_come_from_the_config(prefix):
+    cfg = FluxConfig(
+        key_prefix=prefix,
+        rate_limits={"login": {"requests": 2, "period": 10, "policy": "fixed_window"}},
+    )
+    limiter = RateLimiter.from_config("login", cfg)
+    assert (limiter.policy, limiter.requests, limiter.period) == ("fixed_window", 2, 10)
+    overridden = RateLimiter(5, name="login", config=cfg)
+    assert (overridden.policy, overridden.requests, overridden.period) == ("fixed_window", 5, 10)
+    with pytest.raises(ConfigError, match=r'rate_limits\.nope.*"login"'):
+        RateLimiter.from_config("nope", cfg)
+
+
+def test_defaults_come_from_rate_limit(prefix):
+    cfg = FluxConfig(key_prefix=prefix)
+    limiter = RateLimiter(config=cfg)
+    assert (limiter.policy, limiter.requests, limiter.period, limiter.burst) == ("gcra", 100, 60, 100)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"requests": 0, "period": 1}, "requests"),
+        ({"requests": -3, "period": 1}, "requests"),
+        ({"requests": 1, "period": 0}, "period"),
+        ({"requests": 1, "period": -1}, "period"),
+        ({"requests": 1, "period": 1, "burst": 0}, "burst"),
+        ({"requests": 1, "period": 1, "policy": "bogus"}, "policy"),
+        ({"requests": 1, "period": 1, "max_wait": 1}, "max_wait"),
+        ({"requests": 1.5, "period": 1}, "requests"),
+        ({"requests": "10", "period": 1}, "requests"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, argument, memory_config):
+    with pytest.raises(ValueError) as caught:
+        RateLimiter(config=memory_config, **kwargs)
+    assert isinstance(caught.value, LimitError)
+    assert str(caught.value).startswith(argument), str(caught.value)
+
+
+def test_headers_have_exact_values(memory_config):
+    limiter = RateLimiter(2, 10, config=memory_config)
+    first = limiter.hit("k")
+    assert first.to_headers() == {
+        "X-RateLimit-Limit": "2",
+        "X-RateLimit-Remaining": "1",
+        "X-RateLimit-Reset": "5",
+        "RateLimit-Policy": '"default";q=2;w=10',
+        "RateLimit": '"default";r=1;t=5',
+    }
+    limiter.hit("k")
+    refused = limiter.hit("k")
+    assert refused.to_headers() == {
+        "X-RateLimit-Limit": "2",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "10",
+        "RateLimit-Policy": '"default";q=2;w=10',
+        "RateLimit": '"default";r=0;t=5',
+        "Retry-After": "5",
+    }
+
+
+def test_named_limit_headers_carry_the_name(prefix):
+    cfg = FluxConfig(key_prefix=prefix, jitter_enabled=False, rate_limits={"api": {"requests": 5, "period": 1}})
+    headers = RateLimiter.from_config("api", cfg).hit("k").to_headers()
+    assert headers["RateLimit-Policy"] == '"api";q=5;w=1'
+    assert headers["RateLimit"] == '"api";r=4;t=1'
+
+
+def test_jitter_lengthens_retry_after_on_refusals_only(prefix):
+    cfg = FluxConfig(key_prefix=prefix, jitter_enabled=True, jitter_max_ms=500)
+    limiter = RateLimiter(1, 10, config=cfg)
+    assert limiter.hit("k").retry_after == 0
+    retries = [limiter.hit("k").retry_after for _ in range(20)]
+    assert all(10 - 0.01 < r <= 10.5 for r in retries), retries
+    assert len(set(retries)) > 1
+
+
+def test_redis_keys_hold_no_raw_identity(redis_server, redis_config, prefix):
+    RateLimiter(5, 60, config=redis_config, scope="api").hit("10.1.2.3")
+    keys = redis_server.keys(prefix + "*")
+    assert len(keys) == 1
+    assert keys[0].startswith(prefix + "api:gcra:")
+    assert "10.1.2.3" not in keys[0]
+
+
+def test_memory_and_redis_agree(memory_config, redis_config):
+    for policy in ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window"):
+        on_memory = RateLimiter(3, 60, policy=policy, config=memory_config)
+        on_redis = RateLimiter(3, 60, policy=policy, config=redis_config)
+        a = [on_memory.hit("k") for _ in range(5)]
+        b = [on_redis.hit("k") for _ in range(5)]
+        assert [r.allowed for r in a] == [r.allowed for r in b], policy
+        assert [r.remaining for r in a] == [r.remaining for r in b], policy
+        assert [round(r.retry_after) for r in a] == [round(r.retry_after) for r in b], policy
+
+
+def test_fail_open_admits_and_logs_once(dead_redis_url, prefix, caplog):
+    cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=True, timeout_ms=100)
+    limiter = RateLimiter(1, 60, config=cfg)
+    caplog.set_level(logging.WARNING, logger="flux")
+    started = time.monotonic()
+    results = [limiter.hit("k") for _ in range(3)]
+    assert time.monotonic() - started < 3 * 0.5
+    assert all(r.allowed and r.source == "fail_open" for r in results)
+    warnings = [r for r in caplog.records if "did not answer" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_fail_closed_raises_connection_error(dead_redis_url, prefix):
+    cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=False, timeout_ms=100)
+    limiter = RateLimiter(1, 60, config=cfg)
+    started = time.monotonic()
+    with pytest.raises(flux.exceptions.ConnectionError) as caught:
+        limiter.hit("k")
+    assert time.monotonic() - started < 1.0
+    assert isinstance(caught.value, builtins.ConnectionError)
+
+
+def test_result_is_readable(memory_config):
+    result = RateLimiter(1, 1, config=memory_config).hit("k")
+    assert bool(result) is True
+    assert "allowed=True" in repr(result) and "source='storage'" in repr(result)
