@@ -134,8 +134,12 @@ impl Store for MemoryStore {
 
     fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, QuotaError> {
         quota.check_cost(cost)?;
-        let now = self.clock.now_us();
         let mut shard = self.shard(key).lock();
+        // Read under the lock, as the Redis script reads TIME: a key's
+        // decisions then see its times in order. A time read before the lock
+        // can be older than the state another thread stored meanwhile, and a
+        // bucket that stores `last = now` would count that drain twice.
+        let now = self.clock.now_us();
         if shard.due_for_sweep(now) {
             shard.sweep(now);
         }
