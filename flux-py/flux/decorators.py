@@ -93,18 +93,17 @@ def rate_limit(
 
     def decorate(func: Callable) -> Callable:
         limiter = limiter_for(func)
-        if inspect.iscoroutinefunction(func):
-            wrapper = _async_wrapper(func, limiter, identify, cost)
-        else:
-            wrapper = _sync_wrapper(func, limiter, identify, cost)
-        wrapper.rate_limiter = limiter  # type: ignore[attr-defined]
-        wrapper._flux_scopes = (*getattr(func, "_flux_scopes", ()), limiter.scope)  # type: ignore[attr-defined]
+        signature, injected = None, frozenset()
         if "starlette" in sys.modules:
             from .frameworks import starlette
 
-            signature = starlette.endpoint_signature(func)
-            if signature is not None:
-                wrapper.__signature__ = signature  # type: ignore[attr-defined]
+            signature, injected = starlette.endpoint_signature(func)
+        make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
+        wrapper = make(func, limiter, identify, cost, injected)
+        wrapper.rate_limiter = limiter  # type: ignore[attr-defined]
+        wrapper._flux_scopes = (*getattr(func, "_flux_scopes", ()), limiter.scope)  # type: ignore[attr-defined]
+        if signature is not None:
+            wrapper.__signature__ = signature  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
@@ -141,13 +140,10 @@ def _takes_an_argument(func: Callable) -> bool:
     )
 
 
-def _strip_injected(kwargs: dict) -> dict:
-    if "starlette" not in sys.modules or not kwargs:
-        return kwargs
-    from .frameworks.starlette import REQUEST_PARAM, RESPONSE_PARAM
-
-    if REQUEST_PARAM in kwargs or RESPONSE_PARAM in kwargs:
-        kwargs = {k: v for k, v in kwargs.items() if k not in (REQUEST_PARAM, RESPONSE_PARAM)}
+def _without(kwargs: dict, injected: frozenset) -> dict:
+    """The endpoint's own keyword arguments: those this wrapper added are removed."""
+    if injected and not injected.isdisjoint(kwargs):
+        return {k: v for k, v in kwargs.items() if k not in injected}
     return kwargs
 
 
@@ -157,7 +153,7 @@ def _refuse(adapter, identity, result):
     raise RateLimitExceeded(identity, result.retry_after, result=result)
 
 
-def _sync_wrapper(func, limiter, identify, cost):
+def _sync_wrapper(func, limiter, identify, cost, injected):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         adapter, request = frameworks.detect(args, kwargs)
@@ -167,7 +163,7 @@ def _sync_wrapper(func, limiter, identify, cost):
             return _refuse(adapter, identity, result)
         if result.delay > 0:
             time.sleep(result.delay)
-        response = func(*args, **_strip_injected(kwargs))
+        response = func(*args, **_without(kwargs, injected))
         if adapter is not None:
             response = adapter.with_headers(response, result.to_headers(), kwargs)
         return response
@@ -175,7 +171,7 @@ def _sync_wrapper(func, limiter, identify, cost):
     return wrapper
 
 
-def _async_wrapper(func, limiter, identify, cost):
+def _async_wrapper(func, limiter, identify, cost, injected):
     @functools.wraps(func)
     async def wrapper(*args, **kwargs):
         adapter, request = frameworks.detect(args, kwargs)
@@ -187,7 +183,7 @@ def _async_wrapper(func, limiter, identify, cost):
             return _refuse(adapter, identity, result)
         if result.delay > 0:
             await asyncio.sleep(result.delay)
-        response = await func(*args, **_strip_injected(kwargs))
+        response = await func(*args, **_without(kwargs, injected))
         if adapter is not None:
             response = adapter.with_headers(response, result.to_headers(), kwargs)
         return response

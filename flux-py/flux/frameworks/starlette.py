@@ -68,13 +68,17 @@ def _is(annotation: Any, cls: type) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, cls)
 
 
-def endpoint_signature(func: Callable) -> inspect.Signature | None:
+def endpoint_signature(func: Callable) -> tuple[inspect.Signature | None, frozenset[str]]:
     """``func``'s signature with annotations resolved, plus the Request and
-    Response parameters it lacks; None when it needs neither."""
+    Response parameters it lacks, and the names of those added; (None, {})
+    when it needs neither.
+
+    A function that already takes them (an endpoint that declares them, or
+    another Flux wrapper, which added them) gets them passed through."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
-        return None
+        return None, frozenset()
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception:  # an annotation that cannot be resolved here: leave it
@@ -86,11 +90,12 @@ def endpoint_signature(func: Callable) -> inspect.Signature | None:
     if not any(_is(p.annotation, Response) for p in params):
         added.append(inspect.Parameter(RESPONSE_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Response))
     if not added:
-        return None
+        return None, frozenset()
     if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
         params[-1:-1] = added
     else:
         params.extend(added)
-    return signature.replace(
+    signature = signature.replace(
         parameters=params, return_annotation=hints.get("return", signature.return_annotation)
     )
+    return signature, frozenset(p.name for p in added)
