@@ -1,0 +1,156 @@
+//! Pooled connections to one Redis or to a Redis Cluster.
+//!
+//! r2d2 checks a connection's health in two ways: `is_valid` (a PING on every
+//! checkout when `test_on_check_out` is on) and `has_broken` (on return). A
+//! PING per checkout doubles the cost of a decision, so the pool never does
+//! it; instead every connection remembers whether a call on it failed in a
+//! way that may have left it unusable (a timeout leaves a reply unread, a
+//! reset leaves no socket), and `has_broken` drops it when it comes back.
+
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{Client, Connection, ConnectionLike, RedisResult};
+
+use crate::error::breaks_connection;
+use crate::options::Target;
+
+/// Makes connections for the pool, each bounded by `timeout` on connect,
+/// read and write.
+pub(crate) struct Manager {
+    kind: Kind,
+    timeout: Duration,
+}
+
+enum Kind {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            Kind::Single(_) => "single",
+            Kind::Cluster(_) => "cluster",
+        };
+        f.debug_struct("Manager")
+            .field("kind", &kind)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Manager {
+    pub(crate) fn new(target: Target, timeout: Duration) -> RedisResult<Self> {
+        let kind = match target {
+            Target::Single(info) => Kind::Single(Client::open(*info)?),
+            Target::Cluster(nodes) => Kind::Cluster(
+                ClusterClient::builder(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    // Enough to follow a MOVED or ASK; a node that does not
+                    // answer is not waited on again and again.
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(timeout.as_millis().max(10) as u64)
+                    .build()?,
+            ),
+        };
+        Ok(Manager { kind, timeout })
+    }
+}
+
+/// One pooled connection and whether it is still fit to hand out.
+pub(crate) struct Conn {
+    link: Link,
+    broken: bool,
+    /// Calls made on it: a connection that has served calls before may have
+    /// gone stale while it sat in the pool (a Redis restart).
+    uses: u64,
+}
+
+pub(crate) enum Link {
+    Single(Connection),
+    Cluster(Box<ClusterLink>),
+}
+
+/// A cluster connection and the slot map batches are grouped by.
+pub(crate) struct ClusterLink {
+    pub(crate) conn: ClusterConnection,
+    /// `(first slot, last slot, primary "host:port")` from `CLUSTER SLOTS`,
+    /// fetched by the first batch and again whenever a batch meets `MOVED`.
+    pub(crate) slots: Vec<(u16, u16, String)>,
+}
+
+impl Conn {
+    pub(crate) fn uses(&self) -> u64 {
+        self.uses
+    }
+
+    /// Runs `f` on the connection, marking it broken when `f` fails in a way
+    /// that may have left it unusable.
+    pub(crate) fn run<T>(&mut self, f: impl FnOnce(&mut Link) -> RedisResult<T>) -> RedisResult<T> {
+        self.uses += 1;
+        let result = f(&mut self.link);
+        if let Err(err) = &result {
+            if breaks_connection(err) {
+                self.broken = true;
+            }
+        }
+        result
+    }
+}
+
+impl Link {
+    pub(crate) fn as_dyn(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Link::Single(conn) => conn,
+            Link::Cluster(link) => &mut link.conn,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Link::Single(conn) => conn.is_open(),
+            Link::Cluster(link) => link.conn.is_open(),
+        }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = redis::RedisError;
+
+    fn connect(&self) -> RedisResult<Conn> {
+        let link = match &self.kind {
+            Kind::Single(client) => {
+                let conn = client.get_connection_with_timeout(self.timeout)?;
+                conn.set_read_timeout(Some(self.timeout))?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Single(conn)
+            }
+            Kind::Cluster(client) => {
+                // Connect and read timeouts come from the client's builder.
+                let conn = client.get_connection()?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Cluster(Box::new(ClusterLink {
+                    conn,
+                    slots: Vec::new(),
+                }))
+            }
+        };
+        Ok(Conn {
+            link,
+            broken: false,
+            uses: 0,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {
+        conn.run(|link| redis::cmd("PING").query(link.as_dyn()))
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || !conn.link.is_open()
+    }
+}

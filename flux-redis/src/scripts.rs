@@ -1,0 +1,115 @@
+//! The Lua scripts, one per policy, and how a decision is asked of them.
+//!
+//! Each script is `common.lua` (arguments, clock, load/save), then for the
+//! bucket policies `bucket.lua` (their shared level math), then the policy's
+//! own file. They are assembled at compile time and hashed once; a call is an
+//! `EVALSHA`, and a `NOSCRIPT` answer (a restarted or flushed Redis, a cluster
+//! node that never saw the script) loads the script and retries once.
+
+use std::sync::OnceLock;
+
+use flux_core::{Decision, Policy, Quota, Source};
+use redis::{Cmd, ConnectionLike, ErrorKind, Script, ServerErrorKind, Value};
+
+use crate::RedisError;
+
+macro_rules! lua {
+    ($($file:literal),+) => {
+        concat!($(include_str!(concat!("../lua/", $file))),+)
+    };
+}
+
+const SOURCES: [(Policy, &str); 5] = [
+    (Policy::Gcra, lua!("common.lua", "bucket.lua", "gcra.lua")),
+    (
+        Policy::TokenBucket,
+        lua!("common.lua", "bucket.lua", "token_bucket.lua"),
+    ),
+    (
+        Policy::LeakyBucket,
+        lua!("common.lua", "bucket.lua", "leaky_bucket.lua"),
+    ),
+    (Policy::FixedWindow, lua!("common.lua", "fixed_window.lua")),
+    (
+        Policy::SlidingWindow,
+        lua!("common.lua", "sliding_window.lua"),
+    ),
+];
+
+/// The script that decides `policy`, hashed once per process.
+pub(crate) fn script(policy: Policy) -> &'static Script {
+    static SCRIPTS: OnceLock<Vec<(Policy, Script)>> = OnceLock::new();
+    let scripts = SCRIPTS.get_or_init(|| {
+        SOURCES
+            .iter()
+            .map(|(policy, source)| (*policy, Script::new(source)))
+            .collect()
+    });
+    scripts
+        .iter()
+        .find_map(|(p, script)| (*p == policy).then_some(script))
+        .expect("a script for every policy")
+}
+
+pub(crate) fn all() -> impl Iterator<Item = &'static Script> {
+    Policy::ALL.into_iter().map(script)
+}
+
+/// `EVALSHA <sha> 1 key now cost requests period_us burst unit rate max_wait_us`
+/// (see lua/common.lua); `now` empty asks the script to use Redis `TIME`.
+pub(crate) fn eval_cmd(key: &str, quota: &Quota, cost: u64, now_us: Option<u64>) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script(quota.policy()).get_hash()).arg(1).arg(key);
+    match now_us {
+        Some(now) => cmd.arg(now),
+        None => cmd.arg(""),
+    };
+    cmd.arg(cost)
+        .arg(quota.requests())
+        .arg(quota.period_us())
+        .arg(quota.burst())
+        .arg(quota.unit())
+        .arg(quota.rate())
+        .arg(quota.max_wait_us());
+    cmd
+}
+
+pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Runs one decision: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then once more.
+pub(crate) fn eval(
+    conn: &mut dyn ConnectionLike,
+    policy: Policy,
+    cmd: &Cmd,
+) -> redis::RedisResult<Value> {
+    // An error reply arrives as a value; `extract_error` makes it an error.
+    match conn.req_command(cmd).and_then(Value::extract_error) {
+        Err(err) if is_noscript(&err) => {
+            script(policy).load(conn)?;
+            conn.req_command(cmd).and_then(Value::extract_error)
+        }
+        reply => reply,
+    }
+}
+
+/// The script's six integers as a decision.
+pub(crate) fn decision(reply: Value) -> Result<Decision, RedisError> {
+    let shape = |detail: String| RedisError::Reply(detail);
+    let fields: Vec<i64> = redis::from_redis_value(reply).map_err(|e| shape(e.to_string()))?;
+    let [allowed, limit, remaining, reset_after, retry_after, delay] = fields[..] else {
+        return Err(shape(format!("expected 6 integers, got {fields:?}")));
+    };
+    let unsigned =
+        |x: i64| u64::try_from(x).map_err(|_| shape(format!("negative field in {fields:?}")));
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: unsigned(limit)?,
+        remaining: unsigned(remaining)?,
+        reset_after_us: unsigned(reset_after)?,
+        retry_after_us: unsigned(retry_after)?,
+        delay_us: unsigned(delay)?,
+        source: Source::Storage,
+    })
+}

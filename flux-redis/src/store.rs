@@ -1,0 +1,493 @@
+//! The Redis store: `flux_core::Store` over an r2d2 pool and the Lua scripts.
+
+use std::sync::Arc;
+
+use flux_core::{Clock, Decision, Policy, Quota, Request, Store};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
+
+use crate::connection::{ClusterLink, Link, Manager};
+use crate::error::breaks_connection;
+use crate::{cluster, scripts, RedisError, RedisOptions};
+
+/// Where a decision's "now" comes from.
+#[derive(Debug, Clone, Default)]
+pub enum TimeSource {
+    /// Redis `TIME`, read inside the script: every app server agrees on the
+    /// time whatever its own clock says. The one to use outside tests.
+    #[default]
+    Redis,
+    /// A clock of this process, e.g. a `ManualClock` shared with a
+    /// `MemoryStore` so both decide at the same instants. For tests: keys
+    /// written this way stay in Redis at least a minute, since Redis expires
+    /// them by its own clock (a stale key decides like no key).
+    Clock(Arc<dyn Clock>),
+}
+
+impl TimeSource {
+    fn now_us(&self) -> Option<u64> {
+        match self {
+            TimeSource::Redis => None,
+            TimeSource::Clock(clock) => Some(clock.now_us()),
+        }
+    }
+}
+
+/// Rate-limit state in Redis or Redis Cluster, decided by Lua scripts that
+/// reproduce flux-core's policies exactly.
+///
+/// Each decision is one `EVALSHA` on one key (so it works on a cluster), in
+/// one round trip; [`Store::decide_many`] sends many as one pipeline. Every
+/// key written carries a TTL. Thread-safe: share it behind an `Arc`.
+///
+/// Connecting is lazy: [`RedisStore::connect`] fails only on bad options, and
+/// a Redis that is down (or comes back after a restart) is found by the calls
+/// themselves, each bounded by about `timeout_ms`.
+///
+/// ```no_run
+/// use flux_core::{storage_key, Policy, QuotaSpec, Store};
+/// use flux_redis::{RedisOptions, RedisStore};
+///
+/// let store = RedisStore::connect(&RedisOptions::from_url("redis://127.0.0.1:6379"))?;
+/// let quota = QuotaSpec::new(Policy::Gcra, 100, 60.0).build()?;
+/// let key = storage_key("flux:", "api", quota.policy(), b"10.0.0.1");
+/// let decision = store.decide(&key, &quota, 1)?;
+/// println!("allowed: {}, remaining: {}", decision.allowed, decision.remaining);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedisStore {
+    pool: r2d2::Pool<Manager>,
+    options: RedisOptions,
+    cluster: bool,
+    time: TimeSource,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.options.display_url())
+            .field("cluster", &self.cluster)
+            .field("pool_size", &self.options.pool_size)
+            .field("timeout_ms", &self.options.timeout_ms)
+            .field("time", &self.time)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// A store for these options. Does not talk to Redis: it fails only when
+    /// the options cannot work (bad URL, pool size 0, timeout 0).
+    pub fn connect(options: &RedisOptions) -> Result<Self, RedisError> {
+        let target = options.target()?;
+        let cluster = matches!(target, crate::options::Target::Cluster(_));
+        let manager = Manager::new(target, options.timeout())
+            .map_err(|e| RedisError::Config(format!("{}: {e}", options.display_url())))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size)
+            // Connections are made when calls need them, not kept topped up.
+            .min_idle(Some(0))
+            // A PING per checkout would double a decision's latency; broken
+            // connections are found by their errors instead (connection.rs).
+            .test_on_check_out(false)
+            .connection_timeout(options.timeout())
+            // Failures reach the caller as errors; r2d2 would also log each
+            // background reconnect attempt.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(RedisStore {
+            pool,
+            options: options.clone(),
+            cluster,
+            time: TimeSource::Redis,
+        })
+    }
+
+    /// The same store reading its time from `time` (tests; see [`TimeSource`]).
+    pub fn with_time_source(mut self, time: TimeSource) -> Self {
+        self.time = time;
+        self
+    }
+
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Loads every policy's script (on every node of a cluster), so the first
+    /// decisions do not pay for a `NOSCRIPT` round trip. Also a quick check
+    /// that Redis is there.
+    pub fn preload_scripts(&self) -> Result<(), RedisError> {
+        self.with_conn(|link| {
+            for script in scripts::all() {
+                script.load(link.as_dyn())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One `PING` (to every primary of a cluster) through the pool.
+    pub fn ping(&self) -> Result<(), RedisError> {
+        self.with_conn(|link| redis::cmd("PING").query::<()>(link.as_dyn()))
+    }
+
+    /// Decides at `now_us` (µs since the Unix epoch) instead of Redis `TIME`:
+    /// for tests, like [`TimeSource::Clock`].
+    pub fn decide_at(
+        &self,
+        key: &str,
+        quota: &Quota,
+        cost: u64,
+        now_us: u64,
+    ) -> Result<Decision, RedisError> {
+        self.decide_with(key, quota, cost, Some(now_us))
+    }
+
+    /// [`Store::decide_many`] at `now_us`: for tests, like [`TimeSource::Clock`].
+    pub fn decide_many_at(
+        &self,
+        requests: &[Request<'_>],
+        now_us: u64,
+    ) -> Vec<Result<Decision, RedisError>> {
+        self.decide_many_with(requests, Some(now_us))
+    }
+
+    /// Deletes every key that starts with `prefix` (`SCAN` + `UNLINK`, on
+    /// every primary of a cluster); returns how many. Never `KEYS`, so Redis
+    /// keeps serving while it runs.
+    pub fn clear_prefix(&self, prefix: &str) -> Result<u64, RedisError> {
+        if prefix.is_empty() {
+            return Err(RedisError::Config(
+                "clear_prefix needs a prefix: an empty one would clear the whole database".into(),
+            ));
+        }
+        let pattern = format!("{}*", glob_escape(prefix));
+        self.with_conn(|link| match link {
+            Link::Single(conn) => clear_node(conn, &pattern, |conn, keys| {
+                redis::cmd("UNLINK").arg(keys).query(conn)
+            }),
+            Link::Cluster(link) => clear_cluster(link, &pattern),
+        })
+    }
+
+    fn decide_with(
+        &self,
+        key: &str,
+        quota: &Quota,
+        cost: u64,
+        now_us: Option<u64>,
+    ) -> Result<Decision, RedisError> {
+        quota.check_cost(cost)?;
+        let cmd = scripts::eval_cmd(key, quota, cost, now_us);
+        let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), quota.policy(), &cmd))?;
+        scripts::decision(reply)
+    }
+
+    fn decide_many_with(
+        &self,
+        requests: &[Request<'_>],
+        now_us: Option<u64>,
+    ) -> Vec<Result<Decision, RedisError>> {
+        let mut results: Vec<Option<Result<Decision, RedisError>>> = vec![None; requests.len()];
+        let mut calls = Vec::with_capacity(requests.len());
+        for (i, r) in requests.iter().enumerate() {
+            match r.quota.check_cost(r.cost) {
+                Ok(()) => calls.push(Call {
+                    index: i,
+                    key: r.key,
+                    policy: r.quota.policy(),
+                    cmd: scripts::eval_cmd(r.key, r.quota, r.cost, now_us),
+                }),
+                Err(e) => results[i] = Some(Err(e.into())),
+            }
+        }
+        if !calls.is_empty() {
+            let timeout_ms = self.options.timeout_ms;
+            match self.with_conn(|link| run_batch(link, &calls)) {
+                Ok(replies) => {
+                    for (call, reply) in calls.iter().zip(replies) {
+                        results[call.index] = Some(
+                            reply
+                                .map_err(|e| RedisError::from_redis(e, timeout_ms))
+                                .and_then(scripts::decision),
+                        );
+                    }
+                }
+                Err(err) => {
+                    for call in &calls {
+                        results[call.index] = Some(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect()
+    }
+
+    /// Runs `f` on a pooled connection, bounded by `timeout_ms` to get one
+    /// and `timeout_ms` for each reply.
+    fn with_conn<T>(
+        &self,
+        mut f: impl FnMut(&mut Link) -> RedisResult<T>,
+    ) -> Result<T, RedisError> {
+        let timeout_ms = self.options.timeout_ms;
+        // A connection that sat in the pool while Redis restarted fails at
+        // once with a reset, before its command reached the new server: try
+        // the next one, as many times as the pool has connections.
+        let mut tries = self.options.pool_size + 1;
+        loop {
+            let mut conn = self
+                .pool
+                .get()
+                .map_err(|e| RedisError::from_pool(e, timeout_ms))?;
+            let reused = conn.uses() > 0;
+            match conn.run(&mut f) {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    tries -= 1;
+                    if reused && tries > 0 && is_stale(&err) {
+                        continue;
+                    }
+                    return Err(RedisError::from_redis(err, timeout_ms));
+                }
+            }
+        }
+    }
+}
+
+impl Store for RedisStore {
+    type Error = RedisError;
+
+    fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, RedisError> {
+        self.decide_with(key, quota, cost, self.time.now_us())
+    }
+
+    /// One pipeline, one round trip (per node of a cluster), whatever the
+    /// number of requests; results in the order of `requests`.
+    fn decide_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision, RedisError>> {
+        self.decide_many_with(requests, self.time.now_us())
+    }
+}
+
+/// One decision of a batch.
+struct Call<'a> {
+    index: usize,
+    key: &'a str,
+    policy: Policy,
+    cmd: Cmd,
+}
+
+/// Sends `calls` as one pipeline (one per primary on a cluster). Calls
+/// answered `NOSCRIPT` did not run, so they are sent again once their script
+/// is loaded; on a cluster, calls redirected by `MOVED` or `ASK` did not run
+/// either and are sent again to the right node.
+fn run_batch(link: &mut Link, calls: &[Call<'_>]) -> RedisResult<Vec<RedisResult<Value>>> {
+    let all: Vec<usize> = (0..calls.len()).collect();
+    let mut replies = send(link, calls, &all)?;
+
+    let missing: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| reply_error(&replies[i]) == Some(ServerErrorKind::NoScript))
+        .collect();
+    if !missing.is_empty() {
+        let mut policies: Vec<Policy> = missing.iter().map(|&i| calls[i].policy).collect();
+        policies.sort_by_key(|p| p.name());
+        policies.dedup();
+        for policy in policies {
+            scripts::script(policy).load(link.as_dyn())?;
+        }
+        let again = send(link, calls, &missing)?;
+        for (i, reply) in missing.into_iter().zip(again) {
+            replies[i] = reply;
+        }
+    }
+    Ok(replies
+        .into_iter()
+        .map(|reply| reply.and_then(Value::extract_error))
+        .collect())
+}
+
+/// Replies to `calls[i]` for each `i` in `which`, in that order.
+fn send(
+    link: &mut Link,
+    calls: &[Call<'_>],
+    which: &[usize],
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    match link {
+        Link::Single(conn) => {
+            let mut packed = Vec::new();
+            for &i in which {
+                calls[i].cmd.write_packed_command(&mut packed);
+            }
+            Ok(conn
+                .req_packed_commands(&packed, 0, which.len())?
+                .into_iter()
+                .map(Ok)
+                .collect())
+        }
+        Link::Cluster(link) => send_cluster(link, calls, which),
+    }
+}
+
+/// Rounds of one pipeline per primary, by the slot map; a call answered
+/// `MOVED` refreshes the map and goes in the next round. After three rounds,
+/// or on `ASK`/`TRYAGAIN`, a call goes alone, and the redis crate follows the
+/// redirect.
+fn send_cluster(
+    link: &mut ClusterLink,
+    calls: &[Call<'_>],
+    which: &[usize],
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let mut replies: Vec<Option<RedisResult<Value>>> = vec![None; calls.len()];
+    let mut pending = which.to_vec();
+    for _round in 0..3 {
+        if pending.is_empty() {
+            break;
+        }
+        if link.slots.is_empty() {
+            link.refresh_slots()?;
+        }
+        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for &i in &pending {
+            let node = link
+                .primary(cluster::slot(calls[i].key.as_bytes()))
+                .map(str::to_owned);
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        let mut moved = Vec::new();
+        for (_, group) in groups {
+            // Routed by the group's first key; the others share its primary.
+            let mut packed = Vec::new();
+            for &i in &group {
+                calls[i].cmd.write_packed_command(&mut packed);
+            }
+            let values = link.conn.req_packed_commands(&packed, 0, group.len())?;
+            for (i, value) in group.into_iter().zip(values) {
+                if server_error(&value) == Some(ServerErrorKind::Moved) {
+                    moved.push(i);
+                } else {
+                    replies[i] = Some(Ok(value));
+                }
+            }
+        }
+        if !moved.is_empty() {
+            link.slots.clear();
+        }
+        pending = moved;
+    }
+    pending.extend(which.iter().copied().filter(|&i| {
+        matches!(
+            replies[i].as_ref().and_then(reply_error),
+            Some(ServerErrorKind::Ask | ServerErrorKind::TryAgain)
+        )
+    }));
+    for i in pending {
+        let reply = scripts::eval(&mut link.conn, calls[i].policy, &calls[i].cmd);
+        if let Err(err) = &reply {
+            if breaks_connection(err) {
+                return Err(err.clone());
+            }
+        }
+        replies[i] = Some(reply);
+    }
+    Ok(which
+        .iter()
+        .map(|&i| replies[i].take().unwrap_or(Ok(Value::Nil)))
+        .collect())
+}
+
+fn server_error(value: &Value) -> Option<ServerErrorKind> {
+    match value {
+        Value::ServerError(err) => err.kind(),
+        _ => None,
+    }
+}
+
+fn reply_error(reply: &RedisResult<Value>) -> Option<ServerErrorKind> {
+    match reply {
+        Ok(value) => server_error(value),
+        Err(err) => match err.kind() {
+            redis::ErrorKind::Server(kind) => Some(kind),
+            _ => None,
+        },
+    }
+}
+
+/// A pooled connection found dead on use: worth one more try on another.
+fn is_stale(err: &redis::RedisError) -> bool {
+    err.is_connection_dropped() && !err.is_timeout()
+}
+
+/// `SCAN` one node for `pattern`, deleting what it finds with `unlink`.
+fn clear_node<C: redis::ConnectionLike>(
+    conn: &mut C,
+    pattern: &str,
+    mut unlink: impl FnMut(&mut C, &[Vec<u8>]) -> RedisResult<u64>,
+) -> RedisResult<u64> {
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        if !keys.is_empty() {
+            deleted += unlink(conn, &keys)?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// `SCAN` every primary (a cluster's `SCAN` is per node) and `UNLINK` each key
+/// through its slot.
+fn clear_cluster(link: &mut ClusterLink, pattern: &str) -> RedisResult<u64> {
+    let mut deleted = 0;
+    for (host, port) in link.primaries()? {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                redis::from_redis_value(link.conn.route_command(&scan, route.clone())?)?;
+            for key in &keys {
+                deleted += redis::cmd("UNLINK").arg(key).query::<u64>(&mut link.conn)?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// `prefix` as a literal in a `SCAN MATCH` glob.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 4);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,220 @@
+//! The Lua scripts against flux-core: random traces of keys, costs and times
+//! go through `MemoryStore` and `RedisStore` at the same injected instants,
+//! and every decision must be the same, field for field.
+//!
+//! The scripts do flux-core's integer math exactly, so this asks for equality
+//! (which is within the 1 µs the design allows for the durations).
+
+mod support;
+
+use std::sync::Arc;
+
+use flux_core::{ManualClock, MemoryStore, Policy, Quota, QuotaSpec, Request, Store};
+use flux_redis::{RedisOptions, RedisStore, TimeSource};
+use support::{RedisServer, Rng};
+
+const STEPS: usize = 10_000;
+/// A microsecond epoch with 16 digits, the kind Lua's tostring would mangle.
+const EPOCH_US: u64 = 1_700_000_000_123_457;
+
+/// Quotas a trace draws its keys' limits from: whole and fractional emission
+/// intervals, bursts above and below `requests`, fractional periods, and for
+/// leaky_bucket queues of several lengths.
+fn quotas(policy: Policy) -> Vec<Quota> {
+    let spec = |requests, period| QuotaSpec::new(policy, requests, period);
+    let mut specs = vec![
+        spec(10, 1.0),
+        spec(3, 0.5),
+        spec(7, 0.013),
+        spec(100, 60.0),
+        spec(2, 1.5),
+        spec(1, 0.25),
+    ];
+    if policy.is_bucket() {
+        specs.extend([
+            spec(3, 1.0).burst(5),
+            spec(7, 0.01).burst(2),
+            spec(5, 1.5).burst(1),
+            spec(1000, 0.7).burst(13),
+        ]);
+    }
+    // Quantities near 2^53, where a double's a / b can round to the wrong
+    // integer and the scripts' exact division has to correct it.
+    specs.push(if policy.is_bucket() {
+        spec(7, 1e9).burst(4)
+    } else {
+        spec(3, 1e9)
+    });
+    if policy == Policy::LeakyBucket {
+        specs.extend([
+            spec(3, 1.0).burst(2).max_wait(1.5),
+            spec(7, 0.333333).max_wait(0.1),
+            spec(1, 2.5).burst(3).max_wait(10.0),
+            spec(10, 1.0).max_wait(0.05),
+        ]);
+    }
+    specs.into_iter().map(|s| s.build().unwrap()).collect()
+}
+
+/// How far the clock moves before the next step, drawn for `quota`; at most
+/// a day, so 10,000 steps keep the clock below 2^53 µs.
+fn time_step(rng: &mut Rng, quota: &Quota) -> u64 {
+    let interval = (quota.period_us() / quota.requests()).max(1);
+    let step = match rng.range(0, 99) {
+        0..=29 => 0,
+        30..=64 => rng.range(1, interval.max(2) - 1),
+        65..=84 => rng.range(interval, 2 * quota.period_us()),
+        85..=96 => rng.range(2 * quota.period_us(), 5 * quota.period_us()),
+        _ => rng.range(100 * quota.period_us(), 1000 * quota.period_us()),
+    };
+    step.min(86_400_000_000)
+}
+
+fn cost(rng: &mut Rng, quota: &Quota) -> u64 {
+    match rng.range(0, 99) {
+        0..=69 => 1,
+        70..=96 => rng.range(1, quota.capacity()),
+        // Invalid: both stores must refuse it.
+        97 => 0,
+        _ => quota.capacity() + 1,
+    }
+}
+
+fn replay(policy: Policy, seed: u64) {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(EPOCH_US);
+    let memory = MemoryStore::with_clock(Arc::new(clock.clone()));
+    let redis = RedisStore::connect(&RedisOptions::from_url(server.url()))
+        .unwrap()
+        .with_time_source(TimeSource::Clock(Arc::new(clock.clone())));
+
+    let quotas = quotas(policy);
+    // Each key keeps one quota; some quotas have two keys.
+    let keys: Vec<(String, Quota)> = (0..quotas.len() + 3)
+        .map(|i| (format!("diff:{policy}:{i}"), quotas[i % quotas.len()]))
+        .collect();
+
+    let mut rng = Rng::new(seed);
+    let (mut compared, mut admitted, mut delayed, mut refused) = (0, 0, 0, 0);
+    let mut key = 0;
+    for step in 0..STEPS {
+        // Mostly the same key again, so its limit is reached and its state
+        // read back at every kind of distance in time.
+        if !rng.chance(70) {
+            key = rng.range(0, keys.len() as u64 - 1) as usize;
+        }
+        clock.advance_us(time_step(&mut rng, &keys[key].1));
+
+        // Mostly one call; sometimes a batch of calls at the same instant.
+        let n = if rng.chance(15) { rng.range(2, 8) } else { 1 };
+        let picks: Vec<(usize, u64)> = (0..n)
+            .map(|i| {
+                let k = if i == 0 {
+                    key
+                } else {
+                    rng.range(0, keys.len() as u64 - 1) as usize
+                };
+                (k, cost(&mut rng, &keys[k].1))
+            })
+            .collect();
+        let requests: Vec<Request<'_>> = picks
+            .iter()
+            .map(|&(k, cost)| Request {
+                key: &keys[k].0,
+                quota: &keys[k].1,
+                cost,
+            })
+            .collect();
+        let (expected, actual): (Vec<_>, Vec<_>) = if n == 1 {
+            let r = &requests[0];
+            (
+                vec![memory
+                    .decide(r.key, r.quota, r.cost)
+                    .map_err(|e| e.to_string())],
+                vec![redis
+                    .decide(r.key, r.quota, r.cost)
+                    .map_err(|e| e.to_string())],
+            )
+        } else {
+            (
+                memory
+                    .decide_many(&requests)
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect(),
+                redis
+                    .decide_many(&requests)
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect(),
+            )
+        };
+        for ((want, got), request) in expected.iter().zip(&actual).zip(&requests) {
+            compared += 1;
+            match (want, got) {
+                (Ok(want), Ok(got)) => {
+                    assert_eq!(
+                        want,
+                        got,
+                        "{policy} seed {seed} step {step}: key {} cost {} at t={} quota {:?}",
+                        request.key,
+                        request.cost,
+                        clock_now(&clock),
+                        request.quota
+                    );
+                    match (want.allowed, want.delay_us > 0) {
+                        (true, false) => admitted += 1,
+                        (true, true) => delayed += 1,
+                        (false, _) => refused += 1,
+                    }
+                }
+                (Err(_), Err(got)) => assert!(got.contains("cost"), "{got}"),
+                _ => panic!(
+                    "{policy} seed {seed} step {step}: memory said {want:?}, Redis said {got:?}"
+                ),
+            }
+        }
+    }
+    // The trace must have exercised both answers (and the queue, for leaky).
+    assert!(compared >= STEPS);
+    println!(
+        "{policy}: {compared} compared, {admitted} admitted, {delayed} delayed, {refused} refused"
+    );
+    assert!(
+        admitted > STEPS / 20 && refused > STEPS / 20,
+        "{admitted} admitted, {refused} refused"
+    );
+    if policy == Policy::LeakyBucket {
+        assert!(delayed > 100, "only {delayed} delayed calls");
+    }
+}
+
+fn clock_now(clock: &ManualClock) -> u64 {
+    use flux_core::Clock;
+    clock.now_us()
+}
+
+#[test]
+fn gcra_matches_flux_core() {
+    replay(Policy::Gcra, 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn token_bucket_matches_flux_core() {
+    replay(Policy::TokenBucket, 0xd1b5_4a32_d192_ed03);
+}
+
+#[test]
+fn leaky_bucket_matches_flux_core() {
+    replay(Policy::LeakyBucket, 0x8cb9_2ba7_2f3d_8dd7);
+}
+
+#[test]
+fn fixed_window_matches_flux_core() {
+    replay(Policy::FixedWindow, 0xa076_1d64_78bd_642f);
+}
+
+#[test]
+fn sliding_window_matches_flux_core() {
+    replay(Policy::SlidingWindow, 0xe703_7ed1_a0b4_28db);
+}
