@@ -22,3 +22,8 @@ mod store;
 pub use error::RedisError;
 pub use options::RedisOptions;
 pub use store::{RedisStore, TimeSource};
+
+pub mod limiter;
+pub use limiter::{
+    decide_batch, redis_options, Backend, BatchRequest, LimitOverrides, Limiter, LimiterError,
+};
