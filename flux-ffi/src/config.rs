@@ -1,0 +1,212 @@
+//! Loading a configuration: from a file, from TOML text, by discovery, or
+//! the defaults. One schema and one set of messages for every language.
+
+use std::ffi::c_char;
+use std::path::Path;
+
+use flux_core::config::{Config, LimitConfig};
+use serde_json::{json, Value};
+
+use crate::error::{fail, flux_result};
+use crate::ffi::{
+    box_into_handle, ffi_panic_boundary, free_box_handle, try_opt_str, try_out, try_ref_from_ptr,
+    try_str, try_str_from_buf, BoxHandle, Handle,
+};
+
+/// A validated configuration (flux.toml).
+///
+/// Made by `flux_config_default`, `flux_config_from_file`,
+/// `flux_config_from_toml` or `flux_config_discover`; owned by the caller,
+/// who frees it with `flux_config_free`. It never changes once made, so many
+/// threads may read it at once. Stores and limiters copy what they need from
+/// it: it may be freed while they live.
+#[derive(Debug)]
+pub struct flux_config {
+    _private: [u8; 0],
+}
+
+impl Handle for flux_config {
+    type Target = Config;
+}
+impl BoxHandle for flux_config {}
+
+fn config_result(
+    loaded: Result<Config, flux_core::config::ConfigError>,
+    out: &mut *mut flux_config,
+) -> flux_result {
+    match loaded {
+        Ok(config) => {
+            *out = box_into_handle(config);
+            flux_result::Ok
+        }
+        Err(e) => fail(flux_result::Config, e.to_string()),
+    }
+}
+
+/// Writes to `*out` the defaults Flux runs with when there is no flux.toml
+/// (the memory store: limits are per process).
+///
+/// Returns `FLUX_RESULT_OK`, or `FLUX_RESULT_NULL_ARGUMENT` when `out` is
+/// NULL. Free the result with `flux_config_free`.
+#[no_mangle]
+pub extern "C" fn flux_config_default(out: *mut *mut flux_config) -> flux_result {
+    ffi_panic_boundary! {
+        let out = try_out!(out);
+        config_result(Ok(Config::default()), out)
+    }
+}
+
+/// Loads and validates the flux.toml at `path` (NUL-terminated UTF-8), then
+/// applies `FLUX_REDIS_URL` from the environment, and writes it to `*out`.
+///
+/// Returns `FLUX_RESULT_CONFIG` when the file cannot be read or is invalid;
+/// the message names the file, the line, the key and what it allows. Free the
+/// result with `flux_config_free`.
+#[no_mangle]
+pub extern "C" fn flux_config_from_file(
+    path: *const c_char,
+    out: *mut *mut flux_config,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let path = try_str!(path);
+        let out = try_out!(out);
+        config_result(Config::load_file(Path::new(path)), out)
+    }
+}
+
+/// Parses and validates flux.toml text: `toml` points at `len` bytes of
+/// UTF-8 (no NUL needed). `origin` (NUL-terminated, may be NULL) names the
+/// text in error messages and in the JSON's "origin", as a file name would.
+/// Reads no environment: `FLUX_REDIS_URL` is not applied.
+///
+/// Returns `FLUX_RESULT_CONFIG` with a message naming the line and key when
+/// the text is invalid. Free the result with `flux_config_free`.
+#[no_mangle]
+pub extern "C" fn flux_config_from_toml(
+    toml: *const c_char,
+    len: usize,
+    origin: *const c_char,
+    out: *mut *mut flux_config,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let text = try_str_from_buf!(toml, len);
+        let origin = try_opt_str!(origin);
+        let out = try_out!(out);
+        config_result(Config::from_toml_str(text, origin.map(Path::new)), out)
+    }
+}
+
+/// Finds the configuration the way every Flux program does: the file named
+/// by `$FLUX_CONFIG` (which must exist), else `./flux.toml`, else
+/// `./config/flux.toml`, else the defaults; then applies `FLUX_REDIS_URL`.
+///
+/// Returns `FLUX_RESULT_CONFIG` when a file was found but is invalid: a
+/// broken file never falls back to the defaults. Free the result with
+/// `flux_config_free`.
+#[no_mangle]
+pub extern "C" fn flux_config_discover(out: *mut *mut flux_config) -> flux_result {
+    ffi_panic_boundary! {
+        let out = try_out!(out);
+        config_result(Config::discover().map(|(config, _)| config), out)
+    }
+}
+
+/// Writes the whole configuration, defaults filled in, as one JSON object
+/// into `buf` (`len` bytes), NUL-terminated: the sections `redis`, `flux`,
+/// `analytics`, `rate_limit` and `rate_limits` (by name) with the keys of
+/// flux.toml, and `origin` (the file, or null). A limit's `burst` is null
+/// when it is left to default to `requests`. The Redis password is included
+/// as written.
+///
+/// On `FLUX_RESULT_OK`, `*written` is the length of the JSON (not counting
+/// the NUL). When `len` is too small (NULL `buf` with `len` 0 included),
+/// returns `FLUX_RESULT_BUFFER_TOO_SMALL` with nothing copied and `*written`
+/// set to the buffer size needed, NUL included.
+#[no_mangle]
+pub extern "C" fn flux_config_to_json(
+    config: *const flux_config,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let config = try_ref_from_ptr!(config);
+        let written = try_out!(written);
+        let json = config_json(config).to_string();
+        if json.len() >= len {
+            *written = json.len() + 1;
+            return fail(
+                flux_result::BufferTooSmall,
+                format!("the configuration's JSON needs {} bytes, the buffer has {len}", json.len() + 1),
+            );
+        }
+        let buf: &mut [c_char] = crate::ffi::try_slice_mut!(buf, len);
+        for (dst, &src) in buf.iter_mut().zip(json.as_bytes()) {
+            *dst = src as c_char;
+        }
+        buf[json.len()] = 0;
+        *written = json.len();
+        flux_result::Ok
+    }
+}
+
+/// Frees a configuration. NULL is ignored; freeing twice is undefined.
+#[no_mangle]
+pub extern "C" fn flux_config_free(config: *mut flux_config) {
+    ffi_panic_boundary! {
+        // SAFETY: `config` is NULL or came from a flux_config_* constructor (the C contract).
+        unsafe { free_box_handle(config) }
+    }
+}
+
+fn limit_json(limit: &LimitConfig) -> Value {
+    json!({
+        "policy": limit.policy.name(),
+        "requests": limit.requests,
+        "period": limit.period,
+        "burst": limit.burst,
+        "max_wait": limit.max_wait,
+    })
+}
+
+fn config_json(config: &Config) -> Value {
+    let (redis, flux, analytics) = (&config.redis, &config.flux, &config.analytics);
+    let named: serde_json::Map<String, Value> = config
+        .rate_limits
+        .iter()
+        .map(|(name, limit)| (name.clone(), limit_json(limit)))
+        .collect();
+    json!({
+        "origin": config.origin.as_ref().map(|p| p.display().to_string()),
+        "redis": {
+            "url": redis.url,
+            "host": redis.host,
+            "port": redis.port,
+            "db": redis.db,
+            "username": redis.username,
+            "password": redis.password,
+            "pool_size": redis.pool_size,
+            "timeout_ms": redis.timeout_ms,
+            "cluster": redis.cluster,
+        },
+        "flux": {
+            "storage": flux.storage.to_string(),
+            "key_prefix": flux.key_prefix,
+            "log_file": flux.log_file.as_ref().map(|p| p.display().to_string()),
+            "fail_silently": flux.fail_silently,
+            "console_logging": flux.console_logging,
+            "jitter_enabled": flux.jitter_enabled,
+            "jitter_max_ms": flux.jitter_max_ms,
+        },
+        "analytics": {
+            "enabled": analytics.enabled,
+            "host": analytics.host,
+            "port": analytics.port,
+            "stream": analytics.stream,
+            "retention": analytics.retention,
+            "sample_rate": analytics.sample_rate,
+        },
+        "rate_limit": limit_json(&config.rate_limit),
+        "rate_limits": named,
+    })
+}

@@ -1,0 +1,196 @@
+//! Deciding calls: one at a time, or many at once.
+
+use flux_core::{Decision, Source};
+use flux_redis::{decide_batch, BatchRequest};
+
+use crate::error::{code_of, fail, fail_with, flux_result};
+use crate::ffi::{
+    ffi_panic_boundary, handle_ref, slice_parts, try_out, try_ref_from_ptr, try_slice,
+    try_slice_mut,
+};
+use crate::limiter::{flux_limiter, LimiterInner};
+
+/// Where a decision came from (`flux_decision.source`).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flux_source {
+    /// The store applied the limit.
+    Storage = 0,
+    /// The store could not be reached and `fail_silently` admitted the call.
+    FailOpen = 1,
+    /// Answered from a process-local cache.
+    LocalCache = 2,
+}
+
+/// Whether a call is admitted, and what to tell its caller. A plain value:
+/// nothing to free.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct flux_decision {
+    pub allowed: bool,
+    /// The most calls of cost 1 the limit holds at once.
+    pub limit: u64,
+    /// Calls of cost 1 that would still be admitted now.
+    pub remaining: u64,
+    /// Seconds until the key is back to full.
+    pub reset_after: f64,
+    /// Seconds until this call would be admitted; 0 when allowed. Includes a
+    /// random jitter (up to `jitter_max_ms`) when `jitter_enabled`.
+    pub retry_after: f64,
+    /// Seconds an admitted leaky_bucket call should wait before it runs.
+    pub delay: f64,
+    /// A `flux_source` value.
+    pub source: u32,
+}
+
+impl From<Decision> for flux_decision {
+    fn from(d: Decision) -> Self {
+        let source = match d.source {
+            Source::Storage => flux_source::Storage,
+            Source::FailOpen => flux_source::FailOpen,
+            Source::LocalCache => flux_source::LocalCache,
+        };
+        flux_decision {
+            allowed: d.allowed,
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_after: d.reset_after_secs(),
+            retry_after: d.retry_after_secs(),
+            delay: d.delay_secs(),
+            source: source as u32,
+        }
+    }
+}
+
+/// One call in a batch: the key is `key_len` bytes at `key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct flux_request {
+    pub limiter: *const flux_limiter,
+    pub key: *const u8,
+    pub key_len: usize,
+    /// At least 1.
+    pub cost: u64,
+}
+
+/// Decides one call of `cost` for the caller identified by the `key_len`
+/// bytes at `key` (any bytes, NUL included; NULL only with `key_len` 0) and
+/// writes the decision to `*out`.
+///
+/// Returns `FLUX_RESULT_OK` whether the call is allowed or not; see
+/// `out->allowed`. `FLUX_RESULT_INVALID_COST` for a cost of 0 or above the
+/// limit's capacity. When Redis fails: with `fail_silently` the call is
+/// admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`), else
+/// `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or `FLUX_RESULT_POOL`.
+/// Blocks for at most about `timeout_ms` on Redis. Thread-safe.
+#[no_mangle]
+pub extern "C" fn flux_limiter_decide(
+    limiter: *const flux_limiter,
+    key: *const u8,
+    key_len: usize,
+    cost: u64,
+    out: *mut flux_decision,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        let key = try_slice!(key, key_len);
+        let out = try_out!(out);
+        match limiter.limiter.decide(key, cost) {
+            Ok(decision) => {
+                *out = decision.into();
+                flux_result::Ok
+            }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// The limiter and key of `reqs[index]`, or its error code and message.
+///
+/// # Safety
+/// The request's limiter is NULL or live, and its key is NULL or `key_len`
+/// readable bytes, for `'a`.
+pub(crate) unsafe fn request_parts<'a>(
+    request: &flux_request,
+    index: usize,
+) -> Result<(&'a LimiterInner, &'a [u8]), (flux_result, String)> {
+    // SAFETY: per the contract above.
+    let Some(limiter) = (unsafe { handle_ref(request.limiter) }) else {
+        let message = format!("reqs[{index}].limiter must not be NULL");
+        return Err((flux_result::NullArgument, message));
+    };
+    let key = match slice_parts(request.key, request.key_len) {
+        // SAFETY: per the contract above.
+        Ok(Some((ptr, len))) => unsafe { std::slice::from_raw_parts(ptr, len) },
+        Ok(None) => &[],
+        Err(()) => {
+            let message = format!(
+                "reqs[{index}].key is NULL but reqs[{index}].key_len is {}",
+                request.key_len
+            );
+            return Err((flux_result::NullArgument, message));
+        }
+    };
+    Ok((limiter, key))
+}
+
+/// Decides `n` calls at once, on any mix of limiters and stores, with one
+/// round trip (one pipeline) per Redis store.
+///
+/// For each `i < n`, `results[i]` receives that call's code and, when it is
+/// `FLUX_RESULT_OK`, `decisions[i]` its decision. Returns `FLUX_RESULT_OK`
+/// when every call was attempted (look at `results`), or an error when the
+/// arrays themselves are bad. When some call failed, the calling thread's
+/// last error is the message of the first that did.
+#[no_mangle]
+pub extern "C" fn flux_decide_batch(
+    reqs: *const flux_request,
+    n: usize,
+    decisions: *mut flux_decision,
+    results: *mut flux_result,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let reqs = try_slice!(reqs, n);
+        let decisions = try_slice_mut!(decisions, n);
+        let results = try_slice_mut!(results, n);
+        // (index, code, message) of the failed call with the lowest index.
+        let mut first_error: Option<(usize, flux_result, String)> = None;
+        let mut note = |i: usize, code: flux_result, message: &dyn Fn() -> String| {
+            if first_error.as_ref().is_none_or(|(first, _, _)| i < *first) {
+                first_error = Some((i, code, message()));
+            }
+        };
+        let mut batch = Vec::with_capacity(n);
+        let mut indices = Vec::with_capacity(n);
+        for (i, request) in reqs.iter().enumerate() {
+            // SAFETY: the caller keeps every request's limiter and key alive during the call.
+            match unsafe { request_parts(request, i) } {
+                Ok((limiter, identity)) => {
+                    batch.push(BatchRequest { limiter: &limiter.limiter, identity, cost: request.cost });
+                    indices.push(i);
+                }
+                Err((code, message)) => {
+                    results[i] = code;
+                    note(i, code, &|| message.clone());
+                }
+            }
+        }
+        for (i, answer) in indices.into_iter().zip(decide_batch(&batch)) {
+            match answer {
+                Ok(decision) => {
+                    decisions[i] = decision.into();
+                    results[i] = flux_result::Ok;
+                }
+                Err(e) => {
+                    results[i] = code_of(&e);
+                    note(i, code_of(&e), &|| e.to_string());
+                }
+            }
+        }
+        if let Some((_, code, message)) = first_error {
+            fail(code, message);
+        }
+        flux_result::Ok
+    }
+}

@@ -1,0 +1,167 @@
+//! Result codes and the calling thread's last error message.
+
+use std::cell::RefCell;
+use std::ffi::c_char;
+
+use flux_redis::{LimiterError, RedisError};
+
+use crate::ffi::ffi_panic_boundary;
+
+/// What a fallible `flux_*` function returns. `FLUX_RESULT_OK` is 0; every
+/// other code comes with a message, read with `flux_last_error`.
+///
+/// Codes are grouped (1-99 the call itself, 100-199 configuration and
+/// limits, 200-299 storage) and never reused.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum flux_result {
+    Ok = 0,
+    /// Rust panicked inside the call; the panic was caught at the boundary.
+    Panic = 1,
+    /// A pointer argument that must not be NULL was NULL, or a NULL buffer
+    /// came with a nonzero length.
+    NullArgument = 2,
+    /// A string argument was not valid UTF-8.
+    InvalidUtf8 = 3,
+    /// An argument had a value outside the ones allowed.
+    InvalidArgument = 4,
+    /// The caller's buffer was too small; the size needed was written out.
+    BufferTooSmall = 5,
+    /// The configuration could not be read, parsed or validated.
+    Config = 100,
+    /// A limit's policy, requests, period, burst or max_wait is invalid.
+    InvalidLimit = 101,
+    /// A cost of 0, or one above what the limit can ever admit.
+    InvalidCost = 102,
+    /// No `[rate_limits.NAME]` with that name in the configuration.
+    UnknownLimit = 103,
+    /// Redis could not be reached, or failed the command.
+    Storage = 200,
+    /// Redis did not answer within `timeout_ms`.
+    Timeout = 201,
+    /// Every pooled connection stayed busy for `timeout_ms`.
+    Pool = 202,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Records `message` as the calling thread's last error and returns `code`,
+/// so a failing path reads `return fail(code, message)`.
+pub(crate) fn fail(code: flux_result, message: impl Into<String>) -> flux_result {
+    let message = message.into();
+    LAST_ERROR.with(|last| *last.borrow_mut() = message);
+    code
+}
+
+/// The code a limiter or store error is reported with.
+pub(crate) fn code_of(error: &LimiterError) -> flux_result {
+    match error {
+        LimiterError::Limit(_) => flux_result::InvalidLimit,
+        LimiterError::Cost(_) => flux_result::InvalidCost,
+        LimiterError::UnknownLimit(_) => flux_result::UnknownLimit,
+        LimiterError::Argument(_) => flux_result::InvalidArgument,
+        LimiterError::Redis(e) => redis_code(e),
+    }
+}
+
+fn redis_code(error: &RedisError) -> flux_result {
+    match error {
+        RedisError::Config(_) => flux_result::Config,
+        RedisError::Quota(_) => flux_result::InvalidCost,
+        RedisError::Timeout { .. } => flux_result::Timeout,
+        RedisError::Pool { source, .. } => pool_code(&source.to_string()),
+        _ => flux_result::Storage,
+    }
+}
+
+/// The pool gives up on a connection for two reasons: Redis cannot be
+/// reached (r2d2 then appends the last connection error to its message),
+/// or every connection stayed busy (it says only that it timed out).
+fn pool_code(message: &str) -> flux_result {
+    match message.split_once(": ") {
+        None => flux_result::Pool,
+        Some((_, cause)) if cause.contains("timed out") || cause.contains("timeout") => {
+            flux_result::Timeout
+        }
+        Some(_) => flux_result::Storage,
+    }
+}
+
+/// Records a limiter or store error and returns its code.
+pub(crate) fn fail_with(error: &LimiterError) -> flux_result {
+    fail(code_of(error), error.to_string())
+}
+
+/// The calling thread's last error message (empty when nothing failed yet).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn last_error() -> String {
+    LAST_ERROR.with(|last| last.borrow().clone())
+}
+
+/// Copies the calling thread's last error message into `buf` and returns
+/// the message's full length in bytes (not counting the NUL).
+///
+/// The copy is NUL-terminated and truncated to fit `len` bytes (at a UTF-8
+/// character boundary); it is complete when the returned length is below
+/// `len`. With `buf` NULL or `len` 0 nothing is copied, which tells the size
+/// to allocate (return value + 1). The message is the one set by the last
+/// `flux_*` call on this thread that did not return `FLUX_RESULT_OK`; a
+/// successful call leaves it as it was. An empty message (0) means no call
+/// on this thread has failed yet.
+///
+/// Thread-safe: each thread has its own last error.
+#[no_mangle]
+pub extern "C" fn flux_last_error(buf: *mut c_char, len: usize) -> usize {
+    ffi_panic_boundary! {
+        LAST_ERROR.with(|last| {
+            let message = last.borrow();
+            if !buf.is_null() && len > 0 {
+                let mut n = message.len().min(len - 1);
+                while !message.is_char_boundary(n) {
+                    n -= 1;
+                }
+                // SAFETY: the caller gives `len` writable bytes at `buf`; n < len.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
+                    *buf.add(n) = 0;
+                }
+            }
+            message.len()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(len: usize) -> (usize, Vec<u8>) {
+        let mut buf = vec![0x7f_u8; len];
+        let full = flux_last_error(buf.as_mut_ptr().cast(), len);
+        (full, buf)
+    }
+
+    #[test]
+    fn message_is_copied_whole_or_truncated_at_a_character() {
+        fail(flux_result::Config, "héllo");
+        assert_eq!(flux_last_error(std::ptr::null_mut(), 0), 6);
+        let (full, buf) = read(16);
+        assert_eq!(full, 6);
+        assert_eq!(&buf[..7], "héllo\0".as_bytes());
+        // 3 bytes of room: "h" and the 2-byte "é" do not both fit with the NUL.
+        let (_, buf) = read(3);
+        assert_eq!(&buf[..2], b"h\0");
+    }
+
+    #[test]
+    fn each_thread_has_its_own_message() {
+        fail(flux_result::Config, "here");
+        std::thread::spawn(|| assert_eq!(last_error(), ""))
+            .join()
+            .unwrap();
+        assert_eq!(last_error(), "here");
+    }
+}

@@ -1,0 +1,142 @@
+//! The store a configuration chose, shared by many limiters.
+
+use std::sync::Arc;
+
+use flux_core::config::Storage;
+use flux_redis::Backend;
+
+use crate::error::{fail_with, flux_result};
+use crate::ffi::{
+    arc_into_handle, ffi_panic_boundary, free_arc_handle, try_out, try_ref_from_ptr, ArcHandle,
+    Handle,
+};
+use crate::worker::Worker;
+
+/// The storage of a configuration: the in-process memory store, or a Redis
+/// connection pool. Also owns the thread that answers the `_async` calls of
+/// its limiters.
+///
+/// Made by `flux_store_new`, freed by `flux_store_free`. Thread-safe: any
+/// number of threads and limiters may use one store at once. Each limiter
+/// keeps its store alive, so the store may be freed before its limiters;
+/// the pool and the thread go when the store and all its limiters are freed.
+#[derive(Debug)]
+pub struct flux_store {
+    _private: [u8; 0],
+}
+
+/// What a `flux_store` stands for.
+pub(crate) struct StoreInner {
+    /// First, so that it is joined (its queue answered) before the rest goes.
+    pub(crate) worker: Worker,
+    pub(crate) backend: Arc<Backend>,
+    key_prefix: String,
+}
+
+impl Handle for flux_store {
+    type Target = StoreInner;
+}
+impl ArcHandle for flux_store {}
+
+/// Values of `flux_store_kind`.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flux_storage {
+    /// In this process only.
+    Memory = 0,
+    /// Redis or Redis Cluster, shared by every process that uses it.
+    Redis = 1,
+}
+
+/// Makes the store `config` chooses (`[flux] storage`) and writes it to `*out`.
+///
+/// Connecting to Redis is lazy: an unreachable Redis is not an error here.
+/// A decision then fails open (`fail_silently = true`) or returns
+/// `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`/`FLUX_RESULT_POOL`. Returns
+/// `FLUX_RESULT_CONFIG` when the Redis settings cannot describe a server.
+/// Free the result with `flux_store_free`; `config` may be freed at once.
+#[no_mangle]
+pub extern "C" fn flux_store_new(
+    config: *const crate::flux_config,
+    out: *mut *mut flux_store,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let config = try_ref_from_ptr!(config);
+        let out = try_out!(out);
+        match Backend::from_config(config) {
+            Ok(backend) => {
+                *out = arc_into_handle(Arc::new(StoreInner {
+                    backend: Arc::new(backend),
+                    key_prefix: config.flux.key_prefix.clone(),
+                    worker: Worker::default(),
+                }));
+                flux_result::Ok
+            }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// Loads the Lua scripts into Redis now rather than at the first decision,
+/// so a bad connection shows at start-up. Does nothing on the memory store.
+///
+/// Returns `FLUX_RESULT_OK`, or a storage error with a message.
+#[no_mangle]
+pub extern "C" fn flux_store_preload(store: *const flux_store) -> flux_result {
+    ffi_panic_boundary! {
+        let store = try_ref_from_ptr!(store);
+        match store.backend.preload_scripts() {
+            Ok(()) => flux_result::Ok,
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// Deletes every key under the configuration's `key_prefix` (on Redis with
+/// SCAN, never KEYS) and writes how many to `*deleted`.
+///
+/// Every limit that uses the prefix starts again from full.
+#[no_mangle]
+pub extern "C" fn flux_store_clear(store: *const flux_store, deleted: *mut u64) -> flux_result {
+    ffi_panic_boundary! {
+        let store = try_ref_from_ptr!(store);
+        let deleted = try_out!(deleted);
+        match store.backend.clear_prefix(&store.key_prefix) {
+            Ok(n) => {
+                *deleted = n;
+                flux_result::Ok
+            }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// `FLUX_STORAGE_MEMORY` or `FLUX_STORAGE_REDIS`; `UINT32_MAX` when `store`
+/// is NULL.
+#[no_mangle]
+pub extern "C" fn flux_store_kind(store: *const flux_store) -> u32 {
+    ffi_panic_boundary! {
+        let store = try_ref_from_ptr!(store);
+        let kind = match store.backend.storage() {
+            Storage::Memory => flux_storage::Memory,
+            Storage::Redis => flux_storage::Redis,
+        };
+        kind as u32
+    }
+}
+
+/// Releases the caller's reference to a store. NULL is ignored.
+///
+/// Limiters made on the store keep it alive. The `_free` that releases the
+/// last reference (this one or a limiter's) lets the async thread answer
+/// every queued request, each callback still called once, and joins it
+/// before it returns; then the Redis pool is closed. (Done from inside a
+/// callback, it cannot wait for its own thread, which then stops by itself.)
+#[no_mangle]
+pub extern "C" fn flux_store_free(store: *mut flux_store) {
+    ffi_panic_boundary! {
+        // SAFETY: `store` is NULL or came from flux_store_new (the C contract).
+        unsafe { free_arc_handle(store) }
+    }
+}

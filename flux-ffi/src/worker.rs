@@ -1,0 +1,333 @@
+//! Decisions that return at once and complete through a callback, from a
+//! thread owned by the store, so an event loop never waits on Redis.
+//!
+//! Each store starts its thread at its first async request. The thread takes
+//! every request queued at that moment, from any number of callers, and
+//! decides them together (one pipeline per Redis store), then writes the
+//! outputs and calls each callback exactly once.
+
+use std::ffi::{c_char, c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use flux_core::Decision;
+use flux_redis::{decide_batch, BatchRequest, Limiter, LimiterError};
+
+use crate::decision::{flux_decision, flux_request, request_parts};
+use crate::error::{code_of, fail, flux_result};
+use crate::ffi::{
+    ffi_panic_boundary, panic_message, try_callback, try_ref_from_ptr, try_slice, try_slice_mut,
+};
+use crate::limiter::{flux_limiter, LimiterInner};
+
+/// Called once when a `flux_decide_batch_async` has filled its arrays.
+pub type flux_batch_callback = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// Called once with the outcome of a `flux_limiter_decide_async`.
+///
+/// `decision` is non-NULL only when `result` is `FLUX_RESULT_OK`; `message`
+/// is NULL on `FLUX_RESULT_OK`, else the error's text. Both point at memory
+/// valid only during the call: copy what you keep.
+pub type flux_decide_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        result: flux_result,
+        decision: *const flux_decision,
+        message: *const c_char,
+    ),
+>;
+
+/// Most requests decided in one round, so one huge queue does not become one
+/// huge pipeline.
+const MAX_ROUND: usize = 4096;
+
+/// A caller's pointer, carried to the store's thread. The caller promises it
+/// stays valid until its callback.
+struct SendPtr<T>(*mut T);
+// SAFETY: the pointee is only touched by the store's thread, before the callback.
+unsafe impl<T> Send for SendPtr<T> {}
+
+/// One request, owned: the limiter is kept alive and the key copied.
+type Owned = Result<(Arc<Limiter>, Vec<u8>, u64), (flux_result, String)>;
+
+enum Reply {
+    One {
+        callback:
+            unsafe extern "C" fn(*mut c_void, flux_result, *const flux_decision, *const c_char),
+        user_data: SendPtr<c_void>,
+    },
+    Batch {
+        callback: unsafe extern "C" fn(*mut c_void),
+        user_data: SendPtr<c_void>,
+        decisions: SendPtr<flux_decision>,
+        results: SendPtr<flux_result>,
+    },
+}
+
+pub(crate) struct Job {
+    requests: Vec<Owned>,
+    reply: Reply,
+}
+
+/// The store's async thread, started at its first request and joined when
+/// the store goes (after it has answered everything queued).
+#[derive(Default)]
+pub(crate) struct Worker {
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    sender: Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    fn submit(&self, job: Job) -> Result<(), String> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.is_none() {
+            let (sender, receiver) = mpsc::channel();
+            let thread = thread::Builder::new()
+                .name("flux-async".to_owned())
+                .spawn(move || serve(receiver))
+                .map_err(|e| format!("cannot start the thread for async decisions: {e}"))?;
+            *running = Some(Running { sender, thread });
+        }
+        let running = running.as_ref().expect("started above");
+        running
+            .sender
+            .send(job)
+            .map_err(|_| "the thread for async decisions has stopped".to_owned())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let running = self
+            .running
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(Running { sender, thread }) = running.take() {
+            // Closing the channel lets the thread finish what is queued, then stop.
+            drop(sender);
+            // The last reference can go inside a callback, on the thread itself;
+            // it then stops on its own as soon as the callback returns.
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn serve(receiver: Receiver<Job>) {
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        let mut queued = jobs[0].requests.len();
+        while queued < MAX_ROUND {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    queued += job.requests.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        answer(jobs);
+    }
+}
+
+/// Decides every request of `jobs` in one batch, then replies to each job.
+fn answer(jobs: Vec<Job>) {
+    let decided = catch_unwind(AssertUnwindSafe(|| {
+        let batch: Vec<BatchRequest<'_>> = jobs
+            .iter()
+            .flat_map(|job| job.requests.iter())
+            .filter_map(|r| r.as_ref().ok())
+            .map(|(limiter, key, cost)| BatchRequest {
+                limiter,
+                identity: key,
+                cost: *cost,
+            })
+            .collect();
+        decide_batch(&batch)
+    }));
+    let mut answers = match decided {
+        Ok(answers) => Some(answers.into_iter()),
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            for job in jobs {
+                let outcomes = job
+                    .requests
+                    .iter()
+                    .map(|_| Err((flux_result::Panic, message.clone())));
+                reply(job.reply, outcomes.collect());
+            }
+            return;
+        }
+    };
+    for job in jobs {
+        let outcomes = job
+            .requests
+            .into_iter()
+            .map(|request| match request {
+                Err(invalid) => Err(invalid),
+                Ok(_) => match answers.as_mut().and_then(Iterator::next) {
+                    Some(Ok(decision)) => Ok(decision),
+                    Some(Err(e)) => Err(error_parts(&e)),
+                    None => Err((flux_result::Panic, "a decision went missing".to_owned())),
+                },
+            })
+            .collect();
+        reply(job.reply, outcomes);
+    }
+}
+
+fn error_parts(error: &LimiterError) -> (flux_result, String) {
+    (code_of(error), error.to_string())
+}
+
+/// Writes a job's outputs and calls its callback, exactly once.
+fn reply(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, String)>>) {
+    match reply {
+        Reply::One {
+            callback,
+            user_data,
+        } => {
+            let outcome = outcomes.into_iter().next().unwrap_or(Err((
+                flux_result::Panic,
+                "a decision went missing".to_owned(),
+            )));
+            match outcome {
+                Ok(decision) => {
+                    let decision = flux_decision::from(decision);
+                    // SAFETY: a C function pointer given for this; user_data is the caller's.
+                    unsafe { callback(user_data.0, flux_result::Ok, &decision, std::ptr::null()) }
+                }
+                Err((code, message)) => {
+                    let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
+                    // SAFETY: as above; `message` outlives the call.
+                    unsafe { callback(user_data.0, code, std::ptr::null(), message.as_ptr()) }
+                }
+            }
+        }
+        Reply::Batch {
+            callback,
+            user_data,
+            decisions,
+            results,
+        } => {
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                // SAFETY: the caller keeps both arrays (one slot per request) valid
+                // until the callback, which comes after this.
+                unsafe {
+                    match outcome {
+                        Ok(decision) => {
+                            *decisions.0.add(i) = decision.into();
+                            *results.0.add(i) = flux_result::Ok;
+                        }
+                        Err((code, _)) => *results.0.add(i) = code,
+                    }
+                }
+            }
+            // SAFETY: a C function pointer given for this; user_data is the caller's.
+            unsafe { callback(user_data.0) }
+        }
+    }
+}
+
+/// Sends `job` to the thread of the store of `limiter`, or answers it here
+/// when there is no limiter to say which store.
+fn dispatch(limiter: Option<&LimiterInner>, job: Job) -> flux_result {
+    match limiter {
+        Some(limiter) => match limiter.store.worker.submit(job) {
+            Ok(()) => flux_result::Ok,
+            Err(message) => fail(flux_result::Storage, message),
+        },
+        None => {
+            answer(vec![job]);
+            flux_result::Ok
+        }
+    }
+}
+
+/// Like `flux_limiter_decide`, but returns at once: the decision is made on
+/// a thread owned by the limiter's store, which then calls
+/// `callback(user_data, result, decision, message)` exactly once.
+///
+/// The key is copied, and the limiter is kept alive until the callback, so
+/// both may be released as soon as this returns. Requests queued by many
+/// threads at the same moment go to Redis as one pipeline. Returns
+/// `FLUX_RESULT_OK` when the request was queued; any other result means the
+/// callback will not be called.
+#[no_mangle]
+pub extern "C" fn flux_limiter_decide_async(
+    limiter: *const flux_limiter,
+    key: *const u8,
+    key_len: usize,
+    cost: u64,
+    callback: flux_decide_callback,
+    user_data: *mut c_void,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        let key = try_slice!(key, key_len);
+        let callback = try_callback!(callback);
+        let job = Job {
+            requests: vec![Ok((limiter.limiter.clone(), key.to_vec(), cost))],
+            reply: Reply::One { callback, user_data: SendPtr(user_data) },
+        };
+        dispatch(Some(limiter), job)
+    }
+}
+
+/// Like `flux_decide_batch`, but returns at once: the calls are decided on
+/// a thread owned by the store of the first request's limiter, which fills
+/// `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
+/// and then calls `callback(user_data)` exactly once.
+///
+/// The requests and their keys are copied and the limiters kept alive, so
+/// they may be released as soon as this returns; `decisions` and `results`
+/// (`n` entries each) must stay valid until the callback. When no request
+/// has a limiter (`n` is 0, or every limiter is NULL) the arrays are filled
+/// and the callback called before this returns, on the calling thread.
+/// Returns `FLUX_RESULT_OK` when the batch was accepted; any other result
+/// means the callback will not be called.
+#[no_mangle]
+pub extern "C" fn flux_decide_batch_async(
+    reqs: *const flux_request,
+    n: usize,
+    decisions: *mut flux_decision,
+    results: *mut flux_result,
+    callback: flux_batch_callback,
+    user_data: *mut c_void,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let reqs = try_slice!(reqs, n);
+        // Checked now, so a bad array is reported here rather than by the thread.
+        let _ = try_slice_mut!(decisions, n);
+        let _ = try_slice_mut!(results, n);
+        let callback = try_callback!(callback);
+        let mut first_limiter: Option<&LimiterInner> = None;
+        let requests: Vec<Owned> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, request)| {
+                // SAFETY: the caller's requests hold live limiters and keys during this call.
+                let (limiter, key) = unsafe { request_parts(request, i) }?;
+                first_limiter.get_or_insert(limiter);
+                Ok((limiter.limiter.clone(), key.to_vec(), request.cost))
+            })
+            .collect();
+        let job = Job {
+            requests,
+            reply: Reply::Batch {
+                callback,
+                user_data: SendPtr(user_data),
+                decisions: SendPtr(decisions),
+                results: SendPtr(results),
+            },
+        };
+        dispatch(first_limiter, job)
+    }
+}

@@ -1,0 +1,384 @@
+//! Batches, and the non-blocking calls: every callback comes exactly once,
+//! from a thread owned by Flux, with the outputs written before it.
+
+mod support;
+
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use flux_ffi::*;
+use support::*;
+
+/// What the callbacks saw, per request and in total. Callbacks never panic
+/// (that would abort, being called from C's side of the boundary): they
+/// count, and the test asserts afterwards.
+struct Tracker {
+    calls: Vec<AtomicU32>,
+    codes: Vec<AtomicU32>,
+    allowed: AtomicUsize,
+    done: AtomicUsize,
+    on_flux_thread: AtomicUsize,
+    malformed: AtomicUsize,
+    messages: Mutex<Vec<String>>,
+}
+
+impl Tracker {
+    fn new(n: usize) -> Self {
+        Tracker {
+            calls: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            codes: (0..n).map(|_| AtomicU32::new(u32::MAX)).collect(),
+            allowed: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            on_flux_thread: AtomicUsize::new(0),
+            malformed: AtomicUsize::new(0),
+            messages: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn tickets(&self) -> Vec<Ticket> {
+        (0..self.calls.len())
+            .map(|index| Ticket {
+                tracker: self,
+                index,
+            })
+            .collect()
+    }
+
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.done.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} callbacks came",
+                self.done.load(Ordering::SeqCst)
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn assert_each_called_once(&self) {
+        for (i, calls) in self.calls.iter().enumerate() {
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "callback of request {i}");
+        }
+        assert_eq!(self.malformed.load(Ordering::SeqCst), 0);
+        assert_eq!(self.on_flux_thread.load(Ordering::SeqCst), self.calls.len());
+    }
+}
+
+/// The user_data of one request.
+struct Ticket {
+    tracker: *const Tracker,
+    index: usize,
+}
+// SAFETY: a Ticket only reads its Tracker, which is Sync and outlives it.
+unsafe impl Sync for Ticket {}
+
+unsafe extern "C" fn on_decision(
+    user_data: *mut c_void,
+    result: flux_result,
+    decision: *const flux_decision,
+    message: *const c_char,
+) {
+    // SAFETY: user_data is a Ticket that the test keeps alive until it has waited.
+    let ticket = unsafe { &*(user_data as *const Ticket) };
+    let tracker = unsafe { &*ticket.tracker };
+    tracker.calls[ticket.index].fetch_add(1, Ordering::SeqCst);
+    tracker.codes[ticket.index].store(result as u32, Ordering::SeqCst);
+    match (result, decision.is_null(), message.is_null()) {
+        (flux_result::Ok, false, true) => {
+            // SAFETY: non-NULL and valid during the callback.
+            if unsafe { (*decision).allowed } {
+                tracker.allowed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        (code, true, false) if code != flux_result::Ok => {
+            // SAFETY: a NUL-terminated message, valid during the callback.
+            let text = unsafe { CStr::from_ptr(message) }
+                .to_string_lossy()
+                .into_owned();
+            tracker.messages.lock().unwrap().push(text);
+        }
+        _ => {
+            tracker.malformed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    if thread::current().name() == Some("flux-async") {
+        tracker.on_flux_thread.fetch_add(1, Ordering::SeqCst);
+    }
+    tracker.done.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn on_batch(user_data: *mut c_void) {
+    // SAFETY: as in on_decision.
+    let ticket = unsafe { &*(user_data as *const Ticket) };
+    let tracker = unsafe { &*ticket.tracker };
+    tracker.calls[ticket.index].fetch_add(1, Ordering::SeqCst);
+    if thread::current().name() == Some("flux-async") {
+        tracker.on_flux_thread.fetch_add(1, Ordering::SeqCst);
+    }
+    tracker.done.fetch_add(1, Ordering::SeqCst);
+}
+
+fn decide_async(
+    limiter: *const flux_limiter,
+    key: &[u8],
+    cost: u64,
+    ticket: &Ticket,
+) -> flux_result {
+    let user_data = ticket as *const Ticket as *mut c_void;
+    flux_limiter_decide_async(
+        limiter,
+        key.as_ptr(),
+        key.len(),
+        cost,
+        Some(on_decision),
+        user_data,
+    )
+}
+
+#[test]
+fn many_submitters_get_every_result_exactly_once() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 500;
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    // A burst of 1000, then one call an hour: exactly 1000 of 4000 are admitted.
+    let limiter = limiter(store, config, "async", &params(1, 3600.0, Some(1000)));
+    let tracker = Tracker::new(THREADS * PER_THREAD);
+    let tickets = tracker.tickets();
+    let shared = Shared(limiter as *const flux_limiter);
+    thread::scope(|s| {
+        for chunk in tickets.chunks(PER_THREAD) {
+            s.spawn(move || {
+                let limiter = shared;
+                for ticket in chunk {
+                    assert_eq!(
+                        decide_async(limiter.0, b"one key", 1, ticket),
+                        flux_result::Ok
+                    );
+                }
+            });
+        }
+    });
+    tracker.wait_for(THREADS * PER_THREAD);
+    tracker.assert_each_called_once();
+    assert_eq!(tracker.allowed.load(Ordering::SeqCst), 1000);
+
+    flux_limiter_free(limiter);
+    flux_store_free(store);
+    flux_config_free(config);
+}
+
+#[test]
+fn errors_come_through_the_callback_with_their_message() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let limiter = limiter(store, config, "async", &params(10, 10.0, None));
+    let tracker = Tracker::new(2);
+    let tickets = tracker.tickets();
+    assert_eq!(decide_async(limiter, b"k", 0, &tickets[0]), flux_result::Ok);
+    assert_eq!(
+        decide_async(limiter, b"k", 11, &tickets[1]),
+        flux_result::Ok
+    );
+    tracker.wait_for(2);
+    tracker.assert_each_called_once();
+    for code in &tracker.codes {
+        assert_eq!(code.load(Ordering::SeqCst), flux_result::InvalidCost as u32);
+    }
+    let mut messages = tracker.messages.lock().unwrap().clone();
+    messages.sort();
+    assert_eq!(
+        messages,
+        [
+            "cost 11 can never be admitted: the limit holds at most 10 at once",
+            "cost must be at least 1, got 0"
+        ]
+    );
+
+    // Refused at the call: the callback never comes.
+    let mut never = Ticket {
+        tracker: &tracker,
+        index: 0,
+    };
+    let rc = flux_limiter_decide_async(limiter, b"k".as_ptr(), 1, 1, None, ptr::null_mut());
+    assert_eq!(rc, flux_result::NullArgument);
+    assert_eq!(last_error(), "argument `callback` must not be NULL");
+    let rc = flux_limiter_decide_async(
+        ptr::null(),
+        b"k".as_ptr(),
+        1,
+        1,
+        Some(on_decision),
+        &mut never as *mut Ticket as *mut c_void,
+    );
+    assert_eq!(rc, flux_result::NullArgument);
+    let rc = flux_limiter_decide_async(
+        limiter,
+        ptr::null(),
+        1,
+        1,
+        Some(on_decision),
+        &mut never as *mut Ticket as *mut c_void,
+    );
+    assert_eq!(rc, flux_result::NullArgument);
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(tracker.done.load(Ordering::SeqCst), 2);
+
+    flux_limiter_free(limiter);
+    flux_store_free(store);
+    flux_config_free(config);
+}
+
+#[test]
+fn freeing_the_last_handle_waits_for_every_queued_callback() {
+    const N: usize = 2000;
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let limiter = limiter(store, config, "async", &params(100, 60.0, None));
+    let tracker = Tracker::new(N);
+    let tickets = tracker.tickets();
+    for (i, ticket) in tickets.iter().enumerate() {
+        // Keys are copied: this one is gone before the decision is made.
+        let key = format!("caller {}", i % 10).into_bytes();
+        assert_eq!(decide_async(limiter, &key, 1, ticket), flux_result::Ok);
+    }
+    flux_store_free(store);
+    flux_config_free(config);
+    // The limiter holds the last reference to the store: freeing it joins the
+    // store's thread, which answers everything queued first.
+    flux_limiter_free(limiter);
+    assert_eq!(tracker.done.load(Ordering::SeqCst), N);
+    tracker.assert_each_called_once();
+    // 10 callers with a burst of 100 each.
+    assert_eq!(tracker.allowed.load(Ordering::SeqCst), 1000);
+}
+
+fn request(limiter: *const flux_limiter, key: &'static [u8], cost: u64) -> flux_request {
+    flux_request {
+        limiter,
+        key: key.as_ptr(),
+        key_len: key.len(),
+        cost,
+    }
+}
+
+#[test]
+fn a_batch_decides_each_request_across_limiters_and_stores() {
+    let config = config(MEMORY_NO_JITTER);
+    let (store_a, store_b) = (store(config), store(config));
+    let two = limiter(store_a, config, "two", &params(2, 60.0, None));
+    let one = limiter(store_b, config, "one", &params(1, 60.0, None));
+    let reqs = [
+        request(two, b"k", 1),
+        request(one, b"k", 1),
+        request(two, b"k", 1),
+        request(one, b"k", 1),
+        request(two, b"k", 1),
+        request(two, b"k", 3),
+        flux_request {
+            limiter: ptr::null(),
+            key: ptr::null(),
+            key_len: 0,
+            cost: 1,
+        },
+        flux_request {
+            limiter: one,
+            key: ptr::null(),
+            key_len: 4,
+            cost: 1,
+        },
+    ];
+    let mut decisions = [flux_decision {
+        limit: 77,
+        ..Default::default()
+    }; 8];
+    let mut results = [flux_result::Panic; 8];
+    let rc = flux_decide_batch(
+        reqs.as_ptr(),
+        reqs.len(),
+        decisions.as_mut_ptr(),
+        results.as_mut_ptr(),
+    );
+    assert_eq!(rc, flux_result::Ok);
+    use flux_result::{InvalidCost, NullArgument, Ok as OK};
+    assert_eq!(
+        results,
+        [OK, OK, OK, OK, OK, InvalidCost, NullArgument, NullArgument]
+    );
+    let allowed: Vec<bool> = decisions[..5].iter().map(|d| d.allowed).collect();
+    assert_eq!(allowed, [true, true, true, false, false]);
+    assert_eq!((decisions[0].limit, decisions[1].limit), (2, 1));
+    assert!(
+        decisions[5..].iter().all(|d| d.limit == 77),
+        "no output on failure"
+    );
+    assert_eq!(
+        last_error(),
+        "cost 3 can never be admitted: the limit holds at most 2 at once"
+    );
+
+    // The same through the store's thread.
+    let tracker = Tracker::new(1);
+    let tickets = tracker.tickets();
+    let mut decisions = [flux_decision::default(); 8];
+    let mut results = [flux_result::Panic; 8];
+    let rc = flux_decide_batch_async(
+        reqs.as_ptr(),
+        reqs.len(),
+        decisions.as_mut_ptr(),
+        results.as_mut_ptr(),
+        Some(on_batch),
+        &tickets[0] as *const Ticket as *mut c_void,
+    );
+    assert_eq!(rc, flux_result::Ok);
+    tracker.wait_for(1);
+    tracker.assert_each_called_once();
+    assert_eq!(
+        results,
+        [OK, OK, OK, OK, OK, InvalidCost, NullArgument, NullArgument]
+    );
+    assert!(
+        decisions[..5].iter().all(|d| !d.allowed),
+        "all used up by the first batch"
+    );
+
+    // Bad arrays are refused at the call.
+    let rc = flux_decide_batch(reqs.as_ptr(), 2, ptr::null_mut(), results.as_mut_ptr());
+    assert_eq!(rc, flux_result::NullArgument);
+    assert_eq!(last_error(), "argument `decisions` is NULL but `n` is 2");
+
+    for handle in [two, one] {
+        flux_limiter_free(handle);
+    }
+    flux_store_free(store_a);
+    flux_store_free(store_b);
+    flux_config_free(config);
+}
+
+#[test]
+fn an_empty_batch_completes_at_once() {
+    let tracker = Tracker::new(1);
+    let tickets = tracker.tickets();
+    let user_data = &tickets[0] as *const Ticket as *mut c_void;
+    assert_eq!(
+        flux_decide_batch(ptr::null(), 0, ptr::null_mut(), ptr::null_mut()),
+        flux_result::Ok
+    );
+    let rc = flux_decide_batch_async(
+        ptr::null(),
+        0,
+        ptr::null_mut(),
+        ptr::null_mut(),
+        Some(on_batch),
+        user_data,
+    );
+    assert_eq!(rc, flux_result::Ok);
+    // Called before the function returned, on this thread.
+    assert_eq!(tracker.done.load(Ordering::SeqCst), 1);
+    assert_eq!(tracker.on_flux_thread.load(Ordering::SeqCst), 0);
+}
