@@ -6,8 +6,10 @@
 //! decides them together (one pipeline per Redis store), then writes the
 //! outputs and calls each callback exactly once.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -81,18 +83,32 @@ pub(crate) struct Worker {
 struct Running {
     sender: Sender<Job>,
     thread: JoinHandle<()>,
+    /// Tells this worker's thread from others (see [`SERVING`]).
+    id: u64,
+}
+
+thread_local! {
+    /// The id of the worker whose thread this is; 0 on every other thread.
+    /// (Not `thread::current()`: on a thread made by C, that allocates a
+    /// handle that is never freed.)
+    static SERVING: Cell<u64> = const { Cell::new(0) };
 }
 
 impl Worker {
     fn submit(&self, job: Job) -> Result<(), String> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if running.is_none() {
+            static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let (sender, receiver) = mpsc::channel();
             let thread = thread::Builder::new()
                 .name("flux-async".to_owned())
-                .spawn(move || serve(receiver))
+                .spawn(move || {
+                    SERVING.with(|serving| serving.set(id));
+                    serve(receiver)
+                })
                 .map_err(|e| format!("cannot start the thread for async decisions: {e}"))?;
-            *running = Some(Running { sender, thread });
+            *running = Some(Running { sender, thread, id });
         }
         let running = running.as_ref().expect("started above");
         running
@@ -108,12 +124,12 @@ impl Drop for Worker {
             .running
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(Running { sender, thread }) = running.take() {
+        if let Some(Running { sender, thread, id }) = running.take() {
             // Closing the channel lets the thread finish what is queued, then stop.
             drop(sender);
             // The last reference can go inside a callback, on the thread itself;
             // it then stops on its own as soon as the callback returns.
-            if thread.thread().id() != thread::current().id() {
+            if SERVING.with(Cell::get) != id {
                 let _ = thread.join();
             }
         }

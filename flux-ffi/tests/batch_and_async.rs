@@ -382,3 +382,49 @@ fn an_empty_batch_completes_at_once() {
     assert_eq!(tracker.done.load(Ordering::SeqCst), 1);
     assert_eq!(tracker.on_flux_thread.load(Ordering::SeqCst), 0);
 }
+
+struct FreeInCallback {
+    limiter: *mut flux_limiter,
+    done: AtomicUsize,
+}
+
+unsafe extern "C" fn free_limiter_then_count(
+    user_data: *mut c_void,
+    _result: flux_result,
+    _decision: *const flux_decision,
+    _message: *const c_char,
+) {
+    // SAFETY: the test keeps this alive until `done` is set.
+    let state = unsafe { &*(user_data as *const FreeInCallback) };
+    flux_limiter_free(state.limiter);
+    state.done.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn the_last_handle_may_be_freed_inside_a_callback() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let limiter = limiter(store, config, "async", &params(10, 10.0, None));
+    flux_store_free(store);
+    flux_config_free(config);
+    let state = FreeInCallback {
+        limiter,
+        done: AtomicUsize::new(0),
+    };
+    let user_data = &state as *const FreeInCallback as *mut c_void;
+    let rc = flux_limiter_decide_async(
+        limiter,
+        b"k".as_ptr(),
+        1,
+        1,
+        Some(free_limiter_then_count),
+        user_data,
+    );
+    assert_eq!(rc, flux_result::Ok);
+    // The store's thread cannot join itself: it finishes and stops on its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.done.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the callback never came");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
