@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test bench fmt lint deps test-rust
+.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py
 
 ## test: install what the tests need, then check formatting, lints and every test
-test: deps lint test-rust test-c
+test: deps lint test-rust test-c test-py
 
 ## deps: from the system's packages, redis-server (the tests start their own on free
 ## ports), and a C compiler and valgrind for the C example
@@ -79,8 +79,34 @@ example-rust:
 	$(CARGO) run -q -p flux-example
 
 ## bench: criterion benches (not part of `make test`: speed is measured, never asserted)
-bench:
+bench: bench-py
 	$(CARGO) bench -p flux-core --bench core
 
 fmt:
 	$(CARGO) fmt --all
+
+## Python: a virtualenv in .venv with the package (built with cargo by its setup.py) and test deps
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(VENV)/.test-deps: $(PY) flux-py/requirements-test.txt
+	$(PY) -m pip install -q -r flux-py/requirements-test.txt
+	touch $@
+
+py-install: $(VENV)/.test-deps
+	$(PY) -m pip install -q --no-build-isolation ./flux-py
+
+## test-py: pytest over real Django, Flask and FastAPI apps, on the memory store and on redis-servers it starts
+test-py: deps py-install
+	$(PY) -m pytest -q flux-py/tests
+
+## demo: the example FastAPI app on the memory store, driven by two clients
+demo: py-install
+	$(PY) examples/demo.py
+
+## bench-py: per-decision cost from Python against `limits` and redis-py (see README, Benchmarks)
+bench-py: deps py-install
+	$(PY) benches/python_compare.py

@@ -279,13 +279,17 @@ class RateLimiter:
         ``fail_silently`` is false. Never sleeps: an admitted ``leaky_bucket``
         call reports its wait in ``delay``.
         """
-        if key.__class__ is not bytes:
+        cls = key.__class__
+        if cls is str:
+            key = key.encode()
+        elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
             cost = _cost(cost)
-        ptr = self._ptr if endpoint is None else self._limiter_ptr(endpoint)
         result = self._result_type()
-        self._decide(ptr, key, len(key), cost, result)
+        self._decide(
+            self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
+        )
         if result.source_code:
             self._note_source(result)
         return result
