@@ -123,7 +123,7 @@ def sync_rows(port: int) -> dict[str, callable]:
         ),
         "flux redis   hit()": (REDIS_CALLS, loop(flux_redis.hit)),
         "limits redis fixed window": (REDIS_CALLS, loop(lambda k: limits_redis_fixed.hit(item, k))),
-        "limits redis moving window": (REDIS_CALLS, loop(lambda k: limits_redis_moving.hit(item, k))),
+        "limits redis moving window": (REDIS_CALLS, loop(lambda k: limits_redis_moving.hit(item, "moving", k))),
     }
 
 
@@ -134,7 +134,7 @@ def async_rows(port: int) -> dict[str, callable]:
         LIMIT, 60, config=FluxConfig(redis_url=url, key_prefix=prefix, jitter_enabled=False)
     )
     item = RateLimitItemPerMinute(LIMIT)
-    limits_fixed = aio_strategies.FixedWindowRateLimiter(aio_storage.RedisStorage(f"async+{url}"))
+    limits_fixed = aio_strategies.FixedWindowRateLimiter(aio_storage.RedisStorage(f"async+{url}", implementation="redispy"))
     loop = asyncio.new_event_loop()
 
     def rate(decide) -> float:

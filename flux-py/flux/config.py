@@ -302,7 +302,7 @@ def load_config(path: str | os.PathLike | None = None) -> FluxConfig:
         cfg = _load_native(handle)
     finally:
         handle.close()
-    if cfg.origin is None and path is None:
+    if cfg.origin is None and path is None and not cfg.uses_redis:
         _say_defaults_once()
     return cfg
 

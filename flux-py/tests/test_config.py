@@ -134,3 +134,25 @@ def test_policy_enum_and_strings_both_work():
     assert RateLimiter(config=cfg).policy == "fixed_window"
     cfg = FluxConfig(policy=RateLimitPolicy.SLIDING_WINDOW, key_prefix="enum-b:")
     assert RateLimiter(config=cfg).policy == "sliding_window"
+
+
+def test_running_without_a_config_is_said_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("FLUX_CONFIG", raising=False)
+    monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flux.config, "_defaults_said", False)
+    caplog.set_level("WARNING", logger="flux")
+    load_config()
+    load_config()
+    said = [r for r in caplog.records if "no flux.toml found" in r.getMessage()]
+    assert len(said) == 1 and "per process" in said[0].getMessage()
+
+
+def test_no_memory_store_notice_when_flux_redis_url_is_set(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("FLUX_CONFIG", raising=False)
+    monkeypatch.setenv("FLUX_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flux.config, "_defaults_said", False)
+    caplog.set_level("WARNING", logger="flux")
+    assert load_config().storage == "redis"
+    assert not [r for r in caplog.records if "no flux.toml found" in r.getMessage()]
