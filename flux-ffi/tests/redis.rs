@@ -48,9 +48,9 @@ fn decisions_are_kept_in_redis_and_shared_between_stores() {
         assert_eq!(d.limit, 10);
         allowed += usize::from(d.allowed);
         if !d.allowed {
-            // Exactly one emission interval (no jitter here), give or take a
-            // clock tick between the calls.
-            assert!((0.9..=1.0).contains(&d.retry_after), "{}", d.retry_after);
+            // One emission interval (no jitter here), less the time the
+            // calls took.
+            assert!((0.5..=1.0).contains(&d.retry_after), "{}", d.retry_after);
         }
     }
     assert_eq!(allowed, 10);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use flux_core::config::Config;
-use flux_core::{storage_key, Policy, QuotaSpec};
+use flux_core::{storage_key, ManualClock, MemoryStore, Policy, QuotaSpec};
 use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter, LimiterError};
 
 fn config(toml: &str) -> Config {
@@ -83,33 +83,30 @@ fn refusals_are_spread_by_jitter_only_when_enabled() {
     let jittered = config("[flux]\njitter_max_ms = 400\n");
     let exact = config("[flux]\njitter_enabled = false\n");
     for (config, spread) in [(jittered, 400_000), (exact, 0)] {
-        let backend = Arc::new(Backend::from_config(&config).unwrap());
-        // One call a second: a refused call waits 1 s, plus the jitter.
+        // Time stands still, so a refused call waits exactly 1 s plus the jitter.
+        let store = MemoryStore::with_clock(Arc::new(ManualClock::new(1_000_000)));
+        let backend = Arc::new(Backend::Memory(store));
         let limiter = Limiter::new(backend, &config, "api", None, &rate(1, 1.0)).unwrap();
         let first = limiter.decide(b"k", 1).unwrap();
         assert!(first.allowed);
         assert_eq!(first.retry_after_us, 0, "no jitter on an admitted call");
-        let mut seen = Vec::new();
-        for _ in 0..50 {
-            let d = limiter.decide(b"k", 1).unwrap();
-            assert!(!d.allowed);
-            // The real wait is at most 1 s and shrinks as the test runs.
-            assert!(
-                d.retry_after_us <= 1_000_000 + spread,
-                "{}",
-                d.retry_after_us
-            );
-            assert!(d.retry_after_us >= 900_000, "{}", d.retry_after_us);
-            seen.push(d.retry_after_us);
-        }
-        let (min, max) = (seen.iter().min().unwrap(), seen.iter().max().unwrap());
+        let waits: Vec<u64> = (0..50)
+            .map(|_| limiter.decide(b"k", 1).unwrap())
+            .inspect(|d| assert!(!d.allowed))
+            .map(|d| d.retry_after_us)
+            .collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| (1_000_000..=1_000_000 + spread).contains(w)),
+            "{waits:?}"
+        );
+        let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
         if spread == 0 {
-            assert!(max - min < 100_000, "{min}..{max}");
+            assert_eq!(min, max);
         } else {
-            assert!(
-                max - min > 50_000,
-                "50 draws spread over 400 ms: {min}..{max}"
-            );
+            // 50 uniform draws from 0..=400 ms all within 50 ms: about 1e-45.
+            assert!(max - min > 50_000, "{min}..{max}");
         }
     }
 }
