@@ -169,7 +169,7 @@ fn answer(jobs: Vec<Job>) {
         decide_batch(&batch)
     }));
     let mut answers = match decided {
-        Ok(answers) => Some(answers.into_iter()),
+        Ok(answers) => answers.into_iter(),
         Err(payload) => {
             let message = panic_message(&*payload);
             for job in jobs {
@@ -188,7 +188,7 @@ fn answer(jobs: Vec<Job>) {
             .into_iter()
             .map(|request| match request {
                 Err(invalid) => Err(invalid),
-                Ok(_) => match answers.as_mut().and_then(Iterator::next) {
+                Ok(_) => match answers.next() {
                     Some(Ok(decision)) => Ok(decision),
                     Some(Err(e)) => Err(error_parts(&e)),
                     None => Err((flux_result::Panic, "a decision went missing".to_owned())),
