@@ -15,6 +15,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from typing import Any
 
 from . import _ffi
@@ -38,7 +39,10 @@ class Store:
         self.is_memory = self.kind == "memory"
         self.where = _describe(cfg) if not self.is_memory else "memory"
         self._last_fail_open_log = -FAIL_OPEN_LOG_INTERVAL
-        self._pending: dict[asyncio.AbstractEventLoop, list[tuple]] = {}
+        # Per event loop, the decisions asked for during its current iteration.
+        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # --- fail-open logging ---
 
@@ -73,12 +77,10 @@ class Store:
         if not items:
             return
         n = len(items)
-        requests = (_ffi.flux_request * n)()
-        for request, (limiter_ptr, key, cost, _, _) in zip(requests, items):
-            request.limiter = limiter_ptr
-            request.key = key  # the array keeps a reference to the bytes
-            request.key_len = len(key)
-            request.cost = cost
+        # The array keeps a reference to each key's bytes until it is freed.
+        requests = (_ffi.flux_request * n)(
+            *[(limiter_ptr, key, len(key), cost) for limiter_ptr, key, cost, _, _ in items]
+        )
         batch = _Batch(self, loop, items, requests)
         token = next(_tokens)
         _in_flight[token] = batch
@@ -110,12 +112,14 @@ class _Batch:
     def complete(self) -> None:
         """On the loop's thread: resolves each caller's future."""
         fail_open = False
-        for i, (_, key, _, result_type, future) in enumerate(self.items):
+        decisions, results = self.decisions, self.results
+        size = ctypes.sizeof(_ffi.flux_decision)
+        for i, (_, _, _, result_type, future) in enumerate(self.items):
             if future.done():  # cancelled while waiting
                 continue
-            code = self.results[i]
+            code = results[i]
             if code == _ffi.OK:
-                result = result_type.from_buffer_copy(self.decisions[i])
+                result = result_type.from_buffer_copy(decisions, i * size)
                 fail_open |= result.source_code == _ffi.SOURCE_FAIL_OPEN
                 future.set_result(result)
             else:
