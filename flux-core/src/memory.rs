@@ -1,12 +1,16 @@
 //! The in-process store: zero setup, limits per process.
 
+mod key_hash;
+
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::policy::{decide, State};
 use crate::{Clock, Decision, Quota, QuotaError, Store, SystemClock};
+use key_hash::KeyHash;
 
 const SHARDS: usize = 64;
 /// A shard drops its expired entries at least this often (µs of store time)…
@@ -35,11 +39,12 @@ const SWEEP_SLACK: usize = 1024;
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     clock: Arc<dyn Clock>,
+    hash: KeyHash,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shard {
-    entries: HashMap<Box<str>, Entry>,
+    entries: HashMap<Box<str>, Entry, KeyHash>,
     next_sweep: u64,
     len_after_sweep: usize,
 }
@@ -75,9 +80,18 @@ impl MemoryStore {
     }
 
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let hash = KeyHash::random();
+        let shard = || {
+            Mutex::new(Shard {
+                entries: HashMap::with_hasher(hash),
+                next_sweep: 0,
+                len_after_sweep: 0,
+            })
+        };
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS).map(|_| shard()).collect(),
             clock,
+            hash,
         }
     }
 
@@ -116,17 +130,12 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &str) -> &Mutex<Shard> {
-        &self.shards[shard_index(key.as_bytes())]
+        // The map's own hash, bits 51 to 56: the shard's map indexes buckets
+        // by the low bits and tags them with the top 7, which must still vary
+        // among the keys of one shard.
+        let hash = self.hash.hash_one(key);
+        &self.shards[(hash >> 51) as usize % SHARDS]
     }
-}
-
-/// FNV-1a over the key: cheap, and storage keys end in a hex digest, so it spreads well.
-fn shard_index(key: &[u8]) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in key {
-        hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash >> 32) as usize % SHARDS
 }
 
 impl Store for MemoryStore {
