@@ -33,7 +33,8 @@ test-rust:
 ## use into $(TOOLS) (per version, so a new pin installs anew) and kept there.
 .PHONY: header header-check ffi-lib test-c example-rust
 CBINDGEN_VERSION := 0.29.4
-TOOLS ?= $(CURDIR)/.tools
+# Outside the clone, so a fresh CI clone on the same machine reuses it; a new machine installs it.
+TOOLS ?= $(HOME)/.cache/flux/tools
 CBINDGEN := $(TOOLS)/cbindgen-$(CBINDGEN_VERSION)/bin/cbindgen
 CBINDGEN_FLAGS := --quiet --config flux-ffi/cbindgen.toml --crate flux-ffi
 HEADER := include/flux.h
