@@ -1,21 +1,32 @@
 -- gcra.lua: the Generic Cell Rate Algorithm (flux-core policy.rs).
 --
--- KEYS[1] the storage key; ARGV as in common.lua (uses now, cost, burst,
--- unit, rate; max_wait is 0).
+-- KEYS: one storage key per call, {prefix}{scope}:gcra:{digest}
+-- ARGV: now_us or '' (Redis TIME), then per key cost, burst, unit, rate,
+--       max_wait_us (0) as in bucket.lua
 -- Stored: "tat frac", the theoretical arrival time tat + frac / rate (µs):
--- when the level reaches 0.
--- Reply: {allowed, limit, remaining, reset_after_us, retry_after_us, delay_us}
+--         when the level is back to 0
+-- Reply: six integers per key (common.lua)
 --
--- Example: 2 per second, burst 2 (unit 500000, rate 1), third call at t=0:
---   EVALSHA <sha> 1 flux:api:gcra:<digest> 0 1 2 1000000 2 500000 1 0
+-- Example: 2 per second, burst 2 (unit 500000, rate 1), a third call at t=0:
+--   EVALSHA <sha> 1 flux:api:gcra:<digest> 0 1 2 500000 1 0
 --   -> {0, 2, 0, 1000000, 500000, 0}
 
-local level = 0
-local tat, frac = load()
-if tat and tat >= now then
-  level = (tat - now) * rate + frac
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local cost, burst, unit, rate, max_wait = bucket_args(i)
+  local tat, frac = load(key)
+  if tat == false then
+    foreign()
+  else
+    local level = 0
+    if tat and frac and tat >= now then
+      level = (tat - now) * rate + frac
+    end
+    local after, reset_after = bucket(level, cost, burst, unit, rate, max_wait)
+    if after then
+      local whole = idiv(after, rate)
+      save(key, format('%d %d', now + whole, after - whole * rate), reset_after)
+    end
+  end
 end
-return bucket(level, function(after)
-  local whole = idiv(after, rate)
-  return int(now + whole) .. ' ' .. int(after - whole * rate)
-end)
+return out

@@ -1,21 +1,33 @@
--- token_bucket.lua: up to burst tokens refilled continuously (flux-core policy.rs).
+-- token_bucket.lua: up to burst tokens, refilled continuously (flux-core policy.rs).
 --
--- KEYS[1] the storage key; ARGV as in common.lua (uses now, cost, burst,
--- unit, rate; max_wait is 0).
--- Stored: "tokens last", tokens in scaled units (capacity - level) at `last` µs.
--- Refill is continuous and nothing is rounded away: traffic faster than one
--- token per interval still refills.
--- Reply: {allowed, limit, remaining, reset_after_us, retry_after_us, delay_us}
+-- KEYS: one storage key per call, {prefix}{scope}:token_bucket:{digest}
+-- ARGV: now_us or '' (Redis TIME), then per key cost, burst, unit, rate,
+--       max_wait_us (0) as in bucket.lua
+-- Stored: "tokens last", the tokens in scaled units (capacity - level) at
+--         `last` µs. Refill is continuous and no fraction is rounded away, so
+--         traffic faster than one token per interval still refills.
+-- Reply: six integers per key (common.lua)
 --
--- Example: 10 per second, burst 10 (unit 100000, rate 1), first call at t=5:
---   EVALSHA <sha> 1 flux:api:token_bucket:<digest> 5 1 10 1000000 10 100000 1 0
+-- Example: 10 per second, burst 10 (unit 100000, rate 1), a first call at t=5:
+--   EVALSHA <sha> 1 flux:api:token_bucket:<digest> 5 1 10 100000 1 0
 --   -> {1, 10, 9, 100000, 0, 0}
 
-local level = 0
-local tokens, last = load()
-if tokens then
-  level = drain(capacity - math.min(tokens, capacity), last)
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local cost, burst, unit, rate, max_wait = bucket_args(i)
+  local capacity = burst * unit
+  local tokens, last = load(key)
+  if tokens == false then
+    foreign()
+  else
+    local level = 0
+    if tokens and last then
+      level = drain(capacity - math.min(tokens, capacity), last, rate)
+    end
+    local after, reset_after = bucket(level, cost, burst, unit, rate, max_wait)
+    if after then
+      save(key, format('%d %d', sub0(capacity, after), now), reset_after)
+    end
+  end
 end
-return bucket(level, function(after)
-  return int(sub0(capacity, after)) .. ' ' .. int(now)
-end)
+return out

@@ -45,7 +45,14 @@ pub enum RedisError {
     #[error("Redis refused the command: {0}")]
     Redis(#[source] redis::RedisError),
 
-    /// A Flux script answered something other than its six integers.
+    /// The key holds a value of another type, which Flux did not write; it is
+    /// left alone.
+    #[error(
+        "Redis key {key} holds a value Flux did not write; delete it or use another key_prefix"
+    )]
+    KeyType { key: String },
+
+    /// A Flux script answered something other than its integers.
     #[error("unexpected reply from a Flux script: {0}")]
     Reply(String),
 

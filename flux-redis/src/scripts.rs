@@ -55,22 +55,40 @@ pub(crate) fn all() -> impl Iterator<Item = &'static Script> {
     Policy::ALL.into_iter().map(script)
 }
 
-/// `EVALSHA <sha> 1 key now cost requests period_us burst unit rate max_wait_us`
-/// (see lua/common.lua); `now` empty asks the script to use Redis `TIME`.
-pub(crate) fn eval_cmd(key: &str, quota: &Quota, cost: u64, now_us: Option<u64>) -> Cmd {
+/// One call for a script: its key and what to decide there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    pub key: &'a str,
+    pub quota: &'a Quota,
+    pub cost: u64,
+}
+
+/// `EVALSHA <sha> <n> key... now (args per key)...` deciding each entry in
+/// order; all entries share `policy`. `now` empty asks the script to use
+/// Redis `TIME`. Per key: cost, burst, unit, rate, max_wait_us for the bucket
+/// policies; cost, requests, period_us for the window policies (see lua/).
+pub(crate) fn eval_cmd(policy: Policy, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script(quota.policy()).get_hash()).arg(1).arg(key);
+    cmd.arg(script(policy).get_hash()).arg(entries.len());
+    for entry in entries {
+        cmd.arg(entry.key);
+    }
     match now_us {
         Some(now) => cmd.arg(now),
         None => cmd.arg(""),
     };
-    cmd.arg(cost)
-        .arg(quota.requests())
-        .arg(quota.period_us())
-        .arg(quota.burst())
-        .arg(quota.unit())
-        .arg(quota.rate())
-        .arg(quota.max_wait_us());
+    for Entry { quota, cost, .. } in entries {
+        debug_assert_eq!(quota.policy(), policy);
+        cmd.arg(cost);
+        if policy.is_bucket() {
+            cmd.arg(quota.burst())
+                .arg(quota.unit())
+                .arg(quota.rate())
+                .arg(quota.max_wait_us());
+        } else {
+            cmd.arg(quota.requests()).arg(quota.period_us());
+        }
+    }
     cmd
 }
 
@@ -78,7 +96,7 @@ pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
-/// Runs one decision: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then once more.
+/// Runs a script call: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then once more.
 pub(crate) fn eval(
     conn: &mut dyn ConnectionLike,
     policy: Policy,
@@ -94,15 +112,39 @@ pub(crate) fn eval(
     }
 }
 
-/// The script's six integers as a decision.
-pub(crate) fn decision(reply: Value) -> Result<Decision, RedisError> {
-    let shape = |detail: String| RedisError::Reply(detail);
-    let fields: Vec<i64> = redis::from_redis_value(reply).map_err(|e| shape(e.to_string()))?;
-    let [allowed, limit, remaining, reset_after, retry_after, delay] = fields[..] else {
-        return Err(shape(format!("expected 6 integers, got {fields:?}")));
+/// A script's reply, six integers per entry, as one decision per entry.
+pub(crate) fn decisions(
+    reply: Value,
+    entries: &[Entry<'_>],
+) -> Result<Vec<Result<Decision, RedisError>>, RedisError> {
+    let fields: Vec<i64> =
+        redis::from_redis_value(reply).map_err(|e| RedisError::Reply(e.to_string()))?;
+    if fields.len() != 6 * entries.len() {
+        return Err(RedisError::Reply(format!(
+            "expected {} integers, got {}",
+            6 * entries.len(),
+            fields.len()
+        )));
+    }
+    Ok(fields
+        .chunks_exact(6)
+        .zip(entries)
+        .map(|(fields, entry)| decision(fields, entry.key))
+        .collect())
+}
+
+fn decision(fields: &[i64], key: &str) -> Result<Decision, RedisError> {
+    let &[allowed, limit, remaining, reset_after, retry_after, delay] = fields else {
+        unreachable!("chunks of six")
     };
-    let unsigned =
-        |x: i64| u64::try_from(x).map_err(|_| shape(format!("negative field in {fields:?}")));
+    if allowed == -1 {
+        return Err(RedisError::KeyType {
+            key: key.to_owned(),
+        });
+    }
+    let unsigned = |x: i64| {
+        u64::try_from(x).map_err(|_| RedisError::Reply(format!("negative field in {fields:?}")))
+    };
     Ok(Decision {
         allowed: allowed == 1,
         limit: unsigned(limit)?,

@@ -8,6 +8,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::breaks_connection;
+use crate::scripts::Entry;
 use crate::{cluster, scripts, RedisError, RedisOptions};
 
 /// Where a decision's "now" comes from.
@@ -180,9 +181,12 @@ impl RedisStore {
         now_us: Option<u64>,
     ) -> Result<Decision, RedisError> {
         quota.check_cost(cost)?;
-        let cmd = scripts::eval_cmd(key, quota, cost, now_us);
+        let entries = [Entry { key, quota, cost }];
+        let cmd = scripts::eval_cmd(quota.policy(), &entries, now_us);
         let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), quota.policy(), &cmd))?;
-        scripts::decision(reply)
+        scripts::decisions(reply, &entries)?
+            .pop()
+            .expect("one decision per entry")
     }
 
     fn decide_many_with(
@@ -191,33 +195,72 @@ impl RedisStore {
         now_us: Option<u64>,
     ) -> Vec<Result<Decision, RedisError>> {
         let mut results: Vec<Option<Result<Decision, RedisError>>> = vec![None; requests.len()];
-        let mut calls = Vec::with_capacity(requests.len());
+        let mut valid: Vec<(usize, Entry<'_>)> = Vec::with_capacity(requests.len());
         for (i, r) in requests.iter().enumerate() {
             match r.quota.check_cost(r.cost) {
-                Ok(()) => calls.push(Call {
-                    index: i,
-                    key: r.key,
-                    policy: r.quota.policy(),
-                    cmd: scripts::eval_cmd(r.key, r.quota, r.cost, now_us),
-                }),
+                Ok(()) => valid.push((
+                    i,
+                    Entry {
+                        key: r.key,
+                        quota: r.quota,
+                        cost: r.cost,
+                    },
+                )),
                 Err(e) => results[i] = Some(Err(e.into())),
             }
         }
+        let calls = if self.cluster {
+            // One key per script call: a call's keys must share a slot.
+            valid
+                .into_iter()
+                .map(|entry| Call::new(vec![entry], now_us))
+                .collect()
+        } else {
+            // One script call per policy (in chunks), so Redis runs the
+            // script once for many decisions; a key keeps its calls' order.
+            let mut calls = Vec::new();
+            for policy in Policy::ALL {
+                let same: Vec<_> = valid
+                    .iter()
+                    .filter(|(_, e)| e.quota.policy() == policy)
+                    .copied()
+                    .collect();
+                for chunk in same.chunks(MAX_KEYS_PER_CALL) {
+                    calls.push(Call::new(chunk.to_vec(), now_us));
+                }
+            }
+            calls
+        };
+
         if !calls.is_empty() {
             let timeout_ms = self.options.timeout_ms;
             match self.with_conn(|link| run_batch(link, &calls)) {
                 Ok(replies) => {
                     for (call, reply) in calls.iter().zip(replies) {
-                        results[call.index] = Some(
-                            reply
-                                .map_err(|e| RedisError::from_redis(e, timeout_ms))
-                                .and_then(scripts::decision),
-                        );
+                        let entries: Vec<Entry<'_>> =
+                            call.entries.iter().map(|(_, e)| *e).collect();
+                        match reply
+                            .map_err(|e| RedisError::from_redis(e, timeout_ms))
+                            .and_then(|value| scripts::decisions(value, &entries))
+                        {
+                            Ok(decisions) => {
+                                for ((i, _), decision) in call.entries.iter().zip(decisions) {
+                                    results[*i] = Some(decision);
+                                }
+                            }
+                            Err(err) => {
+                                for (i, _) in &call.entries {
+                                    results[*i] = Some(Err(err.clone()));
+                                }
+                            }
+                        }
                     }
                 }
                 Err(err) => {
                     for call in &calls {
-                        results[call.index] = Some(Err(err.clone()));
+                        for (i, _) in &call.entries {
+                            results[*i] = Some(Err(err.clone()));
+                        }
                     }
                 }
             }
@@ -273,12 +316,34 @@ impl Store for RedisStore {
     }
 }
 
-/// One decision of a batch.
+/// Decisions one script call makes on a single Redis: long enough to pay for
+/// the call many times over, short enough that no call holds Redis for long.
+const MAX_KEYS_PER_CALL: usize = 128;
+
+/// One script call of a batch: its entries (with their place in the batch),
+/// all of one policy.
 struct Call<'a> {
-    index: usize,
-    key: &'a str,
+    entries: Vec<(usize, Entry<'a>)>,
     policy: Policy,
     cmd: Cmd,
+}
+
+impl<'a> Call<'a> {
+    fn new(entries: Vec<(usize, Entry<'a>)>, now_us: Option<u64>) -> Self {
+        let policy = entries[0].1.quota.policy();
+        let plain: Vec<Entry<'_>> = entries.iter().map(|(_, e)| *e).collect();
+        let cmd = scripts::eval_cmd(policy, &plain, now_us);
+        Call {
+            entries,
+            policy,
+            cmd,
+        }
+    }
+
+    /// The key that routes the call on a cluster (its only one there).
+    fn key(&self) -> &str {
+        self.entries[0].1.key
+    }
 }
 
 /// Sends `calls` as one pipeline (one per primary on a cluster). Calls
@@ -355,7 +420,7 @@ fn send_cluster(
         let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
         for &i in &pending {
             let node = link
-                .primary(cluster::slot(calls[i].key.as_bytes()))
+                .primary(cluster::slot(calls[i].key().as_bytes()))
                 .map(str::to_owned);
             match groups.iter_mut().find(|(n, _)| *n == node) {
                 Some((_, group)) => group.push(i),
