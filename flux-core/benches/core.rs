@@ -1,1 +1,161 @@
-fn main() {}
+//! flux-core benches, one entry point in two groups:
+//!
+//! * `policy`: one pure `decide` call of each policy on a warm state;
+//! * `memory_store`: one decision through the store on the system clock, on
+//!   a hot key and cycling through 1,000,000 pre-populated keys, from one
+//!   thread and from two. The two-thread benches report wall time divided by
+//!   the decisions both threads made: perfect scaling shows as half the
+//!   one-thread time.
+//!
+//! `make bench` (`cargo bench -p flux-core --bench core`) runs them all in
+//! about two minutes.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use flux_core::{decide, storage_key, MemoryStore, Policy, QuotaSpec, State, Store};
+
+const KEYS: usize = 1_000_000;
+
+fn short(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+}
+
+fn policy(c: &mut Criterion) {
+    let mut group = c.benchmark_group("policy");
+    short(&mut group);
+    let period_us = 60_000_000;
+    let t0 = 1_700_000_000_000_000;
+    for policy in Policy::ALL {
+        // 1000 per minute. The state is warm and has room: 400 calls in the
+        // previous period and 200 half-way through this one, so the call takes
+        // the longer, admitting path (and the sliding window weighs a
+        // previous window).
+        let quota = QuotaSpec::new(policy, 1_000, 60.0).build().unwrap();
+        let mut state: Option<State> = None;
+        for (at, calls) in [(t0, 400), (t0 + period_us + period_us / 2, 200)] {
+            for _ in 0..calls {
+                let out = decide(&quota, state, at, 1).unwrap();
+                state = out.update.map(|(s, _)| s).or(state);
+            }
+        }
+        let now = t0 + period_us + period_us / 2 + 10;
+        assert!(decide(&quota, state, now, 1).unwrap().decision.allowed);
+        group.bench_function(policy.name(), |b| {
+            b.iter(|| {
+                decide(
+                    black_box(&quota),
+                    black_box(state),
+                    black_box(now),
+                    black_box(1),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Runs `per_thread` decisions on each of two threads, started together, and
+/// returns wall time per decision made.
+fn two_threads(per_thread: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    let start = Barrier::new(2);
+    let elapsed = thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|t| {
+                let (start, work) = (&start, &work);
+                s.spawn(move || {
+                    start.wait();
+                    let began = Instant::now();
+                    work(t, per_thread);
+                    began.elapsed()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .max()
+            .unwrap()
+    });
+    elapsed / 2
+}
+
+fn memory_store(c: &mut Criterion) {
+    let mut group = c.benchmark_group("memory_store");
+    short(&mut group);
+    // 100 per hour: a pre-populating call of cost 50 keeps a key for 30
+    // minutes, so nothing expires during the run and hits mix admitted and
+    // refused calls as a busy limit does.
+    let quota = QuotaSpec::new(Policy::Gcra, 100, 3600.0).build().unwrap();
+
+    let store = MemoryStore::new();
+    let hot = storage_key("flux:", "api", Policy::Gcra, b"203.0.113.7");
+    store.decide(&hot, &quota, 50).unwrap();
+    group.bench_function("hot_key", |b| {
+        b.iter(|| store.decide(black_box(&hot), &quota, 1))
+    });
+    group.bench_function("hot_key_2_threads", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |_, n| {
+                for _ in 0..n {
+                    black_box(store.decide(black_box(&hot), &quota, 1).unwrap());
+                }
+            })
+        })
+    });
+
+    // Built on first use, so a run filtered to other benches skips it.
+    let million = OnceLock::new();
+    let populated = || {
+        million.get_or_init(|| {
+            let store = MemoryStore::new();
+            let keys: Vec<String> = (0..KEYS as u32)
+                .map(|i| storage_key("flux:", "api", Policy::Gcra, &i.to_le_bytes()))
+                .collect();
+            for key in &keys {
+                store.decide(key, &quota, 50).unwrap();
+            }
+            assert_eq!(store.len(), KEYS);
+            (store, keys)
+        })
+    };
+    let cursor = AtomicUsize::new(0);
+    group.bench_function("million_keys", |b| {
+        let (store, keys) = populated();
+        b.iter_custom(|iters| {
+            let from = cursor.fetch_add(iters as usize, Ordering::Relaxed);
+            let began = Instant::now();
+            for i in 0..iters as usize {
+                black_box(store.decide(&keys[(from + i) % KEYS], &quota, 1).unwrap());
+            }
+            began.elapsed()
+        })
+    });
+    group.bench_function("million_keys_2_threads", |b| {
+        let (store, keys) = populated();
+        b.iter_custom(|iters| {
+            let from = cursor.fetch_add(iters as usize, Ordering::Relaxed);
+            two_threads(iters, |t, n| {
+                // The threads walk the keys half the map apart.
+                let from = from + t * KEYS / 2;
+                for i in 0..n as usize {
+                    black_box(store.decide(&keys[(from + i) % KEYS], &quota, 1).unwrap());
+                }
+            })
+        })
+    });
+    if let Some((store, _)) = million.get() {
+        assert_eq!(store.len(), KEYS, "no key expired or was added");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, policy, memory_store);
+criterion_main!(benches);
