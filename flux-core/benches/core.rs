@@ -8,7 +8,7 @@
 //!   one-thread time.
 //!
 //! `make bench` (`cargo bench -p flux-core --bench core`) runs them all in
-//! about two minutes.
+//! about a minute, once built.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -14,7 +14,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
-/// Odd constants from wyhash, used only to spread the final state.
+/// An odd constant from wyhash, used only to spread the final state.
 const SPREAD: u64 = 0xa076_1d64_78bd_642f;
 
 /// The product of `a` and `b` as 128 bits, halves folded together.
