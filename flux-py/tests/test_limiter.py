@@ -27,9 +27,9 @@ def test_gcra_admits_the_burst_then_one_call_per_interval(config):
 
 
 def test_token_bucket_admits_what_gcra_admits(config):
-    limiter = RateLimiter(2, 1, policy="token_bucket", config=config)
+    limiter = RateLimiter(2, 4, policy="token_bucket", config=config)
     assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
-    time.sleep(0.55)  # one token (0.5 s) comes back, not two
+    time.sleep(2.1)  # one token (2 s) comes back, not two
     assert [limiter.hit("k").allowed for _ in range(2)] == [True, False]
 
 
@@ -46,9 +46,10 @@ def test_leaky_bucket_with_max_wait_delays_instead_of_refusing(config):
     results = [limiter.hit("k") for _ in range(5)]
     assert [r.allowed for r in results] == [True, True, True, True, False]
     assert results[0].delay == 0 and results[1].delay == 0
-    assert 0.49 < results[2].delay <= 0.5
-    assert 0.99 < results[3].delay <= 1.0
-    assert 0.49 < results[4].retry_after <= 0.5
+    # Less whatever time passed between the calls.
+    assert 0.3 < results[2].delay <= 0.5
+    assert 0.8 < results[3].delay <= 1.0
+    assert 0.3 < results[4].retry_after <= 0.5
 
 
 def test_leaky_bucket_without_max_wait_refuses(config):
@@ -70,12 +71,14 @@ def test_sliding_window_counts_requests_in_any_window(config):
     assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
 
 
-def test_short_periods_are_exact(config):
-    # 2,000 per second: the original's whole-millisecond interval was 0 here.
+def test_high_rates_are_exact(config):
+    # 2,000 per second: the original's whole-millisecond interval was 0 here,
+    # and the limit vanished. Admitted: the burst, plus one per 0.5 ms elapsed.
     limiter = RateLimiter(2000, 1, config=config)
-    results = [limiter.hit("k") for _ in range(2001)]
-    assert sum(r.allowed for r in results) >= 2000
-    assert sum(r.allowed for r in results) <= 2001  # refills 1 per 0.5 ms meanwhile
+    started = time.monotonic()
+    admitted = sum(limiter.hit("k").allowed for _ in range(4000))
+    elapsed = time.monotonic() - started
+    assert 2000 <= admitted <= 2000 + elapsed / 0.0005 + 1
 
 
 def test_each_key_has_its_own_limit_and_bytes_equal_str(config):
