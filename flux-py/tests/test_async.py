@@ -75,7 +75,8 @@ def test_event_loop_keeps_ticking_while_redis_stalls(redis_server, redis_config)
     result, waited, ticks = asyncio.run(main())
     assert result.allowed and result.source == "storage"
     assert waited > 0.3, "the decision did wait for the stalled Redis"
-    assert ticks >= 25, f"the loop ticked only {ticks} times in {waited:.2f}s"
+    # About 5 ticks happen before the decision; a blocked loop would add none.
+    assert ticks >= 15, f"the loop ticked only {ticks} times in {waited:.2f}s"
 
 
 def test_cancelled_ahit_leaves_the_others_alone(redis_config):
