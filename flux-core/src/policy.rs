@@ -139,6 +139,13 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
     }
 
     let reset_after_us = ceil_div(after, rate);
+    // The time the stored level is true at. Never earlier than the last one:
+    // if the clock steps back, a level already drained up to `last` must not
+    // drain over the same microseconds again.
+    let stamp = match state {
+        Some(State::TokenBucket { last, .. } | State::LeakyBucket { last, .. }) => last.max(now),
+        _ => now,
+    };
     let stored = match quota.policy() {
         Policy::Gcra => State::Gcra {
             tat: now + after / rate,
@@ -146,11 +153,11 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
         },
         Policy::TokenBucket => State::TokenBucket {
             tokens: capacity.saturating_sub(after),
-            last: now,
+            last: stamp,
         },
         _ => State::LeakyBucket {
             level: after,
-            last: now,
+            last: stamp,
         },
     };
     Outcome {
@@ -163,7 +170,7 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
             delay_us: wait,
             source: Source::Storage,
         },
-        update: Some((stored, now + reset_after_us)),
+        update: Some((stored, stamp + reset_after_us)),
     }
 }
 

@@ -124,3 +124,23 @@ fn admits_what_gcra_admits_at_every_step() {
         assert_eq!(gcra.call(now, 1), tokens.call(now, 1), "at {now}");
     }
 }
+
+#[test]
+fn a_clock_that_steps_back_does_not_refill_twice() {
+    // 1 per second, burst 2. Calls at 10 s and then, after the clock stepped
+    // back, at 9 s: both fit (nothing drains over negative time). The level
+    // is then true as of 10 s, so by 10.5 s half a token has come back, not
+    // the one and a half that counting from 9 s again would give.
+    let mut key = Key::new(quota_with_burst(Policy::TokenBucket, 1, 1.0, 2));
+    assert!(key.call(10_000_000, 1).allowed);
+    assert!(key.call(9_000_000, 1).allowed);
+    assert_eq!(
+        key.state,
+        Some(State::TokenBucket {
+            tokens: 0,
+            last: 10_000_000
+        })
+    );
+    let d = key.call(10_500_000, 1);
+    assert_eq!((d.allowed, d.retry_after_us), (false, 500_000));
+}

@@ -26,7 +26,13 @@ for i = 1, #KEYS do
     end
     local after, reset_after = bucket(level, cost, burst, unit, rate, max_wait)
     if after then
-      save(key, format('%d %d', sub0(capacity, after), now), reset_after)
+      -- Stamped no earlier than the stored `last`: a clock that steps back
+      -- must not drain the same microseconds twice (policy.rs, `stamp`).
+      local stamp = now
+      if last and last > now then
+        stamp = last
+      end
+      save(key, format('%d %d', sub0(capacity, after), stamp), reset_after + stamp - now)
     end
   end
 end

@@ -218,3 +218,36 @@ fn fixed_window_matches_flux_core() {
 fn sliding_window_matches_flux_core() {
     replay(Policy::SlidingWindow, 0xe703_7ed1_a0b4_28db);
 }
+
+/// A clock that steps back (an NTP correction on the Redis host) is read the
+/// same way by both: a bucket's level stays stamped at the later time, so
+/// the same microseconds never drain twice.
+#[test]
+fn a_clock_that_steps_back_is_read_alike() {
+    let server = RedisServer::start();
+    for policy in [Policy::TokenBucket, Policy::LeakyBucket] {
+        let clock = ManualClock::new(EPOCH_US);
+        let memory = MemoryStore::with_clock(Arc::new(clock.clone()));
+        let redis = RedisStore::connect(&RedisOptions::from_url(server.url()))
+            .unwrap()
+            .with_time_source(TimeSource::Clock(Arc::new(clock.clone())));
+        let quota = QuotaSpec::new(policy, 1, 1.0).burst(2).build().unwrap();
+        let key = format!("back:{policy}");
+        let mut answers = Vec::new();
+        for at in [10_000_000, 9_000_000, 10_500_000] {
+            clock.set_us(EPOCH_US + at);
+            let want = memory.decide(&key, &quota, 1).unwrap();
+            assert_eq!(
+                want,
+                redis.decide(&key, &quota, 1).unwrap(),
+                "{policy} at {at}"
+            );
+            answers.push((want.allowed, want.retry_after_us));
+        }
+        assert_eq!(
+            answers,
+            [(true, 0), (true, 0), (false, 500_000)],
+            "{policy}"
+        );
+    }
+}
