@@ -63,6 +63,7 @@ def rate_limit(
         requests, period, burst=burst, policy=policy, max_wait=max_wait, config=config, name=name
     )
     cost = checker.check_cost(cost)
+    checker.close()  # its quota and config are all that is needed from it
     identify = _key_function(key)
     limiters: dict[str, RateLimiter] = {}
 
