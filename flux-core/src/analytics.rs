@@ -99,6 +99,22 @@ impl EndpointSnapshot {
     pub fn total(&self) -> u64 {
         self.allowed + self.blocked + self.fail_open
     }
+
+    /// Adds `other`'s counts to these (the latency buckets are the same for all).
+    pub fn merge(&mut self, other: &EndpointSnapshot) {
+        self.allowed += other.allowed;
+        self.blocked += other.blocked;
+        self.fail_open += other.fail_open;
+        if self.latency_buckets.is_empty() {
+            self.latency_buckets = other.latency_buckets.clone();
+        } else {
+            for ((_, n), (_, m)) in self.latency_buckets.iter_mut().zip(&other.latency_buckets) {
+                *n += m;
+            }
+        }
+        self.latency_sum_ns += other.latency_sum_ns;
+        self.latency_count += other.latency_count;
+    }
 }
 
 /// A copy of every endpoint's counters, by endpoint name.
@@ -106,6 +122,18 @@ impl EndpointSnapshot {
 pub struct Snapshot {
     pub endpoints: BTreeMap<String, EndpointSnapshot>,
     pub events_dropped: u64,
+}
+
+impl Snapshot {
+    /// Adds `other` to this one, endpoint by endpoint: what several stores
+    /// of one process (or stores since dropped) counted, as one set of
+    /// counters that never go down.
+    pub fn merge(&mut self, other: &Snapshot) {
+        for (name, ep) in &other.endpoints {
+            self.endpoints.entry(name.clone()).or_default().merge(ep);
+        }
+        self.events_dropped += other.events_dropped;
+    }
 }
 
 /// One sampled decision bound for the Redis stream. Holds no raw identity:
@@ -339,6 +367,31 @@ mod tests {
         assert!((9_000..11_000).contains(&kept), "kept {kept}");
         assert!((0..1000).all(|_| Analytics::new(1.0).sample()));
         assert!((0..1000).all(|_| !Analytics::new(0.0).sample()));
+    }
+
+    #[test]
+    fn snapshots_merge_endpoint_by_endpoint() {
+        let (a, b) = (Analytics::new(1.0), Analytics::new(1.0));
+        a.endpoint("api")
+            .record(&decision(true, Source::Storage), 800);
+        b.endpoint("api")
+            .record(&decision(false, Source::Storage), 30_000);
+        b.endpoint("login")
+            .record(&decision(true, Source::FailOpen), 800);
+        b.add_dropped(2);
+        let mut merged = a.snapshot();
+        merged.merge(&b.snapshot());
+        let api = &merged.endpoints["api"];
+        assert_eq!((api.allowed, api.blocked, api.fail_open), (1, 1, 0));
+        assert_eq!(api.latency_buckets[0], (1_000, 1));
+        assert_eq!(api.latency_buckets[4], (50_000, 2));
+        assert_eq!((api.latency_count, api.latency_sum_ns), (2, 30_800));
+        assert_eq!(merged.endpoints["login"].fail_open, 1);
+        assert_eq!(merged.events_dropped, 2);
+        // Merging into an empty snapshot copies.
+        let mut empty = Snapshot::default();
+        empty.merge(&merged);
+        assert_eq!(empty, merged);
     }
 
     #[test]
