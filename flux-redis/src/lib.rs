@@ -23,7 +23,9 @@ pub use error::RedisError;
 pub use options::RedisOptions;
 pub use store::{RedisStore, TimeSource};
 
+pub mod analytics;
 pub mod limiter;
 pub use limiter::{
-    decide_batch, redis_options, Backend, BatchRequest, LimitOverrides, Limiter, LimiterError,
+    decide_batch, redis_options, Backend, BackendStore, BatchRequest, LimitOverrides, Limiter,
+    LimiterError,
 };

@@ -22,20 +22,36 @@
 //! assert!(!limiter.decide(b"10.0.0.1", 1).unwrap().allowed);
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use flux_core::config::{Config, ConfigError, RedisConfig, Storage};
+use flux_core::analytics::{Analytics, EndpointStats, Event};
+use flux_core::config::{AnalyticsConfig, Config, ConfigError, RedisConfig, Storage};
 use flux_core::{
     storage_key, Decision, MemoryStore, Policy, Quota, QuotaError, QuotaSpec, Request, Store,
 };
 use rand::Rng;
 use thiserror::Error;
 
+use crate::analytics::{now_us, FlushReport, Reporting};
 use crate::{RedisError, RedisOptions, RedisStore};
 
-/// The store a configuration chose. Thread-safe; share it in an `Arc`.
+/// The store a configuration chose, and what it counts. Thread-safe; share
+/// it in an `Arc`.
+///
+/// Every decision of its limiters is counted per endpoint (see
+/// [`crate::analytics`]); with `[analytics] enabled` the backend also sends
+/// sampled events and totals to Redis from a thread of its own, joined when
+/// the backend is dropped, and holds the process's metrics server.
 #[derive(Debug)]
-pub enum Backend {
+pub struct Backend {
+    store: BackendStore,
+    reporting: Reporting,
+}
+
+/// Where a backend keeps its limits' state.
+#[derive(Debug)]
+pub enum BackendStore {
     /// Per process: `[flux] storage = "memory"`.
     Memory(MemoryStore),
     /// Shared through Redis or Redis Cluster: `[flux] storage = "redis"`.
@@ -43,48 +59,93 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The store `config.flux.storage` names. Redis is connected lazily, so an
-    /// unreachable Redis is not an error here but at the first decision.
+    /// The store `config.flux.storage` names, with `config.analytics`. Redis
+    /// is connected lazily, so an unreachable Redis is not an error here but
+    /// at the first decision.
     pub fn from_config(config: &Config) -> Result<Backend, LimiterError> {
-        match config.flux.storage {
-            Storage::Memory => Ok(Backend::Memory(MemoryStore::new())),
+        let store = match config.flux.storage {
+            Storage::Memory => BackendStore::Memory(MemoryStore::new()),
             Storage::Redis => RedisStore::connect(&redis_options(&config.redis))
-                .map(Backend::Redis)
-                .map_err(LimiterError::Redis),
-        }
+                .map(BackendStore::Redis)
+                .map_err(LimiterError::Redis)?,
+        };
+        Ok(Backend::new(store, &config.analytics))
+    }
+
+    /// A backend on `store`. With `analytics.enabled` it serves `/metrics`
+    /// (unless this process already does) and, on Redis, starts its flusher.
+    pub fn new(store: BackendStore, analytics: &AnalyticsConfig) -> Backend {
+        let redis = match &store {
+            BackendStore::Memory(_) => None,
+            BackendStore::Redis(store) => Some(store),
+        };
+        let reporting = Reporting::new(analytics, redis);
+        Backend { store, reporting }
+    }
+
+    /// A backend on a memory store, counting but not serving its decisions.
+    pub fn memory(store: MemoryStore) -> Backend {
+        Backend::new(BackendStore::Memory(store), &AnalyticsConfig::default())
+    }
+
+    pub fn store(&self) -> &BackendStore {
+        &self.store
     }
 
     pub fn storage(&self) -> Storage {
-        match self {
-            Backend::Memory(_) => Storage::Memory,
-            Backend::Redis(_) => Storage::Redis,
+        match self.store {
+            BackendStore::Memory(_) => Storage::Memory,
+            BackendStore::Redis(_) => Storage::Redis,
         }
+    }
+
+    /// The counters of every limiter on this backend.
+    pub fn analytics(&self) -> &Arc<Analytics> {
+        self.reporting.analytics()
+    }
+
+    /// Sends the queued events and totals to Redis now instead of at the
+    /// flusher's next turn. Does nothing (and reports nothing) unless
+    /// analytics is enabled on Redis.
+    pub fn flush_analytics(&self) -> Result<FlushReport, RedisError> {
+        self.reporting.flush()
+    }
+
+    /// This backend's counters in the Prometheus text format.
+    pub fn metrics_prometheus(&self) -> String {
+        self.reporting.prometheus()
+    }
+
+    /// This backend's counters as `/metrics.json` shows them, with the
+    /// cross-process totals read from Redis when analytics is enabled there.
+    pub fn metrics_json(&self) -> String {
+        self.reporting.json().to_string()
     }
 
     /// Loads the Lua scripts ahead of the first decision; nothing to do in memory.
     pub fn preload_scripts(&self) -> Result<(), LimiterError> {
-        match self {
-            Backend::Memory(_) => Ok(()),
-            Backend::Redis(store) => store.preload_scripts().map_err(LimiterError::Redis),
+        match &self.store {
+            BackendStore::Memory(_) => Ok(()),
+            BackendStore::Redis(store) => store.preload_scripts().map_err(LimiterError::Redis),
         }
     }
 
     /// Forgets every key under `prefix`; returns how many.
     pub fn clear_prefix(&self, prefix: &str) -> Result<u64, LimiterError> {
-        match self {
-            Backend::Memory(store) => Ok(store.clear_prefix(prefix) as u64),
-            Backend::Redis(store) => store.clear_prefix(prefix).map_err(LimiterError::Redis),
+        match &self.store {
+            BackendStore::Memory(store) => Ok(store.clear_prefix(prefix) as u64),
+            BackendStore::Redis(store) => store.clear_prefix(prefix).map_err(LimiterError::Redis),
         }
     }
 
     fn decide_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision, StoreError>> {
-        match self {
-            Backend::Memory(store) => store
+        match &self.store {
+            BackendStore::Memory(store) => store
                 .decide_many(requests)
                 .into_iter()
                 .map(|r| r.map_err(StoreError::Quota))
                 .collect(),
-            Backend::Redis(store) => store
+            BackendStore::Redis(store) => store
                 .decide_many(requests)
                 .into_iter()
                 .map(|r| r.map_err(StoreError::Redis))
@@ -93,9 +154,11 @@ impl Backend {
     }
 
     fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
-        match self {
-            Backend::Memory(store) => store.decide(key, quota, cost).map_err(StoreError::Quota),
-            Backend::Redis(store) => store.decide(key, quota, cost).map_err(StoreError::Redis),
+        match &self.store {
+            BackendStore::Memory(store) => {
+                store.decide(key, quota, cost).map_err(StoreError::Quota)
+            }
+            BackendStore::Redis(store) => store.decide(key, quota, cost).map_err(StoreError::Redis),
         }
     }
 }
@@ -181,11 +244,17 @@ impl LimitOverrides {
 }
 
 /// One quota and scope on a store. Thread-safe: share it freely.
+///
+/// Its decisions are counted under its scope, the endpoint's name.
 #[derive(Debug)]
 pub struct Limiter {
     backend: Arc<Backend>,
     quota: Quota,
     scope: String,
+    endpoint: Arc<str>,
+    /// Made at the first decision, so that a limiter made only to check
+    /// its arguments leaves no endpoint behind in the metrics.
+    stats: OnceLock<Arc<EndpointStats>>,
     key_prefix: String,
     fail_silently: bool,
     /// The largest random delay added to a refused call's `retry_after`; 0 adds none.
@@ -219,6 +288,8 @@ impl Limiter {
             backend,
             quota,
             scope: scope.to_owned(),
+            endpoint: Arc::from(scope),
+            stats: OnceLock::new(),
             key_prefix: flux.key_prefix.clone(),
             fail_silently: flux.fail_silently,
             jitter_max_us: if flux.jitter_enabled {
@@ -250,7 +321,33 @@ impl Limiter {
     pub fn decide(&self, identity: &[u8], cost: u64) -> Result<Decision, LimiterError> {
         self.quota.check_cost(cost).map_err(LimiterError::Cost)?;
         let key = self.key(identity);
-        self.finish(self.backend.decide(&key, &self.quota, cost))
+        let started = Instant::now();
+        let answer = self.backend.decide(&key, &self.quota, cost);
+        let latency = started.elapsed();
+        let decision = self.finish(answer);
+        if let Ok(decision) = &decision {
+            self.record(&key, decision, latency);
+        }
+        decision
+    }
+
+    /// Counts a decision (and queues it as an event when sampled). Calls
+    /// that got no decision (an error) are not counted.
+    fn record(&self, key: &str, decision: &Decision, latency: Duration) {
+        let stats = self
+            .stats
+            .get_or_init(|| self.backend.analytics().endpoint(&self.scope));
+        stats.record(decision, latency.as_nanos().try_into().unwrap_or(u64::MAX));
+        let reporting = &self.backend.reporting;
+        if reporting.events() && reporting.analytics().sample() {
+            reporting.analytics().push_event(Event::new(
+                now_us(),
+                key.to_owned(),
+                self.endpoint.clone(),
+                &self.quota,
+                decision,
+            ));
+        }
     }
 
     /// The store's answer, with fail-open and jitter applied.
@@ -312,10 +409,18 @@ pub fn decide_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limit
                 cost: requests[i].cost,
             })
             .collect();
+        let started = Instant::now();
         let answers = backend.decide_many(&store_requests);
+        // Each decision of a batch waited for the whole batch.
+        let latency = started.elapsed();
         debug_assert_eq!(answers.len(), group.len());
         for (&i, answer) in group.iter().zip(answers) {
-            results[i] = Some(requests[i].limiter.finish(answer));
+            let limiter = requests[i].limiter;
+            let decision = limiter.finish(answer);
+            if let Ok(decision) = &decision {
+                limiter.record(&keys[i], decision, latency);
+            }
+            results[i] = Some(decision);
         }
         pending = rest;
     }

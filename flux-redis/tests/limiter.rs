@@ -85,7 +85,7 @@ fn refusals_are_spread_by_jitter_only_when_enabled() {
     for (config, spread) in [(jittered, 400_000), (exact, 0)] {
         // Time stands still, so a refused call waits exactly 1 s plus the jitter.
         let store = MemoryStore::with_clock(Arc::new(ManualClock::new(1_000_000)));
-        let backend = Arc::new(Backend::Memory(store));
+        let backend = Arc::new(Backend::memory(store));
         let limiter = Limiter::new(backend, &config, "api", None, &rate(1, 1.0)).unwrap();
         let first = limiter.decide(b"k", 1).unwrap();
         assert!(first.allowed);

@@ -1,0 +1,401 @@
+//! Sampled events and per-endpoint totals, sent to Redis in batches.
+//!
+//! A decision never waits for this: it bumps its counters and, when sampled,
+//! queues an [`Event`] in memory. A thread of the backend wakes every
+//! [`FLUSH_INTERVAL`] and, when there is something to send, writes every
+//! queued event (`XADD stream MAXLEN ~ retention * ts .. key .. ep .. d ..
+//! p .. u .. mr .. mp .. mb ..`) and what each endpoint's counters grew by
+//! since the last flush (`HINCRBY totals "<endpoint>:<outcome>" n`) as one
+//! pipeline: one round trip per flush, on a connection of its own.
+//!
+//! The totals hash holds what every process has added, so it is the
+//! cross-process count. Its key is the stream's name in a hash tag
+//! (`{flux:events}:totals`), so on a Redis Cluster it lives in the stream's
+//! slot and a flush is still one pipeline to one node.
+//!
+//! When Redis fails, the flush's events are dropped and counted
+//! (`flux_events_dropped_total`); the totals deltas stay, to be added by the
+//! next flush that gets through, so the totals stay exact.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flux_core::analytics::{Analytics, Event};
+use flux_core::config::AnalyticsConfig;
+use parking_lot::Mutex;
+use redis::{Cmd, RedisResult, ServerErrorKind, Value};
+
+use crate::connection::{Conn, Link, Manager};
+use crate::{RedisError, RedisOptions};
+
+/// How often the flusher looks for something to send.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The outcomes counted per endpoint, as they are named in the totals hash.
+pub(crate) const OUTCOMES: [&str; 3] = ["allowed", "blocked", "fail_open"];
+
+/// An endpoint's decisions by outcome, in the order of [`OUTCOMES`].
+pub(crate) type Counts = [u64; 3];
+
+/// Where events and totals go, and a connection of its own to get there, so
+/// a slow flush never holds a connection a decision is waiting for. Shared
+/// by the flusher and the metrics server (which reads the totals).
+pub(crate) struct Sink {
+    manager: Manager,
+    conn: Mutex<Option<Conn>>,
+    pub(crate) stream: String,
+    pub(crate) totals_key: String,
+    retention: u64,
+    timeout_ms: u64,
+    /// The Redis URL without its password: tells sinks apart, and says where.
+    pub(crate) redis: String,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("redis", &self.redis)
+            .field("stream", &self.stream)
+            .field("totals_key", &self.totals_key)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl Sink {
+    pub(crate) fn new(
+        options: &RedisOptions,
+        config: &AnalyticsConfig,
+    ) -> Result<Sink, RedisError> {
+        let manager = Manager::new(options.target()?, options.timeout())
+            .map_err(|e| RedisError::Config(format!("{}: {e}", options.display_url())))?;
+        Ok(Sink {
+            manager,
+            conn: Mutex::new(None),
+            stream: config.stream.clone(),
+            totals_key: totals_key(&config.stream),
+            retention: config.retention,
+            timeout_ms: options.timeout_ms,
+            redis: options.display_url(),
+        })
+    }
+
+    /// Runs `f` on this sink's connection, connecting first when there is
+    /// none. A connection that broke is dropped; one found dead on first use
+    /// after sitting idle (Redis restarted) is replaced and `f` tried once
+    /// more, as nothing reached the server.
+    fn run<T>(&self, mut f: impl FnMut(&mut Link) -> RedisResult<T>) -> Result<T, RedisError> {
+        use r2d2::ManageConnection;
+        let mut slot = self.conn.lock();
+        for attempt in 0..2 {
+            let conn = match slot.as_mut() {
+                Some(conn) => conn,
+                None => slot.insert(
+                    self.manager
+                        .connect()
+                        .map_err(|e| RedisError::from_redis(e, self.timeout_ms))?,
+                ),
+            };
+            let reused = conn.uses() > 0;
+            let result = conn.run(&mut f);
+            if result.is_err() && self.manager.has_broken(conn) {
+                *slot = None;
+            }
+            match result {
+                Err(err) if attempt == 0 && reused && is_stale(&err) => continue,
+                result => return result.map_err(|e| RedisError::from_redis(e, self.timeout_ms)),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// Forgets the connection (after a `MOVED`: a new one reads the slot map anew).
+    fn reset(&self) {
+        *self.conn.lock() = None;
+    }
+
+    /// The totals every process has flushed here, by endpoint.
+    pub(crate) fn totals(&self) -> Result<BTreeMap<String, Counts>, RedisError> {
+        let fields: Vec<(String, u64)> = self.run(|link| {
+            redis::cmd("HGETALL")
+                .arg(&self.totals_key)
+                .query(link.as_dyn())
+        })?;
+        let mut totals: BTreeMap<String, Counts> = BTreeMap::new();
+        for (field, n) in fields {
+            let Some((endpoint, outcome)) = field.rsplit_once(':') else {
+                continue;
+            };
+            if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+                totals.entry(endpoint.to_owned()).or_default()[i] += n;
+            }
+        }
+        Ok(totals)
+    }
+}
+
+/// The totals hash beside `stream`: `{flux:events}:totals` for the stream
+/// `flux:events`, so that on a Redis Cluster it is in the stream's slot. A
+/// stream name with a hash tag of its own keeps it (`{app}:events:totals`).
+pub fn totals_key(stream: &str) -> String {
+    let tagged = stream
+        .find('{')
+        .and_then(|open| stream[open + 1..].find('}'))
+        .is_some_and(|len| len > 0);
+    // A `}` outside any tag cannot be put inside one: such a name keeps
+    // its own slot and its totals another (fine on a single Redis).
+    if tagged || stream.contains('}') {
+        format!("{stream}:totals")
+    } else {
+        format!("{{{stream}}}:totals")
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Events added to the stream.
+    pub events: u64,
+    /// Events Redis did not take, now counted in `flux_events_dropped_total`.
+    pub dropped: u64,
+    /// Totals fields incremented (one per endpoint and outcome that moved).
+    pub totals: u64,
+    /// Round trips to Redis: 1 when there was something to send, else 0.
+    pub round_trips: u64,
+}
+
+/// Sends a backend's queued events and totals deltas to Redis, one
+/// pipeline per [`Flusher::flush`]. A backend runs one on a thread of its
+/// own when `[analytics] enabled` and the store is Redis; make one yourself
+/// only to flush by hand.
+#[derive(Debug)]
+pub struct Flusher {
+    analytics: Arc<Analytics>,
+    sink: Arc<Sink>,
+    /// Each endpoint's counters as the totals hash last received them.
+    sent: HashMap<String, Counts>,
+}
+
+impl Flusher {
+    /// A flusher of `analytics` to the Redis of `options`, into the stream
+    /// and retention of `config`. Connects at its first flush.
+    pub fn new(
+        analytics: Arc<Analytics>,
+        options: &RedisOptions,
+        config: &AnalyticsConfig,
+    ) -> Result<Flusher, RedisError> {
+        Ok(Self::with_sink(
+            analytics,
+            Arc::new(Sink::new(options, config)?),
+        ))
+    }
+
+    pub(crate) fn with_sink(analytics: Arc<Analytics>, sink: Arc<Sink>) -> Flusher {
+        Flusher {
+            analytics,
+            sink,
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Sends every queued event and every totals delta in one pipeline, or
+    /// nothing (no round trip) when there is nothing new.
+    ///
+    /// On an error the events are dropped and counted, and the deltas kept
+    /// for the next flush.
+    pub fn flush(&mut self) -> Result<FlushReport, RedisError> {
+        let events = self.analytics.take_events();
+        let deltas = self.deltas();
+        if events.is_empty() && deltas.is_empty() {
+            return Ok(FlushReport::default());
+        }
+        let mut packed = Vec::new();
+        for event in &events {
+            self.xadd(event).write_packed_command(&mut packed);
+        }
+        for (endpoint, outcome, delta, _) in &deltas {
+            redis::cmd("HINCRBY")
+                .arg(&self.sink.totals_key)
+                .arg(format!("{endpoint}:{}", OUTCOMES[*outcome]))
+                .arg(*delta)
+                .write_packed_command(&mut packed);
+        }
+        let count = events.len() + deltas.len();
+        let replies = match self
+            .sink
+            .run(|link| link.as_dyn().req_packed_commands(&packed, 0, count))
+        {
+            Ok(replies) => replies,
+            Err(err) => {
+                self.analytics.add_dropped(events.len() as u64);
+                return Err(err);
+            }
+        };
+        let mut report = FlushReport {
+            round_trips: 1,
+            ..FlushReport::default()
+        };
+        let mut moved = false;
+        let (event_replies, totals_replies) = replies.split_at(events.len().min(replies.len()));
+        for reply in event_replies {
+            match reply {
+                Value::ServerError(err) => {
+                    moved |= err.kind() == Some(ServerErrorKind::Moved);
+                    report.dropped += 1;
+                }
+                _ => report.events += 1,
+            }
+        }
+        // Events without a reply at all did not make it either.
+        report.dropped += (events.len() - event_replies.len()) as u64;
+        for ((endpoint, outcome, _, now), reply) in deltas.iter().zip(totals_replies) {
+            match reply {
+                Value::ServerError(err) => moved |= err.kind() == Some(ServerErrorKind::Moved),
+                _ => {
+                    report.totals += 1;
+                    self.sent.entry(endpoint.clone()).or_default()[*outcome] = *now;
+                }
+            }
+        }
+        if moved {
+            self.sink.reset();
+        }
+        self.analytics.add_dropped(report.dropped);
+        Ok(report)
+    }
+
+    /// `(endpoint, outcome index, delta, counter now)` for every counter
+    /// that grew since the totals hash last received it.
+    fn deltas(&self) -> Vec<(String, usize, u64, u64)> {
+        let snapshot = self.analytics.snapshot();
+        let mut deltas = Vec::new();
+        for (endpoint, ep) in snapshot.endpoints {
+            let now: Counts = [ep.allowed, ep.blocked, ep.fail_open];
+            let sent = self.sent.get(&endpoint).copied().unwrap_or_default();
+            for (i, (&now, &sent)) in now.iter().zip(&sent).enumerate() {
+                if now > sent {
+                    deltas.push((endpoint.clone(), i, now - sent, now));
+                }
+            }
+        }
+        deltas
+    }
+
+    fn xadd(&self, event: &Event) -> Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.sink.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.sink.retention)
+            .arg("*")
+            .arg("ts")
+            .arg(event.ts_us / 1000)
+            .arg("key")
+            .arg(&event.key)
+            .arg("ep")
+            .arg(&*event.endpoint)
+            .arg("d")
+            .arg(u8::from(event.allowed))
+            .arg("p")
+            .arg(event.policy.name())
+            .arg("u")
+            .arg(event.usage)
+            .arg("mr")
+            .arg(event.requests)
+            .arg("mp")
+            // Display: 60 for 60.0, 0.5 for 0.5.
+            .arg(event.period_secs.to_string())
+            .arg("mb")
+            .arg(event.burst);
+        cmd
+    }
+}
+
+/// A pooled-style connection found dead on use: worth one more try.
+fn is_stale(err: &redis::RedisError) -> bool {
+    err.is_connection_dropped() && !err.is_timeout()
+}
+
+/// Microseconds since the Unix epoch, for an event's `ts`.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The thread that runs a [`Flusher`] every [`FLUSH_INTERVAL`]. Dropping it
+/// stops the thread after one last flush, and joins it.
+#[derive(Debug)]
+pub(crate) struct FlushThread {
+    flusher: Arc<Mutex<Flusher>>,
+    stop: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl FlushThread {
+    pub(crate) fn start(flusher: Flusher) -> std::io::Result<FlushThread> {
+        let flusher = Arc::new(Mutex::new(flusher));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let shared = flusher.clone();
+        let handle = std::thread::Builder::new()
+            .name("flux-analytics".into())
+            .spawn(move || {
+                let mut next = Instant::now() + FLUSH_INTERVAL;
+                loop {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    let last = match stopped.recv_timeout(wait) {
+                        Err(RecvTimeoutError::Timeout) => false,
+                        // Asked to stop, or the backend is gone.
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+                    };
+                    // A failed flush has counted what it dropped; nobody to tell.
+                    let _ = shared.lock().flush();
+                    if last {
+                        return;
+                    }
+                    next = Instant::now() + FLUSH_INTERVAL;
+                }
+            })?;
+        Ok(FlushThread {
+            flusher,
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+
+    pub(crate) fn flusher(&self) -> &Arc<Mutex<Flusher>> {
+        &self.flusher
+    }
+}
+
+impl Drop for FlushThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::slot;
+
+    #[test]
+    fn the_totals_hash_is_in_the_streams_cluster_slot() {
+        for stream in ["flux:events", "events", "{app}:events", "a{b}c"] {
+            let key = totals_key(stream);
+            assert_eq!(
+                slot(key.as_bytes()),
+                slot(stream.as_bytes()),
+                "{stream} -> {key}"
+            );
+        }
+        assert_eq!(totals_key("flux:events"), "{flux:events}:totals");
+        assert_eq!(totals_key("{app}:events"), "{app}:events:totals");
+    }
+}

@@ -1,0 +1,117 @@
+//! What a backend does with its counters beyond counting them.
+//!
+//! Every [`Backend`](crate::Backend) counts its decisions (flux-core's
+//! `Analytics`: per endpoint, lock-free) whatever the configuration says, so
+//! the counters are there whenever someone asks. With `[analytics] enabled`:
+//!
+//! - on Redis, sampled decisions become events, and a thread of the backend
+//!   sends them with the per-endpoint totals to Redis in batches
+//!   ([`Flusher`]: one pipeline per flush, every [`FLUSH_INTERVAL`]);
+//! - the process serves `/metrics` and `/metrics.json` on `host:port`, from
+//!   one server whatever the number of backends (`server.rs`).
+//!
+//! The same figures are available without the server:
+//! [`Backend::metrics_prometheus`](crate::Backend::metrics_prometheus) and
+//! [`Backend::metrics_json`](crate::Backend::metrics_json) (the C ABI's
+//! `flux_store_metrics`).
+
+mod flusher;
+mod json;
+mod server;
+
+use std::sync::Arc;
+
+use flux_core::analytics::Analytics;
+use flux_core::config::AnalyticsConfig;
+
+pub(crate) use flusher::now_us;
+pub use flusher::{totals_key, FlushReport, Flusher, FLUSH_INTERVAL};
+pub use server::{metrics_address, PROMETHEUS_CONTENT_TYPE};
+
+use crate::{RedisError, RedisStore};
+use flusher::{FlushThread, Sink};
+use server::Registration;
+
+/// A backend's analytics: its counters, and, as configured, its flusher and
+/// its hold on the metrics server.
+#[derive(Debug)]
+pub(crate) struct Reporting {
+    analytics: Arc<Analytics>,
+    /// Whether decisions are sampled into events: only when a flusher takes them.
+    events: bool,
+    /// Dropped before `registration`, so that the last flush's figures are
+    /// the ones the registry keeps.
+    flush_thread: Option<FlushThread>,
+    sink: Option<Arc<Sink>>,
+    _registration: Registration,
+}
+
+impl Reporting {
+    /// Counters for a backend on `redis` (or the memory store, `None`), and
+    /// with `config.enabled` the flusher (Redis only) and the server.
+    pub(crate) fn new(config: &AnalyticsConfig, redis: Option<&RedisStore>) -> Reporting {
+        let analytics = Arc::new(Analytics::new(config.sample_rate));
+        let mut flush_thread = None;
+        let mut sink = None;
+        if let (true, Some(store)) = (config.enabled, redis) {
+            match start_flusher(&analytics, config, store) {
+                Ok((thread, s)) => {
+                    flush_thread = Some(thread);
+                    sink = Some(s);
+                }
+                Err(err) => eprintln!(
+                    "flux: analytics: events will not be sent to Redis ({err}); \
+                     counters and /metrics still work"
+                ),
+            }
+        }
+        let serve = config
+            .enabled
+            .then_some((config.host.as_str(), config.port));
+        let registration = server::register(analytics.clone(), sink.clone(), serve);
+        Reporting {
+            analytics,
+            events: flush_thread.is_some(),
+            flush_thread,
+            sink,
+            _registration: registration,
+        }
+    }
+
+    pub(crate) fn analytics(&self) -> &Arc<Analytics> {
+        &self.analytics
+    }
+
+    pub(crate) fn events(&self) -> bool {
+        self.events
+    }
+
+    /// Flushes now, on the caller's thread; nothing to do without a flusher.
+    pub(crate) fn flush(&self) -> Result<FlushReport, RedisError> {
+        match &self.flush_thread {
+            Some(thread) => thread.flusher().lock().flush(),
+            None => Ok(FlushReport::default()),
+        }
+    }
+
+    pub(crate) fn prometheus(&self) -> String {
+        self.analytics.snapshot().to_prometheus()
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let sinks: Vec<Arc<Sink>> = self.sink.iter().cloned().collect();
+        json::metrics(&self.analytics.snapshot(), &sinks)
+    }
+}
+
+fn start_flusher(
+    analytics: &Arc<Analytics>,
+    config: &AnalyticsConfig,
+    store: &RedisStore,
+) -> Result<(FlushThread, Arc<Sink>), String> {
+    let sink = Arc::new(Sink::new(store.options(), config).map_err(|e| e.to_string())?);
+    let flusher = Flusher::with_sink(analytics.clone(), sink.clone());
+    let thread = FlushThread::start(flusher)
+        .map_err(|e| format!("cannot start the analytics thread: {e}"))?;
+    Ok((thread, sink))
+}

@@ -1,0 +1,499 @@
+//! Analytics: counters per endpoint, and the flusher against redis-servers
+//! started here: the stream, its sampling and trimming, the totals hash, one
+//! round trip per flush, and a Redis that goes away.
+//!
+//! (The HTTP server is process-wide, so it has a test binary of its own:
+//! tests/analytics_server.rs.)
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flux_core::analytics::{Analytics, Event};
+use flux_core::config::{AnalyticsConfig, Config};
+use flux_core::{Decision, Policy, QuotaSpec, Source};
+use flux_redis::analytics::{totals_key, Flusher};
+use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter, RedisOptions};
+use support::{free_port, RedisServer};
+
+fn rate(requests: u64, period: f64) -> LimitOverrides {
+    LimitOverrides {
+        requests: Some(requests),
+        period: Some(period),
+        ..LimitOverrides::default()
+    }
+}
+
+/// Redis storage at `url` with analytics enabled (the metrics server on a
+/// free port, so tests never meet a real one on 4444).
+fn analytics_config(url: &str, stream: &str, retention: u64, sample_rate: f64) -> Config {
+    Config::from_toml_str(
+        &format!(
+            "[redis]\nurl = \"{url}\"\ntimeout_ms = 200\n\
+             [flux]\nstorage = \"redis\"\nkey_prefix = \"{stream}:\"\njitter_enabled = false\n\
+             [analytics]\nenabled = true\nport = {port}\nstream = \"{stream}\"\n\
+             retention = {retention}\nsample_rate = {sample_rate:?}\n",
+            port = free_port(),
+        ),
+        None,
+    )
+    .expect("valid")
+}
+
+fn connection(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn xlen(redis: &RedisServer, stream: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query(&mut connection(redis))
+        .unwrap()
+}
+
+fn totals(redis: &RedisServer, stream: &str) -> HashMap<String, u64> {
+    redis::cmd("HGETALL")
+        .arg(totals_key(stream))
+        .query(&mut connection(redis))
+        .unwrap()
+}
+
+/// `login` admits 3 per minute; `api` 1.
+fn counted(backend: &Arc<Backend>, config: &Config) -> (Limiter, Limiter) {
+    let login = Limiter::new(backend.clone(), config, "login", None, &rate(3, 60.0)).unwrap();
+    let api = Limiter::new(backend.clone(), config, "api", None, &rate(1, 60.0)).unwrap();
+    (login, api)
+}
+
+#[test]
+fn every_decision_is_counted_by_endpoint_and_outcome() {
+    let config = Config::from_toml_str("[flux]\njitter_enabled = false\n", None).unwrap();
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let (login, api) = counted(&backend, &config);
+    let _unused = Limiter::new(backend.clone(), &config, "unused", None, &rate(1, 1.0)).unwrap();
+
+    let allowed: Vec<bool> = (0..5)
+        .map(|_| login.decide(b"10.0.0.1", 1).unwrap().allowed)
+        .collect();
+    assert_eq!(allowed, [true, true, true, false, false]);
+    assert!(login.decide(b"10.0.0.2", 1).unwrap().allowed);
+    // A call that gets no decision is not counted.
+    assert!(login.decide(b"10.0.0.3", 100).is_err());
+    // Each decision of a batch counts.
+    let request = |identity: &'static [u8]| BatchRequest {
+        limiter: &api,
+        identity,
+        cost: 1,
+    };
+    let batch = decide_batch(&[request(b"a"), request(b"a"), request(b"b")]);
+    let batch: Vec<bool> = batch.into_iter().map(|d| d.unwrap().allowed).collect();
+    assert_eq!(batch, [true, false, true]);
+    assert!(!api.decide(b"b", 1).unwrap().allowed);
+
+    let snapshot = backend.analytics().snapshot();
+    let names: Vec<&str> = snapshot.endpoints.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["api", "login"],
+        "a limiter that never decided is not listed"
+    );
+    let login = &snapshot.endpoints["login"];
+    assert_eq!((login.allowed, login.blocked, login.fail_open), (4, 2, 0));
+    assert_eq!(login.latency_count, 6);
+    let api = &snapshot.endpoints["api"];
+    assert_eq!((api.allowed, api.blocked, api.fail_open), (2, 2, 0));
+    assert_eq!(api.latency_count, 4);
+
+    let text = backend.metrics_prometheus();
+    for line in [
+        "flux_requests_total{endpoint=\"login\",decision=\"allowed\"} 4\n",
+        "flux_requests_total{endpoint=\"login\",decision=\"blocked\"} 2\n",
+        "flux_requests_total{endpoint=\"api\",decision=\"fail_open\"} 0\n",
+        "flux_decision_seconds_count{endpoint=\"login\"} 6\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
+}
+
+#[test]
+fn decisions_that_fail_open_are_counted_as_such() {
+    // Nothing listens there: every call fails open (fail_silently defaults to true).
+    let config = Config::from_toml_str(
+        &format!(
+            "[redis]\nurl = \"redis://127.0.0.1:{}\"\ntimeout_ms = 100\n[flux]\nstorage = \"redis\"\n",
+            free_port()
+        ),
+        None,
+    )
+    .unwrap();
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let (login, _) = counted(&backend, &config);
+    for _ in 0..3 {
+        assert_eq!(login.decide(b"k", 1).unwrap().source, Source::FailOpen);
+    }
+    let login = &backend.analytics().snapshot().endpoints["login"];
+    assert_eq!((login.allowed, login.blocked, login.fail_open), (0, 0, 3));
+}
+
+#[test]
+fn every_decision_is_an_event_at_sample_rate_one() {
+    let redis = RedisServer::start();
+    let config = analytics_config(&redis.url(), "s1", 100_000, 1.0);
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let (login, _) = counted(&backend, &config);
+    for i in 0..200 {
+        login
+            .decide(format!("user{}", i % 20).as_bytes(), 1)
+            .unwrap();
+    }
+    let identities: Vec<Vec<u8>> = (0..50).map(|i| format!("other{i}").into_bytes()).collect();
+    let batch: Vec<BatchRequest<'_>> = identities
+        .iter()
+        .map(|identity| BatchRequest {
+            limiter: &login,
+            identity,
+            cost: 1,
+        })
+        .collect();
+    decide_batch(&batch);
+    backend.flush_analytics().unwrap();
+    assert_eq!(xlen(&redis, "s1"), 250);
+
+    // The first event, field by field: no raw identity, only the key's digest.
+    let entries: Vec<(String, HashMap<String, String>)> = {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("s1")
+            .arg("-")
+            .arg("+")
+            .query(&mut connection(&redis))
+            .unwrap();
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let fields = entry
+                    .map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
+                    .collect();
+                (entry.id, fields)
+            })
+            .collect()
+    };
+    let first = &entries[0].1;
+    let mut names: Vec<&str> = first.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["d", "ep", "key", "mb", "mp", "mr", "p", "ts", "u"]);
+    assert_eq!(first["key"], login.key(b"user0"));
+    assert!(!first["key"].contains("user0"));
+    assert_eq!(first["ep"], "login");
+    assert_eq!(first["d"], "1");
+    assert_eq!(first["p"], "gcra");
+    assert_eq!(first["u"], "1");
+    assert_eq!(
+        (&*first["mr"], &*first["mp"], &*first["mb"]),
+        ("3", "60", "3")
+    );
+    let ts: u64 = first["ts"].parse().unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now_ms - ts < 60_000,
+        "ts {ts} is milliseconds since the epoch"
+    );
+
+    // As many refusals in the stream as counted.
+    let refused = entries.iter().filter(|(_, f)| f["d"] == "0").count() as u64;
+    assert_eq!(
+        refused,
+        backend.analytics().snapshot().endpoints["login"].blocked
+    );
+    assert_eq!(refused, 200 - 20 * 3);
+}
+
+#[test]
+fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
+    let redis = RedisServer::start();
+    let config = analytics_config(&redis.url(), "s2", 100_000, 0.1);
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let limiter = Limiter::new(backend.clone(), &config, "api", None, &rate(1000, 1.0)).unwrap();
+    let identities: Vec<Vec<u8>> = (0..2000).map(|i| format!("u{i}").into_bytes()).collect();
+    for chunk in identities.chunks(100) {
+        let batch: Vec<BatchRequest<'_>> = chunk
+            .iter()
+            .map(|identity| BatchRequest {
+                limiter: &limiter,
+                identity,
+                cost: 1,
+            })
+            .collect();
+        decide_batch(&batch);
+    }
+    backend.flush_analytics().unwrap();
+    // Binomial(2000, 0.1): 200 ± 13.4; these bounds are beyond 3.5 sigma.
+    let events = xlen(&redis, "s2");
+    assert!((150..=250).contains(&events), "{events} events");
+    // The counters count everything, sampled or not.
+    assert_eq!(
+        backend.analytics().snapshot().endpoints["api"].total(),
+        2000
+    );
+    assert_eq!(totals(&redis, "s2")["api:allowed"], 2000);
+}
+
+#[test]
+fn the_stream_is_trimmed_near_retention() {
+    let redis = RedisServer::start();
+    // MAXLEN ~ removes whole nodes of the stream's radix tree only, so the
+    // length stays at least `retention` and below `retention` plus one
+    // node's worth of entries (at most stream-node-max-entries).
+    redis.cli(&["CONFIG", "SET", "stream-node-max-entries", "100"]);
+    let config = analytics_config(&redis.url(), "s3", 100, 1.0);
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let limiter = Limiter::new(backend.clone(), &config, "api", None, &rate(10, 1.0)).unwrap();
+    for i in 0..1000 {
+        limiter
+            .decide(format!("u{}", i % 50).as_bytes(), 1)
+            .unwrap();
+        if i % 250 == 249 {
+            backend.flush_analytics().unwrap();
+        }
+    }
+    backend.flush_analytics().unwrap();
+    let length = xlen(&redis, "s3");
+    assert!((100..200).contains(&length), "XLEN {length}");
+}
+
+#[test]
+fn totals_add_up_across_processes() {
+    let redis = RedisServer::start();
+    let config = analytics_config(&redis.url(), "s4", 1000, 0.0);
+    // Two backends on one Redis stand for two processes.
+    let one = Arc::new(Backend::from_config(&config).unwrap());
+    let two = Arc::new(Backend::from_config(&config).unwrap());
+    let (login_one, api_one) = counted(&one, &config);
+    let (login_two, _) = counted(&two, &config);
+    for i in 0..5 {
+        login_one
+            .decide(format!("a{}", i % 2).as_bytes(), 1)
+            .unwrap();
+        login_two.decide(b"b", 1).unwrap();
+    }
+    api_one.decide(b"a", 1).unwrap();
+    one.flush_analytics().unwrap();
+    two.flush_analytics().unwrap();
+
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    let mut add = |backend: &Backend| {
+        for (name, ep) in backend.analytics().snapshot().endpoints {
+            for (outcome, n) in [("allowed", ep.allowed), ("blocked", ep.blocked)] {
+                *expected.entry(format!("{name}:{outcome}")).or_default() += n;
+            }
+        }
+    };
+    add(&one);
+    add(&two);
+    let stored = totals(&redis, "s4");
+    expected.retain(|_, n| *n > 0);
+    assert_eq!(stored, expected);
+    // Every key gets 3 per minute: one process admitted all 5 calls (two
+    // keys), the other 3 of its 5 (one key).
+    assert_eq!(stored["login:allowed"], 5 + 3);
+    assert_eq!(stored["login:blocked"], 2);
+
+    // A later flush adds what changed since, not everything again.
+    login_two.decide(b"b", 1).unwrap();
+    let report = two.flush_analytics().unwrap();
+    assert_eq!((report.totals, report.round_trips), (1, 1));
+    assert_eq!(totals(&redis, "s4")["login:blocked"], 3);
+    assert_eq!(two.flush_analytics().unwrap().round_trips, 0, "nothing new");
+
+    // /metrics.json gives the same cross-process totals.
+    let json: serde_json::Value = serde_json::from_str(&one.metrics_json()).unwrap();
+    let redis_totals = &json["redis_totals"][0];
+    assert_eq!(redis_totals["totals_key"], "{s4}:totals");
+    assert_eq!(redis_totals["endpoints"]["login"]["allowed"], 8);
+    assert_eq!(redis_totals["endpoints"]["login"]["blocked"], 3);
+    assert_eq!(redis_totals["endpoints"]["login"]["total"], 11);
+    assert_eq!(redis_totals["endpoints"]["api"]["allowed"], 1);
+    assert_eq!(json["endpoints"]["login"]["total"], 5, "this process's own");
+}
+
+#[test]
+fn a_failing_redis_costs_the_events_not_the_totals_nor_the_decisions() {
+    let mut redis = RedisServer::start();
+    let config = analytics_config(&redis.url(), "s5", 1000, 1.0);
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let (login, _) = counted(&backend, &config);
+    login.decide(b"k", 1).unwrap();
+    backend.flush_analytics().unwrap();
+    assert_eq!(xlen(&redis, "s5"), 1);
+
+    redis.kill();
+    for _ in 0..4 {
+        let started = Instant::now();
+        let decision = login.decide(b"k", 1).unwrap();
+        assert_eq!(decision.source, Source::FailOpen);
+        // Bounded by timeout_ms (200), whatever the flusher is doing.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // This flush (or the thread's, before it) fails and drops the 4 events.
+    let _ = backend.flush_analytics();
+    assert_eq!(backend.analytics().snapshot().events_dropped, 4);
+    assert!(backend
+        .metrics_prometheus()
+        .ends_with("flux_events_dropped_total 4\n"));
+
+    // Back, empty (no persistence): the totals not yet sent arrive, the
+    // dropped events do not.
+    redis.restart();
+    login.decide(b"k2", 1).unwrap();
+    backend.flush_analytics().unwrap();
+    let stored = totals(&redis, "s5");
+    assert_eq!(stored.get("login:fail_open"), Some(&4));
+    assert_eq!(stored.get("login:allowed"), Some(&1), "only the one since");
+    assert_eq!(xlen(&redis, "s5"), 1);
+}
+
+/// A TCP proxy in front of Redis that counts round trips: each time the
+/// client speaks after the server has answered, a new one begins.
+struct RoundTripCounter {
+    port: u16,
+    round_trips: Arc<AtomicU64>,
+}
+
+impl RoundTripCounter {
+    fn start(upstream: u16) -> RoundTripCounter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let round_trips = Arc::new(AtomicU64::new(0));
+        let counter = round_trips.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let client = client.unwrap();
+                let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                // true: the client spoke last; false: the server did (or nobody yet).
+                let client_spoke = Arc::new(AtomicBool::new(false));
+                let (c_in, s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (spoke, counter) = (client_spoke.clone(), counter.clone());
+                thread::spawn(move || {
+                    pump(c_in, s_out, |_| {
+                        if !spoke.swap(true, Ordering::SeqCst) {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                });
+                // Marked before the reply is passed on, so the client's next
+                // request always finds it.
+                thread::spawn(move || {
+                    pump(server, client, |_| {
+                        client_spoke.store(false, Ordering::SeqCst)
+                    })
+                });
+            }
+        });
+        RoundTripCounter { port, round_trips }
+    }
+
+    fn count(&self) -> u64 {
+        self.round_trips.load(Ordering::SeqCst)
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, mut on_data: impl FnMut(usize)) {
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        on_data(n);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn info_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[test]
+fn a_flush_is_one_round_trip() {
+    let redis = RedisServer::start();
+    let proxy = RoundTripCounter::start(redis.port);
+    let analytics = Arc::new(Analytics::new(1.0));
+    let config = AnalyticsConfig {
+        stream: "s6".into(),
+        retention: 10_000,
+        ..AnalyticsConfig::default()
+    };
+    let options = RedisOptions::from_url(format!("redis://127.0.0.1:{}", proxy.port));
+    let mut flusher = Flusher::new(analytics.clone(), &options, &config).unwrap();
+    let quota = QuotaSpec::new(Policy::Gcra, 10, 60.0).build().unwrap();
+    let endpoints = ["login", "api", "search"];
+    let decide = |n: usize| {
+        for i in 0..n {
+            let allowed = i % 2 == 0;
+            let decision = Decision {
+                allowed,
+                source: Source::Storage,
+                ..Decision::default()
+            };
+            let endpoint = endpoints[i % endpoints.len()];
+            analytics.endpoint(endpoint).record(&decision, 1_000);
+            analytics.push_event(Event::new(
+                1,
+                format!("flux:{endpoint}:gcra:{i:064x}"),
+                endpoint.into(),
+                &quota,
+                &decision,
+            ));
+        }
+    };
+
+    // The first flush also connects (and the client may say hello): not counted.
+    decide(5);
+    flusher.flush().unwrap();
+    let (before, xadds, hincrbys) = (
+        proxy.count(),
+        info_calls(&redis, "xadd"),
+        info_calls(&redis, "hincrby"),
+    );
+
+    let mut events = 0;
+    let mut fields = 0;
+    for n in [20, 7, 30] {
+        decide(n);
+        let report = flusher.flush().unwrap();
+        assert_eq!((report.events, report.dropped), (n as u64, 0));
+        assert_eq!(report.round_trips, 1);
+        events += n as u64;
+        fields += report.totals;
+    }
+    assert_eq!(flusher.flush().unwrap().round_trips, 0, "nothing to send");
+    assert_eq!(proxy.count() - before, 3, "one round trip per flush");
+    // Every command of those three round trips reached Redis.
+    assert_eq!(info_calls(&redis, "xadd") - xadds, events);
+    assert_eq!(info_calls(&redis, "hincrby") - hincrbys, fields);
+    // Three endpoints, each allowed and blocked moved in every flush.
+    assert_eq!(fields, 3 * 2 * 3);
+}
