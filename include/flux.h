@@ -213,6 +213,31 @@ typedef uint32_t flux_storage;
 #endif // __cplusplus
 
 /**
+ * Values of `format` in `flux_store_metrics`.
+ */
+enum flux_metrics
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The Prometheus text format (version 0.0.4), as `/metrics` serves it.
+     */
+    FLUX_METRICS_PROMETHEUS = 0,
+    /**
+     * JSON, as `/metrics.json` serves it.
+     */
+    FLUX_METRICS_JSON = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum flux_metrics flux_metrics;
+#else
+typedef uint32_t flux_metrics;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A validated configuration (flux.toml).
  *
  * Made by `flux_config_default`, `flux_config_from_file`,
@@ -587,6 +612,31 @@ void flux_store_free(struct flux_store *store);
  * is NULL.
  */
 uint32_t flux_store_kind(const struct flux_store *store);
+
+/**
+ * Writes a snapshot of the store's counters, in `format` (a
+ * `flux_metrics` value), into `buf` (`len` bytes), NUL-terminated.
+ *
+ * The counters are those of every limiter on this store: decisions per
+ * endpoint (the limiter's scope) by outcome (allowed, blocked, fail_open),
+ * a histogram of the time each decision took, and the analytics events
+ * dropped. They are kept whether or not `[analytics] enabled` is set. In
+ * JSON, with analytics enabled on Redis, `redis_totals` also has what every
+ * process has counted, read from Redis (a round trip, bounded by
+ * `timeout_ms`; a failure is reported inside the JSON, not as a result).
+ *
+ * On `FLUX_RESULT_OK`, `*written` is the text's length (not counting the
+ * NUL). When `len` is too small (NULL `buf` with `len` 0 included),
+ * returns `FLUX_RESULT_BUFFER_TOO_SMALL` with nothing copied and
+ * `*written` set to the size the snapshot needed, NUL included; counters
+ * grow, so allow some room when asking again. An unknown `format` is
+ * `FLUX_RESULT_INVALID_ARGUMENT`. Thread-safe.
+ */
+flux_result flux_store_metrics(const struct flux_store *store,
+                               uint32_t format,
+                               char *buf,
+                               size_t len,
+                               size_t *written);
 
 /**
  * Makes the store `config` chooses (`[flux] storage`) and writes it to `*out`.

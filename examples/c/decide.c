@@ -1,14 +1,16 @@
 /*
  * Loads the default configuration, makes a limiter of 10 calls per 10 seconds
  * and decides 12 calls for one key: the first 10 are allowed, the last 2 are
- * told when to retry. Then decides once more without blocking (the answer
- * comes to a callback on a thread of Flux), and shows how an error reads (a
- * limit of 0 requests).
+ * told when to retry. Prints what the store counted (the same text as the
+ * /metrics page). Then decides once more without blocking (the answer comes to
+ * a callback on a thread of Flux), and shows how an error reads (a limit of 0
+ * requests).
  *
  * Doubles as a test: exits non-zero when the library answers otherwise, and
  * `make test` runs it under valgrind to check that nothing leaks.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "flux.h"
@@ -53,6 +55,39 @@ static void on_decision(void *user_data, flux_result result, const flux_decision
     if (message != NULL) {
         fprintf(stderr, "the async decision failed: %s\n", message);
     }
+}
+
+/* Prints the store's request counters (Prometheus text) and checks them: a
+ * first call asks for the size, a second fills a buffer of that size. */
+static int print_metrics(const flux_store *store) {
+    size_t needed = 0;
+    flux_result result = flux_store_metrics(store, FLUX_METRICS_PROMETHEUS, NULL, 0, &needed);
+    if (result != FLUX_RESULT_BUFFER_TOO_SMALL) {
+        report("flux_store_metrics", result);
+        return 1;
+    }
+    char *text = malloc(needed);
+    if (text == NULL) {
+        return 1;
+    }
+    size_t written = 0;
+    result = flux_store_metrics(store, FLUX_METRICS_PROMETHEUS, text, needed, &written);
+    if (result != FLUX_RESULT_OK) {
+        free(text);
+        report("flux_store_metrics", result);
+        return 1;
+    }
+    int status = strstr(text, "{endpoint=\"example\",decision=\"allowed\"} 10\n") ? 0 : 1;
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "flux_requests_total{", 20) == 0) {
+            printf("%s\n", line);
+        }
+    }
+    free(text);
+    if (status != 0) {
+        fprintf(stderr, "expected 10 allowed calls in the metrics\n");
+    }
+    return status;
 }
 
 static int bad_params_are_refused(const flux_store *store, const flux_config *config) {
@@ -125,6 +160,10 @@ int main(void) {
     }
     if (allowed != 10) {
         fprintf(stderr, "expected 10 of 12 calls allowed, got %d\n", allowed);
+        goto done;
+    }
+
+    if (print_metrics(store) != 0) {
         goto done;
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::error::{fail, flux_result};
 use crate::ffi::{
     box_into_handle, ffi_panic_boundary, free_box_handle, try_opt_str, try_out, try_ref_from_ptr,
-    try_str, try_str_from_buf, BoxHandle, Handle,
+    try_str, try_str_from_buf, write_text, BoxHandle, Handle,
 };
 
 /// A validated configuration (flux.toml).
@@ -133,20 +133,7 @@ pub extern "C" fn flux_config_to_json(
         let config = try_ref_from_ptr!(config);
         let written = try_out!(written);
         let json = config_json(config).to_string();
-        if json.len() >= len {
-            *written = json.len() + 1;
-            return fail(
-                flux_result::BufferTooSmall,
-                format!("the configuration's JSON needs {} bytes, the buffer has {len}", json.len() + 1),
-            );
-        }
-        let buf: &mut [c_char] = crate::ffi::try_slice_mut!(buf, len);
-        for (dst, &src) in buf.iter_mut().zip(json.as_bytes()) {
-            *dst = src as c_char;
-        }
-        buf[json.len()] = 0;
-        *written = json.len();
-        flux_result::Ok
+        write_text(&json, buf, len, written, "the configuration's JSON")
     }
 }
 

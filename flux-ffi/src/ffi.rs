@@ -305,6 +305,38 @@ macro_rules! try_str_from_buf {
 }
 pub(crate) use try_str_from_buf;
 
+/// Copies `text` and a NUL into the caller's `buf` of `len` bytes, the way
+/// every text output of the ABI does: on `FLUX_RESULT_OK` `*written` is the
+/// text's length (without the NUL); when it does not fit (NULL `buf` with
+/// `len` 0 included), nothing is copied, `*written` is the size needed (NUL
+/// included) and the result is `FLUX_RESULT_BUFFER_TOO_SMALL`. `what` names
+/// the text in that message.
+pub(crate) fn write_text(
+    text: &str,
+    buf: *mut c_char,
+    len: usize,
+    written: &mut usize,
+    what: &str,
+) -> flux_result {
+    if text.len() >= len {
+        *written = text.len() + 1;
+        return fail(
+            flux_result::BufferTooSmall,
+            format!(
+                "{what} needs {} bytes, the buffer has {len}",
+                text.len() + 1
+            ),
+        );
+    }
+    let buf: &mut [c_char] = try_slice_mut!(buf, len);
+    for (dst, &src) in buf.iter_mut().zip(text.as_bytes()) {
+        *dst = src as c_char;
+    }
+    buf[text.len()] = 0;
+    *written = text.len();
+    flux_result::Ok
+}
+
 /// # Safety
 /// `ptr` is NULL or a NUL-terminated string alive for `'a`.
 pub(crate) unsafe fn c_str<'a>(ptr: *const c_char) -> Option<Result<&'a str, std::str::Utf8Error>> {

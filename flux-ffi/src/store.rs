@@ -1,14 +1,15 @@
 //! The store a configuration chose, shared by many limiters.
 
+use std::ffi::c_char;
 use std::sync::Arc;
 
 use flux_core::config::Storage;
 use flux_redis::Backend;
 
-use crate::error::{fail_with, flux_result};
+use crate::error::{fail, fail_with, flux_result};
 use crate::ffi::{
-    arc_into_handle, ffi_panic_boundary, free_arc_handle, try_out, try_ref_from_ptr, ArcHandle,
-    Handle,
+    arc_into_handle, ffi_panic_boundary, free_arc_handle, try_out, try_ref_from_ptr, write_text,
+    ArcHandle, Handle,
 };
 use crate::worker::Worker;
 
@@ -109,6 +110,61 @@ pub extern "C" fn flux_store_clear(store: *const flux_store, deleted: *mut u64) 
             }
             Err(e) => fail_with(&e),
         }
+    }
+}
+
+/// Values of `format` in `flux_store_metrics`.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flux_metrics {
+    /// The Prometheus text format (version 0.0.4), as `/metrics` serves it.
+    Prometheus = 0,
+    /// JSON, as `/metrics.json` serves it.
+    Json = 1,
+}
+
+/// Writes a snapshot of the store's counters, in `format` (a
+/// `flux_metrics` value), into `buf` (`len` bytes), NUL-terminated.
+///
+/// The counters are those of every limiter on this store: decisions per
+/// endpoint (the limiter's scope) by outcome (allowed, blocked, fail_open),
+/// a histogram of the time each decision took, and the analytics events
+/// dropped. They are kept whether or not `[analytics] enabled` is set. In
+/// JSON, with analytics enabled on Redis, `redis_totals` also has what every
+/// process has counted, read from Redis (a round trip, bounded by
+/// `timeout_ms`; a failure is reported inside the JSON, not as a result).
+///
+/// On `FLUX_RESULT_OK`, `*written` is the text's length (not counting the
+/// NUL). When `len` is too small (NULL `buf` with `len` 0 included),
+/// returns `FLUX_RESULT_BUFFER_TOO_SMALL` with nothing copied and
+/// `*written` set to the size the snapshot needed, NUL included; counters
+/// grow, so allow some room when asking again. An unknown `format` is
+/// `FLUX_RESULT_INVALID_ARGUMENT`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn flux_store_metrics(
+    store: *const flux_store,
+    format: u32,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let store = try_ref_from_ptr!(store);
+        let written = try_out!(written);
+        let text = match format {
+            f if f == flux_metrics::Prometheus as u32 => store.backend.metrics_prometheus(),
+            f if f == flux_metrics::Json as u32 => store.backend.metrics_json(),
+            other => {
+                return fail(
+                    flux_result::InvalidArgument,
+                    format!(
+                        "format must be FLUX_METRICS_PROMETHEUS (0) or FLUX_METRICS_JSON (1), got {other}"
+                    ),
+                )
+            }
+        };
+        write_text(&text, buf, len, written, "the metrics snapshot")
     }
 }
 
