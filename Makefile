@@ -8,12 +8,13 @@ CARGO ?= cargo
 test: deps lint test-rust test-c test-py
 
 ## deps: from the system's packages, redis-server (the tests start their own on free
-## ports), and a C compiler and valgrind for the C example
+## ports), a C compiler and valgrind for the C example, openssl for the TLS test's certificates
 deps:
 	@missing=; \
 	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing="$$missing redis-server"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing from the system's packages"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -82,6 +83,7 @@ example-rust:
 ## bench: criterion benches (not part of `make test`: speed is measured, never asserted)
 bench: bench-py
 	$(CARGO) bench -p flux-core --bench core
+	$(CARGO) bench -p flux-redis --bench redis
 
 fmt:
 	$(CARGO) fmt --all

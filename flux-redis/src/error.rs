@@ -19,13 +19,14 @@ pub enum RedisError {
     Config(String),
 
     /// No connection could be had from the pool within `timeout_ms`: Redis is
-    /// down, unreachable, refusing us (e.g. a wrong password), or every
-    /// connection is busy.
-    #[error("no Redis connection within {timeout_ms} ms ({source})")]
+    /// down, unreachable or refusing us (e.g. a wrong password), or, when
+    /// `busy`, every one of `pool_size` live connections stayed in use.
+    #[error("no Redis connection within {timeout_ms} ms{}: {source}", if *.busy { " (all in use)" } else { "" })]
     Pool {
         #[source]
         source: Arc<r2d2::Error>,
         timeout_ms: u64,
+        busy: bool,
     },
 
     /// A command was sent but its reply did not come within `timeout_ms`.
@@ -90,10 +91,11 @@ impl RedisError {
         }
     }
 
-    pub(crate) fn from_pool(err: r2d2::Error, timeout_ms: u64) -> Self {
+    pub(crate) fn from_pool(err: r2d2::Error, timeout_ms: u64, busy: bool) -> Self {
         RedisError::Pool {
             source: Arc::new(err),
             timeout_ms,
+            busy,
         }
     }
 }

@@ -283,10 +283,12 @@ impl RedisStore {
         // the next one, as many times as the pool has connections.
         let mut tries = self.options.pool_size + 1;
         loop {
-            let mut conn = self
-                .pool
-                .get()
-                .map_err(|e| RedisError::from_pool(e, timeout_ms))?;
+            let mut conn = self.pool.get().map_err(|e| {
+                // Live connections but none free: the pool is too small for
+                // the load. None at all: Redis cannot be reached.
+                let busy = self.pool.state().connections > 0;
+                RedisError::from_pool(e, timeout_ms, busy)
+            })?;
             let reused = conn.uses() > 0;
             match conn.run(&mut f) {
                 Ok(value) => return Ok(value),

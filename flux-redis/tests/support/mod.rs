@@ -17,6 +17,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    cpu: Option<usize>,
 }
 
 /// A port nothing listens on right now.
@@ -45,14 +46,59 @@ impl RedisServer {
 
     /// Starts on `port` with extra arguments (e.g. cluster flags).
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::start_with(port, extra, None)
+    }
+
+    /// Starts with TLS arguments: readiness is checked on the TLS port with
+    /// redis-cli, since a plain PING cannot reach it.
+    pub fn start_tls(port: u16, args: &[&str]) -> Self {
         let dir = temp_dir();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(port, &dir, &extra);
+        let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new("redis-server");
+        child
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(&extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = child
+            .spawn()
+            .expect("redis-server must be installed: run `make deps`");
         let server = RedisServer {
             child,
             port,
             dir,
             extra,
+            cpu: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "TLS redis-server on {port} did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    /// Starts pinned to one CPU (with `taskset`), for benches that keep the
+    /// client on another.
+    pub fn start_on_cpu(cpu: usize) -> Self {
+        Self::start_with(free_port(), &[], Some(cpu))
+    }
+
+    fn start_with(port: u16, extra: &[&str], cpu: Option<usize>) -> Self {
+        let dir = temp_dir();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn(port, &dir, &extra, cpu);
+        let server = RedisServer {
+            child,
+            port,
+            dir,
+            extra,
+            cpu,
         };
         server.wait_ready();
         server
@@ -79,7 +125,7 @@ impl RedisServer {
     /// A new redis-server on the same port, as after a crash and restart.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.port, &self.dir, &self.extra);
+        self.child = spawn(self.port, &self.dir, &self.extra, self.cpu);
         self.wait_ready();
     }
 
@@ -125,8 +171,17 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &PathBuf, extra: &[String]) -> Child {
-    Command::new("redis-server")
+fn spawn(port: u16, dir: &PathBuf, extra: &[String], cpu: Option<usize>) -> Child {
+    // taskset execs redis-server, so the child's pid stays the server's.
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "redis-server"]);
+            c
+        }
+        None => Command::new("redis-server"),
+    };
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
