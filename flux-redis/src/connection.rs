@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{Client, Connection, ConnectionLike, RedisResult};
+use redis::io::tcp::TcpSettings;
+use redis::{Client, Connection, ConnectionInfo, ConnectionLike, RedisResult};
 
 use crate::error::breaks_connection;
 use crate::options::Target;
@@ -42,10 +43,17 @@ impl std::fmt::Debug for Manager {
 
 impl Manager {
     pub(crate) fn new(target: Target, timeout: Duration) -> RedisResult<Self> {
+        // A request and its reply are each one write: no reason to let Nagle
+        // hold back the tail of a large pipeline.
+        let nodelay = |info: ConnectionInfo| {
+            let tcp = info.tcp_settings().clone().set_nodelay(true);
+            info.set_tcp_settings(tcp)
+        };
         let kind = match target {
-            Target::Single(info) => Kind::Single(Client::open(*info)?),
+            Target::Single(info) => Kind::Single(Client::open(nodelay(*info))?),
             Target::Cluster(nodes) => Kind::Cluster(
-                ClusterClient::builder(nodes)
+                ClusterClient::builder(nodes.into_iter().map(nodelay))
+                    .tcp_settings(TcpSettings::default().set_nodelay(true))
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     // Enough to follow a MOVED or ASK; a node that does not
