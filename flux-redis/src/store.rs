@@ -38,8 +38,10 @@ impl TimeSource {
 /// reproduce flux-core's policies exactly.
 ///
 /// Each decision is one `EVALSHA` on one key (so it works on a cluster), in
-/// one round trip; [`Store::decide_many`] sends many as one pipeline. Every
-/// key written carries a TTL. Thread-safe: share it behind an `Arc`.
+/// one round trip; [`Store::decide_many`] decides many in one round trip too
+/// (on one Redis, one script call per policy; on a cluster, one pipeline per
+/// primary). Every key written carries a TTL. Thread-safe: share it behind
+/// an `Arc`.
 ///
 /// Connecting is lazy: [`RedisStore::connect`] fails only on bad options, and
 /// a Redis that is down (or comes back after a restart) is found by the calls
