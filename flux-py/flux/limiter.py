@@ -209,6 +209,7 @@ class RateLimiter:
         self._store = store
         self._handle = handle
         self._ptr = handle.ptr
+        self._remote = not store.is_memory
         self._decide = (
             _ffi.flux_limiter_decide_gil if store.is_memory else _ffi.flux_limiter_decide
         )
@@ -290,7 +291,8 @@ class RateLimiter:
         self._decide(
             self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
         )
-        if result.source_code:
+        # Only a remote store can fail open (reading a ctypes field is not free).
+        if self._remote and result.source_code:
             self._note_source(result)
         return result
 
