@@ -1,12 +1,15 @@
-//! What a batch needs to know about a cluster: which primary serves a key.
+//! What a batch needs on a cluster: which primary serves a key, and a plain
+//! connection to it.
 //!
-//! The redis crate's cluster pipeline fails as a whole when any command in it
-//! gets an error reply, losing the replies of the calls that did run, and a
-//! `NOSCRIPT` from one node must not cost the decisions made on the others.
-//! So a batch is split here by primary, each part sent as one plain pipeline
-//! to that node, and every reply, error or not, is kept.
+//! The redis crate's cluster connection fails a multi-command send as a whole
+//! when any reply in it is an error (`NOSCRIPT`, `MOVED`), losing the replies
+//! of the calls that did run: a retry would decide them twice. So a batch is
+//! split here by primary, by our own slot map, and each part goes as one
+//! pipeline over a plain connection to that node, where every reply, error or
+//! not, is kept. Single calls keep using the cluster connection, which
+//! follows redirects.
 
-use redis::{RedisResult, Value};
+use redis::{Client, Connection, ConnectionAddr, ConnectionInfo, RedisResult, Value};
 
 use crate::connection::ClusterLink;
 
@@ -47,6 +50,28 @@ impl ClusterLink {
             .map(|(_, _, addr)| addr.as_str())
     }
 
+    /// The plain connection to the primary at `addr` ("host:port").
+    pub(crate) fn node(&mut self, addr: &str) -> RedisResult<&mut Connection> {
+        if !self.nodes.contains_key(addr) {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "cluster node address",
+                        addr.to_owned(),
+                    ))
+                })?;
+            let info = node_info(&self.seed, host, port);
+            let conn = Client::open(info)?.get_connection_with_timeout(self.timeout)?;
+            conn.set_read_timeout(Some(self.timeout))?;
+            conn.set_write_timeout(Some(self.timeout))?;
+            self.nodes.insert(addr.to_owned(), conn);
+        }
+        Ok(self.nodes.get_mut(addr).expect("inserted above"))
+    }
+
     pub(crate) fn refresh_slots(&mut self) -> RedisResult<()> {
         self.slots = slot_map(&mut self.conn)?;
         Ok(())
@@ -67,6 +92,24 @@ impl ClusterLink {
         }
         Ok(primaries)
     }
+}
+
+/// The seed's settings (credentials, TLS) for another node.
+fn node_info(seed: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
+    let addr = match seed.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    seed.clone().set_addr(addr)
 }
 
 fn slot_map(conn: &mut redis::cluster::ClusterConnection) -> RedisResult<Vec<(u16, u16, String)>> {

@@ -7,6 +7,7 @@
 //! way that may have left it unusable (a timeout leaves a reply unread, a
 //! reset leaves no socket), and `has_broken` drops it when it comes back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
@@ -25,14 +26,14 @@ pub(crate) struct Manager {
 
 enum Kind {
     Single(Client),
-    Cluster(ClusterClient),
+    Cluster(ClusterClient, Box<ConnectionInfo>),
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
             Kind::Single(_) => "single",
-            Kind::Cluster(_) => "cluster",
+            Kind::Cluster(..) => "cluster",
         };
         f.debug_struct("Manager")
             .field("kind", &kind)
@@ -52,7 +53,7 @@ impl Manager {
         let kind = match target {
             Target::Single(info) => Kind::Single(Client::open(nodelay(*info))?),
             Target::Cluster(nodes) => Kind::Cluster(
-                ClusterClient::builder(nodes.into_iter().map(nodelay))
+                ClusterClient::builder(nodes.iter().cloned().map(nodelay))
                     .tcp_settings(TcpSettings::default().set_nodelay(true))
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
@@ -62,6 +63,7 @@ impl Manager {
                     .min_retry_wait(10)
                     .max_retry_wait(timeout.as_millis().max(10) as u64)
                     .build()?,
+                Box::new(nodelay(nodes[0].clone())),
             ),
         };
         Ok(Manager { kind, timeout })
@@ -82,12 +84,18 @@ pub(crate) enum Link {
     Cluster(Box<ClusterLink>),
 }
 
-/// A cluster connection and the slot map batches are grouped by.
+/// A cluster connection, and for batches the slot map and a plain connection
+/// to each primary (see cluster.rs).
 pub(crate) struct ClusterLink {
     pub(crate) conn: ClusterConnection,
     /// `(first slot, last slot, primary "host:port")` from `CLUSTER SLOTS`,
     /// fetched by the first batch and again whenever a batch meets `MOVED`.
     pub(crate) slots: Vec<(u16, u16, String)>,
+    /// Connections to primaries by "host:port", made as batches need them.
+    pub(crate) nodes: HashMap<String, Connection>,
+    /// How to reach a node: the first seed's settings (TLS, credentials).
+    pub(crate) seed: ConnectionInfo,
+    pub(crate) timeout: Duration,
 }
 
 impl Conn {
@@ -137,13 +145,16 @@ impl r2d2::ManageConnection for Manager {
                 conn.set_write_timeout(Some(self.timeout))?;
                 Link::Single(conn)
             }
-            Kind::Cluster(client) => {
+            Kind::Cluster(client, seed) => {
                 // Connect and read timeouts come from the client's builder.
                 let conn = client.get_connection()?;
                 conn.set_write_timeout(Some(self.timeout))?;
                 Link::Cluster(Box::new(ClusterLink {
                     conn,
                     slots: Vec::new(),
+                    nodes: HashMap::new(),
+                    seed: (**seed).clone(),
+                    timeout: self.timeout,
                 }))
             }
         };

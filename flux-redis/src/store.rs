@@ -403,10 +403,12 @@ fn send(
     }
 }
 
-/// Rounds of one pipeline per primary, by the slot map; a call answered
-/// `MOVED` refreshes the map and goes in the next round. After three rounds,
-/// or on `ASK`/`TRYAGAIN`, a call goes alone, and the redis crate follows the
-/// redirect.
+/// Rounds of one pipeline per primary, by our slot map, over plain
+/// connections: every part is written before any reply is read, so a round
+/// costs one round trip. A call answered `MOVED` did not run: the map is
+/// fetched again and the call goes in the next round. After three rounds, or
+/// on `ASK`/`TRYAGAIN`, or for a slot the map does not cover, a call goes
+/// alone through the cluster connection, which follows the redirect.
 fn send_cluster(
     link: &mut ClusterLink,
     calls: &[Call<'_>],
@@ -414,6 +416,7 @@ fn send_cluster(
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let mut replies: Vec<Option<RedisResult<Value>>> = vec![None; calls.len()];
     let mut pending = which.to_vec();
+    let mut alone = Vec::new();
     for _round in 0..3 {
         if pending.is_empty() {
             break;
@@ -421,25 +424,28 @@ fn send_cluster(
         if link.slots.is_empty() {
             link.refresh_slots()?;
         }
-        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for &i in &pending {
-            let node = link
-                .primary(cluster::slot(calls[i].key().as_bytes()))
-                .map(str::to_owned);
-            match groups.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, group)) => group.push(i),
-                None => groups.push((node, vec![i])),
+            match link.primary(cluster::slot(calls[i].key().as_bytes())) {
+                Some(node) => match groups.iter_mut().find(|(n, _)| n == node) {
+                    Some((_, group)) => group.push(i),
+                    None => groups.push((node.to_owned(), vec![i])),
+                },
+                None => alone.push(i),
             }
         }
-        let mut moved = Vec::new();
-        for (_, group) in groups {
-            // Routed by the group's first key; the others share its primary.
+        for (node, group) in &groups {
             let mut packed = Vec::new();
-            for &i in &group {
+            for &i in group {
                 calls[i].cmd.write_packed_command(&mut packed);
             }
-            let values = link.conn.req_packed_commands(&packed, 0, group.len())?;
-            for (i, value) in group.into_iter().zip(values) {
+            link.node(node)?.send_packed_command(&packed)?;
+        }
+        let mut moved = Vec::new();
+        for (node, group) in groups {
+            let conn = link.node(&node)?;
+            for i in group {
+                let value = conn.recv_response()?;
                 if server_error(&value) == Some(ServerErrorKind::Moved) {
                     moved.push(i);
                 } else {
@@ -452,25 +458,30 @@ fn send_cluster(
         }
         pending = moved;
     }
-    pending.extend(which.iter().copied().filter(|&i| {
+    alone.extend(pending);
+    alone.extend(which.iter().copied().filter(|&i| {
         matches!(
             replies[i].as_ref().and_then(reply_error),
             Some(ServerErrorKind::Ask | ServerErrorKind::TryAgain)
         )
     }));
-    for i in pending {
-        let reply = scripts::eval(&mut link.conn, calls[i].policy, &calls[i].cmd);
-        if let Err(err) = &reply {
-            if breaks_connection(err) {
-                return Err(err.clone());
-            }
-        }
-        replies[i] = Some(reply);
+    for i in alone {
+        replies[i] = Some(eval_alone(link, &calls[i])?);
     }
     Ok(which
         .iter()
         .map(|&i| replies[i].take().unwrap_or(Ok(Value::Nil)))
         .collect())
+}
+
+/// One call on its own, the redis crate following `MOVED` and `ASK`. An
+/// error that leaves the connection unusable fails the batch; any other is
+/// this call's answer.
+fn eval_alone(link: &mut ClusterLink, call: &Call<'_>) -> RedisResult<RedisResult<Value>> {
+    match scripts::eval(&mut link.conn, call.policy, &call.cmd) {
+        Err(err) if breaks_connection(&err) => Err(err),
+        reply => Ok(reply),
+    }
 }
 
 fn server_error(value: &Value) -> Option<ServerErrorKind> {

@@ -40,10 +40,14 @@ fn a_three_primary_cluster_spreads_keys_and_enforces_limits_exactly() {
         .collect();
 
     // Rounds alternate between one batch of every key (a pipeline per
-    // primary) and one call per key; a node loses its scripts midway.
+    // primary) and one call per key; nodes lose their scripts midway.
     for round in 0..BOUND + 2 {
-        if round == 3 {
-            assert_eq!(cluster.nodes[1].cli(&["SCRIPT", "FLUSH"]), "OK");
+        if round == 2 || round == 3 {
+            // Before a batch and before single calls.
+            assert_eq!(
+                cluster.nodes[round as usize - 1].cli(&["SCRIPT", "FLUSH"]),
+                "OK"
+            );
         }
         let decisions: Vec<_> = if round % 2 == 0 {
             let requests: Vec<Request<'_>> = keys
@@ -108,4 +112,98 @@ fn a_three_primary_cluster_spreads_keys_and_enforces_limits_exactly() {
     for node in &cluster.nodes {
         assert_eq!(node.cli(&["DBSIZE"]), "0");
     }
+}
+
+fn node_id(cluster: &RedisCluster, index: usize) -> String {
+    cluster.nodes[index]
+        .cli(&["CLUSTER", "MYID"])
+        .trim()
+        .to_owned()
+}
+
+/// The node that owns `slot`, by `CLUSTER NODES`.
+fn owner(cluster: &RedisCluster, slot: u16) -> usize {
+    let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let owns = fields
+            .iter()
+            .skip(8)
+            .any(|range| match range.split_once('-') {
+                Some((a, b)) => {
+                    (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
+                }
+                None => range.parse::<u16>() == Ok(slot),
+            });
+        if owns {
+            let port: u16 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            return cluster.nodes.iter().position(|n| n.port == port).unwrap();
+        }
+    }
+    panic!("no owner for slot {slot}");
+}
+
+#[test]
+fn a_batch_follows_a_slot_that_moved_to_another_primary() {
+    let cluster = RedisCluster::start(3);
+    let store = RedisStore::connect(&RedisOptions {
+        timeout_ms: 2_000,
+        ..RedisOptions::from_url(cluster.url())
+    })
+    .unwrap();
+    let quota = QuotaSpec::new(Policy::FixedWindow, 3, 86_400.0)
+        .build()
+        .unwrap();
+    let others: Vec<String> = (0..30).map(|i| format!("moved:other:{i}")).collect();
+    let batch = |keys: &[&str]| -> Vec<u64> {
+        let requests: Vec<Request<'_>> = keys
+            .iter()
+            .map(|key| Request {
+                key,
+                quota: &quota,
+                cost: 1,
+            })
+            .collect();
+        store
+            .decide_many(&requests)
+            .into_iter()
+            .map(|d| d.unwrap().remaining)
+            .collect()
+    };
+    // The store learns the slot map.
+    let mut keys: Vec<&str> = others.iter().map(String::as_str).collect();
+    assert!(batch(&keys).iter().all(|&r| r == 2));
+
+    // An empty slot moves from its primary to another; the store's map is stale.
+    let key = "moved:key";
+    let slot: u16 = cluster.nodes[0]
+        .cli(&["CLUSTER", "KEYSLOT", key])
+        .parse()
+        .unwrap();
+    let from = owner(&cluster, slot);
+    assert_eq!(
+        cluster.nodes[from].cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]),
+        "0"
+    );
+    let to = (from + 1) % cluster.nodes.len();
+    let to_id = node_id(&cluster, to);
+    for i in [to, from, (from + 2) % cluster.nodes.len()] {
+        assert_eq!(
+            cluster.nodes[i].cli(&["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]),
+            "OK"
+        );
+    }
+    assert_eq!(owner(&cluster, slot), to);
+
+    // Batches with the moved key still decide every call once, on the new owner.
+    keys.insert(7, key);
+    let first = batch(&keys);
+    assert_eq!(first[7], 2);
+    assert!(first.iter().enumerate().all(|(i, &r)| i == 7 || r == 1));
+    assert_eq!(batch(&[key, key]), [1, 0]);
+    assert_eq!(cluster.nodes[to].cli(&["EXISTS", key]), "1");
+    assert_eq!(
+        cluster.nodes[from].cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]),
+        "0"
+    );
 }
