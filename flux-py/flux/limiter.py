@@ -305,13 +305,20 @@ class RateLimiter:
         every other ``ahit`` of the same loop iteration into one pipeline; on
         the memory store it is decided inline (well under a microsecond).
         """
-        if self._store.is_memory:
+        if not self._remote:
             return self.hit(key, endpoint, cost)
-        if key.__class__ is not bytes:
+        cls = key.__class__
+        if cls is str:
+            key = key.encode()
+        elif cls is not bytes:
             key = _key_bytes(key)
-        cost = _cost(cost)
+        if cost != 1:
+            cost = _cost(cost)
         return await self._store.submit(
-            self._limiter_ptr(endpoint), key, cost, self._result_type
+            self._ptr if endpoint is None else self._limiter_ptr(endpoint),
+            key,
+            cost,
+            self._result_type,
         )
 
     def _note_source(self, result: RateLimitResult) -> None:
