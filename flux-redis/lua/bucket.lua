@@ -1,7 +1,7 @@
 -- bucket.lua: what gcra, token_bucket and leaky_bucket share (flux-core
 -- policy.rs, `bucket`). Follows common.lua; the policy's file follows it.
 --
--- ARGV for key i (from ARGV[5i - 3]): cost, burst, unit, rate, max_wait_us:
+-- ARGV[2..5]: burst, unit, rate, max_wait_us; then one cost per key.
 --   burst: the most calls of cost 1 the bucket holds
 --   unit:  scaled units one call of cost 1 weighs (period_us / gcd)
 --   rate:  scaled units drained per microsecond (requests / gcd)
@@ -13,26 +13,23 @@
 -- differ only in what they store, so the policy's file gives the level now
 -- and stores the level after.
 
-local function bucket_args(i)
-  local a = 5 * i - 3
-  return tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
-    tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-end
+local burst, unit, rate, max_wait = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+local capacity = burst * unit
+-- The highest level an admitted call may leave: capacity plus what drains
+-- within max_wait. `remaining` counts the calls that still fit under it.
+local room = capacity + max_wait * rate
 
 -- `level` stored at `last`, drained until now. The product can pass 2^53 and
 -- lose precision, but only when it is far above any level, so the result is 0
 -- either way.
-local function drain(level, last, rate)
+local function drain(level, last)
   return sub0(level, sub0(now, last) * rate)
 end
 
 -- Answers one call at the key's `level`. When it is admitted, returns the
 -- level after it and the microseconds until that drains to 0.
-local function bucket(level, cost, burst, unit, rate, max_wait)
-  local capacity = burst * unit
-  -- The highest level an admitted call may leave: capacity plus what drains
-  -- within max_wait. `remaining` counts the calls that still fit under it.
-  local room = capacity + max_wait * rate
+local function bucket(level, cost)
   local after = level + cost * unit
   -- Microseconds until `after` drains down to capacity: 0 when it fits now.
   local wait = ceil_div(sub0(after, capacity), rate)

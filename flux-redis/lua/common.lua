@@ -2,16 +2,17 @@
 -- builds each script as common.lua, then bucket.lua for the bucket policies,
 -- then the policy's own file.
 --
--- A script decides one call per key in KEYS, in order, and answers six
--- integers per key: {allowed (1|0), limit, remaining, reset_after_us,
--- retry_after_us, delay_us}, or allowed = -1 when the key holds a value of
--- another type (a key Flux did not write: it is left alone). One key is one
--- decision, so a single decision touches a single key (Redis Cluster); a
--- batch on one Redis is one script call per policy.
+-- A script decides one call per key in KEYS, in order, all under one quota,
+-- and answers six integers per key: {allowed (1|0), limit, remaining,
+-- reset_after_us, retry_after_us, delay_us}, or allowed = -1 when the key
+-- holds a value of another type (a key Flux did not write: it is left
+-- alone). One key is one decision, so a single decision touches a single key
+-- (Redis Cluster); a batch on one Redis is one script call per quota.
 --
 -- ARGV[1] is now, integer microseconds since the Unix epoch, or empty to use
--- Redis TIME (every app server then agrees on the time). The rest are each
--- key's cost and quota, laid out by the policy's file.
+-- Redis TIME (every app server then agrees on the time). Then the quota's
+-- constants (laid out by bucket.lua or the policy's file), then one cost per
+-- key: ARGV[#ARGV - #KEYS + i] is the cost of KEYS[i].
 --
 -- Each key is stored as a string of integers separated by spaces, written
 -- with string.format('%d'), never tostring (Lua 5.1 keeps 14 significant
@@ -63,6 +64,16 @@ if not injected then
   end
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- The cost of the i-th call. Most calls cost 1, which needs no parsing.
+local first_cost = #ARGV - #KEYS
+local function cost_of(i)
+  local cost = ARGV[first_cost + i]
+  if cost == '1' then
+    return 1
+  end
+  return tonumber(cost)
 end
 
 local out, answered = {}, 0

@@ -2,18 +2,18 @@
 -- first call (flux-core policy.rs).
 --
 -- KEYS: one storage key per call, {prefix}{scope}:fixed_window:{digest}
--- ARGV: now_us or '' (Redis TIME), then per key (from ARGV[3i - 1]):
---       cost, requests, period_us
+-- ARGV: now_us or '' (Redis TIME), requests, period_us, then one cost per key
 -- Stored: "count end", the calls counted and when the window ends (µs)
 -- Reply: six integers per key (common.lua)
 --
 -- Example: 2 per second, a third call 0.25 s after the first (at t=0):
---   EVALSHA <sha> 1 flux:api:fixed_window:<digest> 250000 1 2 1000000
+--   EVALSHA <sha> 1 flux:api:fixed_window:<digest> 250000 2 1000000 1
 --   -> {0, 2, 0, 750000, 750000, 0}
 
+local requests, period = tonumber(ARGV[2]), tonumber(ARGV[3])
+
 for i = 1, #KEYS do
-  local key, a = KEYS[i], 3 * i - 1
-  local cost, requests, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local key, cost = KEYS[i], cost_of(i)
   local count, window_end = load(key)
   if count == false then
     foreign()

@@ -2,8 +2,7 @@
 -- previous and current window's counts (flux-core policy.rs).
 --
 -- KEYS: one storage key per call, {prefix}{scope}:sliding_window:{digest}
--- ARGV: now_us or '' (Redis TIME), then per key (from ARGV[3i - 1]):
---       cost, requests, period_us
+-- ARGV: now_us or '' (Redis TIME), requests, period_us, then one cost per key
 -- Stored: "prev curr start": the previous and current window's counts and
 --         when the current window started (µs). A call fits when
 --           prev * (period - elapsed) + (curr + cost) * period <= requests * period
@@ -11,10 +10,12 @@
 -- Reply: six integers per key (common.lua)
 --
 -- Example: 2 per second, a third call 0.25 s after two at t=0:
---   EVALSHA <sha> 1 flux:api:sliding_window:<digest> 250000 1 2 1000000
+--   EVALSHA <sha> 1 flux:api:sliding_window:<digest> 250000 2 1000000 1
 --   -> {0, 2, 0, 1750000, 1250000, 0}
 
-local function sliding(key, cost, n, period, prev, curr, start)
+local n, period = tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function sliding(key, cost, prev, curr, start)
   if not (prev and curr and start) then
     prev, curr, start = 0, 0, now
   end
@@ -64,12 +65,12 @@ local function sliding(key, cost, n, period, prev, curr, start)
 end
 
 for i = 1, #KEYS do
-  local key, a = KEYS[i], 3 * i - 1
+  local key = KEYS[i]
   local prev, curr, start = load(key)
   if prev == false then
     foreign()
   else
-    sliding(key, tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), prev, curr, start)
+    sliding(key, cost_of(i), prev, curr, start)
   end
 end
 return out

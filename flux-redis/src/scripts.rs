@@ -63,31 +63,32 @@ pub(crate) struct Entry<'a> {
     pub cost: u64,
 }
 
-/// `EVALSHA <sha> <n> key... now (args per key)...` deciding each entry in
-/// order; all entries share `policy`. `now` empty asks the script to use
-/// Redis `TIME`. Per key: cost, burst, unit, rate, max_wait_us for the bucket
-/// policies; cost, requests, period_us for the window policies (see lua/).
-pub(crate) fn eval_cmd(policy: Policy, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
+/// `EVALSHA <sha> <n> key... now constants... cost...` deciding each entry in
+/// order; all entries share `quota`. `now` empty asks the script to use Redis
+/// `TIME`. The constants are burst, unit, rate, max_wait_us for the bucket
+/// policies, requests, period_us for the window policies (see lua/).
+pub(crate) fn eval_cmd(quota: &Quota, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
+    let policy = quota.policy();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script(policy).get_hash()).arg(entries.len());
     for entry in entries {
+        debug_assert_eq!(entry.quota, quota);
         cmd.arg(entry.key);
     }
     match now_us {
         Some(now) => cmd.arg(now),
         None => cmd.arg(""),
     };
-    for Entry { quota, cost, .. } in entries {
-        debug_assert_eq!(quota.policy(), policy);
-        cmd.arg(cost);
-        if policy.is_bucket() {
-            cmd.arg(quota.burst())
-                .arg(quota.unit())
-                .arg(quota.rate())
-                .arg(quota.max_wait_us());
-        } else {
-            cmd.arg(quota.requests()).arg(quota.period_us());
-        }
+    if policy.is_bucket() {
+        cmd.arg(quota.burst())
+            .arg(quota.unit())
+            .arg(quota.rate())
+            .arg(quota.max_wait_us());
+    } else {
+        cmd.arg(quota.requests()).arg(quota.period_us());
+    }
+    for entry in entries {
+        cmd.arg(entry.cost);
     }
     cmd
 }

@@ -1,5 +1,6 @@
 //! The Redis store: `flux_core::Store` over an r2d2 pool and the Lua scripts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flux_core::{Clock, Decision, Policy, Quota, Request, Store};
@@ -184,7 +185,7 @@ impl RedisStore {
     ) -> Result<Decision, RedisError> {
         quota.check_cost(cost)?;
         let entries = [Entry { key, quota, cost }];
-        let cmd = scripts::eval_cmd(quota.policy(), &entries, now_us);
+        let cmd = scripts::eval_cmd(quota, &entries, now_us);
         let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), quota.policy(), &cmd))?;
         scripts::decisions(reply, &entries)?
             .pop()
@@ -211,27 +212,27 @@ impl RedisStore {
                 Err(e) => results[i] = Some(Err(e.into())),
             }
         }
-        let calls = if self.cluster {
+        let calls: Vec<Call<'_>> = if self.cluster {
             // One key per script call: a call's keys must share a slot.
             valid
                 .into_iter()
                 .map(|entry| Call::new(vec![entry], now_us))
                 .collect()
+        } else if let Some(groups) = by_quota(&valid) {
+            // One script call per quota (in chunks), so Redis runs the script
+            // once for many decisions; each key keeps its calls' order.
+            groups
+                .iter()
+                .flat_map(|group| group.chunks(MAX_KEYS_PER_CALL))
+                .map(|chunk| Call::new(chunk.to_vec(), now_us))
+                .collect()
         } else {
-            // One script call per policy (in chunks), so Redis runs the
-            // script once for many decisions; a key keeps its calls' order.
-            let mut calls = Vec::new();
-            for policy in Policy::ALL {
-                let same: Vec<_> = valid
-                    .iter()
-                    .filter(|(_, e)| e.quota.policy() == policy)
-                    .copied()
-                    .collect();
-                for chunk in same.chunks(MAX_KEYS_PER_CALL) {
-                    calls.push(Call::new(chunk.to_vec(), now_us));
-                }
-            }
-            calls
+            // A key under two quotas in one batch: grouping would reorder its
+            // calls, so each goes alone, in order (still one pipeline).
+            valid
+                .into_iter()
+                .map(|entry| Call::new(vec![entry], now_us))
+                .collect()
         };
 
         if !calls.is_empty() {
@@ -334,12 +335,12 @@ struct Call<'a> {
 
 impl<'a> Call<'a> {
     fn new(entries: Vec<(usize, Entry<'a>)>, now_us: Option<u64>) -> Self {
-        let policy = entries[0].1.quota.policy();
+        let quota = entries[0].1.quota;
         let plain: Vec<Entry<'_>> = entries.iter().map(|(_, e)| *e).collect();
-        let cmd = scripts::eval_cmd(policy, &plain, now_us);
+        let cmd = scripts::eval_cmd(quota, &plain, now_us);
         Call {
             entries,
-            policy,
+            policy: quota.policy(),
             cmd,
         }
     }
@@ -348,6 +349,24 @@ impl<'a> Call<'a> {
     fn key(&self) -> &str {
         self.entries[0].1.key
     }
+}
+
+/// The batch's entries grouped by quota, in order of first appearance; `None`
+/// when some key comes with two different quotas.
+#[allow(clippy::type_complexity)]
+fn by_quota<'a>(entries: &[(usize, Entry<'a>)]) -> Option<Vec<Vec<(usize, Entry<'a>)>>> {
+    let mut groups: Vec<Vec<(usize, Entry<'a>)>> = Vec::new();
+    let mut quota_of_key: HashMap<&str, &Quota> = HashMap::with_capacity(entries.len());
+    for &(i, entry) in entries {
+        if *quota_of_key.entry(entry.key).or_insert(entry.quota) != entry.quota {
+            return None;
+        }
+        match groups.iter_mut().find(|g| g[0].1.quota == entry.quota) {
+            Some(group) => group.push((i, entry)),
+            None => groups.push(vec![(i, entry)]),
+        }
+    }
+    Some(groups)
 }
 
 /// Sends `calls` as one pipeline (one per primary on a cluster). Calls

@@ -95,3 +95,36 @@ fn a_key_of_another_type_is_reported_and_left_alone() {
     assert!(matches!(batch[1], Err(RedisError::KeyType { .. })));
     assert_eq!(server.cli(&["HGET", "foreign:gcra:x", "field"]), "value");
 }
+
+#[test]
+fn a_key_under_two_quotas_in_one_batch_keeps_the_order_of_its_calls() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let store = store(&server, &clock);
+    // The same key and policy, its limit changed between two calls.
+    let (two, three) = (
+        QuotaSpec::new(Policy::FixedWindow, 2, 60.0)
+            .build()
+            .unwrap(),
+        QuotaSpec::new(Policy::FixedWindow, 3, 60.0)
+            .build()
+            .unwrap(),
+    );
+    let request = |quota| Request {
+        key: "order:k",
+        quota,
+        cost: 1,
+    };
+    let batch = store.decide_many(&[
+        request(&two),
+        request(&three),
+        request(&two),
+        request(&three),
+    ]);
+    let answers: Vec<(bool, u64)> = batch
+        .into_iter()
+        .map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap())
+        .collect();
+    // One after another: 1 of 2 used, 2 of 3, 3 > 2 refused, 3 of 3.
+    assert_eq!(answers, [(true, 1), (true, 1), (false, 0), (true, 0)]);
+}
