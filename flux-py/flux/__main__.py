@@ -5,7 +5,9 @@ import sys
 USAGE = """\
 usage: python -m flux.cli init [PATH] [--force]   write a flux.toml with every option explained
        python -m flux.cli clear                   delete Flux's keys in Redis
-       python -m flux monitor                     live view of the analytics (not yet available)
+       python -m flux monitor [--host H] [--port N] [--once]
+                                                  live view of a running app's limits
+                                                  (needs [analytics] enabled = true in the app)
 """
 
 
@@ -15,8 +17,9 @@ def main(argv: list[str]) -> int:
 
         return cli_main(argv)
     if argv and argv[0] == "monitor":
-        print("flux monitor is not available in this version yet", file=sys.stderr)
-        return 2
+        from .monitor import main as monitor_main
+
+        return monitor_main(argv[1:])
     print(USAGE, end="")
     return 0 if not argv or argv[0] in ("-h", "--help") else 2
 

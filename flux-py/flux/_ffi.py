@@ -153,6 +153,8 @@ SOURCES = ("storage", "fail_open", "local_cache")
 SOURCE_FAIL_OPEN = 1
 STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
+METRICS_PROMETHEUS = 0
+METRICS_JSON = 1
 
 
 class flux_limit_params(Structure):
@@ -243,6 +245,13 @@ flux_store_preload = _declare(_lib, "flux_store_preload", c_uint32, [StorePtr])
 flux_store_clear = _declare(_lib, "flux_store_clear", c_uint32, [StorePtr, POINTER(c_uint64)])
 flux_store_kind = _declare(_lib, "flux_store_kind", c_uint32, [StorePtr], None)
 flux_store_free = _declare(_lib, "flux_store_free", None, [StorePtr], None)
+flux_store_metrics = _declare(
+    _lib,
+    "flux_store_metrics",
+    c_uint32,
+    [StorePtr, c_uint32, c_char_p, c_size_t, POINTER(c_size_t)],
+    None,  # BUFFER_TOO_SMALL is part of the protocol: Store.metrics() checks.
+)
 
 flux_limiter_new = _declare(
     _lib,
@@ -398,6 +407,21 @@ class Store(Owned):
 
     def preload(self) -> None:
         flux_store_preload(self.ptr)
+
+    def metrics(self, fmt: int = METRICS_PROMETHEUS) -> str:
+        """The store's counters: Prometheus text, or with ``METRICS_JSON`` the
+        JSON ``/metrics.json`` serves."""
+        written = c_size_t(0)
+        size = 8192
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            code = flux_store_metrics(self.ptr, fmt, buf, size, ctypes.byref(written))
+            if code == OK:
+                return buf.raw[: written.value].decode("utf-8")
+            if code != BUFFER_TOO_SMALL:
+                raise error_for(code)
+            # Counters may grow between two calls: ask for some room beyond.
+            size = written.value + 1024
 
     def clear(self) -> int:
         deleted = c_uint64(0)

@@ -1,0 +1,226 @@
+"""Analytics from Python: the metrics server the store starts, read the way
+Prometheus and ``python -m flux monitor`` read it.
+
+The server is one per process and stays while its stores do (for the whole
+session here), so every test uses the same analytics port and an endpoint of
+its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from flux import RateLimiter, rate_limit
+from flux import _ffi
+from flux.config import FluxConfig
+from flux.limiter import store_of
+
+from conftest import free_port
+
+
+@pytest.fixture(scope="session")
+def analytics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def memory_analytics(prefix, analytics_port) -> FluxConfig:
+    return FluxConfig(
+        key_prefix=prefix,
+        jitter_enabled=False,
+        analytics_enabled=True,
+        analytics_port=analytics_port,
+    )
+
+
+@pytest.fixture
+def redis_analytics(redis_server, prefix, analytics_port) -> FluxConfig:
+    return FluxConfig(
+        redis_url=redis_server.url,
+        key_prefix=prefix,
+        jitter_enabled=False,
+        timeout_ms=1000,
+        analytics_enabled=True,
+        analytics_port=analytics_port,
+        analytics_stream=f"{prefix}events",
+    )
+
+
+def get(port: int, path: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+def login_app(cfg: FluxConfig) -> tuple[Flask, str]:
+    """A Flask app whose /login admits 3 calls a minute per client; and its endpoint.
+
+    The server shows one process's endpoints, added up by name, so each
+    test's view gets a name of its own (from its key prefix)."""
+    app = Flask(__name__)
+
+    def login():
+        return "ok"
+
+    login.__qualname__ = f"login_{cfg.key_prefix.rstrip(':').replace('-', '_')}"
+    view = rate_limit(requests=3, period=60, config=cfg)(login)
+    app.add_url_rule("/login", view_func=view)
+    return app, view.rate_limiter.scope
+
+
+def five_logins(app: Flask) -> list[int]:
+    client = app.test_client()
+    return [
+        client.get("/login", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+        for _ in range(5)
+    ]
+
+
+def requests_by_outcome(text: str, endpoint: str) -> dict[str, float]:
+    counts = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "flux_requests_total" and sample.labels["endpoint"] == endpoint:
+                counts[sample.labels["decision"]] = sample.value
+    return counts
+
+
+def histogram_count(text: str, endpoint: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == "flux_decision_seconds":
+            assert family.type == "histogram"
+            for sample in family.samples:
+                if sample.name == "flux_decision_seconds_count" and sample.labels["endpoint"] == endpoint:
+                    return sample.value
+    raise AssertionError(f"no flux_decision_seconds_count for {endpoint}")
+
+
+def test_metrics_count_a_decorated_views_decisions(memory_analytics, analytics_port):
+    app, endpoint = login_app(memory_analytics)
+    assert five_logins(app) == [200, 200, 200, 429, 429]
+
+    status, content_type, text = get(analytics_port, "/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert requests_by_outcome(text, endpoint) == {"allowed": 3, "blocked": 2, "fail_open": 0}
+    assert histogram_count(text, endpoint) == 5
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"flux_requests", "flux_decision_seconds", "flux_events_dropped"} <= families
+
+    status, content_type, body = get(analytics_port, "/metrics.json")
+    assert (status, content_type) == (200, "application/json")
+    counts = json.loads(body)["endpoints"][endpoint]
+    assert (counts["allowed"], counts["blocked"], counts["total"]) == (3, 2, 5)
+    assert counts["block_rate"] == pytest.approx(0.4)
+
+
+def test_the_store_reports_its_own_counters_through_the_ffi(memory_analytics):
+    limiter = RateLimiter(2, 60, config=memory_analytics, scope="ffi-metrics")
+    for _ in range(3):
+        limiter.hit("k")
+    handle = store_of(limiter).handle
+    assert requests_by_outcome(handle.metrics(), "ffi-metrics") == {
+        "allowed": 2,
+        "blocked": 1,
+        "fail_open": 0,
+    }
+    doc = json.loads(handle.metrics(_ffi.METRICS_JSON))
+    assert doc["endpoints"]["ffi-metrics"]["total"] == 3
+    assert doc["redis_totals"] == []
+
+
+def test_with_redis_totals_and_events_reach_redis(redis_analytics, redis_server, analytics_port):
+    app, endpoint = login_app(redis_analytics)
+    assert five_logins(app) == [200, 200, 200, 429, 429]
+    # The flusher sends every 250 ms.
+    deadline = time.monotonic() + 5
+    while True:
+        doc = json.loads(get(analytics_port, "/metrics.json")[2])
+        totals = [t for t in doc["redis_totals"] if t["stream"] == redis_analytics.analytics_stream]
+        assert len(totals) == 1
+        flushed = totals[0]["endpoints"].get(endpoint, {})
+        if flushed.get("total") == 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (flushed["allowed"], flushed["blocked"], flushed["fail_open"]) == (3, 2, 0)
+    assert totals[0]["error"] is None
+    assert doc["endpoints"][endpoint]["total"] == 5
+    reply = redis_server.command("XLEN", redis_analytics.analytics_stream)
+    assert reply == b":5\r\n"
+
+
+def test_failing_open_is_counted(dead_redis_url, prefix, analytics_port):
+    cfg = FluxConfig(
+        redis_url=dead_redis_url,
+        key_prefix=prefix,
+        timeout_ms=100,
+        analytics_enabled=True,
+        analytics_port=analytics_port,
+    )
+    limiter = RateLimiter(5, 60, config=cfg, scope=f"{prefix}down")
+    assert limiter.hit("k").source == "fail_open"
+    text = get(analytics_port, "/metrics")[2]
+    assert requests_by_outcome(text, f"{prefix}down") == {"allowed": 0, "blocked": 0, "fail_open": 1}
+
+
+def monitor(*args: str, cwd, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flux", "monitor", *args],
+        cwd=cwd,
+        env={**os.environ, "FLUX_CONFIG": "", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_monitor_once_shows_each_endpoint_and_the_totals(memory_analytics, analytics_port, tmp_path):
+    app, endpoint = login_app(memory_analytics)
+    five_logins(app)
+    done = monitor("--once", "--port", str(analytics_port), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "\x1b[" not in out, "no screen control in --once"
+    row = next(line for line in out.splitlines() if line.startswith(endpoint[:40]))
+    # endpoint, requests, allowed, blocked, fail-open, block rate, bar
+    assert row.split()[1:6] == ["5", "3", "2", "0", "40.0%"]
+    assert "TOTAL" in out and "This process" in out
+
+
+def test_monitor_reads_host_and_port_from_the_configuration(memory_analytics, analytics_port, tmp_path):
+    app, endpoint = login_app(memory_analytics)
+    five_logins(app)
+    (tmp_path / "flux.toml").write_text(f"[analytics]\nenabled = true\nport = {analytics_port}\n")
+    done = monitor("--once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"127.0.0.1:{analytics_port}/metrics.json" in done.stdout
+    assert endpoint[:40] in done.stdout
+
+
+def test_monitor_says_what_to_do_when_nothing_listens(tmp_path):
+    port = free_port()
+    done = monitor("--once", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"nothing answered at http://127.0.0.1:{port}/metrics.json" in done.stderr
+    assert "[analytics]" in done.stderr and "enabled = true" in done.stderr
+    # Without --once too: no screen to draw, the same message.
+    live = monitor("--port", str(port), cwd=tmp_path)
+    assert (live.returncode, live.stderr) == (1, done.stderr)
+
+
+def test_python_m_flux_lists_monitor(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "flux"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert re.search(r"python -m flux monitor \[--host H\] \[--port N\] \[--once\]", done.stdout)
