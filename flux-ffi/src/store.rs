@@ -57,6 +57,11 @@ pub enum flux_storage {
 /// `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`/`FLUX_RESULT_POOL`. Returns
 /// `FLUX_RESULT_CONFIG` when the Redis settings cannot describe a server.
 /// Free the result with `flux_store_free`; `config` may be freed at once.
+///
+/// With `[analytics] enabled`, the process's metrics server (`/metrics`,
+/// `/metrics.json` on `host:port`) runs from here on unless it already does
+/// (a port in use is a warning on stderr, not an error), and on Redis the
+/// store gets a thread that sends sampled events and totals to Redis.
 #[no_mangle]
 pub extern "C" fn flux_store_new(
     config: *const crate::flux_config,
@@ -187,7 +192,9 @@ pub extern "C" fn flux_store_kind(store: *const flux_store) -> u32 {
 /// Limiters made on the store keep it alive. The `_free` that releases the
 /// last reference (this one or a limiter's) lets the async thread answer
 /// every queued request, each callback still called once, and joins it
-/// before it returns; then the Redis pool is closed. (Done from inside a
+/// before it returns; then the analytics thread, if any, flushes once more
+/// and is joined, and the Redis pool is closed. The metrics server stops
+/// with the last store of the process that enabled analytics. (Done from inside a
 /// callback, it cannot wait for its own thread, which then stops by itself.)
 #[no_mangle]
 pub extern "C" fn flux_store_free(store: *mut flux_store) {
