@@ -136,8 +136,16 @@ fn throughput(c: &mut Criterion, server: &RedisServer) {
 fn batch(c: &mut Criterion, server: &RedisServer) {
     let store = store(server);
     let (quota, keys) = (quota(), keys());
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let mut group = c.benchmark_group("redis/batch");
     for size in [1usize, 16, 64] {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut raw)
+            .unwrap();
         group.throughput(Throughput::Elements(size as u64));
         let mut offset = 0;
         group.bench_function(BenchmarkId::new("decide_many", size), |b| {
@@ -155,6 +163,8 @@ fn batch(c: &mut Criterion, server: &RedisServer) {
                 }
             })
         });
+        println!("batch of {size}:");
+        report_server_time(&mut raw);
     }
     group.finish();
 }
