@@ -122,7 +122,9 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
     // Microseconds until `after` drains down to capacity: 0 when it fits now.
     let wait = ceil_div(after.saturating_sub(capacity), rate);
 
-    let limit = quota.burst();
+    // What `remaining` counts down from: the burst, plus the queue a shaping
+    // leaky_bucket admits into, so a client never sees remaining > limit.
+    let limit = room / unit;
     if wait > quota.max_wait_us() {
         return Outcome {
             decision: Decision {

@@ -98,6 +98,8 @@ fn remaining_counts_the_calls_the_queue_still_takes() {
     // Room: burst 5 plus 0.5 s of draining = 10 calls at one instant.
     let d = key.call(0, 1);
     assert_eq!(d.remaining, 9);
+    // limit is what remaining counts down from, so headers never show remaining > limit.
+    assert_eq!(d.limit, 10);
     for left in (0..9).rev() {
         let d = key.call(0, 1);
         assert!(d.allowed);

@@ -31,13 +31,15 @@ end
 -- level after it and the microseconds until that drains to 0.
 local function bucket(level, cost)
   local after = level + cost * unit
+  -- What `remaining` counts down from: burst plus the queue (policy.rs).
+  local limit = idiv(room, unit)
   -- Microseconds until `after` drains down to capacity: 0 when it fits now.
   local wait = ceil_div(sub0(after, capacity), rate)
   if wait > max_wait then
-    answer(0, burst, idiv(sub0(room, level), unit), ceil_div(level, rate), wait - max_wait, 0)
+    answer(0, limit, idiv(sub0(room, level), unit), ceil_div(level, rate), wait - max_wait, 0)
     return nil
   end
   local reset_after = ceil_div(after, rate)
-  answer(1, burst, idiv(sub0(room, after), unit), reset_after, 0, wait)
+  answer(1, limit, idiv(sub0(room, after), unit), reset_after, 0, wait)
   return after, reset_after
 end
