@@ -26,6 +26,6 @@ pub use store::{RedisStore, TimeSource};
 pub mod analytics;
 pub mod limiter;
 pub use limiter::{
-    decide_batch, redis_options, Backend, BackendStore, BatchRequest, LimitOverrides, Limiter,
+    decide_batch, Backend, BackendStore, BatchRequest, LimitOverrides, Limiter,
     LimiterError,
 };

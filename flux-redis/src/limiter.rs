@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use flux_core::analytics::{Analytics, EndpointStats, Event};
-use flux_core::config::{AnalyticsConfig, Config, ConfigError, RedisConfig, Storage};
+use flux_core::config::{AnalyticsConfig, Config, ConfigError, Storage};
 use flux_core::{
     storage_key, Decision, MemoryStore, Policy, Quota, QuotaError, QuotaSpec, Request, Store,
 };
@@ -65,7 +65,7 @@ impl Backend {
     pub fn from_config(config: &Config) -> Result<Backend, LimiterError> {
         let store = match config.flux.storage {
             Storage::Memory => BackendStore::Memory(MemoryStore::new()),
-            Storage::Redis => RedisStore::connect(&redis_options(&config.redis))
+            Storage::Redis => RedisStore::connect(&RedisOptions::from(&config.redis))
                 .map(BackendStore::Redis)
                 .map_err(LimiterError::Redis)?,
         };
@@ -160,21 +160,6 @@ impl Backend {
             }
             BackendStore::Redis(store) => store.decide(key, quota, cost).map_err(StoreError::Redis),
         }
-    }
-}
-
-/// The Redis store's options as `[redis]` gives them.
-pub fn redis_options(redis: &RedisConfig) -> RedisOptions {
-    RedisOptions {
-        url: redis.url.clone(),
-        host: redis.host.clone(),
-        port: redis.port,
-        db: i64::from(redis.db),
-        username: redis.username.clone(),
-        password: redis.password.clone(),
-        pool_size: redis.pool_size,
-        timeout_ms: redis.timeout_ms,
-        cluster: redis.cluster,
     }
 }
 
