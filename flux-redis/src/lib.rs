@@ -26,6 +26,5 @@ pub use store::{RedisStore, TimeSource};
 pub mod analytics;
 pub mod limiter;
 pub use limiter::{
-    decide_batch, Backend, BackendStore, BatchRequest, LimitOverrides, Limiter,
-    LimiterError,
+    decide_batch, Backend, BackendStore, BatchRequest, LimitOverrides, Limiter, LimiterError,
 };
