@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flux_core::analytics::{Analytics, Event};
 use flux_core::config::AnalyticsConfig;
 use parking_lot::Mutex;
-use redis::{Cmd, RedisResult, ServerErrorKind, Value};
+use redis::{RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{Conn, Link, Manager};
 use crate::{RedisError, RedisOptions};
@@ -212,18 +212,28 @@ impl Flusher {
         if events.is_empty() && deltas.is_empty() {
             return Ok(FlushReport::default());
         }
-        let mut packed = Vec::new();
+        // Most of a flush's own work is writing the commands: straight into
+        // one buffer, rather than a `redis::Cmd` and its allocations each.
+        let mut packed = Resp::with_capacity(events.len() * 256 + deltas.len() * 64);
+        let retention = self.sink.retention.to_string();
+        let mut period = (f64::NAN, String::new());
         for event in &events {
-            self.xadd(event).write_packed_command(&mut packed);
+            if event.period_secs.to_bits() != period.0.to_bits() {
+                // Display: 60 for 60.0, 0.5 for 0.5.
+                period = (event.period_secs, event.period_secs.to_string());
+            }
+            xadd(&mut packed, &self.sink.stream, &retention, &period.1, event);
         }
         for (endpoint, outcome, delta, _) in &deltas {
-            redis::cmd("HINCRBY")
-                .arg(&self.sink.totals_key)
-                .arg(format!("{endpoint}:{}", OUTCOMES[*outcome]))
-                .arg(*delta)
-                .write_packed_command(&mut packed);
+            let field = format!("{endpoint}:{}", OUTCOMES[*outcome]);
+            packed.command(4);
+            packed.bulk(b"HINCRBY");
+            packed.bulk(self.sink.totals_key.as_bytes());
+            packed.bulk(field.as_bytes());
+            packed.number(*delta);
         }
-        let count = events.len() + deltas.len();
+        let (packed, count) = packed.finish();
+        debug_assert_eq!(count, events.len() + deltas.len());
         let replies = match self
             .sink
             .run(|link| link.as_dyn().req_packed_commands(&packed, 0, count))
@@ -283,34 +293,92 @@ impl Flusher {
         }
         deltas
     }
+}
 
-    fn xadd(&self, event: &Event) -> Cmd {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.sink.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.sink.retention)
-            .arg("*")
-            .arg("ts")
-            .arg(event.ts_us / 1000)
-            .arg("key")
-            .arg(&event.key)
-            .arg("ep")
-            .arg(&*event.endpoint)
-            .arg("d")
-            .arg(u8::from(event.allowed))
-            .arg("p")
-            .arg(event.policy.name())
-            .arg("u")
-            .arg(event.usage)
-            .arg("mr")
-            .arg(event.requests)
-            .arg("mp")
-            // Display: 60 for 60.0, 0.5 for 0.5.
-            .arg(event.period_secs.to_string())
-            .arg("mb")
-            .arg(event.burst);
-        cmd
+/// `XADD stream MAXLEN ~ retention * ts .. key .. ep .. d .. p .. u .. mr .. mp .. mb ..`
+fn xadd(packed: &mut Resp, stream: &str, retention: &str, period: &str, event: &Event) {
+    packed.command(6 + 2 * 9);
+    for arg in [b"XADD", stream.as_bytes(), b"MAXLEN", b"~"] {
+        packed.bulk(arg);
+    }
+    packed.bulk(retention.as_bytes());
+    packed.bulk(b"*");
+    let mut digits = [0u8; 20];
+    packed.field(b"ts", decimal(event.ts_us / 1000, &mut digits));
+    packed.field(b"key", event.key.as_bytes());
+    packed.field(b"ep", event.endpoint.as_bytes());
+    packed.field(b"d", if event.allowed { b"1" } else { b"0" });
+    packed.field(b"p", event.policy.name().as_bytes());
+    packed.field(b"u", decimal(event.usage, &mut digits));
+    packed.field(b"mr", decimal(event.requests, &mut digits));
+    packed.field(b"mp", period.as_bytes());
+    packed.field(b"mb", decimal(event.burst, &mut digits));
+}
+
+/// Commands in the Redis protocol (RESP), appended to one buffer: what
+/// `redis::Cmd::write_packed_command` writes, without its allocations.
+struct Resp {
+    buf: Vec<u8>,
+    commands: usize,
+}
+
+impl Resp {
+    fn with_capacity(bytes: usize) -> Resp {
+        Resp {
+            buf: Vec::with_capacity(bytes),
+            commands: 0,
+        }
+    }
+
+    /// Starts a command of `argc` arguments (its name included), each then
+    /// given by `bulk`, `number` or `field`.
+    fn command(&mut self, argc: usize) {
+        self.buf.push(b'*');
+        self.digits(argc as u64);
+        self.buf.extend_from_slice(b"\r\n");
+        self.commands += 1;
+    }
+
+    fn bulk(&mut self, arg: &[u8]) {
+        self.buf.push(b'$');
+        self.digits(arg.len() as u64);
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(arg);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    fn number(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        self.bulk(decimal(n, &mut digits));
+    }
+
+    /// A stream entry's field and its value.
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.bulk(name);
+        self.bulk(value);
+    }
+
+    fn digits(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        self.buf.extend_from_slice(decimal(n, &mut digits));
+    }
+
+    /// The bytes and the number of commands in them.
+    fn finish(self) -> (Vec<u8>, usize) {
+        (self.buf, self.commands)
+    }
+}
+
+/// `n` in decimal, in the tail of `out`.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
     }
 }
 
@@ -384,6 +452,71 @@ impl Drop for FlushThread {
 mod tests {
     use super::*;
     use crate::cluster::slot;
+
+    #[test]
+    fn commands_are_written_as_the_redis_crate_writes_them() {
+        let quota = flux_core::QuotaSpec::new(flux_core::Policy::SlidingWindow, 120, 0.5)
+            .build()
+            .unwrap();
+        let decision = flux_core::Decision {
+            allowed: false,
+            limit: 120,
+            remaining: 7,
+            ..flux_core::Decision::default()
+        };
+        let event = Event::new(
+            1_700_000_000_123_456,
+            "flux:api:sliding_window:00ff".into(),
+            "api".into(),
+            &quota,
+            &decision,
+        );
+        let mut packed = Resp::with_capacity(0);
+        xadd(&mut packed, "flux:events", "100000", "0.5", &event);
+        packed.command(4);
+        packed.bulk(b"HINCRBY");
+        packed.bulk(b"{flux:events}:totals");
+        packed.bulk(b"api:blocked");
+        packed.number(0);
+        let (bytes, count) = packed.finish();
+
+        let mut expected = Vec::new();
+        redis::cmd("XADD")
+            .arg("flux:events")
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("ts")
+            .arg(1_700_000_000_123u64)
+            .arg("key")
+            .arg("flux:api:sliding_window:00ff")
+            .arg("ep")
+            .arg("api")
+            .arg("d")
+            .arg(0)
+            .arg("p")
+            .arg("sliding_window")
+            .arg("u")
+            .arg(113)
+            .arg("mr")
+            .arg(120)
+            .arg("mp")
+            .arg("0.5")
+            .arg("mb")
+            .arg(120)
+            .write_packed_command(&mut expected);
+        redis::cmd("HINCRBY")
+            .arg("{flux:events}:totals")
+            .arg("api:blocked")
+            .arg(0)
+            .write_packed_command(&mut expected);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        assert_eq!(count, 2);
+    }
 
     #[test]
     fn the_totals_hash_is_in_the_streams_cluster_slot() {
