@@ -84,6 +84,7 @@ example-rust:
 bench: bench-py
 	$(CARGO) bench -p flux-core --bench core
 	$(CARGO) bench -p flux-redis --bench redis
+	$(CARGO) bench -p flux-redis --bench analytics
 
 fmt:
 	$(CARGO) fmt --all
