@@ -20,7 +20,7 @@ use flux_core::config::{AnalyticsConfig, Config};
 use flux_core::{Decision, Policy, QuotaSpec, Source};
 use flux_redis::analytics::{totals_key, Flusher};
 use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter, RedisOptions};
-use support::{free_port, RedisServer};
+use support::{free_port, RedisCluster, RedisServer};
 
 fn rate(requests: u64, period: f64) -> LimitOverrides {
     LimitOverrides {
@@ -496,4 +496,46 @@ fn a_flush_is_one_round_trip() {
     assert_eq!(info_calls(&redis, "hincrby") - hincrbys, fields);
     // Three endpoints, each allowed and blocked moved in every flush.
     assert_eq!(fields, 3 * 2 * 3);
+}
+
+#[test]
+fn on_a_cluster_a_flush_is_one_pipeline_to_the_streams_node() {
+    let cluster = RedisCluster::start(3);
+    let config = Config::from_toml_str(
+        &format!(
+            "[redis]\nurl = \"{}\"\ntimeout_ms = 2000\n[flux]\nstorage = \"redis\"\n\
+             jitter_enabled = false\n[analytics]\nenabled = true\nport = {}\n",
+            cluster.url(),
+            free_port()
+        ),
+        None,
+    )
+    .unwrap();
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let (login, _) = counted(&backend, &config);
+    // Keys on every primary; the events all go to the stream's node.
+    for i in 0..60 {
+        login
+            .decide(format!("client-{}", i % 30).as_bytes(), 1)
+            .unwrap();
+    }
+    backend.flush_analytics().unwrap();
+    assert_eq!(backend.analytics().snapshot().events_dropped, 0);
+
+    let stream = "flux:events";
+    let owner = cluster
+        .nodes
+        .iter()
+        .find(|node| node.cli(&["EXISTS", stream]) == "1")
+        .expect("the stream is on one node");
+    assert_eq!(owner.cli(&["XLEN", stream]), "60");
+    assert_eq!(
+        owner.cli(&["HGET", &totals_key(stream), "login:allowed"]),
+        "60"
+    );
+    // The totals hash is beside the stream: same node, same slot.
+    assert_eq!(
+        owner.cli(&["CLUSTER", "KEYSLOT", stream]),
+        owner.cli(&["CLUSTER", "KEYSLOT", &totals_key(stream)])
+    );
 }
