@@ -4,11 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::ffi::{c_char, CString};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::ptr;
-use std::time::{Duration, Instant};
 
 use flux_ffi::*;
 
@@ -113,89 +109,16 @@ impl<T> Copy for Shared<T> {}
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
+/// redis-server processes, from flux-redis's tests (one helper for both crates).
+#[path = "../../../flux-redis/tests/support/mod.rs"]
+mod redis_server;
+#[allow(unused_imports)] // free_port is for the tests that need a port nothing listens on
+pub use redis_server::{free_port, RedisServer};
 
-/// A redis-server of this test process on a free port, without persistence,
-/// killed by pid when dropped.
-pub struct RedisServer {
-    child: Child,
-    pub port: u16,
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed for these tests: run `make deps`");
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGSTOP: its socket still accepts, but nothing answers.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Keys under `prefix`, by redis-cli (which this process did not write through).
-    pub fn count_keys(&self, prefix: &str) -> usize {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["--scan", "--pattern", &format!("{prefix}*")])
-            .output()
-            .expect("redis-cli must be installed for these tests: run `make deps`");
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+/// Keys under `prefix` in `server`, by redis-cli (which the test did not write through).
+pub fn count_keys(server: &RedisServer, prefix: &str) -> usize {
+    server
+        .cli(&["--scan", "--pattern", &format!("{prefix}*")])
+        .lines()
+        .count()
 }
