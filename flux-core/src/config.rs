@@ -152,6 +152,33 @@ impl RedisConfig {
         url
     }
 
+    /// `[redis] url = ...` and nothing else set: the defaults around a URL.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: Some(url.into()),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// `[redis] host = ..., port = ...` and nothing else set.
+    pub fn host_port(host: impl Into<String>, port: u16) -> Self {
+        RedisConfig {
+            host: host.into(),
+            port,
+            ..RedisConfig::default()
+        }
+    }
+
+    /// The bound on every Redis call.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Where this connects, as written (or composed), password hidden: for messages.
+    pub fn display_url(&self) -> String {
+        redact_url(self.url.as_deref().unwrap_or(&self.url()))
+    }
+
     /// Whether to speak the Redis Cluster protocol.
     pub fn is_cluster(&self) -> bool {
         self.cluster
@@ -851,8 +878,9 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Hides the password in a URL's userinfo.
-fn redact_url(url: &str) -> String {
+/// Hides the password in a URL's userinfo, for messages:
+/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flux_core::{Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisOptions, RedisStore};
+use flux_redis::{RedisConfig, RedisStore};
 use support::RedisServer;
 
 /// Keys a bench cycles through, so Redis works on a realistic keyspace.
@@ -39,10 +39,10 @@ fn keys() -> Vec<String> {
 }
 
 fn store(server: &RedisServer) -> Arc<RedisStore> {
-    let store = RedisStore::connect(&RedisOptions {
+    let store = RedisStore::connect(&RedisConfig {
         pool_size: 4,
         timeout_ms: 1_000,
-        ..RedisOptions::from_url(server.url())
+        ..RedisConfig::from_url(server.url())
     })
     .unwrap();
     store.preload_scripts().unwrap();

@@ -15,7 +15,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{Client, Connection, ConnectionInfo, ConnectionLike, RedisResult};
 
 use crate::error::breaks_connection;
-use crate::options::Target;
+use crate::target::Target;
 
 /// Makes connections for the pool, each bounded by `timeout` on connect,
 /// read and write.

@@ -14,7 +14,7 @@ use thiserror::Error;
 /// script error, a key holding something else).
 #[derive(Debug, Clone, Error)]
 pub enum RedisError {
-    /// The options cannot describe a Redis deployment (bad URL, pool size 0, ...).
+    /// The settings cannot describe a Redis deployment (bad URL, pool size 0, ...).
     #[error("invalid Redis configuration: {0}")]
     Config(String),
 

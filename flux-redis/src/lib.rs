@@ -15,12 +15,14 @@
 mod cluster;
 mod connection;
 mod error;
-mod options;
 mod scripts;
 mod store;
+mod target;
 
 pub use error::RedisError;
-pub use options::RedisOptions;
+/// The Redis settings a store is made from: the `[redis]` table of flux.toml.
+pub use flux_core::config::RedisConfig;
+
 pub use store::{RedisStore, TimeSource};
 
 pub mod analytics;

@@ -34,7 +34,7 @@ use rand::Rng;
 use thiserror::Error;
 
 use crate::analytics::{now_us, FlushReport, Reporting};
-use crate::{RedisError, RedisOptions, RedisStore};
+use crate::{RedisError, RedisStore};
 
 /// The store a configuration chose, and what it counts. Thread-safe; share
 /// it in an `Arc`.
@@ -65,7 +65,7 @@ impl Backend {
     pub fn from_config(config: &Config) -> Result<Backend, LimiterError> {
         let store = match config.flux.storage {
             Storage::Memory => BackendStore::Memory(MemoryStore::new()),
-            Storage::Redis => RedisStore::connect(&RedisOptions::from(&config.redis))
+            Storage::Redis => RedisStore::connect(&config.redis)
                 .map(BackendStore::Redis)
                 .map_err(LimiterError::Redis)?,
         };

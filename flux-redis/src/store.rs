@@ -10,7 +10,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::breaks_connection;
 use crate::scripts::Entry;
-use crate::{cluster, scripts, RedisError, RedisOptions};
+use crate::{cluster, scripts, RedisConfig, RedisError};
 
 /// Where a decision's "now" comes from.
 #[derive(Debug, Clone, Default)]
@@ -44,15 +44,15 @@ impl TimeSource {
 /// primary). Every key written carries a TTL. Thread-safe: share it behind
 /// an `Arc`.
 ///
-/// Connecting is lazy: [`RedisStore::connect`] fails only on bad options, and
+/// Connecting is lazy: [`RedisStore::connect`] fails only on settings that cannot work, and
 /// a Redis that is down (or comes back after a restart) is found by the calls
 /// themselves, each bounded by about `timeout_ms`.
 ///
 /// ```no_run
 /// use flux_core::{storage_key, Policy, QuotaSpec, Store};
-/// use flux_redis::{RedisOptions, RedisStore};
+/// use flux_redis::{RedisConfig, RedisStore};
 ///
-/// let store = RedisStore::connect(&RedisOptions::from_url("redis://127.0.0.1:6379"))?;
+/// let store = RedisStore::connect(&RedisConfig::from_url("redis://127.0.0.1:6379"))?;
 /// let quota = QuotaSpec::new(Policy::Gcra, 100, 60.0).build()?;
 /// let key = storage_key("flux:", "api", quota.policy(), b"10.0.0.1");
 /// let decision = store.decide(&key, &quota, 1)?;
@@ -61,7 +61,7 @@ impl TimeSource {
 /// ```
 pub struct RedisStore {
     pool: r2d2::Pool<Manager>,
-    options: RedisOptions,
+    config: RedisConfig,
     cluster: bool,
     time: TimeSource,
 }
@@ -69,38 +69,38 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.options.display_url())
+            .field("url", &self.config.display_url())
             .field("cluster", &self.cluster)
-            .field("pool_size", &self.options.pool_size)
-            .field("timeout_ms", &self.options.timeout_ms)
+            .field("pool_size", &self.config.pool_size)
+            .field("timeout_ms", &self.config.timeout_ms)
             .field("time", &self.time)
             .finish()
     }
 }
 
 impl RedisStore {
-    /// A store for these options. Does not talk to Redis: it fails only when
-    /// the options cannot work (bad URL, pool size 0, timeout 0).
-    pub fn connect(options: &RedisOptions) -> Result<Self, RedisError> {
-        let target = options.target()?;
-        let cluster = matches!(target, crate::options::Target::Cluster(_));
-        let manager = Manager::new(target, options.timeout())
-            .map_err(|e| RedisError::Config(format!("{}: {e}", options.display_url())))?;
+    /// A store for these settings. Does not talk to Redis: it fails only when
+    /// they cannot work (bad URL, pool size 0, timeout 0).
+    pub fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        let target = crate::target::resolve(config)?;
+        let cluster = matches!(target, crate::target::Target::Cluster(_));
+        let manager = Manager::new(target, config.timeout())
+            .map_err(|e| RedisError::Config(format!("{}: {e}", config.display_url())))?;
         let pool = r2d2::Pool::builder()
-            .max_size(options.pool_size)
+            .max_size(config.pool_size)
             // Connections are made when calls need them, not kept topped up.
             .min_idle(Some(0))
             // A PING per checkout would double a decision's latency; broken
             // connections are found by their errors instead (connection.rs).
             .test_on_check_out(false)
-            .connection_timeout(options.timeout())
+            .connection_timeout(config.timeout())
             // Failures reach the caller as errors; r2d2 would also log each
             // background reconnect attempt.
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         Ok(RedisStore {
             pool,
-            options: options.clone(),
+            config: config.clone(),
             cluster,
             time: TimeSource::Redis,
         })
@@ -112,8 +112,8 @@ impl RedisStore {
         self
     }
 
-    pub fn options(&self) -> &RedisOptions {
-        &self.options
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -236,7 +236,7 @@ impl RedisStore {
         };
 
         if !calls.is_empty() {
-            let timeout_ms = self.options.timeout_ms;
+            let timeout_ms = self.config.timeout_ms;
             match self.with_conn(|link| run_batch(link, &calls)) {
                 Ok(replies) => {
                     for (call, reply) in calls.iter().zip(replies) {
@@ -280,11 +280,11 @@ impl RedisStore {
         &self,
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
-        let timeout_ms = self.options.timeout_ms;
+        let timeout_ms = self.config.timeout_ms;
         // A connection that sat in the pool while Redis restarted fails at
         // once with a reset, before its command reached the new server: try
         // the next one, as many times as the pool has connections.
-        let mut tries = self.options.pool_size + 1;
+        let mut tries = self.config.pool_size + 1;
         loop {
             let mut conn = self.pool.get().map_err(|e| {
                 // Live connections but none free: the pool is too small for

@@ -19,7 +19,7 @@ use flux_core::analytics::{Analytics, Event};
 use flux_core::config::{AnalyticsConfig, Config};
 use flux_core::{Decision, Policy, QuotaSpec, Source};
 use flux_redis::analytics::{totals_key, Flusher};
-use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter, RedisOptions};
+use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter, RedisConfig};
 use support::{free_port, RedisCluster, RedisServer};
 
 fn rate(requests: u64, period: f64) -> LimitOverrides {
@@ -446,7 +446,7 @@ fn a_flush_is_one_round_trip() {
         retention: 10_000,
         ..AnalyticsConfig::default()
     };
-    let options = RedisOptions::from_url(format!("redis://127.0.0.1:{}", proxy.port));
+    let options = RedisConfig::from_url(format!("redis://127.0.0.1:{}", proxy.port));
     let mut flusher = Flusher::new(analytics.clone(), &options, &config).unwrap();
     let quota = QuotaSpec::new(Policy::Gcra, 10, 60.0).build().unwrap();
     let endpoints = ["login", "api", "search"];

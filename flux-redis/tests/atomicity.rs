@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use flux_core::{Policy, Quota, QuotaSpec, Store};
-use flux_redis::{RedisOptions, RedisStore};
+use flux_redis::{RedisConfig, RedisStore};
 use support::RedisServer;
 
 const THREADS: usize = 4;
@@ -31,10 +31,10 @@ fn hammer(server: &RedisServer, policy: Policy) {
     let threads: Vec<_> = (0..THREADS)
         .map(|_| {
             // A store per thread: separate pools, separate connections, Redis TIME.
-            let store = RedisStore::connect(&RedisOptions {
+            let store = RedisStore::connect(&RedisConfig {
                 pool_size: 1,
                 timeout_ms: 2_000,
-                ..RedisOptions::from_url(server.url())
+                ..RedisConfig::from_url(server.url())
             })
             .unwrap();
             store.preload_scripts().unwrap();
@@ -67,7 +67,7 @@ fn batches_from_four_threads_admit_exactly_the_bound() {
     let barrier = Arc::new(Barrier::new(THREADS));
     let threads: Vec<_> = (0..THREADS)
         .map(|_| {
-            let store = RedisStore::connect(&RedisOptions::from_url(server.url())).unwrap();
+            let store = RedisStore::connect(&RedisConfig::from_url(server.url())).unwrap();
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();

@@ -7,11 +7,11 @@ mod support;
 use std::sync::Arc;
 
 use flux_core::{ManualClock, Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisError, RedisOptions, RedisStore, TimeSource};
+use flux_redis::{RedisConfig, RedisError, RedisStore, TimeSource};
 use support::{RedisServer, Rng};
 
 fn store(server: &RedisServer, clock: &ManualClock) -> RedisStore {
-    RedisStore::connect(&RedisOptions::from_url(server.url()))
+    RedisStore::connect(&RedisConfig::from_url(server.url()))
         .unwrap()
         .with_time_source(TimeSource::Clock(Arc::new(clock.clone())))
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use flux_core::{storage_key, Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisOptions, RedisStore};
+use flux_redis::{RedisConfig, RedisStore};
 use support::RedisCluster;
 
 const KEYS_PER_POLICY: usize = 40;
@@ -15,9 +15,9 @@ const BOUND: u64 = 5;
 #[test]
 fn a_three_primary_cluster_spreads_keys_and_enforces_limits_exactly() {
     let cluster = RedisCluster::start(3);
-    let store = RedisStore::connect(&RedisOptions {
+    let store = RedisStore::connect(&RedisConfig {
         timeout_ms: 2_000,
-        ..RedisOptions::from_url(cluster.url())
+        ..RedisConfig::from_url(cluster.url())
     })
     .unwrap();
     assert!(store.is_cluster());
@@ -96,10 +96,10 @@ fn a_three_primary_cluster_spreads_keys_and_enforces_limits_exactly() {
     assert_eq!(total, keys.len());
 
     // `cluster = true` with a plain URL naming one node finds the rest.
-    let seed = RedisStore::connect(&RedisOptions {
+    let seed = RedisStore::connect(&RedisConfig {
         cluster: true,
         timeout_ms: 2_000,
-        ..RedisOptions::from_url(cluster.nodes[2].url())
+        ..RedisConfig::from_url(cluster.nodes[2].url())
     })
     .unwrap();
     let (key, quota) = &keys[0];
@@ -146,9 +146,9 @@ fn owner(cluster: &RedisCluster, slot: u16) -> usize {
 #[test]
 fn a_batch_follows_a_slot_that_moved_to_another_primary() {
     let cluster = RedisCluster::start(3);
-    let store = RedisStore::connect(&RedisOptions {
+    let store = RedisStore::connect(&RedisConfig {
         timeout_ms: 2_000,
-        ..RedisOptions::from_url(cluster.url())
+        ..RedisConfig::from_url(cluster.url())
     })
     .unwrap();
     let quota = QuotaSpec::new(Policy::FixedWindow, 3, 86_400.0)

@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 
 use flux_core::{ManualClock, MemoryStore, Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisOptions, RedisStore, TimeSource};
+use flux_redis::{RedisConfig, RedisStore, TimeSource};
 use support::{RedisServer, Rng};
 
 const STEPS: usize = 10_000;
@@ -84,7 +84,7 @@ fn replay(policy: Policy, seed: u64) {
     let server = RedisServer::start();
     let clock = ManualClock::new(EPOCH_US);
     let memory = MemoryStore::with_clock(Arc::new(clock.clone()));
-    let redis = RedisStore::connect(&RedisOptions::from_url(server.url()))
+    let redis = RedisStore::connect(&RedisConfig::from_url(server.url()))
         .unwrap()
         .with_time_source(TimeSource::Clock(Arc::new(clock.clone())));
 
@@ -228,7 +228,7 @@ fn a_clock_that_steps_back_is_read_alike() {
     for policy in [Policy::TokenBucket, Policy::LeakyBucket] {
         let clock = ManualClock::new(EPOCH_US);
         let memory = MemoryStore::with_clock(Arc::new(clock.clone()));
-        let redis = RedisStore::connect(&RedisOptions::from_url(server.url()))
+        let redis = RedisStore::connect(&RedisConfig::from_url(server.url()))
             .unwrap()
             .with_time_source(TimeSource::Clock(Arc::new(clock.clone())));
         let quota = QuotaSpec::new(policy, 1, 1.0).burst(2).build().unwrap();

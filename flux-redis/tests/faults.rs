@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use flux_core::{Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisError, RedisOptions, RedisStore};
+use flux_redis::{RedisConfig, RedisError, RedisStore};
 use support::{free_port, RedisServer, Rng};
 
 const TIMEOUT_MS: u64 = 200;
@@ -15,10 +15,10 @@ const TIMEOUT_MS: u64 = 200;
 const SLACK: Duration = Duration::from_millis(250);
 
 fn store(port: u16) -> RedisStore {
-    RedisStore::connect(&RedisOptions {
+    RedisStore::connect(&RedisConfig {
         timeout_ms: TIMEOUT_MS,
         pool_size: 3,
-        ..RedisOptions::host_port("127.0.0.1", port)
+        ..RedisConfig::host_port("127.0.0.1", port)
     })
     .expect("connect is lazy: it never fails for want of Redis")
 }

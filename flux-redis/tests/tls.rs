@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use flux_core::{Policy, QuotaSpec, Store};
-use flux_redis::{RedisOptions, RedisStore};
+use flux_redis::{RedisConfig, RedisStore};
 use support::{free_port, RedisServer};
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -111,10 +111,8 @@ fn a_tls_only_redis_is_reached_over_rediss() {
     // The only environment change in this test binary, before any connection.
     std::env::set_var("SSL_CERT_FILE", file("ca.crt"));
 
-    let store = RedisStore::connect(&RedisOptions::from_url(format!(
-        "rediss://127.0.0.1:{port}"
-    )))
-    .unwrap();
+    let store =
+        RedisStore::connect(&RedisConfig::from_url(format!("rediss://127.0.0.1:{port}"))).unwrap();
     let quota = QuotaSpec::new(Policy::FixedWindow, 2, 60.0)
         .build()
         .unwrap();
@@ -123,9 +121,9 @@ fn a_tls_only_redis_is_reached_over_rediss() {
     assert!(!store.decide("tls:a", &quota, 1).unwrap().allowed);
 
     // Plain redis:// to the TLS port fails in time, as an outage would.
-    let plain = RedisStore::connect(&RedisOptions {
+    let plain = RedisStore::connect(&RedisConfig {
         timeout_ms: 300,
-        ..RedisOptions::from_url(format!("redis://127.0.0.1:{port}"))
+        ..RedisConfig::from_url(format!("redis://127.0.0.1:{port}"))
     })
     .unwrap();
     assert!(plain

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use redis::{RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{Conn, Link, Manager};
-use crate::{RedisError, RedisOptions};
+use crate::{RedisConfig, RedisError};
 
 /// How often the flusher looks for something to send.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -66,20 +66,17 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    pub(crate) fn new(
-        options: &RedisOptions,
-        config: &AnalyticsConfig,
-    ) -> Result<Sink, RedisError> {
-        let manager = Manager::new(options.target()?, options.timeout())
-            .map_err(|e| RedisError::Config(format!("{}: {e}", options.display_url())))?;
+    pub(crate) fn new(redis: &RedisConfig, config: &AnalyticsConfig) -> Result<Sink, RedisError> {
+        let manager = Manager::new(crate::target::resolve(redis)?, redis.timeout())
+            .map_err(|e| RedisError::Config(format!("{}: {e}", redis.display_url())))?;
         Ok(Sink {
             manager,
             conn: Mutex::new(None),
             stream: config.stream.clone(),
             totals_key: totals_key(&config.stream),
             retention: config.retention,
-            timeout_ms: options.timeout_ms,
-            redis: options.display_url(),
+            timeout_ms: redis.timeout_ms,
+            redis: redis.display_url(),
         })
     }
 
@@ -180,16 +177,16 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher of `analytics` to the Redis of `options`, into the stream
+    /// A flusher of `analytics` to the Redis of `redis`, into the stream
     /// and retention of `config`. Connects at its first flush.
     pub fn new(
         analytics: Arc<Analytics>,
-        options: &RedisOptions,
+        redis: &RedisConfig,
         config: &AnalyticsConfig,
     ) -> Result<Flusher, RedisError> {
         Ok(Self::with_sink(
             analytics,
-            Arc::new(Sink::new(options, config)?),
+            Arc::new(Sink::new(redis, config)?),
         ))
     }
 

@@ -109,7 +109,7 @@ fn start_flusher(
     config: &AnalyticsConfig,
     store: &RedisStore,
 ) -> Result<(FlushThread, Arc<Sink>), String> {
-    let sink = Arc::new(Sink::new(store.options(), config).map_err(|e| e.to_string())?);
+    let sink = Arc::new(Sink::new(store.config(), config).map_err(|e| e.to_string())?);
     let flusher = Flusher::with_sink(analytics.clone(), sink.clone());
     let thread = FlushThread::start(flusher)
         .map_err(|e| format!("cannot start the analytics thread: {e}"))?;
