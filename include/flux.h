@@ -517,6 +517,13 @@ flux_result flux_decide_batch_async(const struct flux_request *reqs,
 size_t flux_last_error(char *buf, size_t len);
 
 /**
+ * `FLUX_RESULT_OK` when some moment could admit a call of `cost` under
+ * `limiter`, else `FLUX_RESULT_INVALID_COST` with a message naming the most
+ * it can ever admit: the check `flux_limiter_decide` makes, without deciding.
+ */
+flux_result flux_limiter_check_cost(const struct flux_limiter *limiter, uint64_t cost);
+
+/**
  * Decides one call of `cost` for the caller identified by the `key_len`
  * bytes at `key` (any bytes, NUL included; NULL only with `key_len` 0) and
  * writes the decision to `*out`.

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use flux_core::Policy;
-use flux_redis::{LimitOverrides, Limiter};
+use flux_redis::{LimitOverrides, Limiter, LimiterError};
 
 use crate::error::{fail, fail_with, flux_result};
 use crate::ffi::{
@@ -265,6 +265,20 @@ pub extern "C" fn flux_limiter_quota(
             max_wait: quota.max_wait_us() as f64 / 1e6,
         };
         flux_result::Ok
+    }
+}
+
+/// `FLUX_RESULT_OK` when some moment could admit a call of `cost` under
+/// `limiter`, else `FLUX_RESULT_INVALID_COST` with a message naming the most
+/// it can ever admit: the check `flux_limiter_decide` makes, without deciding.
+#[no_mangle]
+pub extern "C" fn flux_limiter_check_cost(limiter: *const flux_limiter, cost: u64) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        match limiter.limiter.quota().check_cost(cost) {
+            Ok(()) => flux_result::Ok,
+            Err(e) => fail_with(&LimiterError::Cost(e)),
+        }
     }
 }
 

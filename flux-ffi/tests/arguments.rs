@@ -306,6 +306,24 @@ fn costs_outside_the_limit_are_refused() {
             "cost 11 can never be admitted: the limit holds at most 10 at once".into()
         ))
     );
+    // The same check without deciding, for callers that validate up front.
+    assert_eq!(flux_limiter_check_cost(limiter, 10), flux_result::Ok);
+    assert_eq!(
+        flux_limiter_check_cost(limiter, 11),
+        flux_result::InvalidCost
+    );
+    assert_eq!(
+        last_error(),
+        "cost 11 can never be admitted: the limit holds at most 10 at once"
+    );
+    assert_eq!(
+        flux_limiter_check_cost(limiter, 0),
+        flux_result::InvalidCost
+    );
+    assert_eq!(
+        flux_limiter_check_cost(ptr::null(), 1),
+        flux_result::NullArgument
+    );
     let d = decide(limiter, b"k", 10).unwrap();
     assert!(d.allowed);
     assert_eq!(d.remaining, 0);

@@ -263,6 +263,7 @@ flux_limiter_quota = _declare(
     _lib, "flux_limiter_quota", c_uint32, [LimiterPtr, POINTER(flux_quota_info)]
 )
 flux_limiter_free = _declare(_lib, "flux_limiter_free", None, [LimiterPtr], None)
+flux_limiter_check_cost = _declare(_lib, "flux_limiter_check_cost", c_uint32, [LimiterPtr, c_uint64])
 
 _DECIDE_ARGS = [LimiterPtr, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)]
 # The decision is the hot path, and an errcheck costs more than the decision

@@ -350,12 +350,7 @@ class RateLimiter:
     def check_cost(self, cost: Any) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
         cost = _cost(cost)
-        # A quota's capacity is its burst (window policies require burst == requests).
-        if cost > self.quota.burst:
-            raise LimitError(
-                f"cost {cost} can never be admitted: the limit holds at most "
-                f"{self.quota.burst} at once"
-            )
+        _ffi.flux_limiter_check_cost(self._ptr, cost)
         return cost
 
     # --- lifetime ---
