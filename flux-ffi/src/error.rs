@@ -72,21 +72,21 @@ fn redis_code(error: &RedisError) -> flux_result {
         RedisError::Config(_) => flux_result::Config,
         RedisError::Quota(_) => flux_result::InvalidCost,
         RedisError::Timeout { .. } => flux_result::Timeout,
-        RedisError::Pool { source, .. } => pool_code(&source.to_string()),
+        RedisError::Pool { busy: true, .. } => flux_result::Pool,
+        RedisError::Pool { source, .. } => unreachable_code(&source.to_string()),
         _ => flux_result::Storage,
     }
 }
 
-/// The pool gives up on a connection for two reasons: Redis cannot be
-/// reached (r2d2 then appends the last connection error to its message),
-/// or every connection stayed busy (it says only that it timed out).
-fn pool_code(message: &str) -> flux_result {
-    match message.split_once(": ") {
-        None => flux_result::Pool,
-        Some((_, cause)) if cause.contains("timed out") || cause.contains("timeout") => {
-            flux_result::Timeout
-        }
-        Some(_) => flux_result::Storage,
+/// Redis could not be reached. r2d2 keeps only the text of the last
+/// connection error, after its own "timed out waiting for connection: ", so
+/// whether the cause was a timeout is read from that part.
+fn unreachable_code(message: &str) -> flux_result {
+    let cause = message.split_once(": ").map_or("", |(_, cause)| cause);
+    if cause.contains("timed out") || cause.contains("timeout") {
+        flux_result::Timeout
+    } else {
+        flux_result::Storage
     }
 }
 
