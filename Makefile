@@ -43,14 +43,29 @@ HEADER := include/flux.h
 $(CBINDGEN):
 	$(CARGO) install cbindgen --version $(CBINDGEN_VERSION) --locked --root $(TOOLS)/cbindgen-$(CBINDGEN_VERSION)
 
+# flux-ffi's version as Cargo.toml gives it, e.g. 0.2.0 (the same as flux_version() returns).
+FFI_VERSION = $(CARGO) metadata --no-deps --format-version 1 | python3 -c \
+	'import json, sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "flux-ffi"))'
+
+# $(call generate-header,FILE): cbindgen's output, with flux-ffi's version in place of the
+# @VERSION...@ words of cbindgen.toml.
+define generate-header
+set -o pipefail; \
+version=$$($(FFI_VERSION)) && \
+IFS=.-+ read -r major minor patch _ <<< "$$version" && \
+$(CBINDGEN) $(CBINDGEN_FLAGS) | sed -e "s/@VERSION@/$$version/" -e "s/@VERSION_MAJOR@/$$major/" \
+	-e "s/@VERSION_MINOR@/$$minor/" -e "s/@VERSION_PATCH@/$$patch/" > $(1)
+endef
+
 ## header: regenerate include/flux.h from flux-ffi's sources (commit the result)
 header: $(CBINDGEN)
-	$(CBINDGEN) $(CBINDGEN_FLAGS) --output $(HEADER)
+	@$(call generate-header,$(HEADER).new) && mv $(HEADER).new $(HEADER) || \
+		{ rm -f $(HEADER).new; exit 1; }
 
 ## header-check: fail when the committed include/flux.h differs from what the sources generate
 header-check: $(CBINDGEN)
 	@tmp=$$(mktemp --suffix=.h); trap 'rm -f "$$tmp"' EXIT; \
-	$(CBINDGEN) $(CBINDGEN_FLAGS) --output "$$tmp" && \
+	$(call generate-header,"$$tmp") && \
 	if diff -u $(HEADER) "$$tmp"; then \
 		echo "$(HEADER) matches flux-ffi's sources"; \
 	else \

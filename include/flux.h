@@ -24,6 +24,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of Flux this header declares; flux_version() tells the library's. */
+#define FLUX_VERSION_MAJOR 0
+#define FLUX_VERSION_MINOR 2
+#define FLUX_VERSION_PATCH 0
+#define FLUX_VERSION_STRING "0.2.0"
+
 /**
  * `flux_limit_params.set`: `policy` is given.
  */
