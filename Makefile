@@ -79,6 +79,10 @@ C_FLAGS := -std=c11 -Wall -Wextra -Werror -Wpedantic -g
 
 ffi-lib:
 	$(CARGO) build -q -p flux-ffi
+	@# A program linked against it asks the loader for its soname (libflux.so.<ABI major>,
+	@# set by build.rs): give the debug build that name too.
+	@soname=$$(readelf -d $(FFI_LIB_DIR)/libflux_ffi.so | sed -n 's/.*Library soname: \[\(.*\)\]$$/\1/p'); \
+	test -n "$$soname" && ln -sf libflux_ffi.so $(FFI_LIB_DIR)/$$soname
 
 $(C_EXAMPLE): examples/c/decide.c $(HEADER) ffi-lib
 	@mkdir -p $(@D)
