@@ -99,6 +99,38 @@ test-c: header-check $(C_EXAMPLE) example-rust
 example-rust:
 	$(CARGO) run -q -p flux-example
 
+## Flux as a system library for C and C++ (README, "C and C++"): `make lib`, then
+## `make install PREFIX=/usr/local` (DESTDIR=... to stage it for a package); `make uninstall`
+## removes what the last install's manifest lists. install needs no Rust toolchain, so it
+## runs under sudo; it refuses a build older than its sources.
+.PHONY: lib install uninstall
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+RUSTC ?= rustc
+RELEASE_DIR := $(TARGET_DIR)/release
+INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)"
+
+## lib: the release build that install installs, and the system libraries libflux.a needs
+## (flux.pc's Libs.private). rustc tells those only while it builds a staticlib, and asking
+## cargo for them would rebuild flux-ffi: an empty staticlib tells what std needs. The
+## dependencies add none (ring's C code is inside the archive); test-install's static link
+## fails if one ever does.
+lib:
+	$(CARGO) build --release -p flux-ffi
+	@probe=$$(mktemp -d); trap 'rm -rf "$$probe"' EXIT; : > "$$probe/empty.rs"; \
+	$(RUSTC) --crate-type staticlib --crate-name probe --print native-static-libs \
+		--out-dir "$$probe" "$$probe/empty.rs" 2>&1 | \
+		sed -n 's/^note: native-static-libs: //p' > $(RELEASE_DIR)/libflux.native-static-libs; \
+	test -s $(RELEASE_DIR)/libflux.native-static-libs || \
+		{ echo "rustc did not list the native libraries of a staticlib" >&2; exit 1; }
+
+install:
+	@$(INSTALL_ENV) flux-ffi/install/install.sh install $(RELEASE_DIR) $(HEADER)
+
+uninstall:
+	@$(INSTALL_ENV) flux-ffi/install/install.sh uninstall
+
 ## bench: criterion benches (not part of `make test`: speed is measured, never asserted)
 bench: bench-py
 	$(CARGO) bench -p flux-core --bench core
