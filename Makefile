@@ -5,14 +5,17 @@ CARGO ?= cargo
 .PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py
 
 ## test: install what the tests need, then check formatting, lints and every test
-test: deps lint test-rust test-c test-py
+test: deps lint test-rust test-c test-install test-py
 
 ## deps: from the system's packages, redis-server (the tests start their own on free
-## ports), a C compiler and valgrind for the C example, openssl for the TLS test's certificates
+## ports), C and C++ compilers, pkg-config and valgrind for the C and C++ examples, openssl for
+## the TLS test's certificates
 deps:
 	@missing=; \
 	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing="$$missing redis-server"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	command -v c++ >/dev/null || missing="$$missing g++"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
@@ -103,7 +106,7 @@ example-rust:
 ## `make install PREFIX=/usr/local` (DESTDIR=... to stage it for a package); `make uninstall`
 ## removes what the last install's manifest lists. install needs no Rust toolchain, so it
 ## runs under sudo; it refuses a build older than its sources.
-.PHONY: lib install uninstall
+.PHONY: lib install uninstall test-install
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
@@ -130,6 +133,12 @@ install:
 
 uninstall:
 	@$(INSTALL_ENV) flux-ffi/install/install.sh uninstall
+
+## test-install: install into a staging directory; check the library's exports and version
+## against flux.h; build examples/c and examples/cpp with pkg-config's flags only (shared and
+## static) and run them, the C++ one under valgrind too; uninstall and check nothing is left
+test-install: deps lib
+	CC="$(CC)" CXX="$(CXX)" MAKE="$(MAKE)" BUILD_DIR=$(RELEASE_DIR) flux-ffi/install/test-install.sh
 
 ## bench: criterion benches (not part of `make test`: speed is measured, never asserted)
 bench: bench-py
