@@ -19,7 +19,7 @@ import weakref
 from typing import Any
 
 from . import _ffi
-from .config import FluxConfig, native
+from .config import FluxConfig, native, redact_url
 
 logger = logging.getLogger("flux")
 
@@ -155,9 +155,7 @@ _ON_BATCH_DONE = _ffi.flux_batch_callback(_on_batch_done)
 
 def _describe(cfg: FluxConfig) -> str:
     if cfg.redis_url:
-        # Leave credentials out of log lines.
-        scheme, _, rest = cfg.redis_url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
+        return redact_url(cfg.redis_url)  # no password in log lines
     return f"{cfg.redis_host or '127.0.0.1'}:{cfg.redis_port or 6379}"
 
 

@@ -90,6 +90,18 @@ class FluxConfig:
     # Where this came from: a file path, or None for defaults and code.
     origin: str | None = field(default=None, compare=False)
 
+    def __repr__(self) -> str:
+        # By hand, so that no password reaches a log line: the URL's is hidden
+        # and redis_password is left out.
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name == "redis_url" and value is not None:
+                    value = redact_url(value)
+                shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     @property
     def uses_redis(self) -> bool:
         if self.storage is not None:
@@ -104,6 +116,41 @@ class FluxConfig:
     def from_json(cls, data: Mapping[str, Any]) -> FluxConfig:
         """Fills a FluxConfig from the JSON that ``flux_config_to_json`` writes."""
         return _from_json(data)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its passwords hidden, for messages: the userinfo after its
+    first ``:`` up to the *last* ``@`` (passwords are often written
+    unencoded), and everything after a ``pass=`` or ``password=`` query
+    parameter. The same rule as flux-core's ``redact_url``, which writes the
+    messages of the Rust side."""
+    rest_at = url.find("://")
+    rest_at = 0 if rest_at < 0 else rest_at + 3
+    rest = url[rest_at:]
+    hidden: list[tuple[int, int]] = []
+    at = rest.rfind("@")
+    if at >= 0:
+        colon = rest.find(":", 0, at)
+        if colon >= 0:
+            hidden.append((rest_at + colon + 1, rest_at + at))
+    lower = rest.lower()
+    values = [
+        i + len(marker)
+        for marker in ("?pass=", "&pass=", "?password=", "&password=")
+        if (i := lower.find(marker)) >= 0
+    ]
+    if values:
+        hidden.append((rest_at + min(values), len(url)))
+    out = []
+    shown_from = 0
+    for start, end in sorted(hidden):
+        if end <= shown_from:
+            continue
+        if start >= shown_from:
+            out += [url[shown_from:start], "***"]
+        shown_from = end
+    out.append(url[shown_from:])
+    return "".join(out)
 
 
 # --- rendering to TOML -------------------------------------------------------
