@@ -6,6 +6,7 @@ Python only passes the key (as bytes and a length) and reads the answer.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -121,25 +122,34 @@ def _limit_params(requests, period, burst, policy, max_wait) -> _ffi.flux_limit_
 def _whole(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise LimitError(f"{name} must be a whole number, got {value!r}")
+            value = int(value)
+        else:
+            raise LimitError(f"{name} must be a whole number, got {value!r}")
+    # Below 1 is Rust's to refuse (its message says what is allowed); beyond
+    # an int64, ctypes would wrap the number instead.
     if not -(2**63) <= value < 2**63:
-        raise LimitError(f"{name} is out of range, got {value}")
+        raise LimitError(f"{name} must be a whole number from 1 to 2**63 - 1, got {value}")
     return value
 
 
 def _seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LimitError(f"{name} must be a number of seconds, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any double: Rust refuses inf, naming the argument
+        return math.inf
 
 
-def _cost(cost: Any) -> int:
-    if isinstance(cost, bool) or not isinstance(cost, int):
-        raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
-    if cost < 1:
-        raise LimitError(f"cost must be at least 1, got {cost}")
-    return cost
+#: The widest cost the library takes (a uint64_t); ctypes wraps anything
+#: wider silently, so that 2**64 + 1 would be decided as 1.
+_MAX_COST = 2**64 - 1
+
+
+def _check_text(name: str, value: str | None) -> None:
+    """A name handed to C as a NUL-terminated string: a NUL inside would cut it short."""
+    if value is not None and "\0" in value:
+        raise LimitError(f"{name} must not contain a NUL character, got {value!r}")
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -180,6 +190,8 @@ class RateLimiter:
         scope: str | None = None,
     ) -> None:
         cfg = config if config is not None else get_config()
+        _check_text("scope", scope)
+        _check_text("name", name)
         params = _limit_params(requests, period, burst, policy, max_wait)
         _, config_handle = native(cfg)
         store = store_for(cfg)
@@ -286,7 +298,7 @@ class RateLimiter:
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = _cost(cost)
+            cost = self._cost(cost)
         result = self._result_type()
         self._decide(
             self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
@@ -313,7 +325,7 @@ class RateLimiter:
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = _cost(cost)
+            cost = self._cost(cost)
         return await self._store.submit(
             self._ptr if endpoint is None else self._limiter_ptr(endpoint),
             key,
@@ -349,8 +361,22 @@ class RateLimiter:
 
     def check_cost(self, cost: Any) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
-        cost = _cost(cost)
+        cost = self._cost(cost)
         _ffi.flux_limiter_check_cost(self._ptr, cost)
+        return cost
+
+    def _cost(self, cost: Any) -> int:
+        """``cost`` as the library takes it; what it can weigh is Rust's to check."""
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
+        if cost < 1:
+            raise LimitError(f"cost must be at least 1, got {cost}")
+        if cost > _MAX_COST:
+            # The burst in force is the most any policy holds at once (a
+            # window policy's burst is its requests).
+            raise LimitError(
+                f"cost {cost} can never be admitted: the limit holds at most {self.quota.burst} at once"
+            )
         return cost
 
     # --- lifetime ---
@@ -384,12 +410,19 @@ def default_scope(name: str | None, quota: Quota | None, base: str | None = None
     head = base or name or "default"
     if quota is None:
         return head
-    rate = f"{quota.requests}/{quota.period:g}s"
+    rate = f"{quota.requests}/{_exact(quota.period)}s"
     if quota.burst != quota.requests:
         rate += f"+b{quota.burst}"
     if quota.max_wait:
-        rate += f"+w{quota.max_wait:g}"
+        rate += f"+w{_exact(quota.max_wait)}"
     return f"{head}@{rate}"
+
+
+def _exact(seconds: float) -> str:
+    """``60`` for 60.0, ``0.5`` for 0.5: the shortest text that reads back as
+    the same double, so two periods never share a scope (``:g`` kept six
+    digits, and 1,000,000 s and 1,000,001 s both read ``1e+06``)."""
+    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
 
 
 def preload_scripts(config: FluxConfig | None = None) -> None:
