@@ -7,7 +7,6 @@ Python only passes the key (as bytes and a length) and reads the answer.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +151,12 @@ def _check_text(name: str, value: str | None) -> None:
         raise LimitError(f"{name} must not contain a NUL character, got {value!r}")
 
 
+def _endpoint_bytes(endpoint: Any) -> bytes:
+    if endpoint.__class__ is str:
+        return endpoint.encode()
+    raise TypeError(f"endpoint must be a str, got {type(endpoint).__name__}")
+
+
 def _key_bytes(key: Any) -> bytes:
     if isinstance(key, str):
         return key.encode("utf-8")
@@ -216,8 +221,6 @@ class RateLimiter:
         self.scope = scope
         self.quota = quota
         self.config = cfg
-        self._params = params
-        self._config_handle = config_handle
         self._store = store
         self._handle = handle
         self._ptr = handle.ptr
@@ -225,11 +228,14 @@ class RateLimiter:
         self._decide = (
             _ffi.flux_limiter_decide_gil if store.is_memory else _ffi.flux_limiter_decide
         )
+        self._decide_endpoint = (
+            _ffi.flux_limiter_decide_endpoint_gil
+            if store.is_memory
+            else _ffi.flux_limiter_decide_endpoint
+        )
         self._result_type = type(
             "RateLimitResult", (RateLimitResult,), {"quota": quota, "__module__": __name__}
         )
-        self._endpoints: dict[str, _ffi.Limiter] = {}
-        self._endpoints_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, name: str, config: FluxConfig | None = None) -> RateLimiter:
@@ -265,32 +271,17 @@ class RateLimiter:
 
     # --- deciding ---
 
-    def _limiter_ptr(self, endpoint: str | None):
-        if endpoint is None:
-            return self._ptr
-        handle = self._endpoints.get(endpoint)
-        if handle is None:
-            with self._endpoints_lock:
-                handle = self._endpoints.get(endpoint)
-                if handle is None:
-                    handle = _ffi.Limiter.new(
-                        self._store.handle,
-                        self._config_handle,
-                        f"{self.scope}:{endpoint}",
-                        self.name,
-                        self._params,
-                    )
-                    self._endpoints[endpoint] = handle
-        return handle.ptr
-
     def hit(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> RateLimitResult:
         """Decides one call of ``cost`` for ``key`` (and counts it when admitted).
 
-        ``endpoint`` gives the key a separate limit per endpoint. Raises
-        ``LimitError`` (a ``ValueError``) for a cost the limit can never
-        admit, and ``flux.exceptions.ConnectionError`` when Redis fails and
-        ``fail_silently`` is false. Never sleeps: an admitted ``leaky_bucket``
-        call reports its wait in ``delay``.
+        ``endpoint`` gives the key a separate limit per endpoint, on this one
+        limiter (nothing is made per endpoint), and counts the decision under
+        the endpoint's name in the metrics; ``None`` or ``""`` is the
+        limiter's own limit, counted under its scope. Raises ``LimitError``
+        (a ``ValueError``) for a cost the limit can never admit, and
+        ``flux.exceptions.ConnectionError`` when Redis fails and
+        ``fail_silently`` is false. Never sleeps: an admitted
+        ``leaky_bucket`` call reports its wait in ``delay``.
         """
         cls = key.__class__
         if cls is str:
@@ -300,9 +291,10 @@ class RateLimiter:
         if cost != 1:
             cost = self._cost(cost)
         result = self._result_type()
-        self._decide(
-            self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
-        )
+        if endpoint:
+            self._decide_endpoint(self._ptr, _endpoint_bytes(endpoint), key, cost, result)
+        else:
+            self._decide(self._ptr, key, len(key), cost, result)
         # Only a remote store can fail open (reading a ctypes field is not free).
         if self._remote and result.source_code:
             self._note_source(result)
@@ -327,10 +319,7 @@ class RateLimiter:
         if cost != 1:
             cost = self._cost(cost)
         return await self._store.submit(
-            self._ptr if endpoint is None else self._limiter_ptr(endpoint),
-            key,
-            cost,
-            self._result_type,
+            self._ptr, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )
 
     def _note_source(self, result: RateLimitResult) -> None:
@@ -385,8 +374,6 @@ class RateLimiter:
         """Frees the native limiter now (it is also freed when collected)."""
         self._ptr = None
         self._handle.close()
-        for handle in self._endpoints.values():
-            handle.close()
 
     def __enter__(self) -> RateLimiter:
         return self

@@ -323,3 +323,11 @@ def test_a_refusal_carries_the_identity_but_never_says_it(config):
     assert caught.value.key == "203.0.113.9"  # flux-limiter 0.1's attribute
     assert "203.0.113.9" not in str(caught.value) and "203.0.113.9" not in repr(caught.value)
     assert str(caught.value).startswith("Rate limit exceeded; retry after 6")
+def test_a_nul_in_an_endpoint_does_not_merge_endpoints(config):
+    limiter = RateLimiter(1, 60, config=config)
+    assert limiter.hit("k", endpoint="a\0b").allowed
+    assert limiter.hit("k", endpoint="a\0c").allowed
+    assert limiter.hit("k", endpoint="a").allowed
+    assert not limiter.hit("k", endpoint="a\0b").allowed
+
+
