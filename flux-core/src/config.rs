@@ -225,6 +225,10 @@ pub struct FluxSettings {
     /// Spreads `Retry-After` so that refused clients do not all return at once.
     pub jitter_enabled: bool,
     pub jitter_max_ms: u64,
+    /// How many leading bits of an IPv6 client address identify the client
+    /// by default (1 to 128): one network hands out a whole /64 (or more),
+    /// so the full address would let a client rotate through its own keys.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for FluxSettings {
@@ -237,6 +241,7 @@ impl Default for FluxSettings {
             console_logging: false,
             jitter_enabled: true,
             jitter_max_ms: 500,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -546,6 +551,10 @@ impl Config {
             ));
         }
 
+        if !(1..=128).contains(&self.flux.ipv6_prefix) {
+            return Err(doc.invalid(&["flux", "ipv6_prefix"], self.flux.ipv6_prefix));
+        }
+
         let analytics = &self.analytics;
         if analytics.port == 0 {
             return Err(doc.invalid(&["analytics", "port"], 0));
@@ -828,6 +837,7 @@ fn expected(path: &[&str]) -> Option<String> {
         ("flux", "key_prefix") | ("analytics", "stream") => "a string",
         ("flux", "log_file") => "a file path in quotes",
         ("flux", "jitter_max_ms") => "a whole number of milliseconds of at least 0",
+        ("flux", "ipv6_prefix") => "a prefix length from 1 to 128",
         ("analytics", "retention") => "a whole number of events of at least 1",
         ("analytics", "sample_rate") => "a number from 0.0 to 1.0",
         ("rate_limit", "policy") => return Some(format!("one of {}", Policy::allowed_names())),

@@ -178,6 +178,7 @@ fn no_file_means_memory_storage_and_the_documented_defaults() {
     assert!(config.flux.fail_silently && config.flux.jitter_enabled);
     assert!(!config.flux.console_logging);
     assert_eq!(config.flux.jitter_max_ms, 500);
+    assert_eq!(config.flux.ipv6_prefix, 64);
     assert!(!config.analytics.enabled);
     assert_eq!(
         (config.analytics.host.as_str(), config.analytics.port),
@@ -620,6 +621,18 @@ fn out_of_range_numbers_say_the_range() {
         (
             "[redis]\ntimeout_ms = 0\n",
             "flux.toml:2: redis.timeout_ms: must be a whole number of milliseconds of at least 1, got 0",
+        ),
+        (
+            "[flux]\nipv6_prefix = 0\n",
+            "flux.toml:2: flux.ipv6_prefix: must be a prefix length from 1 to 128, got 0",
+        ),
+        (
+            "[flux]\nipv6_prefix = 129\n",
+            "flux.toml:2: flux.ipv6_prefix: must be a prefix length from 1 to 128, got 129",
+        ),
+        (
+            "[flux]\nipv6_prefix = 300\n",
+            "flux.toml:2: flux.ipv6_prefix: must be a prefix length from 1 to 128, got 300",
         ),
         (
             "[redis]\ntimeout_ms = -5\n",

@@ -76,6 +76,7 @@ class FluxConfig:
     console_logging: bool = False
     jitter_enabled: bool = True
     jitter_max_ms: int = 500
+    ipv6_prefix: int = 64  # leading bits of an IPv6 peer that identify a client
     # [rate_limit] and [rate_limits.NAME]
     policy: RateLimitPolicy | str = RateLimitPolicy.GCRA
     rate_limit_defaults: RateLimitDefaults = field(default_factory=RateLimitDefaults)
@@ -223,6 +224,7 @@ def _render_toml(cfg: FluxConfig) -> str:
             "console_logging": cfg.console_logging,
             "jitter_enabled": cfg.jitter_enabled,
             "jitter_max_ms": cfg.jitter_max_ms,
+            "ipv6_prefix": cfg.ipv6_prefix,
         },
     )
     table(
@@ -285,6 +287,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         console_logging=flux.get("console_logging", False),
         jitter_enabled=flux.get("jitter_enabled", True),
         jitter_max_ms=flux.get("jitter_max_ms", 500),
+        ipv6_prefix=flux.get("ipv6_prefix", 64),
         policy=policy,
         rate_limit_defaults=RateLimitDefaults(
             requests=default_limit.get("requests", 100),
