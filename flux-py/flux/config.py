@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from . import _ffi
+from .exceptions import ConfigError
 
 logger = logging.getLogger("flux")
 
@@ -345,6 +346,8 @@ def load_config(path: str | os.PathLike | None = None) -> FluxConfig:
     :class:`flux.exceptions.ConfigError` naming the file, line and key.
     """
     if path is not None:
+        if "\0" in os.fsdecode(path):  # C would read the path only up to it
+            raise ConfigError(f"path must not contain a NUL character, got {os.fsdecode(path)!r}")
         handle = _ffi.Config.from_file(path)
     else:
         handle = _ffi.Config.discover()

@@ -233,3 +233,32 @@ def test_no_password_in_log_lines(dead_redis_url, prefix, caplog):
     assert logged.count("did not answer") == len(PASSWORDS)
     for secret in secrets:
         assert secret not in logged and unquote(secret) not in logged
+
+
+# --- numbers and names that cross into Rust -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, key, value",
+    [
+        ("pool_size", "redis.pool_size", 2**32 + 5),
+        ("redis_port", "redis.port", 2**16 + 6379),
+        ("redis_db", "redis.db", 2**32),
+        ("timeout_ms", "redis.timeout_ms", 2**64 + 1),
+        ("jitter_max_ms", "flux.jitter_max_ms", 2**64 + 1),
+        ("ipv6_prefix", "flux.ipv6_prefix", 2**8 + 64),
+        ("analytics_port", "analytics.port", 2**16 + 4444),
+        ("analytics_retention", "analytics.retention", 2**64),
+    ],
+)
+def test_integers_beyond_their_type_are_refused_by_key_not_wrapped(field, key, value):
+    """Settings reach Rust as TOML text, never as C integers: a value beyond
+    its key's type is an error naming the key, not a number cut to fit."""
+    with pytest.raises(ConfigError, match=rf"FluxConfig:\d+: {key}: must be .*, got {value}$"):
+        flux.config.validate(FluxConfig(**{field: value}))
+
+
+def test_a_path_with_a_nul_is_refused_not_cut(tmp_path):
+    real = write(tmp_path, "[rate_limit]\nrequests = 7\n")
+    with pytest.raises(ConfigError, match="path must not contain a NUL character"):
+        load_config(f"{real}\0.bak")
