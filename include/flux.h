@@ -277,7 +277,9 @@ typedef struct flux_limiter flux_limiter;
 typedef struct flux_store flux_store;
 
 /**
- * One call in a batch: the key is `key_len` bytes at `key`.
+ * One call in a batch: the key is `key_len` bytes at `key`; the endpoint,
+ * as in `flux_limiter_decide_endpoint`, `endpoint_len` bytes at `endpoint`
+ * (NULL and 0, as a zeroed tail leaves them, for none).
  */
 typedef struct flux_request {
     const struct flux_limiter *limiter;
@@ -287,6 +289,8 @@ typedef struct flux_request {
      * At least 1.
      */
     uint64_t cost;
+    const uint8_t *endpoint;
+    size_t endpoint_len;
 } flux_request;
 
 /**
@@ -491,7 +495,7 @@ flux_result flux_decide_batch(const struct flux_request *reqs,
  * `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
  * and then calls `callback(user_data)` exactly once.
  *
- * The requests and their keys are copied and the limiters kept alive, so
+ * The requests, their keys and endpoints are copied and the limiters kept alive, so
  * they may be released as soon as this returns; `decisions` and `results`
  * (`n` entries each) must stay valid until the callback. When no request
  * has a limiter (`n` is 0, or every limiter is NULL) the arrays are filled
@@ -566,6 +570,29 @@ flux_result flux_limiter_decide_async(const struct flux_limiter *limiter,
                                       void *user_data);
 
 /**
+ * Decides one call of `cost` for the caller identified by the `key_len`
+ * bytes at `key`, to the endpoint named by the `endpoint_len` bytes at
+ * `endpoint` (UTF-8, NUL included; NULL only with `endpoint_len` 0), and
+ * writes the decision to `*out`.
+ *
+ * Each endpoint is a limit of its own on this one limiter: the caller's
+ * state for it is kept under a key that digests the endpoint with the key
+ * (no native object per endpoint), and the decision is counted in the
+ * metrics and the event stream under the endpoint's name instead of the
+ * limiter's scope (100 names per limiter, 1,000 per store, none longer
+ * than 128 bytes; the rest are counted as `__other__`). An empty endpoint
+ * is the same as `flux_limiter_decide`. Otherwise as `flux_limiter_decide`;
+ * an endpoint that is not UTF-8 is `FLUX_RESULT_INVALID_UTF8`.
+ */
+flux_result flux_limiter_decide_endpoint(const struct flux_limiter *limiter,
+                                         const uint8_t *endpoint,
+                                         size_t endpoint_len,
+                                         const uint8_t *key,
+                                         size_t key_len,
+                                         uint64_t cost,
+                                         struct flux_decision *out);
+
+/**
  * Releases the caller's reference to a limiter. NULL is ignored.
  *
  * Requests already queued by `_async` calls keep what they need and still
@@ -633,7 +660,8 @@ uint32_t flux_store_kind(const struct flux_store *store);
  * `flux_metrics` value), into `buf` (`len` bytes), NUL-terminated.
  *
  * The counters are those of every limiter on this store: decisions per
- * endpoint (the limiter's scope) by outcome (allowed, blocked, fail_open),
+ * endpoint (the one a call named, else the limiter's scope; see
+ * `flux_limiter_decide_endpoint` for the caps) by outcome (allowed, blocked, fail_open),
  * a histogram of the time each decision took, and the analytics events
  * dropped. They are kept whether or not `[analytics] enabled` is set. In
  * JSON, with analytics enabled on Redis, `redis_totals` also has what every

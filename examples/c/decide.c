@@ -1,8 +1,10 @@
 /*
  * Loads the default configuration, makes a limiter of 10 calls per 10 seconds
  * and decides 12 calls for one key: the first 10 are allowed, the last 2 are
- * told when to retry. Prints what the store counted (the same text as the
- * /metrics page). Then decides once more without blocking (the answer comes to
+ * told when to retry. The same key on the endpoint "search" of that limiter
+ * has a limit of its own, and is counted under that name. Prints what the
+ * store counted (the same text as the /metrics page). Then decides once more
+ * without blocking (the answer comes to
  * a callback on a thread of Flux), and shows how an error reads (a limit of 0
  * requests).
  *
@@ -77,7 +79,10 @@ static int print_metrics(const flux_store *store) {
         report("flux_store_metrics", result);
         return 1;
     }
-    int status = strstr(text, "{endpoint=\"example\",decision=\"allowed\"} 10\n") ? 0 : 1;
+    int status = strstr(text, "{endpoint=\"example\",decision=\"allowed\"} 10\n") &&
+                         strstr(text, "{endpoint=\"search\",decision=\"allowed\"} 1\n")
+                     ? 0
+                     : 1;
     for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         if (strncmp(line, "flux_requests_total{", 20) == 0) {
             printf("%s\n", line);
@@ -85,7 +90,7 @@ static int print_metrics(const flux_store *store) {
     }
     free(text);
     if (status != 0) {
-        fprintf(stderr, "expected 10 allowed calls in the metrics\n");
+        fprintf(stderr, "expected 10 allowed calls on example, 1 on search in the metrics\n");
     }
     return status;
 }
@@ -162,6 +167,20 @@ int main(void) {
         fprintf(stderr, "expected 10 of 12 calls allowed, got %d\n", allowed);
         goto done;
     }
+
+    /* An endpoint, also with its length, is a separate limit on the same limiter. */
+    static const uint8_t endpoint[] = "search";
+    flux_decision on_search;
+    if ((result = flux_limiter_decide_endpoint(limiter, endpoint, sizeof endpoint - 1, key,
+                                               sizeof key, 1, &on_search)) != FLUX_RESULT_OK) {
+        report("flux_limiter_decide_endpoint", result);
+        goto done;
+    }
+    if (!on_search.allowed) {
+        fprintf(stderr, "expected the first call on search to be allowed\n");
+        goto done;
+    }
+    printf("call on search: allowed remaining=%llu\n", (unsigned long long)on_search.remaining);
 
     if (print_metrics(store) != 0) {
         goto done;

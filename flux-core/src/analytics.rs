@@ -1,15 +1,26 @@
 //! What the limiter did, counted where it happens.
 //!
-//! Counters are per endpoint (a limit's scope) and lock-free on the decision
-//! path: a limiter holds an `Arc<EndpointStats>` and bumps atomics. Sampled
-//! events for the Redis stream wait in a bounded buffer that a background
-//! flusher (flux-redis) drains in batches; when the buffer is full, events are
-//! dropped and counted, never waited for.
+//! Counters are per endpoint and lock-free on the decision path: a limiter
+//! finds an `Arc<EndpointStats>` and bumps atomics. A decision's endpoint is
+//! the one the call named (`hit(key, endpoint=...)`), else the limiter's
+//! scope. Sampled events for the Redis stream wait in a bounded buffer that a
+//! background flusher (flux-redis) drains in batches; when the buffer is
+//! full, events are dropped and counted, never waited for.
+//!
+//! # Bounded series
+//!
+//! Endpoint names may come from outside (a URL path), so the number of
+//! series is capped, never the counting: an [`Analytics`] keeps at most
+//! [`MAX_SERIES`] names, a limiter names at most [`MAX_SERIES_PER_LIMITER`]
+//! endpoints, and an endpoint longer than [`MAX_ENDPOINT_LEN`] bytes is
+//! never a name; every decision beyond goes to the series
+//! [`OVERFLOW_ENDPOINT`]. Series are never dropped, since counters must not
+//! go down, so the first names seen keep their series.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -35,9 +46,23 @@ pub const LATENCY_BUCKETS_NS: [u64; 13] = [
 /// Events waiting for the flusher beyond this are dropped (and counted).
 const MAX_PENDING_EVENTS: usize = 100_000;
 
+/// The most endpoint names (series) one [`Analytics`] keeps, besides
+/// [`OVERFLOW_ENDPOINT`].
+pub const MAX_SERIES: usize = 1_000;
+
+/// The most endpoints one limiter counts under their own names.
+pub const MAX_SERIES_PER_LIMITER: usize = 100;
+
+/// Endpoints longer than this (in bytes) are counted under [`OVERFLOW_ENDPOINT`].
+pub const MAX_ENDPOINT_LEN: usize = 128;
+
+/// The series of the decisions whose endpoint got no series of its own.
+pub const OVERFLOW_ENDPOINT: &str = "__other__";
+
 /// One endpoint's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointStats {
+    name: Arc<str>,
     allowed: AtomicU64,
     blocked: AtomicU64,
     fail_open: AtomicU64,
@@ -47,6 +72,23 @@ pub struct EndpointStats {
 }
 
 impl EndpointStats {
+    fn new(name: &str) -> Self {
+        EndpointStats {
+            name: Arc::from(name),
+            allowed: AtomicU64::default(),
+            blocked: AtomicU64::default(),
+            fail_open: AtomicU64::default(),
+            latency_buckets: Default::default(),
+            latency_sum_ns: AtomicU64::default(),
+            latency_count: AtomicU64::default(),
+        }
+    }
+
+    /// The endpoint these count, as `/metrics` labels it and events name it.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     pub fn record(&self, decision: &Decision, latency_ns: u64) {
         let outcome = match (decision.source, decision.allowed) {
             (Source::FailOpen, _) => &self.fail_open,
@@ -210,14 +252,25 @@ impl Analytics {
     }
 
     /// The counters for `endpoint`, made on first use; hold on to them.
+    /// Once [`MAX_SERIES`] names exist, a new name gets the counters of
+    /// [`OVERFLOW_ENDPOINT`] instead.
     pub fn endpoint(&self, endpoint: &str) -> Arc<EndpointStats> {
         if let Some(stats) = self.endpoints.read().get(endpoint) {
             return stats.clone();
         }
-        self.endpoints
-            .write()
-            .entry(endpoint.to_owned())
-            .or_default()
+        let mut endpoints = self.endpoints.write();
+        if let Some(stats) = endpoints.get(endpoint) {
+            return stats.clone();
+        }
+        let named = endpoints.len() - usize::from(endpoints.contains_key(OVERFLOW_ENDPOINT));
+        let name = if named < MAX_SERIES {
+            endpoint
+        } else {
+            OVERFLOW_ENDPOINT
+        };
+        endpoints
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(EndpointStats::new(name)))
             .clone()
     }
 
@@ -267,6 +320,72 @@ impl Analytics {
                 .collect(),
             events_dropped: self.dropped.load(Relaxed),
         }
+    }
+}
+
+/// The series one limiter counts under: its scope's for calls that name no
+/// endpoint, and one per endpoint named, up to [`MAX_SERIES_PER_LIMITER`]
+/// (then [`OVERFLOW_ENDPOINT`]). Series are made at a limiter's first
+/// decision, so a limiter made only to check its arguments adds none.
+#[derive(Debug)]
+pub struct LimiterSeries {
+    analytics: Arc<Analytics>,
+    scope: Arc<str>,
+    own: OnceLock<Arc<EndpointStats>>,
+    endpoints: RwLock<HashMap<Box<str>, Arc<EndpointStats>>>,
+    overflow: OnceLock<Arc<EndpointStats>>,
+}
+
+impl LimiterSeries {
+    pub fn new(analytics: Arc<Analytics>, scope: &str) -> Self {
+        LimiterSeries {
+            analytics,
+            scope: Arc::from(scope),
+            own: OnceLock::new(),
+            endpoints: RwLock::default(),
+            overflow: OnceLock::new(),
+        }
+    }
+
+    /// The counters of a decision for `endpoint` (`None`: the scope's).
+    /// Once the limiter is full, an endpoint it has not named costs a read
+    /// lock, as one it has: a flood of new names never serialises on a write.
+    pub fn get(&self, endpoint: Option<&str>) -> Arc<EndpointStats> {
+        let Some(endpoint) = endpoint else {
+            return self
+                .own
+                .get_or_init(|| self.analytics.endpoint(&self.scope))
+                .clone();
+        };
+        if endpoint.len() > MAX_ENDPOINT_LEN {
+            return self.overflow();
+        }
+        {
+            let endpoints = self.endpoints.read();
+            if let Some(stats) = endpoints.get(endpoint) {
+                return stats.clone();
+            }
+            if endpoints.len() >= MAX_SERIES_PER_LIMITER {
+                return self.overflow();
+            }
+        }
+        let mut endpoints = self.endpoints.write();
+        if let Some(stats) = endpoints.get(endpoint) {
+            return stats.clone();
+        }
+        if endpoints.len() >= MAX_SERIES_PER_LIMITER {
+            return self.overflow();
+        }
+        endpoints
+            .entry(endpoint.into())
+            .or_insert_with(|| self.analytics.endpoint(endpoint))
+            .clone()
+    }
+
+    fn overflow(&self) -> Arc<EndpointStats> {
+        self.overflow
+            .get_or_init(|| self.analytics.endpoint(OVERFLOW_ENDPOINT))
+            .clone()
     }
 }
 
@@ -392,6 +511,50 @@ mod tests {
         let mut empty = Snapshot::default();
         empty.merge(&merged);
         assert_eq!(empty, merged);
+    }
+
+    #[test]
+    fn series_are_capped_per_analytics_with_every_decision_still_counted() {
+        let analytics = Analytics::new(1.0);
+        for i in 0..MAX_SERIES + 50 {
+            let stats = analytics.endpoint(&format!("e{i}"));
+            stats.record(&decision(true, Source::Storage), 1);
+            let expected = if i < MAX_SERIES {
+                format!("e{i}")
+            } else {
+                OVERFLOW_ENDPOINT.to_owned()
+            };
+            assert_eq!(&**stats.name(), expected);
+        }
+        let snap = analytics.snapshot();
+        assert_eq!(snap.endpoints.len(), MAX_SERIES + 1);
+        assert_eq!(snap.endpoints[OVERFLOW_ENDPOINT].allowed, 50);
+        // A name that has its series keeps it.
+        assert_eq!(&**analytics.endpoint("e7").name(), "e7");
+    }
+
+    #[test]
+    fn a_limiter_names_its_first_endpoints_and_counts_the_rest_as_other() {
+        let analytics = Arc::new(Analytics::new(1.0));
+        let series = LimiterSeries::new(analytics.clone(), "api");
+        assert_eq!(&**series.get(None).name(), "api");
+        for i in 0..MAX_SERIES_PER_LIMITER + 10 {
+            series
+                .get(Some(&format!("/item/{i}")))
+                .record(&decision(true, Source::Storage), 1);
+        }
+        // Those named first keep their names; a long name is never one.
+        assert_eq!(&**series.get(Some("/item/3")).name(), "/item/3");
+        let long = "x".repeat(MAX_ENDPOINT_LEN + 1);
+        assert_eq!(&**series.get(Some(&long)).name(), OVERFLOW_ENDPOINT);
+        let other = LimiterSeries::new(analytics.clone(), "other");
+        assert_eq!(
+            &**other.get(Some(&"y".repeat(MAX_ENDPOINT_LEN))).name(),
+            "y".repeat(128)
+        );
+        let snap = analytics.snapshot();
+        assert_eq!(snap.endpoints[OVERFLOW_ENDPOINT].allowed, 10);
+        assert_eq!(snap.endpoints.len(), 1 + MAX_SERIES_PER_LIMITER + 1 + 1);
     }
 
     #[test]

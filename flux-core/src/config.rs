@@ -225,6 +225,10 @@ pub struct FluxSettings {
     /// Spreads `Retry-After` so that refused clients do not all return at once.
     pub jitter_enabled: bool,
     pub jitter_max_ms: u64,
+    /// How many leading bits of an IPv6 client address identify the client
+    /// by default (1 to 128): one network hands out a whole /64 (or more),
+    /// so the full address would let a client rotate through its own keys.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for FluxSettings {
@@ -237,6 +241,7 @@ impl Default for FluxSettings {
             console_logging: false,
             jitter_enabled: true,
             jitter_max_ms: 500,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -477,10 +482,12 @@ impl Config {
             return Ok(());
         };
         if !has_redis_scheme(&url) {
-            return Err(
-                ConfigError::new(format!("must be {}, got {url:?}", expected_url()))
-                    .with_key(FLUX_REDIS_URL),
-            );
+            return Err(ConfigError::new(format!(
+                "must be {}, got {:?}",
+                expected_url(),
+                redact_url(&url)
+            ))
+            .with_key(FLUX_REDIS_URL));
         }
         self.redis.url = Some(url);
         if !self.storage_chosen {
@@ -515,7 +522,7 @@ impl Config {
         let redis = &self.redis;
         if let Some(url) = &redis.url {
             if !has_redis_scheme(url) {
-                return Err(doc.invalid(&["redis", "url"], url));
+                return Err(doc.invalid(&["redis", "url"], redact_url(url)));
             }
             let parts = ["host", "port", "db", "username", "password"];
             if let Some(part) = parts.iter().find(|p| doc.contains(&["redis", p])) {
@@ -542,6 +549,10 @@ impl Config {
                     redis.db
                 ),
             ));
+        }
+
+        if !(1..=128).contains(&self.flux.ipv6_prefix) {
+            return Err(doc.invalid(&["flux", "ipv6_prefix"], self.flux.ipv6_prefix));
         }
 
         let analytics = &self.analytics;
@@ -717,8 +728,19 @@ impl<'a> Document<'a> {
     }
 
     /// The source text of a value, shortened to fit in a one-line message.
-    fn snippet(&self, span: Range<usize>) -> String {
+    /// A Redis URL is shown with its passwords hidden (before it is
+    /// shortened, so a cut cannot keep half a password), a password not at all.
+    fn snippet(&self, path: &[&str], span: Range<usize>) -> String {
         let written = self.text.get(span).unwrap_or("").trim();
+        let redacted;
+        let written = match path {
+            ["redis", "password"] => return "a value of another type (not shown)".to_owned(),
+            ["redis", "url"] => {
+                redacted = redact_url(written);
+                redacted.as_str()
+            }
+            _ => written,
+        };
         let first_line = written.lines().next().unwrap_or("");
         match first_line.char_indices().nth(40) {
             Some((cut, _)) => format!("{}...", &first_line[..cut]),
@@ -739,7 +761,7 @@ impl<'a> Document<'a> {
     fn invalid(&self, path: &[&str], got: impl fmt::Display) -> ConfigError {
         // As written, so `1.50` is not echoed back as `1.5`.
         let got = match self.spans(path) {
-            Some((_, value)) => self.snippet(value),
+            Some((_, value)) => self.snippet(path, value),
             None => got.to_string(),
         };
         let expected = expected(path).unwrap_or_default();
@@ -763,7 +785,7 @@ impl<'a> Document<'a> {
         let message = if raw.starts_with("unknown field") {
             unknown_key(&path, raw)
         } else if let Some(expected) = expected(&path) {
-            format!("must be {expected}, got {}", self.snippet(span))
+            format!("must be {expected}, got {}", self.snippet(&path, span))
         } else {
             raw.to_owned()
         };
@@ -815,6 +837,7 @@ fn expected(path: &[&str]) -> Option<String> {
         ("flux", "key_prefix") | ("analytics", "stream") => "a string",
         ("flux", "log_file") => "a file path in quotes",
         ("flux", "jitter_max_ms") => "a whole number of milliseconds of at least 0",
+        ("flux", "ipv6_prefix") => "a prefix length from 1 to 128",
         ("analytics", "retention") => "a whole number of events of at least 1",
         ("analytics", "sample_rate") => "a number from 0.0 to 1.0",
         ("rate_limit", "policy") => return Some(format!("one of {}", Policy::allowed_names())),
@@ -878,20 +901,50 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Hides the password in a URL's userinfo, for messages:
-/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+/// Hides the passwords in a Redis URL, for messages and debug output:
+/// `scheme://user:secret@host/0` -> `scheme://user:***@host/0`, and
+/// everything after a `pass=` or `password=` query parameter (how a
+/// `unix://` URL carries it) -> `?db=1&pass=***`.
+///
+/// Passwords are often written into URLs unencoded, so the userinfo is
+/// taken to end at the *last* `@`, wherever a `/`, `?`, `#` or `:` in the
+/// password puts the URL's other delimiters, and everything after its first
+/// `:` is hidden. When the two rules overlap, the union is hidden: a message
+/// may show less of the address, never part of a password. A URL without
+/// `://` (a mistake worth a message) is redacted the same way.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_owned(),
+    let rest_at = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[rest_at..];
+    let mut hidden: Vec<Range<usize>> = Vec::new();
+    if let Some(at) = rest.rfind('@') {
+        if let Some(colon) = rest[..at].find(':') {
+            hidden.push(rest_at + colon + 1..rest_at + at);
+        }
     }
+    let lower = rest.to_ascii_lowercase();
+    let query_password = ["?pass=", "&pass=", "?password=", "&password="]
+        .iter()
+        .filter_map(|marker| lower.find(marker).map(|i| i + marker.len()))
+        .min();
+    if let Some(value) = query_password {
+        hidden.push(rest_at + value..url.len());
+    }
+    hidden.sort_by_key(|range| range.start);
+    let mut out = String::with_capacity(url.len());
+    let mut shown_from = 0;
+    for range in hidden {
+        if range.end <= shown_from {
+            continue;
+        }
+        // An overlapping range continues the `***` already written.
+        if range.start >= shown_from {
+            out.push_str(&url[shown_from..range.start]);
+            out.push_str("***");
+        }
+        shown_from = range.end;
+    }
+    out.push_str(&url[shown_from..]);
+    out
 }
 
 /// A key path as TOML writes it, quoting names that are not bare keys.

@@ -16,7 +16,7 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Source};
-pub use key::storage_key;
+pub use key::{endpoint_storage_key, storage_key};
 pub use memory::MemoryStore;
 pub use policy::{decide, Outcome, State};
 pub use quota::{Policy, Quota, QuotaError, QuotaSpec, MAX_EXACT};

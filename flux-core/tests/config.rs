@@ -178,6 +178,7 @@ fn no_file_means_memory_storage_and_the_documented_defaults() {
     assert!(config.flux.fail_silently && config.flux.jitter_enabled);
     assert!(!config.flux.console_logging);
     assert_eq!(config.flux.jitter_max_ms, 500);
+    assert_eq!(config.flux.ipv6_prefix, 64);
     assert!(!config.analytics.enabled);
     assert_eq!(
         (config.analytics.host.as_str(), config.analytics.port),
@@ -408,6 +409,58 @@ fn debug_output_never_shows_a_password() {
     assert!(!format!("{parts:?}").contains("hunter2"));
 }
 
+/// Passwords as people write them into URLs, unencoded: every character that
+/// ends a URL's userinfo or authority early is in one of them.
+const PASSWORDS: [&str; 6] = ["s3cr/et", "p@ss", "pa:ss", "100%sure", "a/b@c:d%e?f#g", "x"];
+
+#[test]
+fn no_password_in_any_message_or_debug_output() {
+    for password in PASSWORDS {
+        let secret = format!("{password}-hunter2");
+        for user in ["", "app", "reader.one"] {
+            let userinfo = format!("{user}:{secret}@");
+            let written = [
+                format!("http://{userinfo}cache:6379/0"),
+                format!("{userinfo}cache:6379"),
+                format!("redis//{userinfo}cache"),
+            ];
+            for url in &written {
+                let text = format!("[redis]\nurl = {url:?}\n");
+                let message = error(&text);
+                assert!(!message.contains(&secret), "{message}");
+                assert!(message.contains("***"), "{message}");
+
+                let from_env = Config::default().apply_env(Some(url.clone())).unwrap_err();
+                assert!(!from_env.to_string().contains(&secret), "{from_env}");
+            }
+            let url = format!("redis://{userinfo}cache:6379/0");
+            let config = parse(&format!("[redis]\nurl = {url:?}\n")).unwrap();
+            let shown = config.redis.display_url();
+            assert_eq!(shown, format!("redis://{user}:***@cache:6379/0"));
+            assert!(!format!("{config:?}").contains(&secret));
+            assert!(!format!("{:?}", config.redis).contains(&secret));
+        }
+        // The password of a unix socket rides in the query: all after it is hidden.
+        let unix = format!("unix:///run/redis.sock?db=1&pass={secret}&user=app");
+        let config = parse(&format!("[redis]\nurl = {unix:?}\n")).unwrap();
+        assert_eq!(
+            config.redis.display_url(),
+            "unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert!(!format!("{config:?}").contains(&secret));
+    }
+}
+
+#[test]
+fn a_password_of_the_wrong_type_is_not_echoed() {
+    let message = error("[redis]\npassword = 12345678\n");
+    assert!(!message.contains("12345678"), "{message}");
+    assert_eq!(
+        message,
+        "flux.toml:2: redis.password: must be a string, got a value of another type (not shown)"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // What a mistake says
 
@@ -568,6 +621,18 @@ fn out_of_range_numbers_say_the_range() {
         (
             "[redis]\ntimeout_ms = 0\n",
             "flux.toml:2: redis.timeout_ms: must be a whole number of milliseconds of at least 1, got 0",
+        ),
+        (
+            "[flux]\nipv6_prefix = 0\n",
+            "flux.toml:2: flux.ipv6_prefix: must be a prefix length from 1 to 128, got 0",
+        ),
+        (
+            "[flux]\nipv6_prefix = 129\n",
+            "flux.toml:2: flux.ipv6_prefix: must be a prefix length from 1 to 128, got 129",
+        ),
+        (
+            "[flux]\nipv6_prefix = 300\n",
+            "flux.toml:2: flux.ipv6_prefix: must be a prefix length from 1 to 128, got 300",
         ),
         (
             "[redis]\ntimeout_ms = -5\n",

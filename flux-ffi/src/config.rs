@@ -184,6 +184,7 @@ fn config_json(config: &Config) -> Value {
             "console_logging": flux.console_logging,
             "jitter_enabled": flux.jitter_enabled,
             "jitter_max_ms": flux.jitter_max_ms,
+            "ipv6_prefix": flux.ipv6_prefix,
         },
         "analytics": {
             "enabled": analytics.enabled,

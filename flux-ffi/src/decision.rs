@@ -6,7 +6,7 @@ use flux_redis::{decide_batch, BatchRequest};
 use crate::error::{code_of, fail, fail_with, flux_result};
 use crate::ffi::{
     ffi_panic_boundary, handle_ref, slice_parts, try_out, try_ref_from_ptr, try_slice,
-    try_slice_mut,
+    try_slice_mut, try_str_from_buf,
 };
 use crate::limiter::{flux_limiter, LimiterInner};
 
@@ -63,7 +63,9 @@ impl From<Decision> for flux_decision {
     }
 }
 
-/// One call in a batch: the key is `key_len` bytes at `key`.
+/// One call in a batch: the key is `key_len` bytes at `key`; the endpoint,
+/// as in `flux_limiter_decide_endpoint`, `endpoint_len` bytes at `endpoint`
+/// (NULL and 0, as a zeroed tail leaves them, for none).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct flux_request {
@@ -72,6 +74,8 @@ pub struct flux_request {
     pub key_len: usize,
     /// At least 1.
     pub cost: u64,
+    pub endpoint: *const u8,
+    pub endpoint_len: usize,
 }
 
 /// Decides one call of `cost` for the caller identified by the `key_len`
@@ -106,33 +110,106 @@ pub extern "C" fn flux_limiter_decide(
     }
 }
 
-/// The limiter and key of `reqs[index]`, or its error code and message.
+/// Decides one call of `cost` for the caller identified by the `key_len`
+/// bytes at `key`, to the endpoint named by the `endpoint_len` bytes at
+/// `endpoint` (UTF-8, NUL included; NULL only with `endpoint_len` 0), and
+/// writes the decision to `*out`.
+///
+/// Each endpoint is a limit of its own on this one limiter: the caller's
+/// state for it is kept under a key that digests the endpoint with the key
+/// (no native object per endpoint), and the decision is counted in the
+/// metrics and the event stream under the endpoint's name instead of the
+/// limiter's scope (100 names per limiter, 1,000 per store, none longer
+/// than 128 bytes; the rest are counted as `__other__`). An empty endpoint
+/// is the same as `flux_limiter_decide`. Otherwise as `flux_limiter_decide`;
+/// an endpoint that is not UTF-8 is `FLUX_RESULT_INVALID_UTF8`.
+#[no_mangle]
+pub extern "C" fn flux_limiter_decide_endpoint(
+    limiter: *const flux_limiter,
+    endpoint: *const u8,
+    endpoint_len: usize,
+    key: *const u8,
+    key_len: usize,
+    cost: u64,
+    out: *mut flux_decision,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        let endpoint = try_str_from_buf!(endpoint, endpoint_len);
+        let key = try_slice!(key, key_len);
+        let out = try_out!(out);
+        match limiter.limiter.decide_endpoint(Some(endpoint), key, cost) {
+            Ok(decision) => {
+                *out = decision.into();
+                flux_result::Ok
+            }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// What one `flux_request` asks, borrowed from the caller.
+pub(crate) struct RequestParts<'a> {
+    pub(crate) limiter: &'a LimiterInner,
+    pub(crate) endpoint: Option<&'a str>,
+    pub(crate) key: &'a [u8],
+}
+
+/// The limiter, endpoint and key of `reqs[index]`, or its error code and message.
 ///
 /// # Safety
-/// The request's limiter is NULL or live, and its key is NULL or `key_len`
-/// readable bytes, for `'a`.
+/// The request's limiter is NULL or live, and its key and endpoint are each
+/// NULL or as many readable bytes as their lengths say, for `'a`.
 pub(crate) unsafe fn request_parts<'a>(
     request: &flux_request,
     index: usize,
-) -> Result<(&'a LimiterInner, &'a [u8]), (flux_result, String)> {
+) -> Result<RequestParts<'a>, (flux_result, String)> {
     // SAFETY: per the contract above.
     let Some(limiter) = (unsafe { handle_ref(request.limiter) }) else {
         let message = format!("reqs[{index}].limiter must not be NULL");
         return Err((flux_result::NullArgument, message));
     };
-    let key = match slice_parts(request.key, request.key_len) {
+    // SAFETY: per the contract above.
+    let key = unsafe { buffer(request.key, request.key_len) }.ok_or_else(|| {
+        let message = format!(
+            "reqs[{index}].key is NULL but reqs[{index}].key_len is {}",
+            request.key_len
+        );
+        (flux_result::NullArgument, message)
+    })?;
+    // SAFETY: per the contract above.
+    let endpoint = unsafe { buffer(request.endpoint, request.endpoint_len) }.ok_or_else(|| {
+        let message = format!(
+            "reqs[{index}].endpoint is NULL but reqs[{index}].endpoint_len is {}",
+            request.endpoint_len
+        );
+        (flux_result::NullArgument, message)
+    })?;
+    let endpoint = std::str::from_utf8(endpoint).map_err(|e| {
+        let message = format!(
+            "reqs[{index}].endpoint is not valid UTF-8 (bad byte at offset {})",
+            e.valid_up_to()
+        );
+        (flux_result::InvalidUtf8, message)
+    })?;
+    Ok(RequestParts {
+        limiter,
+        endpoint: (!endpoint.is_empty()).then_some(endpoint),
+        key,
+    })
+}
+
+/// `len` bytes at `ptr`; empty for a length of 0; `None` for NULL with a length.
+///
+/// # Safety
+/// `ptr` is NULL or `len` readable bytes, for `'a`.
+unsafe fn buffer<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+    match slice_parts(ptr, len) {
         // SAFETY: per the contract above.
-        Ok(Some((ptr, len))) => unsafe { std::slice::from_raw_parts(ptr, len) },
-        Ok(None) => &[],
-        Err(()) => {
-            let message = format!(
-                "reqs[{index}].key is NULL but reqs[{index}].key_len is {}",
-                request.key_len
-            );
-            return Err((flux_result::NullArgument, message));
-        }
-    };
-    Ok((limiter, key))
+        Ok(Some((ptr, len))) => Some(unsafe { std::slice::from_raw_parts(ptr, len) }),
+        Ok(None) => Some(&[]),
+        Err(()) => None,
+    }
 }
 
 /// Decides `n` calls at once, on any mix of limiters and stores, with one
@@ -166,8 +243,13 @@ pub extern "C" fn flux_decide_batch(
         for (i, request) in reqs.iter().enumerate() {
             // SAFETY: the caller keeps every request's limiter and key alive during the call.
             match unsafe { request_parts(request, i) } {
-                Ok((limiter, identity)) => {
-                    batch.push(BatchRequest { limiter: &limiter.limiter, identity, cost: request.cost });
+                Ok(parts) => {
+                    batch.push(BatchRequest {
+                        limiter: &parts.limiter.limiter,
+                        endpoint: parts.endpoint,
+                        identity: parts.key,
+                        cost: request.cost,
+                    });
                     indices.push(i);
                 }
                 Err((code, message)) => {

@@ -133,7 +133,8 @@ pub enum flux_metrics {
 /// `flux_metrics` value), into `buf` (`len` bytes), NUL-terminated.
 ///
 /// The counters are those of every limiter on this store: decisions per
-/// endpoint (the limiter's scope) by outcome (allowed, blocked, fail_open),
+/// endpoint (the one a call named, else the limiter's scope; see
+/// `flux_limiter_decide_endpoint` for the caps) by outcome (allowed, blocked, fail_open),
 /// a histogram of the time each decision took, and the analytics events
 /// dropped. They are kept whether or not `[analytics] enabled` is set. In
 /// JSON, with analytics enabled on Redis, `redis_totals` also has what every

@@ -51,8 +51,15 @@ struct SendPtr<T>(*mut T);
 // SAFETY: the pointee is only touched by the store's thread, before the callback.
 unsafe impl<T> Send for SendPtr<T> {}
 
-/// One request, owned: the limiter is kept alive and the key copied.
-type Owned = Result<(Arc<Limiter>, Vec<u8>, u64), (flux_result, String)>;
+/// One request, owned: the limiter is kept alive, the endpoint and key copied.
+type Owned = Result<OwnedRequest, (flux_result, String)>;
+
+struct OwnedRequest {
+    limiter: Arc<Limiter>,
+    endpoint: Option<Box<str>>,
+    key: Vec<u8>,
+    cost: u64,
+}
 
 enum Reply {
     One {
@@ -160,10 +167,11 @@ fn answer(jobs: Vec<Job>) {
             .iter()
             .flat_map(|job| job.requests.iter())
             .filter_map(|r| r.as_ref().ok())
-            .map(|(limiter, key, cost)| BatchRequest {
-                limiter,
-                identity: key,
-                cost: *cost,
+            .map(|r| BatchRequest {
+                limiter: &r.limiter,
+                endpoint: r.endpoint.as_deref(),
+                identity: &r.key,
+                cost: r.cost,
             })
             .collect();
         decide_batch(&batch)
@@ -290,7 +298,12 @@ pub extern "C" fn flux_limiter_decide_async(
         let key = try_slice!(key, key_len);
         let callback = try_callback!(callback);
         let job = Job {
-            requests: vec![Ok((limiter.limiter.clone(), key.to_vec(), cost))],
+            requests: vec![Ok(OwnedRequest {
+                limiter: limiter.limiter.clone(),
+                endpoint: None,
+                key: key.to_vec(),
+                cost,
+            })],
             reply: Reply::One { callback, user_data: SendPtr(user_data) },
         };
         dispatch(Some(limiter), job)
@@ -302,7 +315,7 @@ pub extern "C" fn flux_limiter_decide_async(
 /// `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
 /// and then calls `callback(user_data)` exactly once.
 ///
-/// The requests and their keys are copied and the limiters kept alive, so
+/// The requests, their keys and endpoints are copied and the limiters kept alive, so
 /// they may be released as soon as this returns; `decisions` and `results`
 /// (`n` entries each) must stay valid until the callback. When no request
 /// has a limiter (`n` is 0, or every limiter is NULL) the arrays are filled
@@ -330,9 +343,14 @@ pub extern "C" fn flux_decide_batch_async(
             .enumerate()
             .map(|(i, request)| {
                 // SAFETY: the caller's requests hold live limiters and keys during this call.
-                let (limiter, key) = unsafe { request_parts(request, i) }?;
-                first_limiter.get_or_insert(limiter);
-                Ok((limiter.limiter.clone(), key.to_vec(), request.cost))
+                let parts = unsafe { request_parts(request, i) }?;
+                first_limiter.get_or_insert(parts.limiter);
+                Ok(OwnedRequest {
+                    limiter: parts.limiter.limiter.clone(),
+                    endpoint: parts.endpoint.map(Box::from),
+                    key: parts.key.to_vec(),
+                    cost: request.cost,
+                })
             })
             .collect();
         let job = Job {

@@ -110,6 +110,63 @@ fn a_key_is_any_bytes_with_a_length_and_null_only_when_empty() {
     flux_config_free(config);
 }
 
+/// `flux_limiter_decide_endpoint`: the decision, or the code and message.
+fn decide_at(
+    limiter: *const flux_limiter,
+    endpoint: &[u8],
+    key: &[u8],
+) -> Result<flux_decision, (flux_result, String)> {
+    let mut out = flux_decision::default();
+    let rc = flux_limiter_decide_endpoint(
+        limiter,
+        endpoint.as_ptr(),
+        endpoint.len(),
+        key.as_ptr(),
+        key.len(),
+        1,
+        &mut out,
+    );
+    match rc {
+        flux_result::Ok => Ok(out),
+        code => Err((code, last_error())),
+    }
+}
+
+#[test]
+fn an_endpoint_is_utf8_with_a_length_and_a_limit_of_its_own() {
+    let (config, store) = memory();
+    let limiter = limiter(store, config, "api", &params(1, 60.0, None));
+    // The length, not a NUL, ends an endpoint: four limits, and the
+    // limiter's own (no endpoint, or an empty one) a fifth.
+    for endpoint in [&b"a\0b"[..], b"a\0c", b"a", b"a:b"] {
+        assert!(decide_at(limiter, endpoint, b"k").unwrap().allowed);
+    }
+    assert!(!decide_at(limiter, b"a\0b", b"k").unwrap().allowed);
+    assert!(decide(limiter, b"k", 1).unwrap().allowed);
+    assert!(!decide_at(limiter, b"", b"k").unwrap().allowed);
+    let mut out = flux_decision::default();
+    let rc = flux_limiter_decide_endpoint(limiter, ptr::null(), 0, b"k".as_ptr(), 1, 1, &mut out);
+    assert_eq!((rc, out.allowed), (flux_result::Ok, false));
+
+    assert_eq!(
+        decide_at(limiter, b"caf\xe9", b"k").unwrap_err(),
+        (
+            flux_result::InvalidUtf8,
+            "argument `endpoint` is not valid UTF-8 (bad byte at offset 3)".to_owned()
+        )
+    );
+    let rc = flux_limiter_decide_endpoint(limiter, ptr::null(), 3, b"k".as_ptr(), 1, 1, &mut out);
+    assert_eq!(rc, flux_result::NullArgument);
+    assert_eq!(
+        last_error(),
+        "argument `endpoint` is NULL but `endpoint_len` is 3"
+    );
+
+    flux_limiter_free(limiter);
+    flux_store_free(store);
+    flux_config_free(config);
+}
+
 #[test]
 fn strings_must_be_utf8() {
     let (config, store) = memory();

@@ -265,6 +265,8 @@ fn request(limiter: *const flux_limiter, key: &'static [u8], cost: u64) -> flux_
         key: key.as_ptr(),
         key_len: key.len(),
         cost,
+        endpoint: ptr::null(),
+        endpoint_len: 0,
     }
 }
 
@@ -286,12 +288,16 @@ fn a_batch_decides_each_request_across_limiters_and_stores() {
             key: ptr::null(),
             key_len: 0,
             cost: 1,
+            endpoint: ptr::null(),
+            endpoint_len: 0,
         },
         flux_request {
             limiter: one,
             key: ptr::null(),
             key_len: 4,
             cost: 1,
+            endpoint: ptr::null(),
+            endpoint_len: 0,
         },
     ];
     let mut decisions = [flux_decision {
@@ -358,6 +364,72 @@ fn a_batch_decides_each_request_across_limiters_and_stores() {
     }
     flux_store_free(store_a);
     flux_store_free(store_b);
+    flux_config_free(config);
+}
+
+#[test]
+fn batched_requests_may_name_an_endpoint() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let one = limiter(store, config, "one", &params(1, 60.0, None));
+    let at = |endpoint: &'static [u8]| flux_request {
+        endpoint: endpoint.as_ptr(),
+        endpoint_len: endpoint.len(),
+        ..request(one, b"k", 1)
+    };
+    let reqs = [
+        at(b"search"),
+        at(b"search"),
+        at(b"se\0arch"),
+        request(one, b"k", 1),
+        at(b""),
+        at(b"\xff"),
+        flux_request {
+            endpoint: ptr::null(),
+            endpoint_len: 2,
+            ..request(one, b"k", 1)
+        },
+    ];
+    let run = |reqs: &[flux_request]| {
+        let mut decisions = [flux_decision::default(); 7];
+        let mut results = [flux_result::Panic; 7];
+        let tracker = Tracker::new(1);
+        let tickets = tracker.tickets();
+        let rc = flux_decide_batch_async(
+            reqs.as_ptr(),
+            reqs.len(),
+            decisions.as_mut_ptr(),
+            results.as_mut_ptr(),
+            Some(on_batch),
+            &tickets[0] as *const Ticket as *mut c_void,
+        );
+        assert_eq!(rc, flux_result::Ok);
+        tracker.wait_for(1);
+        (decisions.map(|d| d.allowed), results)
+    };
+    use flux_result::{InvalidUtf8, NullArgument, Ok as OK};
+    let (allowed, results) = run(&reqs);
+    assert_eq!(results, [OK, OK, OK, OK, OK, InvalidUtf8, NullArgument]);
+    assert_eq!(allowed[..5], [true, false, true, true, false]);
+
+    let mut decisions = [flux_decision::default(); 7];
+    let mut results = [flux_result::Panic; 7];
+    let rc = flux_decide_batch(
+        reqs.as_ptr(),
+        reqs.len(),
+        decisions.as_mut_ptr(),
+        results.as_mut_ptr(),
+    );
+    assert_eq!(rc, flux_result::Ok);
+    assert_eq!(results, [OK, OK, OK, OK, OK, InvalidUtf8, NullArgument]);
+    assert!(decisions[..5].iter().all(|d| !d.allowed), "all used up");
+    assert_eq!(
+        last_error(),
+        "reqs[5].endpoint is not valid UTF-8 (bad byte at offset 0)"
+    );
+
+    flux_limiter_free(one);
+    flux_store_free(store);
     flux_config_free(config);
 }
 

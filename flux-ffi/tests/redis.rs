@@ -176,6 +176,8 @@ fn a_batch_goes_to_redis_in_one_call() {
                 key: key.as_ptr(),
                 key_len: key.len(),
                 cost: 1,
+                endpoint: std::ptr::null(),
+                endpoint_len: 0,
             });
         }
     }

@@ -196,6 +196,8 @@ class flux_request(Structure):
         ("key", c_char_p),
         ("key_len", c_size_t),
         ("cost", c_uint64),
+        ("endpoint", c_char_p),
+        ("endpoint_len", c_size_t),
     ]
 
 
@@ -284,6 +286,29 @@ def flux_limiter_decide(limiter, key, length, cost, out) -> None:
 
 def flux_limiter_decide_gil(limiter, key, length, cost, out) -> None:
     code = _decide_gil(limiter, key, length, cost, out)
+    if code:
+        raise error_for(code)
+
+
+_DECIDE_ENDPOINT_ARGS = [
+    LimiterPtr, c_char_p, c_size_t, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)
+]
+_decide_endpoint = _declare(
+    _lib, "flux_limiter_decide_endpoint", c_uint32, _DECIDE_ENDPOINT_ARGS, None
+)
+_decide_endpoint_gil = _declare(
+    _lib_gil, "flux_limiter_decide_endpoint", c_uint32, _DECIDE_ENDPOINT_ARGS, None
+)
+
+
+def flux_limiter_decide_endpoint(limiter, endpoint, key, cost, out) -> None:
+    code = _decide_endpoint(limiter, endpoint, len(endpoint), key, len(key), cost, out)
+    if code:
+        raise error_for(code)
+
+
+def flux_limiter_decide_endpoint_gil(limiter, endpoint, key, cost, out) -> None:
+    code = _decide_endpoint_gil(limiter, endpoint, len(endpoint), key, len(key), cost, out)
     if code:
         raise error_for(code)
 

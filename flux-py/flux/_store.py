@@ -19,7 +19,7 @@ import weakref
 from typing import Any
 
 from . import _ffi
-from .config import FluxConfig, native
+from .config import FluxConfig, native, redact_url
 
 logger = logging.getLogger("flux")
 
@@ -59,7 +59,9 @@ class Store:
 
     # --- async batches ---
 
-    def submit(self, limiter_ptr: Any, key: bytes, cost: int, result_type: type) -> asyncio.Future:
+    def submit(
+        self, limiter_ptr: Any, key: bytes, cost: int, result_type: type, endpoint: bytes | None = None
+    ) -> asyncio.Future:
         """Queues one decision for this loop iteration's batch; returns its future."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -69,7 +71,7 @@ class Store:
             # Runs in the loop's next iteration, after every coroutine that is
             # ready now has had its turn to add to the batch.
             loop.call_soon(self._flush, loop)
-        pending.append((limiter_ptr, key, cost, result_type, future))
+        pending.append((limiter_ptr, key, cost, endpoint, result_type, future))
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -77,9 +79,12 @@ class Store:
         if not items:
             return
         n = len(items)
-        # The array keeps a reference to each key's bytes until it is freed.
+        # The array keeps a reference to each key's and endpoint's bytes until it is freed.
         requests = (_ffi.flux_request * n)(
-            *[(limiter_ptr, key, len(key), cost) for limiter_ptr, key, cost, _, _ in items]
+            *[
+                (limiter_ptr, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
+                for limiter_ptr, key, cost, endpoint, _, _ in items
+            ]
         )
         batch = _Batch(self, loop, items, requests)
         token = next(_tokens)
@@ -114,7 +119,7 @@ class _Batch:
         fail_open = False
         decisions, results = self.decisions, self.results
         size = ctypes.sizeof(_ffi.flux_decision)
-        for i, (_, _, _, result_type, future) in enumerate(self.items):
+        for i, (*_, result_type, future) in enumerate(self.items):
             if future.done():  # cancelled while waiting
                 continue
             code = results[i]
@@ -155,9 +160,7 @@ _ON_BATCH_DONE = _ffi.flux_batch_callback(_on_batch_done)
 
 def _describe(cfg: FluxConfig) -> str:
     if cfg.redis_url:
-        # Leave credentials out of log lines.
-        scheme, _, rest = cfg.redis_url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
+        return redact_url(cfg.redis_url)  # no password in log lines
     return f"{cfg.redis_host or '127.0.0.1'}:{cfg.redis_port or 6379}"
 
 

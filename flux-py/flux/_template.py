@@ -37,6 +37,7 @@ fail_silently = true        # Redis down: true admits calls (fail open), false r
 console_logging = false     # log Flux's messages to stderr
 jitter_enabled = true       # spread Retry-After so refused clients do not return at once
 jitter_max_ms = 500         # the most jitter added, in milliseconds
+ipv6_prefix = 64            # an IPv6 client is its /64 by default (1 to 128; 128: the full address)
 
 # -----------------------------------------------------------------------------
 # Analytics: counters per endpoint, a Redis stream and a /metrics server.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from . import _ffi
+from .exceptions import ConfigError
 
 logger = logging.getLogger("flux")
 
@@ -76,6 +77,7 @@ class FluxConfig:
     console_logging: bool = False
     jitter_enabled: bool = True
     jitter_max_ms: int = 500
+    ipv6_prefix: int = 64  # leading bits of an IPv6 peer that identify a client
     # [rate_limit] and [rate_limits.NAME]
     policy: RateLimitPolicy | str = RateLimitPolicy.GCRA
     rate_limit_defaults: RateLimitDefaults = field(default_factory=RateLimitDefaults)
@@ -89,6 +91,18 @@ class FluxConfig:
     analytics_sample_rate: float = 1.0
     # Where this came from: a file path, or None for defaults and code.
     origin: str | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        # By hand, so that no password reaches a log line: the URL's is hidden
+        # and redis_password is left out.
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name == "redis_url" and value is not None:
+                    value = redact_url(value)
+                shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def uses_redis(self) -> bool:
@@ -104,6 +118,41 @@ class FluxConfig:
     def from_json(cls, data: Mapping[str, Any]) -> FluxConfig:
         """Fills a FluxConfig from the JSON that ``flux_config_to_json`` writes."""
         return _from_json(data)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its passwords hidden, for messages: the userinfo after its
+    first ``:`` up to the *last* ``@`` (passwords are often written
+    unencoded), and everything after a ``pass=`` or ``password=`` query
+    parameter. The same rule as flux-core's ``redact_url``, which writes the
+    messages of the Rust side."""
+    rest_at = url.find("://")
+    rest_at = 0 if rest_at < 0 else rest_at + 3
+    rest = url[rest_at:]
+    hidden: list[tuple[int, int]] = []
+    at = rest.rfind("@")
+    if at >= 0:
+        colon = rest.find(":", 0, at)
+        if colon >= 0:
+            hidden.append((rest_at + colon + 1, rest_at + at))
+    lower = rest.lower()
+    values = [
+        i + len(marker)
+        for marker in ("?pass=", "&pass=", "?password=", "&password=")
+        if (i := lower.find(marker)) >= 0
+    ]
+    if values:
+        hidden.append((rest_at + min(values), len(url)))
+    out = []
+    shown_from = 0
+    for start, end in sorted(hidden):
+        if end <= shown_from:
+            continue
+        if start >= shown_from:
+            out += [url[shown_from:start], "***"]
+        shown_from = end
+    out.append(url[shown_from:])
+    return "".join(out)
 
 
 # --- rendering to TOML -------------------------------------------------------
@@ -176,6 +225,7 @@ def _render_toml(cfg: FluxConfig) -> str:
             "console_logging": cfg.console_logging,
             "jitter_enabled": cfg.jitter_enabled,
             "jitter_max_ms": cfg.jitter_max_ms,
+            "ipv6_prefix": cfg.ipv6_prefix,
         },
     )
     table(
@@ -238,6 +288,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         console_logging=flux.get("console_logging", False),
         jitter_enabled=flux.get("jitter_enabled", True),
         jitter_max_ms=flux.get("jitter_max_ms", 500),
+        ipv6_prefix=flux.get("ipv6_prefix", 64),
         policy=policy,
         rate_limit_defaults=RateLimitDefaults(
             requests=default_limit.get("requests", 100),
@@ -295,6 +346,8 @@ def load_config(path: str | os.PathLike | None = None) -> FluxConfig:
     :class:`flux.exceptions.ConfigError` naming the file, line and key.
     """
     if path is not None:
+        if "\0" in os.fsdecode(path):  # C would read the path only up to it
+            raise ConfigError(f"path must not contain a NUL character, got {os.fsdecode(path)!r}")
         handle = _ffi.Config.from_file(path)
     else:
         handle = _ffi.Config.discover()

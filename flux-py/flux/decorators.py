@@ -20,7 +20,7 @@ from typing import Any, Callable
 from . import frameworks
 from .config import FluxConfig, RateLimitPolicy
 from .exceptions import RateLimitExceeded
-from .keys import remote_address
+from .keys import client_key, remote_address
 from .limiter import RateLimiter, default_scope
 
 #: The identity of calls made outside any framework with no ``key``: one
@@ -64,7 +64,7 @@ def rate_limit(
     )
     cost = checker.check_cost(cost)
     checker.close()  # its quota and config are all that is needed from it
-    identify = _key_function(key)
+    identify = _key_function(key, checker.config.ipv6_prefix)
     limiters: dict[str, RateLimiter] = {}
 
     def limiter_for(func: Callable) -> RateLimiter:
@@ -110,14 +110,14 @@ def rate_limit(
     return decorate
 
 
-def _key_function(key: Any) -> Callable[[Any, Any], Any]:
+def _key_function(key: Any, ipv6_prefix: int) -> Callable[[Any, Any], Any]:
     """``(adapter, request) -> identity`` for the ``key`` argument."""
     if key is None:
 
         def by_peer(adapter, request):
             if adapter is None:
                 return GLOBAL_KEY
-            return adapter.peer(request) or "unknown"
+            return client_key(adapter.peer(request), ipv6_prefix)
 
         return by_peer
     if isinstance(key, (str, bytes)):

@@ -36,7 +36,10 @@ class RateLimitExceeded(FluxError):
     """A call was refused by its rate limit.
 
     ``retry_after`` is the number of seconds until the same call would be
-    admitted; ``result`` is the full decision when one is known.
+    admitted; ``result`` is the full decision when one is known. ``key`` is
+    the identity the call was counted for, as flux-limiter 0.1 had it: it is
+    kept on the exception for the code that catches it, but never put in its
+    message, so a logged traceback holds no client address or user id.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class RateLimitExceeded(FluxError):
         self.retry_after = retry_after
         self.result = result
         if message is None:
-            message = f"Rate limit exceeded for {key!r}"
+            message = "Rate limit exceeded"
             if retry_after > 0:
                 message += f"; retry after {retry_after:.2f}s"
         super().__init__(message)

@@ -6,7 +6,7 @@ Python only passes the key (as bytes and a length) and reads the answer.
 
 from __future__ import annotations
 
-import threading
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,25 +121,40 @@ def _limit_params(requests, period, burst, policy, max_wait) -> _ffi.flux_limit_
 def _whole(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise LimitError(f"{name} must be a whole number, got {value!r}")
+            value = int(value)
+        else:
+            raise LimitError(f"{name} must be a whole number, got {value!r}")
+    # Below 1 is Rust's to refuse (its message says what is allowed); beyond
+    # an int64, ctypes would wrap the number instead.
     if not -(2**63) <= value < 2**63:
-        raise LimitError(f"{name} is out of range, got {value}")
+        raise LimitError(f"{name} must be a whole number from 1 to 2**63 - 1, got {value}")
     return value
 
 
 def _seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LimitError(f"{name} must be a number of seconds, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any double: Rust refuses inf, naming the argument
+        return math.inf
 
 
-def _cost(cost: Any) -> int:
-    if isinstance(cost, bool) or not isinstance(cost, int):
-        raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
-    if cost < 1:
-        raise LimitError(f"cost must be at least 1, got {cost}")
-    return cost
+#: The widest cost the library takes (a uint64_t); ctypes wraps anything
+#: wider silently, so that 2**64 + 1 would be decided as 1.
+_MAX_COST = 2**64 - 1
+
+
+def _check_text(name: str, value: str | None) -> None:
+    """A name handed to C as a NUL-terminated string: a NUL inside would cut it short."""
+    if value is not None and "\0" in value:
+        raise LimitError(f"{name} must not contain a NUL character, got {value!r}")
+
+
+def _endpoint_bytes(endpoint: Any) -> bytes:
+    if endpoint.__class__ is str:
+        return endpoint.encode()
+    raise TypeError(f"endpoint must be a str, got {type(endpoint).__name__}")
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -180,6 +195,8 @@ class RateLimiter:
         scope: str | None = None,
     ) -> None:
         cfg = config if config is not None else get_config()
+        _check_text("scope", scope)
+        _check_text("name", name)
         params = _limit_params(requests, period, burst, policy, max_wait)
         _, config_handle = native(cfg)
         store = store_for(cfg)
@@ -204,8 +221,6 @@ class RateLimiter:
         self.scope = scope
         self.quota = quota
         self.config = cfg
-        self._params = params
-        self._config_handle = config_handle
         self._store = store
         self._handle = handle
         self._ptr = handle.ptr
@@ -213,11 +228,14 @@ class RateLimiter:
         self._decide = (
             _ffi.flux_limiter_decide_gil if store.is_memory else _ffi.flux_limiter_decide
         )
+        self._decide_endpoint = (
+            _ffi.flux_limiter_decide_endpoint_gil
+            if store.is_memory
+            else _ffi.flux_limiter_decide_endpoint
+        )
         self._result_type = type(
             "RateLimitResult", (RateLimitResult,), {"quota": quota, "__module__": __name__}
         )
-        self._endpoints: dict[str, _ffi.Limiter] = {}
-        self._endpoints_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, name: str, config: FluxConfig | None = None) -> RateLimiter:
@@ -253,32 +271,17 @@ class RateLimiter:
 
     # --- deciding ---
 
-    def _limiter_ptr(self, endpoint: str | None):
-        if endpoint is None:
-            return self._ptr
-        handle = self._endpoints.get(endpoint)
-        if handle is None:
-            with self._endpoints_lock:
-                handle = self._endpoints.get(endpoint)
-                if handle is None:
-                    handle = _ffi.Limiter.new(
-                        self._store.handle,
-                        self._config_handle,
-                        f"{self.scope}:{endpoint}",
-                        self.name,
-                        self._params,
-                    )
-                    self._endpoints[endpoint] = handle
-        return handle.ptr
-
     def hit(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> RateLimitResult:
         """Decides one call of ``cost`` for ``key`` (and counts it when admitted).
 
-        ``endpoint`` gives the key a separate limit per endpoint. Raises
-        ``LimitError`` (a ``ValueError``) for a cost the limit can never
-        admit, and ``flux.exceptions.ConnectionError`` when Redis fails and
-        ``fail_silently`` is false. Never sleeps: an admitted ``leaky_bucket``
-        call reports its wait in ``delay``.
+        ``endpoint`` gives the key a separate limit per endpoint, on this one
+        limiter (nothing is made per endpoint), and counts the decision under
+        the endpoint's name in the metrics; ``None`` or ``""`` is the
+        limiter's own limit, counted under its scope. Raises ``LimitError``
+        (a ``ValueError``) for a cost the limit can never admit, and
+        ``flux.exceptions.ConnectionError`` when Redis fails and
+        ``fail_silently`` is false. Never sleeps: an admitted
+        ``leaky_bucket`` call reports its wait in ``delay``.
         """
         cls = key.__class__
         if cls is str:
@@ -286,11 +289,12 @@ class RateLimiter:
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = _cost(cost)
+            cost = self._cost(cost)
         result = self._result_type()
-        self._decide(
-            self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
-        )
+        if endpoint:
+            self._decide_endpoint(self._ptr, _endpoint_bytes(endpoint), key, cost, result)
+        else:
+            self._decide(self._ptr, key, len(key), cost, result)
         # Only a remote store can fail open (reading a ctypes field is not free).
         if self._remote and result.source_code:
             self._note_source(result)
@@ -313,12 +317,9 @@ class RateLimiter:
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = _cost(cost)
+            cost = self._cost(cost)
         return await self._store.submit(
-            self._ptr if endpoint is None else self._limiter_ptr(endpoint),
-            key,
-            cost,
-            self._result_type,
+            self._ptr, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )
 
     def _note_source(self, result: RateLimitResult) -> None:
@@ -349,8 +350,22 @@ class RateLimiter:
 
     def check_cost(self, cost: Any) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
-        cost = _cost(cost)
+        cost = self._cost(cost)
         _ffi.flux_limiter_check_cost(self._ptr, cost)
+        return cost
+
+    def _cost(self, cost: Any) -> int:
+        """``cost`` as the library takes it; what it can weigh is Rust's to check."""
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
+        if cost < 1:
+            raise LimitError(f"cost must be at least 1, got {cost}")
+        if cost > _MAX_COST:
+            # The burst in force is the most any policy holds at once (a
+            # window policy's burst is its requests).
+            raise LimitError(
+                f"cost {cost} can never be admitted: the limit holds at most {self.quota.burst} at once"
+            )
         return cost
 
     # --- lifetime ---
@@ -359,8 +374,6 @@ class RateLimiter:
         """Frees the native limiter now (it is also freed when collected)."""
         self._ptr = None
         self._handle.close()
-        for handle in self._endpoints.values():
-            handle.close()
 
     def __enter__(self) -> RateLimiter:
         return self
@@ -384,12 +397,19 @@ def default_scope(name: str | None, quota: Quota | None, base: str | None = None
     head = base or name or "default"
     if quota is None:
         return head
-    rate = f"{quota.requests}/{quota.period:g}s"
+    rate = f"{quota.requests}/{_exact(quota.period)}s"
     if quota.burst != quota.requests:
         rate += f"+b{quota.burst}"
     if quota.max_wait:
-        rate += f"+w{quota.max_wait:g}"
+        rate += f"+w{_exact(quota.max_wait)}"
     return f"{head}@{rate}"
+
+
+def _exact(seconds: float) -> str:
+    """``60`` for 60.0, ``0.5`` for 0.5: the shortest text that reads back as
+    the same double, so two periods never share a scope (``:g`` kept six
+    digits, and 1,000,000 s and 1,000,001 s both read ``1e+06``)."""
+    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
 
 
 def preload_scripts(config: FluxConfig | None = None) -> None:

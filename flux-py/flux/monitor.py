@@ -2,8 +2,9 @@
 
 It reads ``/metrics.json`` from the metrics server that Flux runs inside the
 application (``[analytics] enabled = true``) once a second and draws, per
-endpoint, the requests decided, allowed and blocked, the block rate and a
-bar for it, and the totals. ``--once`` prints one frame, without clearing the
+endpoint (the one a call named, else the limit's scope; ``__other__`` for
+those beyond the caps on series), the requests decided, allowed and
+blocked, the block rate and a bar for it, and the totals. ``--once`` prints one frame, without clearing the
 screen, and exits: for scripts.
 
 With Redis, two tables: this process's counters (the process whose server

@@ -8,6 +8,7 @@ its own.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -224,3 +225,69 @@ def test_python_m_flux_lists_monitor(tmp_path):
     )
     assert done.returncode == 0
     assert re.search(r"python -m flux monitor \[--host H\] \[--port N\] \[--once\]", done.stdout)
+
+
+# --- endpoints ---------------------------------------------------------------
+
+
+def stream_endpoints(redis_server, stream: str) -> list[str]:
+    """The ``ep`` field of every event in ``stream``, oldest first."""
+    reply = redis_server.command("XRANGE", stream, "-", "+").decode()
+    lines = reply.split("\r\n")
+    return [lines[i + 2] for i, line in enumerate(lines) if line == "ep"]
+
+
+def test_decisions_are_labelled_by_their_endpoint_everywhere(
+    redis_analytics, redis_server, analytics_port, tmp_path
+):
+    """A new user's first try: ``hit(k, endpoint="search")`` five times shows
+    ``search`` with 5 in /metrics, /metrics.json, the stream and the monitor."""
+    limiter = RateLimiter(3, 60, config=redis_analytics, scope=f"{redis_analytics.key_prefix}lim")
+    assert [limiter.hit("k", endpoint="search").allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    limiter.hit("k")  # no endpoint: the limiter's scope
+
+    text = get(analytics_port, "/metrics")[2]
+    assert requests_by_outcome(text, "search") == {"allowed": 3, "blocked": 2, "fail_open": 0}
+    assert histogram_count(text, "search") == 5
+    assert requests_by_outcome(text, limiter.scope) == {"allowed": 1, "blocked": 0, "fail_open": 0}
+
+    doc = json.loads(get(analytics_port, "/metrics.json")[2])
+    assert (doc["endpoints"]["search"]["allowed"], doc["endpoints"]["search"]["blocked"]) == (3, 2)
+
+    # The flusher sends every 250 ms.
+    deadline = time.monotonic() + 5
+    while len(events := stream_endpoints(redis_server, redis_analytics.analytics_stream)) < 6:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.05)
+    assert events == ["search"] * 5 + [limiter.scope]
+
+    done = monitor("--once", "--port", str(analytics_port), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.split()[:1] == ["search"])
+    assert row.split()[1:6] == ["5", "3", "2", "0", "40.0%"]
+
+
+def live_limiters() -> int:
+    return sum(isinstance(o, _ffi.Limiter) for o in gc.get_objects())
+
+
+def test_many_endpoints_keep_native_limiters_and_metrics_bounded(prefix, analytics_port):
+    cfg = FluxConfig(key_prefix=prefix, analytics_enabled=True, analytics_port=analytics_port)
+    limiter = RateLimiter(1, 60, config=cfg, scope=f"{prefix}many")
+    before = live_limiters()
+    for i in range(50_000):
+        assert limiter.hit("k", endpoint=f"{prefix}/item/{i}").allowed
+    assert not limiter.hit("k", endpoint=f"{prefix}/item/7").allowed  # still one limit per endpoint
+    assert live_limiters() == before
+
+    text = store_of(limiter).handle.metrics()
+    ours = {
+        sample.labels["endpoint"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "flux_requests_total"
+    }
+    # 100 endpoints by name, the rest under __other__: every decision still counted.
+    assert len(ours - {"__other__"}) == 100
+    assert requests_by_outcome(text, "__other__")["allowed"] == 50_000 - 100
+    assert len(text) < 300_000

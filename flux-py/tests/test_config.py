@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, unquote
+
 import pytest
 
 import flux.config
@@ -156,3 +158,107 @@ def test_no_memory_store_notice_when_flux_redis_url_is_set(tmp_path, monkeypatch
     caplog.set_level("WARNING", logger="flux")
     assert load_config().storage == "redis"
     assert not [r for r in caplog.records if "no flux.toml found" in r.getMessage()]
+
+
+# --- secrets -----------------------------------------------------------------
+
+# Passwords as people write them into URLs, unencoded.
+PASSWORDS = ["s3cr/et", "p@ss", "pa:ss", "100%sure", "a/b@c:d%e?f#g"]
+
+
+def _secret_urls(scheme: str):
+    for password in PASSWORDS:
+        secret = f"{password}-hunter2"
+        for user in ("", "app"):
+            yield secret, f"{scheme}://{user}:{secret}@cache:6379/0"
+
+
+def test_no_password_in_a_configs_repr():
+    for secret, url in _secret_urls("redis"):
+        shown = repr(FluxConfig(redis_url=url))
+        assert secret not in shown, shown
+        assert ":***@cache:6379/0" in shown
+        parts = FluxConfig(redis_host="cache", redis_username="app", redis_password=secret)
+        assert secret not in repr(parts) and secret not in str(parts)
+
+
+def test_no_password_in_a_config_error(tmp_path, monkeypatch):
+    for secret, url in _secret_urls("http"):
+        with pytest.raises(ConfigError) as caught:
+            flux.config.validate(FluxConfig(redis_url=url))
+        assert secret not in str(caught.value), caught.value
+        path = write(tmp_path, f"[redis]\nurl = {url!r}\n".replace("'", '"'))
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert secret not in str(caught.value), caught.value
+        monkeypatch.setenv("FLUX_REDIS_URL", url)
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, ""))
+        assert secret not in str(caught.value), caught.value
+        monkeypatch.delenv("FLUX_REDIS_URL")
+
+
+def test_no_password_in_the_error_of_a_url_the_redis_client_cannot_read(prefix):
+    refused = 0
+    for secret, url in _secret_urls("redis"):
+        try:
+            RateLimiter(1, 60, config=FluxConfig(redis_url=url, key_prefix=prefix))
+        except ConfigError as exc:
+            refused += 1
+            assert secret not in str(exc), exc
+    assert refused  # a "/" in a password ends the URL's authority early
+
+
+def test_python_hides_passwords_the_way_the_core_does():
+    """The URL a message shows is the core's redaction; Python's copy (for its
+    own log lines and reprs) must agree with it."""
+    for _, url in _secret_urls("bad"):
+        with pytest.raises(ConfigError) as caught:
+            flux.config.validate(FluxConfig(redis_url=url))
+        assert f'got "{flux.config.redact_url(url)}"' in str(caught.value)
+
+
+def test_no_password_in_log_lines(dead_redis_url, prefix, caplog):
+    caplog.set_level("WARNING", logger="flux")
+    port = dead_redis_url.rsplit(":", 1)[1].split("/")[0]
+    secrets = []
+    for i, password in enumerate(PASSWORDS):
+        # Encoded, so that the Redis client takes the URL and a decision fails open.
+        secret = quote(f"{password}-hunter2", safe="")
+        secrets.append(secret)
+        url = f"redis://app:{secret}@127.0.0.1:{port}/0"
+        cfg = FluxConfig(redis_url=url, key_prefix=f"{prefix}{i}:", timeout_ms=50)
+        assert RateLimiter(1, 60, config=cfg).hit("k").source == "fail_open"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert logged.count("did not answer") == len(PASSWORDS)
+    for secret in secrets:
+        assert secret not in logged and unquote(secret) not in logged
+
+
+# --- numbers and names that cross into Rust -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, key, value",
+    [
+        ("pool_size", "redis.pool_size", 2**32 + 5),
+        ("redis_port", "redis.port", 2**16 + 6379),
+        ("redis_db", "redis.db", 2**32),
+        ("timeout_ms", "redis.timeout_ms", 2**64 + 1),
+        ("jitter_max_ms", "flux.jitter_max_ms", 2**64 + 1),
+        ("ipv6_prefix", "flux.ipv6_prefix", 2**8 + 64),
+        ("analytics_port", "analytics.port", 2**16 + 4444),
+        ("analytics_retention", "analytics.retention", 2**64),
+    ],
+)
+def test_integers_beyond_their_type_are_refused_by_key_not_wrapped(field, key, value):
+    """Settings reach Rust as TOML text, never as C integers: a value beyond
+    its key's type is an error naming the key, not a number cut to fit."""
+    with pytest.raises(ConfigError, match=rf"FluxConfig:\d+: {key}: must be .*, got {value}$"):
+        flux.config.validate(FluxConfig(**{field: value}))
+
+
+def test_a_path_with_a_nul_is_refused_not_cut(tmp_path):
+    real = write(tmp_path, "[rate_limit]\nrequests = 7\n")
+    with pytest.raises(ConfigError, match="path must not contain a NUL character"):
+        load_config(f"{real}\0.bak")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import time
@@ -254,3 +255,79 @@ def test_result_is_readable(memory_config):
     result = RateLimiter(1, 1, config=memory_config).hit("k")
     assert bool(result) is True
     assert "allowed=True" in repr(result) and "source='storage'" in repr(result)
+
+
+# --- numbers and names that cross into Rust -----------------------------------
+
+
+@pytest.mark.parametrize("cost", [2**64, 2**64 + 1, 2**65 + 3, 10**30])
+def test_a_cost_too_large_for_the_library_is_refused_not_wrapped(cost, config):
+    limiter = RateLimiter(3, 60, config=config)
+    with pytest.raises(LimitError) as caught:
+        limiter.hit("k", cost=cost)
+    assert str(caught.value) == f"cost {cost} can never be admitted: the limit holds at most 3 at once"
+    with pytest.raises(LimitError, match=f"cost {cost} can never"):
+        limiter.check_cost(cost)
+    with pytest.raises(LimitError, match=f"cost {cost} can never"):
+        limiter.require("k", endpoint="e", cost=cost)
+    assert limiter.hit("k").remaining == 2, "nothing was charged"
+
+
+def test_a_cost_too_large_is_refused_by_ahit_too(config):
+    limiter = RateLimiter(3, 60, config=config)
+    with pytest.raises(LimitError, match="can never be admitted"):
+        asyncio.run(limiter.ahit("k", cost=2**64 + 1))
+
+
+@pytest.mark.parametrize("argument", ["period", "max_wait"])
+def test_seconds_too_large_for_a_double_name_the_argument(argument, memory_config):
+    kwargs = {"requests": 1, "period": 1, "policy": "leaky_bucket", argument: 10**400}
+    with pytest.raises(LimitError) as caught:
+        RateLimiter(config=memory_config, **kwargs)
+    assert str(caught.value).startswith(f"{argument} must be"), caught.value
+
+
+@pytest.mark.parametrize("argument", ["requests", "burst"])
+def test_whole_numbers_too_large_say_what_is_allowed(argument, memory_config):
+    kwargs = {"requests": 1, "period": 1, argument: 2**64 + 1}
+    with pytest.raises(LimitError) as caught:
+        RateLimiter(config=memory_config, **kwargs)
+    assert str(caught.value) == f"{argument} must be a whole number from 1 to 2**63 - 1, got {2**64 + 1}"
+
+
+@pytest.mark.parametrize("argument", ["scope", "name"])
+def test_a_nul_in_a_scope_or_name_is_refused(argument, memory_config):
+    with pytest.raises(LimitError) as caught:
+        RateLimiter(1, 60, config=memory_config, **{argument: "api\0v2"})
+    assert str(caught.value) == f"{argument} must not contain a NUL character, got 'api\\x00v2'"
+
+
+def test_scopes_are_exact_for_any_period(memory_config):
+    from flux.limiter import default_scope
+
+    day, longer = RateLimiter(1, 1_000_000, config=memory_config), RateLimiter(1, 1_000_001, config=memory_config)
+    assert day.scope != longer.scope
+    assert day.hit("k").allowed and longer.hit("k").allowed
+    assert default_scope("v", RateLimiter(5, 60, config=memory_config).quota) == "v@5/60s"
+    assert default_scope("v", RateLimiter(5, 0.5, config=memory_config).quota) == "v@5/0.5s"
+    a = RateLimiter(1, 2, policy="leaky_bucket", max_wait=1_000_000, config=memory_config)
+    b = RateLimiter(1, 2, policy="leaky_bucket", max_wait=1_000_001, config=memory_config)
+    assert a.scope != b.scope
+
+
+def test_a_refusal_carries_the_identity_but_never_says_it(config):
+    limiter = RateLimiter(1, 60, config=config)
+    limiter.hit("203.0.113.9")
+    with pytest.raises(RateLimitExceeded) as caught:
+        limiter.require("203.0.113.9")
+    assert caught.value.key == "203.0.113.9"  # flux-limiter 0.1's attribute
+    assert "203.0.113.9" not in str(caught.value) and "203.0.113.9" not in repr(caught.value)
+    assert str(caught.value).startswith("Rate limit exceeded; retry after 6")
+def test_a_nul_in_an_endpoint_does_not_merge_endpoints(config):
+    limiter = RateLimiter(1, 60, config=config)
+    assert limiter.hit("k", endpoint="a\0b").allowed
+    assert limiter.hit("k", endpoint="a\0c").allowed
+    assert limiter.hit("k", endpoint="a").allowed
+    assert not limiter.hit("k", endpoint="a\0b").allowed
+
+

@@ -117,6 +117,7 @@ fn round(limiter: &Arc<Limiter>, workload: Workload, length: Duration) -> f64 {
                             let batch: Vec<BatchRequest<'_>> = (0..BATCH)
                                 .map(|j| BatchRequest {
                                     limiter: &limiter,
+                                    endpoint: None,
                                     identity: &identities[(i + j) % KEYS],
                                     cost: 1,
                                 })

@@ -22,13 +22,14 @@
 //! assert!(!limiter.decide(b"10.0.0.1", 1).unwrap().allowed);
 //! ```
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flux_core::analytics::{Analytics, EndpointStats, Event};
+use flux_core::analytics::{Analytics, Event, LimiterSeries};
 use flux_core::config::{AnalyticsConfig, Config, ConfigError, Storage};
 use flux_core::{
-    storage_key, Decision, MemoryStore, Policy, Quota, QuotaError, QuotaSpec, Request, Store,
+    endpoint_storage_key, storage_key, Decision, MemoryStore, Policy, Quota, QuotaError, QuotaSpec,
+    Request, Store,
 };
 use rand::Rng;
 use thiserror::Error;
@@ -230,16 +231,16 @@ impl LimitOverrides {
 
 /// One quota and scope on a store. Thread-safe: share it freely.
 ///
-/// Its decisions are counted under its scope, the endpoint's name.
+/// A call may name an endpoint ([`Limiter::decide_endpoint`]), which gives
+/// its caller a separate limit per endpoint on this one limiter, and counts
+/// the decision under the endpoint's name rather than the scope's (within
+/// the caps of [`flux_core::analytics`]).
 #[derive(Debug)]
 pub struct Limiter {
     backend: Arc<Backend>,
     quota: Quota,
     scope: String,
-    endpoint: Arc<str>,
-    /// Made at the first decision, so that a limiter made only to check
-    /// its arguments leaves no endpoint behind in the metrics.
-    stats: OnceLock<Arc<EndpointStats>>,
+    series: LimiterSeries,
     key_prefix: String,
     fail_silently: bool,
     /// The largest random delay added to a refused call's `retry_after`; 0 adds none.
@@ -270,11 +271,10 @@ impl Limiter {
             .map_err(LimiterError::Limit)?;
         let flux = &config.flux;
         Ok(Limiter {
+            series: LimiterSeries::new(backend.analytics().clone(), scope),
             backend,
             quota,
             scope: scope.to_owned(),
-            endpoint: Arc::from(scope),
-            stats: OnceLock::new(),
             key_prefix: flux.key_prefix.clone(),
             fail_silently: flux.fail_silently,
             jitter_max_us: if flux.jitter_enabled {
@@ -299,36 +299,63 @@ impl Limiter {
 
     /// Where `identity`'s state is stored.
     pub fn key(&self, identity: &[u8]) -> String {
-        storage_key(&self.key_prefix, &self.scope, self.quota.policy(), identity)
+        self.endpoint_key(None, identity)
+    }
+
+    /// Where `identity`'s state for `endpoint` is stored (see
+    /// [`flux_core::endpoint_storage_key`]); `None` or `""` is [`Limiter::key`].
+    pub fn endpoint_key(&self, endpoint: Option<&str>, identity: &[u8]) -> String {
+        let policy = self.quota.policy();
+        match endpoint {
+            Some(endpoint) if !endpoint.is_empty() => endpoint_storage_key(
+                &self.key_prefix,
+                &self.scope,
+                policy,
+                endpoint.as_bytes(),
+                identity,
+            ),
+            _ => storage_key(&self.key_prefix, &self.scope, policy, identity),
+        }
     }
 
     /// Decides one call of `cost` by the caller `identity` (any bytes).
     pub fn decide(&self, identity: &[u8], cost: u64) -> Result<Decision, LimiterError> {
+        self.decide_endpoint(None, identity, cost)
+    }
+
+    /// Decides one call of `cost` by `identity` to `endpoint`: each endpoint
+    /// is a separate limit, counted under its own name. `None` or `""` is
+    /// the same as [`Limiter::decide`].
+    pub fn decide_endpoint(
+        &self,
+        endpoint: Option<&str>,
+        identity: &[u8],
+        cost: u64,
+    ) -> Result<Decision, LimiterError> {
         self.quota.check_cost(cost).map_err(LimiterError::Cost)?;
-        let key = self.key(identity);
+        let key = self.endpoint_key(endpoint, identity);
         let started = Instant::now();
         let answer = self.backend.decide(&key, &self.quota, cost);
         let latency = started.elapsed();
         let decision = self.finish(answer);
         if let Ok(decision) = &decision {
-            self.record(&key, decision, latency);
+            self.record(endpoint, &key, decision, latency);
         }
         decision
     }
 
-    /// Counts a decision (and queues it as an event when sampled). Calls
-    /// that got no decision (an error) are not counted.
-    fn record(&self, key: &str, decision: &Decision, latency: Duration) {
-        let stats = self
-            .stats
-            .get_or_init(|| self.backend.analytics().endpoint(&self.scope));
+    /// Counts a decision under its endpoint's series (and queues it as an
+    /// event, labelled alike, when sampled). Calls that got no decision (an
+    /// error) are not counted.
+    fn record(&self, endpoint: Option<&str>, key: &str, decision: &Decision, latency: Duration) {
+        let stats = self.series.get(endpoint.filter(|e| !e.is_empty()));
         stats.record(decision, latency.as_nanos().try_into().unwrap_or(u64::MAX));
         let reporting = &self.backend.reporting;
         if reporting.events() && reporting.analytics().sample() {
             reporting.analytics().push_event(Event::new(
                 now_us(),
                 key.to_owned(),
-                self.endpoint.clone(),
+                stats.name().clone(),
                 &self.quota,
                 decision,
             ));
@@ -363,6 +390,8 @@ impl Limiter {
 #[derive(Debug, Clone, Copy)]
 pub struct BatchRequest<'a> {
     pub limiter: &'a Limiter,
+    /// As in [`Limiter::decide_endpoint`].
+    pub endpoint: Option<&'a str>,
     pub identity: &'a [u8],
     pub cost: u64,
 }
@@ -373,7 +402,10 @@ pub fn decide_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limit
     let mut results: Vec<Option<Result<Decision, LimiterError>>> =
         requests.iter().map(|_| None).collect();
     // Keys are made up front so the store requests can borrow them.
-    let keys: Vec<String> = requests.iter().map(|r| r.limiter.key(r.identity)).collect();
+    let keys: Vec<String> = requests
+        .iter()
+        .map(|r| r.limiter.endpoint_key(r.endpoint, r.identity))
+        .collect();
     let mut pending: Vec<usize> = Vec::with_capacity(requests.len());
     for (i, request) in requests.iter().enumerate() {
         match request.limiter.quota.check_cost(request.cost) {
@@ -403,7 +435,7 @@ pub fn decide_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limit
             let limiter = requests[i].limiter;
             let decision = limiter.finish(answer);
             if let Ok(decision) = &decision {
-                limiter.record(&keys[i], decision, latency);
+                limiter.record(requests[i].endpoint, &keys[i], decision, latency);
             }
             results[i] = Some(decision);
         }

@@ -139,6 +139,21 @@ mod tests {
     }
 
     #[test]
+    fn no_password_in_what_a_url_the_client_cannot_read_says() {
+        for url in [
+            "redis://:s3cr/et-hunter2@cache:6379/0",
+            "redis://app:a/b@c:d%e?f#g-hunter2@cache:6379/0",
+            "redis+cluster://app:s3cr/et-hunter2@a:7000,b:7000",
+            "rediss+cluster://:x/y-hunter2@a:7000/3",
+        ] {
+            let error = resolve(&RedisConfig::from_url(url))
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[test]
     fn bad_options_are_config_errors() {
         let e = resolve(&RedisConfig::from_url("http://localhost")).unwrap_err();
         assert!(matches!(e, RedisError::Config(_)), "{e}");

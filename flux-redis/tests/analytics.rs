@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flux_core::analytics::{Analytics, Event};
+use flux_core::analytics::{Analytics, Event, MAX_SERIES_PER_LIMITER, OVERFLOW_ENDPOINT};
 use flux_core::config::{AnalyticsConfig, Config};
 use flux_core::{Decision, Policy, QuotaSpec, Source};
 use flux_redis::analytics::{totals_key, Flusher};
@@ -91,6 +91,7 @@ fn every_decision_is_counted_by_endpoint_and_outcome() {
     // Each decision of a batch counts.
     let request = |identity: &'static [u8]| BatchRequest {
         limiter: &api,
+        endpoint: None,
         identity,
         cost: 1,
     };
@@ -160,6 +161,7 @@ fn every_decision_is_an_event_at_sample_rate_one() {
         .iter()
         .map(|identity| BatchRequest {
             limiter: &login,
+            endpoint: None,
             identity,
             cost: 1,
         })
@@ -222,6 +224,108 @@ fn every_decision_is_an_event_at_sample_rate_one() {
     assert_eq!(refused, 200 - 20 * 3);
 }
 
+/// The `ep` field of every event in `stream`, oldest first.
+fn stream_endpoints(redis: &RedisServer, stream: &str) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut connection(redis))
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| entry.get("ep").unwrap())
+        .collect()
+}
+
+#[test]
+fn a_call_that_names_an_endpoint_is_limited_counted_and_streamed_under_it() {
+    let redis = RedisServer::start();
+    let config = analytics_config(&redis.url(), "s-ep", 100_000, 1.0);
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let (login, _) = counted(&backend, &config);
+    let allowed: Vec<bool> = (0..5)
+        .map(|_| {
+            let decision = login.decide_endpoint(Some("search"), b"k", 1);
+            decision.unwrap().allowed
+        })
+        .collect();
+    assert_eq!(allowed, [true, true, true, false, false]);
+    // Its own limit: the scope's and another endpoint's are untouched.
+    assert!(login.decide(b"k", 1).unwrap().allowed);
+    assert!(login.decide_endpoint(Some(""), b"k", 1).unwrap().allowed);
+    let batch = decide_batch(&[BatchRequest {
+        limiter: &login,
+        endpoint: Some("browse"),
+        identity: b"k",
+        cost: 1,
+    }]);
+    assert!(batch[0].as_ref().unwrap().allowed);
+
+    let snapshot = backend.analytics().snapshot();
+    let search = &snapshot.endpoints["search"];
+    assert_eq!((search.allowed, search.blocked), (3, 2));
+    assert_eq!(snapshot.endpoints["login"].allowed, 2);
+    assert_eq!(snapshot.endpoints["browse"].allowed, 1);
+    let text = backend.metrics_prometheus();
+    assert!(text.contains("flux_requests_total{endpoint=\"search\",decision=\"blocked\"} 2\n"));
+
+    backend.flush_analytics().unwrap();
+    assert_eq!(
+        stream_endpoints(&redis, "s-ep"),
+        ["search", "search", "search", "search", "search", "login", "login", "browse"]
+    );
+    let totals = totals(&redis, "s-ep");
+    assert_eq!((totals["search:allowed"], totals["search:blocked"]), (3, 2));
+    // No endpoint name is stored in a key.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("s-ep:*")
+        .query(&mut connection(&redis))
+        .unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys
+        .iter()
+        .all(|k| !k.contains("search") && !k.contains("browse")));
+}
+
+#[test]
+fn fifty_thousand_endpoints_keep_the_series_bounded() {
+    let config = Config::from_toml_str(
+        "[flux]
+jitter_enabled = false
+",
+        None,
+    )
+    .unwrap();
+    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let api = Limiter::new(backend.clone(), &config, "api", None, &rate(1, 60.0)).unwrap();
+    for i in 0..50_000 {
+        let endpoint = format!("/item/{i}");
+        assert!(
+            api.decide_endpoint(Some(&endpoint), b"k", 1)
+                .unwrap()
+                .allowed
+        );
+    }
+    assert!(
+        !api.decide_endpoint(Some("/item/49999"), b"k", 1)
+            .unwrap()
+            .allowed
+    );
+    let snapshot = backend.analytics().snapshot();
+    assert_eq!(snapshot.endpoints.len(), MAX_SERIES_PER_LIMITER + 1);
+    let other = &snapshot.endpoints[OVERFLOW_ENDPOINT];
+    assert_eq!(
+        (other.allowed, other.blocked),
+        (50_000 - MAX_SERIES_PER_LIMITER as u64, 1)
+    );
+    // 101 series of 19 lines each, whatever the number of endpoints.
+    let text = backend.metrics_prometheus();
+    assert_eq!(text.matches("flux_requests_total{").count(), 3 * 101);
+    assert!(text.len() < 200_000, "{} bytes", text.len());
+}
+
 #[test]
 fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
     let redis = RedisServer::start();
@@ -234,6 +338,7 @@ fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
             .iter()
             .map(|identity| BatchRequest {
                 limiter: &limiter,
+                endpoint: None,
                 identity,
                 cost: 1,
             })

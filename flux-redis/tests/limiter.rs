@@ -123,6 +123,7 @@ fn a_batch_answers_in_order_across_stores() {
     let on_b = Limiter::new(b, &config, "api", None, &rate(1, 60.0)).unwrap();
     let request = |limiter, cost| BatchRequest {
         limiter,
+        endpoint: None,
         identity: b"k",
         cost,
     };
