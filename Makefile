@@ -8,13 +8,15 @@ CARGO ?= cargo
 test: deps lint test-rust test-c test-py
 
 ## deps: from the system's packages, redis-server (the tests start their own on free
-## ports), a C compiler and valgrind for the C example, openssl for the TLS test's certificates
+## ports), a C compiler and valgrind for the C example, openssl for the TLS test's certificates,
+## chromium for the dashboard's browser test
 deps:
 	@missing=; \
 	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing="$$missing redis-server"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing from the system's packages"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
