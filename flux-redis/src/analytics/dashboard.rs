@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 /// The page, as served.
-pub(crate) const PAGE: &str = include_str!("dashboard.html");
+const PAGE: &str = include_str!("dashboard.html");
 
 /// Writes the whole answer (the page and its headers); the connection is
 /// closed after, as for `/metrics`.
@@ -34,7 +34,7 @@ pub(super) fn respond(stream: &mut impl Write) -> io::Result<()> {
 }
 
 /// The policy for [`PAGE`], computed once.
-pub(crate) fn content_security_policy() -> &'static str {
+fn content_security_policy() -> &'static str {
     static POLICY: OnceLock<String> = OnceLock::new();
     POLICY.get_or_init(|| {
         format!(
