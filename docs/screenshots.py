@@ -147,7 +147,7 @@ def main() -> int:
                             f"{sys.executable} -m flux monitor --port {port}"], check=True)
             # Should the monitor stop, its pane (and last words) stay to be captured.
             subprocess.run([*tmux, "set-option", "-t", "monitor", "remain-on-exit", "on"], check=True)
-            time.sleep(max(RUN_SECONDS - 3, 3))
+            browser.idle(max(RUN_SECONDS - 3, 3))
             capture = subprocess.run([*tmux, "capture-pane", "-p", "-t", "monitor"], check=True, capture_output=True, text=True)
             dead = subprocess.run([*tmux, "display-message", "-p", "-t", "monitor", "#{pane_dead}"],
                                   check=True, capture_output=True, text=True)
@@ -156,7 +156,7 @@ def main() -> int:
             (DOCS / "monitor.txt").write_text(capture.stdout.rstrip() + "\n")
             height = browser.evaluate("document.documentElement.scrollHeight")
             browser.resize(1280, height)
-            time.sleep(1.2)  # one redraw at that size
+            browser.idle(1.2)  # one redraw at that size
             browser.screenshot(str(DOCS / "dashboard.png"))
         print("screenshots: wrote docs/dashboard.png and docs/monitor.txt")
     finally:

@@ -13,6 +13,7 @@ keeps runs apart. The process is ended by its own pid.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -149,8 +150,6 @@ class Chromium:
         self.send("Input.insertText", text=text)
 
     def screenshot(self, path: str) -> None:
-        import base64
-
         data = self.send("Page.captureScreenshot", format="png")["data"]
         with open(path, "wb") as out:
             out.write(base64.b64decode(data))
@@ -173,6 +172,15 @@ class Chromium:
     def drain_events(self) -> None:
         """Takes in the events sent since the last command."""
         self.evaluate("0")
+
+    def idle(self, seconds: float) -> None:
+        """Lets the page run for ``seconds``, reading what the browser sends
+        meanwhile (so the pipe never fills) and keeping none of it."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            self.drain_events()
+            self.events.clear()
 
     # --- ending ---
 
