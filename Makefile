@@ -2,14 +2,15 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py
+.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py screenshots
 
 ## test: install what the tests need, then check formatting, lints and every test
 test: deps lint test-rust test-c test-install test-py
 
 ## deps: from the system's packages, redis-server (the tests start their own on free
 ## ports), C and C++ compilers, pkg-config and valgrind for the C and C++ examples, openssl for
-## the TLS test's certificates
+## the TLS test's certificates, chromium for the dashboard's browser test; and EXTRA_PACKAGES
+## (set by targets that need more)
 deps:
 	@missing=; \
 	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing="$$missing redis-server"; \
@@ -18,6 +19,8 @@ deps:
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	for pkg in $(EXTRA_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing from the system's packages"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -170,6 +173,13 @@ test-py: deps py-install
 ## demo: the example FastAPI app on the memory store, driven by two clients
 demo: py-install
 	$(PY) examples/demo.py
+
+## screenshots: docs/dashboard.png (the dashboard in headless Chromium) and docs/monitor.txt
+## (`python -m flux monitor` in tmux), from two app processes deciding calls for about two
+## minutes on a redis-server of their own. Not part of `make test`: commit what it makes.
+screenshots: EXTRA_PACKAGES = tmux fonts-dejavu-core
+screenshots: deps py-install
+	$(PY) docs/screenshots.py
 
 ## bench-py: per-decision cost from Python against `limits` and redis-py (see README, Benchmarks)
 bench-py: deps py-install

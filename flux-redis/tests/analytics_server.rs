@@ -118,7 +118,7 @@ fn one_server_shows_every_backend_and_outlives_none() {
         "memory stores only"
     );
 
-    assert_eq!(request(port, "GET", "/").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(request(port, "GET", "/nothing").0, "HTTP/1.1 404 Not Found");
     assert_eq!(
         request(port, "GET", "/metrics/extra").0,
         "HTTP/1.1 404 Not Found"

@@ -8,13 +8,15 @@
 //!   sends them with the per-endpoint totals to Redis in batches
 //!   ([`Flusher`]: one pipeline per flush, every [`FLUSH_INTERVAL`]);
 //! - the process serves `/metrics` and `/metrics.json` on `host:port`, from
-//!   one server whatever the number of backends (`server.rs`).
+//!   one server whatever the number of backends (`server.rs`), and at `/` a
+//!   page that draws them in the browser (`dashboard.rs`).
 //!
 //! The same figures are available without the server:
 //! [`Backend::metrics_prometheus`](crate::Backend::metrics_prometheus) and
 //! [`Backend::metrics_json`](crate::Backend::metrics_json) (the C ABI's
 //! `flux_store_metrics`).
 
+mod dashboard;
 mod flusher;
 mod json;
 mod server;

@@ -238,6 +238,7 @@ fn answer(mut stream: TcpStream) -> io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
+        ("GET", "/" | "/dashboard") => return super::dashboard::respond(&mut stream),
         ("GET", "/metrics") => {
             let (snapshot, _) = process_view();
             ("200 OK", PROMETHEUS_CONTENT_TYPE, snapshot.to_prometheus())
@@ -247,7 +248,7 @@ fn answer(mut stream: TcpStream) -> io::Result<()> {
             let body = json::metrics(&snapshot, &sinks).to_string();
             ("200 OK", "application/json", body)
         }
-        (_, "/metrics" | "/metrics.json") => (
+        (_, "/" | "/dashboard" | "/metrics" | "/metrics.json") => (
             "405 Method Not Allowed",
             "text/plain; charset=utf-8",
             "use GET\n".to_owned(),
