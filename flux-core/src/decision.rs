@@ -41,6 +41,9 @@ pub struct Decision {
     /// How long an admitted `leaky_bucket` call must wait before it runs.
     pub delay_us: u64,
     pub source: Source,
+    /// Which of the limit's quotas this reports (0 for a limit of one): the
+    /// one closest to refusing, or the one that refused.
+    pub quota_index: usize,
 }
 
 impl Decision {

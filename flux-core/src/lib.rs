@@ -12,12 +12,14 @@ mod key;
 mod memory;
 pub mod policy;
 mod quota;
+mod rate;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Source};
 pub use key::{endpoint_storage_key, storage_key};
 pub use memory::MemoryStore;
-pub use policy::{decide, Outcome, State};
+pub use policy::{apply, decide, refund, Applied, Op, Outcome, State};
 pub use quota::{Policy, Quota, QuotaError, QuotaSpec, MAX_EXACT};
+pub use rate::{parse_rates, Rate, RateError, MAX_QUOTAS};
 pub use store::{Request, Store};
