@@ -17,7 +17,7 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Source};
-pub use key::{endpoint_storage_key, storage_key};
+pub use key::{endpoint_storage_key, hash_tag, key_in, storage_key, IdentityTag, ENDPOINT_MARKER};
 pub use memory::MemoryStore;
 pub use policy::{apply, decide, refund, Applied, Op, Outcome, State};
 pub use quota::{Policy, Quota, QuotaError, QuotaSpec, MAX_EXACT};

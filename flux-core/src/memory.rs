@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::policy::{decide, State};
-use crate::{Clock, Decision, Quota, QuotaError, Store, SystemClock};
+use crate::key::hash_tag;
+use crate::policy::{apply, Op, State};
+use crate::{Clock, Decision, Quota, QuotaError, Store, SystemClock, MAX_QUOTAS};
 use key_hash::KeyHash;
 
 const SHARDS: usize = 64;
@@ -129,12 +130,108 @@ impl MemoryStore {
             .sum()
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
-        // The map's own hash, bits 51 to 56: the shard's map indexes buckets
-        // by the low bits and tags them with the top 7, which must still vary
-        // among the keys of one shard.
-        let hash = self.hash.hash_one(key);
-        &self.shards[(hash >> 51) as usize % SHARDS]
+    /// The shard of `key`: chosen by its hash tag (see [`hash_tag`]), so the
+    /// keys of one caller under one limit share a shard and one lock, as
+    /// they share a node on a Redis Cluster.
+    fn shard_of(&self, key: &str) -> usize {
+        // Bits 51 to 56 of the tag's hash: spread like the rest of the hash,
+        // and unrelated to the buckets the shard's map picks for whole keys.
+        (self.hash.hash_one(hash_tag(key.as_bytes())) >> 51) as usize % SHARDS
+    }
+
+    /// Applies `op` to one caller's keys, one per quota, atomically: see
+    /// [`crate::apply`]. Keys that share a hash tag take one lock.
+    pub fn apply(
+        &self,
+        keys: &[&str],
+        quotas: &[Quota],
+        cost: u64,
+        op: Op,
+    ) -> Result<Decision, QuotaError> {
+        assert_eq!(keys.len(), quotas.len(), "one key per quota");
+        let mut order = [0usize; MAX_QUOTAS];
+        let order = &mut order[..keys.len()];
+        for (slot, key) in order.iter_mut().zip(keys) {
+            *slot = self.shard_of(key);
+        }
+        if order.iter().all(|&s| s == order[0]) {
+            let mut shard = self.shards[order[0]].lock();
+            return self.apply_locked(&mut [&mut shard], &[0; MAX_QUOTAS], keys, quotas, cost, op);
+        }
+        // Keys without a common tag: lock their shards in index order, so two
+        // calls never wait on each other's locks.
+        let shard_of_key: Vec<usize> = order.to_vec();
+        order.sort_unstable();
+        let mut held: Vec<usize> = order.to_vec();
+        held.dedup();
+        let mut guards: Vec<_> = held.iter().map(|&i| self.shards[i].lock()).collect();
+        let mut which = [0usize; MAX_QUOTAS];
+        for (slot, shard) in which.iter_mut().zip(&shard_of_key) {
+            *slot = held.iter().position(|h| h == shard).expect("locked above");
+        }
+        let mut shards: Vec<&mut Shard> = guards.iter_mut().map(|g| &mut **g).collect();
+        self.apply_locked(&mut shards, &which, keys, quotas, cost, op)
+    }
+
+    /// `apply` with the shards of `keys` locked: `keys[i]` is in
+    /// `shards[which[i]]`.
+    fn apply_locked(
+        &self,
+        shards: &mut [&mut Shard],
+        which: &[usize; MAX_QUOTAS],
+        keys: &[&str],
+        quotas: &[Quota],
+        cost: u64,
+        op: Op,
+    ) -> Result<Decision, QuotaError> {
+        // Read under the lock, as the Redis script reads TIME: a key's
+        // decisions then see its times in order. A time read before the lock
+        // can be older than the state another thread stored meanwhile, and a
+        // bucket that stores `last = now` would count that drain twice.
+        let now = self.clock.now_us();
+        for shard in shards.iter_mut() {
+            if shard.due_for_sweep(now) {
+                shard.sweep(now);
+            }
+        }
+        let mut states = [None; MAX_QUOTAS];
+        for (i, key) in keys.iter().enumerate() {
+            states[i] = shards[which[i]]
+                .entries
+                .get(*key)
+                .filter(|e| e.expires_at > now)
+                .map(|e| e.state);
+        }
+        let applied = apply(quotas, &states[..keys.len()], now, cost, op)?;
+        for (i, key) in keys.iter().enumerate() {
+            let Some((state, expires_at)) = applied.updates[i] else {
+                continue;
+            };
+            let entries = &mut shards[which[i]].entries;
+            if expires_at <= now {
+                entries.remove(*key);
+            } else if let Some(entry) = entries.get_mut(*key) {
+                *entry = Entry { state, expires_at };
+            } else {
+                entries.insert((*key).into(), Entry { state, expires_at });
+            }
+        }
+        Ok(applied.decision)
+    }
+
+    /// Forgets `keys` (a caller's state under a limit); returns how many
+    /// held a state that still mattered.
+    pub fn remove(&self, keys: &[&str]) -> usize {
+        let now = self.clock.now_us();
+        keys.iter()
+            .filter(|key| {
+                let mut shard = self.shards[self.shard_of(key)].lock();
+                shard
+                    .entries
+                    .remove(**key)
+                    .is_some_and(|e| e.expires_at > now)
+            })
+            .count()
     }
 }
 
@@ -142,31 +239,6 @@ impl Store for MemoryStore {
     type Error = QuotaError;
 
     fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, QuotaError> {
-        quota.check_cost(cost)?;
-        let mut shard = self.shard(key).lock();
-        // Read under the lock, as the Redis script reads TIME: a key's
-        // decisions then see its times in order. A time read before the lock
-        // can be older than the state another thread stored meanwhile, and a
-        // bucket that stores `last = now` would count that drain twice.
-        let now = self.clock.now_us();
-        if shard.due_for_sweep(now) {
-            shard.sweep(now);
-        }
-        let stored = shard.entries.get_mut(key);
-        let state = stored
-            .as_ref()
-            .filter(|e| e.expires_at > now)
-            .map(|e| e.state);
-        let outcome = decide(quota, state, now, cost)?;
-        if let Some((state, expires_at)) = outcome.update {
-            let entry = Entry { state, expires_at };
-            match stored {
-                Some(slot) => *slot = entry,
-                None => {
-                    shard.entries.insert(key.into(), entry);
-                }
-            }
-        }
-        Ok(outcome.decision)
+        self.apply(&[key], std::slice::from_ref(quota), cost, Op::Decide)
     }
 }

@@ -321,3 +321,86 @@ proptest! {
         }
     }
 }
+
+/// Calls and refunds as (time µs, cost, refund?), times never decreasing.
+fn trace_with_refunds(limit: &Limit) -> impl Strategy<Value = Vec<(u64, u64, bool)>> {
+    let steps = trace(limit);
+    let flags = prop::collection::vec(prop::bool::weighted(0.3), 40);
+    (steps, flags).prop_map(|(calls, flags)| {
+        calls
+            .into_iter()
+            .zip(flags)
+            .map(|((now, cost), refund)| (now, cost, refund))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(384))]
+
+    /// (d) With refunds of admitted calls, the cost admitted minus the cost
+    /// given back in any interval never exceeds what the policy admits there
+    /// without refunds: a refund returns at most what was charged.
+    #[test]
+    fn refunds_never_admit_beyond_the_bound(
+        (limit, events) in limit()
+            .prop_map(|l| Limit { max_wait_us: 0, ..l })
+            .prop_flat_map(|l| { let t = trace_with_refunds(&l); (Just(l), t) })
+    ) {
+        let quota = limit.quota();
+        let mut state = None;
+        // (time, +cost admitted or -cost given back)
+        let mut moves: Vec<(u64, i128)> = Vec::new();
+        let mut unrefunded: Vec<u64> = Vec::new();
+        // A fixed window's net cost by the window's end: at most `requests` each.
+        let mut windows: std::collections::BTreeMap<u64, i128> = Default::default();
+        let mut window_of = |state: Option<State>, net: i128| {
+            if let Some(State::FixedWindow { end, .. }) = state {
+                *windows.entry(end).or_default() += net;
+            }
+        };
+        for (now, cost, refund) in events {
+            if refund && !unrefunded.is_empty() {
+                let cost = unrefunded.remove(0);
+                if let Some((s, expires_at)) = flux_core::refund(&quota, state, now, cost) {
+                    state = (expires_at > now).then_some(s);
+                    window_of(state, -(cost as i128));
+                }
+                moves.push((now, -(cost as i128)));
+            } else {
+                let out = decide(&quota, state, now, cost).unwrap();
+                if let Some((s, _)) = out.update {
+                    state = Some(s);
+                    window_of(state, cost as i128);
+                    unrefunded.push(cost);
+                    moves.push((now, cost as i128));
+                }
+            }
+        }
+        for (end, net) in windows {
+            prop_assert!(net <= quota.requests() as i128, "{net} in the window ending {end}");
+        }
+        let (n, period) = (quota.requests() as i128, quota.period_us() as i128);
+        for i in 0..moves.len() {
+            let mut net = 0i128;
+            for j in i..moves.len() {
+                net += moves[j].1;
+                let d = (moves[j].0 - moves[i].0) as i128;
+                match quota.policy() {
+                    p if p.is_bucket() => {
+                        let (unit, rate) = (quota.unit() as i128, quota.rate() as i128);
+                        let capacity = quota.burst() as i128 * unit;
+                        prop_assert!(net * unit <= capacity + d * rate, "{net} in {d} µs");
+                    }
+                    Policy::FixedWindow if d <= period => {
+                        prop_assert!(net <= 2 * n, "{net} in {d} µs");
+                    }
+                    Policy::SlidingWindow if d <= period => {
+                        prop_assert!(net <= n.max(2 * n - 2), "{net} in {d} µs");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -154,5 +154,6 @@ fn decision(fields: &[i64], key: &str) -> Result<Decision, RedisError> {
         retry_after_us: unsigned(retry_after)?,
         delay_us: unsigned(delay)?,
         source: Source::Storage,
+        quota_index: 0,
     })
 }
