@@ -123,9 +123,7 @@ fn bucket(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
     // Microseconds until `after` drains down to capacity: 0 when it fits now.
     let wait = ceil_div(after.saturating_sub(capacity), rate);
 
-    // What `remaining` counts down from: the burst, plus the queue a shaping
-    // leaky_bucket admits into, so a client never sees remaining > limit.
-    let limit = room / unit;
+    let limit = quota.limit();
     if wait > quota.max_wait_us() {
         return Outcome {
             decision: Decision {
@@ -183,7 +181,7 @@ fn store_level(quota: &Quota, state: Option<State>, now: u64, level: u64) -> (St
 }
 
 fn fixed_window(quota: &Quota, state: Option<State>, now: u64, cost: u64) -> Outcome {
-    let limit = quota.requests();
+    let limit = quota.limit();
     let (count, end) = match state {
         Some(State::FixedWindow { count, end }) if now < end => (count, end),
         _ => (0, now + quota.period_us()),

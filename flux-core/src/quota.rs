@@ -246,6 +246,18 @@ impl Quota {
         }
     }
 
+    /// What a decision reports as `limit`, the calls of cost 1 that `remaining`
+    /// counts down from: `requests` for window policies; for bucket policies
+    /// the burst plus the queue a shaping `leaky_bucket` admits into (what
+    /// drains within `max_wait`), so a client never sees remaining > limit.
+    pub fn limit(&self) -> u64 {
+        if self.policy.is_bucket() {
+            (self.burst * self.unit + self.max_wait_us * self.rate) / self.unit
+        } else {
+            self.requests
+        }
+    }
+
     /// The emission interval `period / requests`, in (fractional) microseconds.
     pub fn emission_interval_us(&self) -> f64 {
         self.period_us as f64 / self.requests as f64

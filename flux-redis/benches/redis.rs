@@ -45,7 +45,7 @@ fn store(server: &RedisServer) -> Arc<RedisStore> {
         ..RedisConfig::from_url(server.url())
     })
     .unwrap();
-    store.preload_scripts().unwrap();
+    store.preload_scripts(&[]).unwrap();
     Arc::new(store)
 }
 

@@ -1,45 +1,108 @@
--- bucket.lua: what gcra, token_bucket and leaky_bucket share (flux-core
--- policy.rs, `bucket`). Follows common.lua; the policy's file follows it.
+-- bucket.lua: gcra, token_bucket and leaky_bucket deciding quota q of a call
+-- (flux-core policy.rs, `bucket`), inline between head.lua and tail.lua. It
+-- reads `value` (the key's, nil when absent), `judged` (the cost) and q, and
+-- sets ok, rem, reset, retry and dl, and when admitted new_value and keep_us
+-- (what to store, and for how long).
 --
--- ARGV[2..5]: burst, unit, rate, max_wait_us; then one cost per key.
---   burst: the most calls of cost 1 the bucket holds
---   unit:  scaled units one call of cost 1 weighs (period_us / gcd)
---   rate:  scaled units drained per microsecond (requests / gcd)
---   max_wait_us: how long a leaky_bucket call may be delayed (0 otherwise)
+-- Q holds four numbers per quota:
+--   unit:     scaled units one call of cost 1 weighs (period_us / gcd)
+--   rate:     scaled units drained per microsecond (requests / gcd)
+--   capacity: burst * unit
+--   room:     capacity plus what drains within max_wait (capacity when
+--             max_wait is 0): the highest level an admitted call may leave
+-- A call of cost c adds c * unit; it is admitted when the level after it is
+-- at most room, and waits (leaky_bucket's max_wait) until it drains down to
+-- capacity. Since the numbers are integers, ceil((after - capacity) / rate)
+-- > max_wait exactly when after > room.
 --
--- Each meters a level in scaled units: a call of cost c adds c * unit, the
--- level drains by `rate` per microsecond, and a call fits when the level after
--- it is at most capacity = burst * unit (plus max_wait * rate of queue). They
--- differ only in what they store, so the policy's file gives the level now
--- and stores the level after.
+-- Stored, by policy:
+--   gcra          "tat" or "tat frac": the theoretical arrival time
+--                 tat + frac / rate (µs), when the level is back to 0 (frac
+--                 is left out when 0, as it always is when rate is 1)
+--   token_bucket  "tokens last": capacity - level in scaled units at `last`
+--   leaky_bucket  "level last": the level in scaled units at `last`
+-- Refill is continuous and no fraction is rounded away.
 
-local burst, unit, rate, max_wait = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-  tonumber(ARGV[5])
-local capacity = burst * unit
--- The highest level an admitted call may leave: capacity plus what drains
--- within max_wait. `remaining` counts the calls that still fit under it.
-local room = capacity + max_wait * rate
-
--- `level` stored at `last`, drained until now. The product can pass 2^53 and
--- lose precision, but only when it is far above any level, so the result is 0
--- either way.
-local function drain(level, last)
-  return sub0(level, sub0(now, last) * rate)
-end
-
--- Answers one call at the key's `level`. When it is admitted, returns the
--- level after it and the microseconds until that drains to 0.
-local function bucket(level, cost)
-  local after = level + cost * unit
-  -- What `remaining` counts down from: burst plus the queue (policy.rs).
-  local limit = idiv(room, unit)
-  -- Microseconds until `after` drains down to capacity: 0 when it fits now.
-  local wait = ceil_div(sub0(after, capacity), rate)
-  if wait > max_wait then
-    answer(0, limit, idiv(sub0(room, level), unit), ceil_div(level, rate), wait - max_wait, 0)
-    return nil
-  end
-  local reset_after = ceil_div(after, rate)
-  answer(1, limit, idiv(sub0(room, after), unit), reset_after, 0, wait)
-  return after, reset_after
-end
+    local unit, rate, capacity, room = K1, K2, K3, K4
+    if q > 1 then
+      local i = (q - 1) * 4
+      unit, rate, capacity, room = Q[i + 1], Q[i + 2], Q[i + 3], Q[i + 4]
+    end
+    local a, b
+    if value then
+      a = tonumber(value)
+      if not a then
+        a, b = numbers(value)
+      end
+    end
+    local level, last = 0, nil
+    if POLICY == 'gcra' then
+      if a and a >= now then
+        level = (a - now) * rate + (b or 0)
+      end
+    elseif a and b then
+      last = b
+      local held = a
+      if POLICY == 'token_bucket' then
+        if held > capacity then
+          held = capacity
+        end
+        held = capacity - held
+      end
+      if now > last then
+        held = held - (now - last) * rate
+      end
+      if held > 0 then
+        level = held
+      end
+    end
+    local after = level + judged * unit
+    if after > room then
+      if room > level then
+        rem = idiv(room - level, unit)
+      end
+      reset, retry = level, after - room
+      if rate ~= 1 then
+        reset, retry = -idiv(-reset, rate), -idiv(-retry, rate)
+      end
+    else
+      ok = true
+      rem = idiv(room - after, unit)
+      local whole, frac = after, 0
+      if rate ~= 1 then
+        whole = idiv(after, rate)
+        frac = after - whole * rate
+      end
+      reset = whole
+      if frac > 0 then
+        reset = whole + 1
+      end
+      if after > capacity then
+        dl = after - capacity
+        if rate ~= 1 then
+          dl = -idiv(-dl, rate)
+        end
+      end
+      if POLICY == 'gcra' then
+        new_value, keep_us = now + whole, reset
+        if frac > 0 then
+          new_value = format('%d %d', now + whole, frac)
+        end
+      else
+        -- Stamped no earlier than the stored `last`: a clock that steps
+        -- back must not drain the same microseconds twice (policy.rs,
+        -- `store_level`).
+        local stamp = now
+        if last and last > now then
+          stamp = last
+        end
+        local held = after
+        if POLICY == 'token_bucket' then
+          held = capacity - after
+          if held < 0 then
+            held = 0
+          end
+        end
+        new_value, keep_us = format('%d %d', held, stamp), stamp - now + reset
+      end
+    end

@@ -1,35 +1,28 @@
 -- fixed_window.lua: requests per window of period that opens at the key's
--- first call (flux-core policy.rs).
+-- first call (flux-core policy.rs), deciding quota q of a call inline
+-- between head.lua and tail.lua (bucket.lua says what it reads and sets).
 --
--- KEYS: one storage key per call, {prefix}{scope}:fixed_window:{digest}
--- ARGV: now_us or '' (Redis TIME), requests, period_us, then one cost per key
--- Stored: "count end", the calls counted and when the window ends (µs)
--- Reply: six integers per key (common.lua)
---
--- Example: 2 per second, a third call 0.25 s after the first (at t=0):
---   EVALSHA <sha> 1 flux:api:fixed_window:<digest> 250000 2 1000000 1
---   -> {0, 2, 0, 750000, 750000, 0}
+-- Q holds two numbers per quota: requests, period_us.
+-- Stored: "count end", the calls counted and when the window ends (µs).
 
-local requests, period = tonumber(ARGV[2]), tonumber(ARGV[3])
-
-for i = 1, #KEYS do
-  local key, cost = KEYS[i], cost_of(i)
-  local count, window_end = load(key)
-  if count == false then
-    foreign()
-  else
+    local n, period = K1, K2
+    if q > 1 then
+      n, period = Q[2 * q - 1], Q[2 * q]
+    end
+    local count, window_end = numbers(value)
     if not (count and window_end and now < window_end) then
       count, window_end = 0, now + period
     end
-    local reset_after = window_end - now
-    if count + cost > requests then
-      -- sub0: a count stored under a higher limit (lowered in place) may exceed it.
-      answer(0, requests, sub0(requests, count), reset_after, reset_after, 0)
+    reset = window_end - now
+    if count + judged > n then
+      -- A count stored under a higher limit (lowered in place) may exceed it.
+      if n > count then
+        rem = n - count
+      end
+      retry = reset
     else
-      count = count + cost
-      save(key, format('%d %d', count, window_end), reset_after)
-      answer(1, requests, requests - count, reset_after, 0, 0)
+      ok = true
+      count = count + judged
+      rem = n - count
+      new_value, keep_us = format('%d %d', count, window_end), reset
     end
-  end
-end
-return out

@@ -23,7 +23,7 @@ pub use error::RedisError;
 /// The Redis settings a store is made from: the `[redis]` table of flux.toml.
 pub use flux_core::config::RedisConfig;
 
-pub use store::{RedisStore, TimeSource};
+pub use store::{Apply, RedisStore, TimeSource};
 
 pub mod analytics;
 pub mod limiter;

@@ -48,6 +48,8 @@ use crate::{RedisError, RedisStore};
 pub struct Backend {
     store: BackendStore,
     reporting: Reporting,
+    /// The limits the configuration names, whose scripts a preload loads.
+    configured: Vec<Quota>,
 }
 
 /// Where a backend keeps its limits' state.
@@ -70,7 +72,12 @@ impl Backend {
                 .map(BackendStore::Redis)
                 .map_err(LimiterError::Redis)?,
         };
-        Ok(Backend::new(store, &config.analytics))
+        let mut backend = Backend::new(store, &config.analytics);
+        backend.configured = std::iter::once(&config.rate_limit)
+            .chain(config.rate_limits.values())
+            .filter_map(|limit| limit.spec().build().ok())
+            .collect();
+        Ok(backend)
     }
 
     /// A backend on `store`. With `analytics.enabled` it serves `/metrics`
@@ -81,7 +88,11 @@ impl Backend {
             BackendStore::Redis(store) => Some(store),
         };
         let reporting = Reporting::new(analytics, redis);
-        Backend { store, reporting }
+        Backend {
+            store,
+            reporting,
+            configured: Vec::new(),
+        }
     }
 
     /// A backend on a memory store, counting but not serving its decisions.
@@ -123,11 +134,16 @@ impl Backend {
         self.reporting.json().to_string()
     }
 
-    /// Loads the Lua scripts ahead of the first decision; nothing to do in memory.
+    /// Loads the Lua scripts of the configured limits and of every limit
+    /// decided so far ahead of their next decision; nothing to do in memory.
     pub fn preload_scripts(&self) -> Result<(), LimiterError> {
         match &self.store {
             BackendStore::Memory(_) => Ok(()),
-            BackendStore::Redis(store) => store.preload_scripts().map_err(LimiterError::Redis),
+            BackendStore::Redis(store) => {
+                let limits: Vec<&[Quota]> =
+                    self.configured.iter().map(std::slice::from_ref).collect();
+                store.preload_scripts(&limits).map_err(LimiterError::Redis)
+            }
         }
     }
 

@@ -1,92 +1,171 @@
-//! The Lua scripts, one per policy, and how a decision is asked of them.
+//! The Lua scripts, and how a decision is asked of them.
 //!
-//! Each script is `common.lua` (arguments, clock, load/save), then for the
-//! bucket policies `bucket.lua` (their shared level math), then the policy's
-//! own file. They are assembled at compile time and hashed once; a call is an
-//! `EVALSHA`, and a `NOSCRIPT` answer (a restarted or flushed Redis, a cluster
-//! node that never saw the script) loads the script and retries once.
+//! One script per limit and operation: a header written here with the
+//! limit's constants, then `prelude.lua`, `refund.lua` for refunds,
+//! `head.lua` (`one_head.lua` for a limit of one quota), the file that
+//! decides one quota of the policy inline (`bucket.lua` for gcra,
+//! token_bucket and leaky_bucket), then `tail.lua` (`one_tail.lua`); see
+//! prelude.lua for KEYS, ARGV and the reply. The constants live in the script rather than
+//! in ARGV because Redis copies and the script parses every argument of
+//! every call: with them in the header a call carries only its keys, the
+//! time and its costs, and costs Redis what a minimal hand-written script
+//! costs (`make bench`, commandstats). The sources are embedded with
+//! `include_str!`; a store makes a limit's scripts once and keeps them
+//! ([`ScriptCache`]). A call is an `EVALSHA`; a `NOSCRIPT` answer (a
+//! restarted or flushed Redis, a cluster node that never saw the script)
+//! loads the script and retries once.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
-use flux_core::{Decision, Policy, Quota, Source};
+use flux_core::{Decision, Op, Policy, Quota, Source, MAX_QUOTAS};
+use parking_lot::RwLock;
 use redis::{Cmd, ConnectionLike, ErrorKind, Script, ServerErrorKind, Value};
 
 use crate::RedisError;
 
 macro_rules! lua {
-    ($($file:literal),+) => {
-        concat!($(include_str!(concat!("../lua/", $file))),+)
+    ($file:literal) => {
+        include_str!(concat!("../lua/", $file))
     };
 }
 
-const SOURCES: [(Policy, &str); 5] = [
-    (Policy::Gcra, lua!("common.lua", "bucket.lua", "gcra.lua")),
-    (
-        Policy::TokenBucket,
-        lua!("common.lua", "bucket.lua", "token_bucket.lua"),
-    ),
-    (
-        Policy::LeakyBucket,
-        lua!("common.lua", "bucket.lua", "leaky_bucket.lua"),
-    ),
-    (Policy::FixedWindow, lua!("common.lua", "fixed_window.lua")),
-    (
-        Policy::SlidingWindow,
-        lua!("common.lua", "sliding_window.lua"),
-    ),
-];
+const PRELUDE: &str = lua!("prelude.lua");
+const REFUND: &str = lua!("refund.lua");
+const HEAD: &str = lua!("head.lua");
+const TAIL: &str = lua!("tail.lua");
+const ONE_HEAD: &str = lua!("one_head.lua");
+const ONE_TAIL: &str = lua!("one_tail.lua");
 
-/// The script that decides `policy`, hashed once per process.
-pub(crate) fn script(policy: Policy) -> &'static Script {
-    static SCRIPTS: OnceLock<Vec<(Policy, Script)>> = OnceLock::new();
-    let scripts = SCRIPTS.get_or_init(|| {
-        SOURCES
+/// The file that decides one quota of `policy` inline.
+fn deciding(policy: Policy) -> &'static str {
+    match policy {
+        Policy::Gcra | Policy::TokenBucket | Policy::LeakyBucket => lua!("bucket.lua"),
+        Policy::FixedWindow => lua!("fixed_window.lua"),
+        Policy::SlidingWindow => lua!("sliding_window.lua"),
+    }
+}
+
+/// The script that applies `op` under `quotas` (one policy, 1 to
+/// [`MAX_QUOTAS`] quotas).
+pub(crate) fn script(quotas: &[Quota], op: Op) -> Script {
+    let policy = quotas[0].policy();
+    debug_assert!(quotas.iter().all(|q| q.policy() == policy));
+    debug_assert!(!quotas.is_empty() && quotas.len() <= MAX_QUOTAS);
+    let code = match op {
+        Op::Decide => 'd',
+        Op::Peek => 'p',
+        Op::Refund => 'r',
+    };
+    let mut text = format!("-- Flux: {policy}, {}:", op.name());
+    for quota in quotas {
+        let _ = write!(text, " {} per {} us,", quota.requests(), quota.period_us());
+    }
+    let _ = write!(
+        text,
+        " made by flux-redis (scripts.rs)\nlocal POLICY, OP, NQ = '{policy}', '{code}', {}\n",
+        quotas.len()
+    );
+    let constants = |quota: &Quota| -> Vec<u64> {
+        if policy.is_bucket() {
+            let (unit, rate) = (quota.unit(), quota.rate());
+            let capacity = quota.burst() * unit;
+            vec![unit, rate, capacity, capacity + quota.max_wait_us() * rate]
+        } else {
+            vec![quota.requests(), quota.period_us()]
+        }
+    };
+    let join = |numbers: Vec<u64>| {
+        numbers
             .iter()
-            .map(|(policy, source)| (*policy, Script::new(source)))
-            .collect()
-    });
-    scripts
-        .iter()
-        .find_map(|(p, script)| (*p == policy).then_some(script))
-        .expect("a script for every policy")
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let first = constants(&quotas[0]);
+    let names: Vec<String> = (1..=first.len()).map(|k| format!("K{k}")).collect();
+    let _ = writeln!(text, "local {} = {}", names.join(", "), join(first));
+    // A table costs every call; only a limit of several quotas (or a
+    // refund, which reads it) needs one.
+    if quotas.len() > 1 || op == Op::Refund {
+        let all = quotas.iter().flat_map(constants).collect();
+        let _ = writeln!(text, "local Q = {{{}}}", join(all));
+    }
+    text.push_str(PRELUDE);
+    if op == Op::Refund {
+        text.push_str(REFUND);
+    }
+    let (head, tail) = if quotas.len() == 1 {
+        (ONE_HEAD, ONE_TAIL)
+    } else {
+        (HEAD, TAIL)
+    };
+    text.push_str(head);
+    text.push_str(deciding(policy));
+    text.push_str(tail);
+    Script::new(&text)
 }
 
-pub(crate) fn all() -> impl Iterator<Item = &'static Script> {
-    Policy::ALL.into_iter().map(script)
+/// Scripts that evicting everything makes room again for: each is a few
+/// kilobytes, and only a process making limits without end gets there.
+const MAX_CACHED: usize = 4096;
+
+/// A limit's quotas and an operation: what a script is made for.
+type ScriptFor = (Op, Box<[Quota]>);
+
+/// A store's scripts, made once per limit and operation.
+#[derive(Debug, Default)]
+pub(crate) struct ScriptCache {
+    scripts: RwLock<HashMap<ScriptFor, Arc<Script>>>,
 }
 
-/// One call for a script: its key and what to decide there.
+impl ScriptCache {
+    pub(crate) fn get(&self, quotas: &[Quota], op: Op) -> Arc<Script> {
+        // A tuple key cannot be looked up by borrowed parts; a limit has at
+        // most MAX_QUOTAS quotas, so the boxed copy is small.
+        let key = (op, Box::<[Quota]>::from(quotas));
+        if let Some(script) = self.scripts.read().get(&key) {
+            return script.clone();
+        }
+        let mut scripts = self.scripts.write();
+        if scripts.len() >= MAX_CACHED {
+            scripts.clear();
+        }
+        scripts
+            .entry(key)
+            .or_insert_with(|| Arc::new(script(quotas, op)))
+            .clone()
+    }
+
+    /// Every script made so far.
+    pub(crate) fn all(&self) -> Vec<Arc<Script>> {
+        self.scripts.read().values().cloned().collect()
+    }
+}
+
+/// One call for a script: a caller's keys (one per quota) and its cost.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry<'a> {
-    pub key: &'a str,
-    pub quota: &'a Quota,
+    pub keys: &'a [&'a str],
     pub cost: u64,
 }
 
-/// `EVALSHA <sha> <n> key... now constants... cost...` deciding each entry in
-/// order; all entries share `quota`. `now` empty asks the script to use Redis
-/// `TIME`. The constants are burst, unit, rate, max_wait_us for the bucket
-/// policies, requests, period_us for the window policies (see lua/).
-pub(crate) fn eval_cmd(quota: &Quota, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
-    let policy = quota.policy();
+/// `EVALSHA <sha> <keys> key... now cost...` deciding each entry in order.
+/// `now` `None` asks the script to use Redis `TIME`.
+pub(crate) fn eval_cmd(script: &Script, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script(policy).get_hash()).arg(entries.len());
+    let keys: usize = entries.iter().map(|e| e.keys.len()).sum();
+    cmd.arg(script.get_hash()).arg(keys);
     for entry in entries {
-        debug_assert_eq!(entry.quota, quota);
-        cmd.arg(entry.key);
+        for key in entry.keys {
+            cmd.arg(*key);
+        }
     }
     match now_us {
         Some(now) => cmd.arg(now),
         None => cmd.arg(""),
     };
-    if policy.is_bucket() {
-        cmd.arg(quota.burst())
-            .arg(quota.unit())
-            .arg(quota.rate())
-            .arg(quota.max_wait_us());
-    } else {
-        cmd.arg(quota.requests()).arg(quota.period_us());
-    }
     for entry in entries {
         cmd.arg(entry.cost);
     }
@@ -100,13 +179,13 @@ pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
 /// Runs a script call: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then once more.
 pub(crate) fn eval(
     conn: &mut dyn ConnectionLike,
-    policy: Policy,
+    script: &Script,
     cmd: &Cmd,
 ) -> redis::RedisResult<Value> {
     // An error reply arrives as a value; `extract_error` makes it an error.
     match conn.req_command(cmd).and_then(Value::extract_error) {
         Err(err) if is_noscript(&err) => {
-            script(policy).load(conn)?;
+            script.load(conn)?;
             conn.req_command(cmd).and_then(Value::extract_error)
         }
         reply => reply,
@@ -117,6 +196,7 @@ pub(crate) fn eval(
 pub(crate) fn decisions(
     reply: Value,
     entries: &[Entry<'_>],
+    quotas: &[Quota],
 ) -> Result<Vec<Result<Decision, RedisError>>, RedisError> {
     let fields: Vec<i64> =
         redis::from_redis_value(reply).map_err(|e| RedisError::Reply(e.to_string()))?;
@@ -130,30 +210,34 @@ pub(crate) fn decisions(
     Ok(fields
         .chunks_exact(6)
         .zip(entries)
-        .map(|(fields, entry)| decision(fields, entry.key))
+        .map(|(fields, entry)| decision(fields, entry, quotas))
         .collect())
 }
 
-fn decision(fields: &[i64], key: &str) -> Result<Decision, RedisError> {
-    let &[allowed, limit, remaining, reset_after, retry_after, delay] = fields else {
+fn decision(fields: &[i64], entry: &Entry<'_>, quotas: &[Quota]) -> Result<Decision, RedisError> {
+    let &[status, index, remaining, reset_after, retry_after, delay] = fields else {
         unreachable!("chunks of six")
     };
-    if allowed == -1 {
-        return Err(RedisError::KeyType {
-            key: key.to_owned(),
-        });
-    }
     let unsigned = |x: i64| {
         u64::try_from(x).map_err(|_| RedisError::Reply(format!("negative field in {fields:?}")))
     };
+    let index = usize::try_from(index)
+        .ok()
+        .filter(|&i| i < quotas.len())
+        .ok_or_else(|| RedisError::Reply(format!("no quota {index} in {fields:?}")))?;
+    if status == -1 {
+        return Err(RedisError::KeyType {
+            key: entry.keys[index].to_owned(),
+        });
+    }
     Ok(Decision {
-        allowed: allowed == 1,
-        limit: unsigned(limit)?,
+        allowed: status == 1,
+        limit: quotas[index].limit(),
         remaining: unsigned(remaining)?,
         reset_after_us: unsigned(reset_after)?,
         retry_after_us: unsigned(retry_after)?,
         delay_us: unsigned(delay)?,
         source: Source::Storage,
-        quota_index: 0,
+        quota_index: index,
     })
 }

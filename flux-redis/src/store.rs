@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flux_core::{Clock, Decision, Policy, Quota, Request, Store};
+use flux_core::{Clock, Decision, Op, Quota, Request, Store, MAX_QUOTAS};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::breaks_connection;
-use crate::scripts::Entry;
+use crate::scripts::{Entry, ScriptCache};
 use crate::{cluster, scripts, RedisConfig, RedisError};
 
 /// Where a decision's "now" comes from.
@@ -64,6 +64,7 @@ pub struct RedisStore {
     config: RedisConfig,
     cluster: bool,
     time: TimeSource,
+    scripts: ScriptCache,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -103,6 +104,7 @@ impl RedisStore {
             config: config.clone(),
             cluster,
             time: TimeSource::Redis,
+            scripts: ScriptCache::default(),
         })
     }
 
@@ -120,12 +122,17 @@ impl RedisStore {
         self.cluster
     }
 
-    /// Loads every policy's script (on every node of a cluster), so the first
-    /// decisions do not pay for a `NOSCRIPT` round trip. Also a quick check
-    /// that Redis is there.
-    pub fn preload_scripts(&self) -> Result<(), RedisError> {
+    /// Loads the decision scripts of `limits` (each the quotas of one limit)
+    /// and of every limit this store has decided for so far (on every node
+    /// of a cluster), so their first decisions do not pay for a `NOSCRIPT`
+    /// round trip. Also a quick check that Redis is there.
+    pub fn preload_scripts(&self, limits: &[&[Quota]]) -> Result<(), RedisError> {
+        for quotas in limits {
+            self.scripts.get(quotas, Op::Decide);
+        }
+        let scripts = self.scripts.all();
         self.with_conn(|link| {
-            for script in scripts::all() {
+            for script in &scripts {
                 script.load(link.as_dyn())?;
             }
             Ok(())
@@ -146,7 +153,13 @@ impl RedisStore {
         cost: u64,
         now_us: u64,
     ) -> Result<Decision, RedisError> {
-        self.decide_with(key, quota, cost, Some(now_us))
+        self.apply_with(
+            &[key],
+            std::slice::from_ref(quota),
+            cost,
+            Op::Decide,
+            Some(now_us),
+        )
     }
 
     /// [`Store::decide_many`] at `now_us`: for tests, like [`TimeSource::Clock`].
@@ -156,6 +169,52 @@ impl RedisStore {
         now_us: u64,
     ) -> Vec<Result<Decision, RedisError>> {
         self.decide_many_with(requests, Some(now_us))
+    }
+
+    /// Applies `op` to one caller's keys, one per quota (`flux_core::apply`
+    /// in one script call): all or nothing. The keys must share a hash tag
+    /// on a cluster (a limiter's keys do).
+    pub fn apply(
+        &self,
+        keys: &[&str],
+        quotas: &[Quota],
+        cost: u64,
+        op: Op,
+    ) -> Result<Decision, RedisError> {
+        self.apply_with(keys, quotas, cost, op, self.time.now_us())
+    }
+
+    /// [`RedisStore::apply`] at `now_us`: for tests, like [`TimeSource::Clock`].
+    pub fn apply_at(
+        &self,
+        keys: &[&str],
+        quotas: &[Quota],
+        cost: u64,
+        op: Op,
+        now_us: u64,
+    ) -> Result<Decision, RedisError> {
+        self.apply_with(keys, quotas, cost, op, Some(now_us))
+    }
+
+    /// Many [`RedisStore::apply`] calls in one round trip (one per primary
+    /// of a cluster); results in order.
+    pub fn apply_many(&self, calls: &[Apply<'_>]) -> Vec<Result<Decision, RedisError>> {
+        self.apply_many_with(calls, self.time.now_us())
+    }
+
+    /// [`RedisStore::apply_many`] at `now_us`: for tests.
+    pub fn apply_many_at(
+        &self,
+        calls: &[Apply<'_>],
+        now_us: u64,
+    ) -> Vec<Result<Decision, RedisError>> {
+        self.apply_many_with(calls, Some(now_us))
+    }
+
+    /// Deletes one caller's keys (a reset); returns how many existed. The
+    /// keys must share a hash tag on a cluster.
+    pub fn remove(&self, keys: &[&str]) -> Result<u64, RedisError> {
+        self.with_conn(|link| redis::cmd("UNLINK").arg(keys).query(link.as_dyn()))
     }
 
     /// Deletes every key that starts with `prefix` (`SCAN` + `UNLINK`, on
@@ -176,18 +235,20 @@ impl RedisStore {
         })
     }
 
-    fn decide_with(
+    fn apply_with(
         &self,
-        key: &str,
-        quota: &Quota,
+        keys: &[&str],
+        quotas: &[Quota],
         cost: u64,
+        op: Op,
         now_us: Option<u64>,
     ) -> Result<Decision, RedisError> {
-        quota.check_cost(cost)?;
-        let entries = [Entry { key, quota, cost }];
-        let cmd = scripts::eval_cmd(quota, &entries, now_us);
-        let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), quota.policy(), &cmd))?;
-        scripts::decisions(reply, &entries)?
+        check(keys, quotas, cost, op)?;
+        let script = self.scripts.get(quotas, op);
+        let entries = [Entry { keys, cost }];
+        let cmd = scripts::eval_cmd(&script, &entries, now_us);
+        let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), &script, &cmd))?;
+        scripts::decisions(reply, &entries, quotas)?
             .pop()
             .expect("one decision per entry")
     }
@@ -197,41 +258,58 @@ impl RedisStore {
         requests: &[Request<'_>],
         now_us: Option<u64>,
     ) -> Vec<Result<Decision, RedisError>> {
+        let keys: Vec<[&str; 1]> = requests.iter().map(|r| [r.key]).collect();
+        let calls: Vec<Apply<'_>> = requests
+            .iter()
+            .zip(&keys)
+            .map(|(r, key)| Apply {
+                keys: key,
+                quotas: std::slice::from_ref(r.quota),
+                cost: r.cost,
+                op: Op::Decide,
+            })
+            .collect();
+        self.apply_many_with(&calls, now_us)
+    }
+
+    fn apply_many_with(
+        &self,
+        requests: &[Apply<'_>],
+        now_us: Option<u64>,
+    ) -> Vec<Result<Decision, RedisError>> {
         let mut results: Vec<Option<Result<Decision, RedisError>>> = vec![None; requests.len()];
-        let mut valid: Vec<(usize, Entry<'_>)> = Vec::with_capacity(requests.len());
+        let mut valid: Vec<usize> = Vec::with_capacity(requests.len());
         for (i, r) in requests.iter().enumerate() {
-            match r.quota.check_cost(r.cost) {
-                Ok(()) => valid.push((
-                    i,
-                    Entry {
-                        key: r.key,
-                        quota: r.quota,
-                        cost: r.cost,
-                    },
-                )),
-                Err(e) => results[i] = Some(Err(e.into())),
+            match check(r.keys, r.quotas, r.cost, r.op) {
+                Ok(()) => valid.push(i),
+                Err(e) => results[i] = Some(Err(e)),
             }
         }
         let calls: Vec<Call<'_>> = if self.cluster {
-            // One key per script call: a call's keys must share a slot.
+            // One caller per script call: a call's keys must share a slot.
             valid
                 .into_iter()
-                .map(|entry| Call::new(vec![entry], now_us))
+                .map(|i| Call::new(&self.scripts, requests, vec![i], now_us))
                 .collect()
-        } else if let Some(groups) = by_quota(&valid) {
-            // One script call per quota (in chunks), so Redis runs the script
-            // once for many decisions; each key keeps its calls' order.
+        } else if let Some(groups) = by_limit(requests, &valid) {
+            // One script call per limit and operation (in chunks), so Redis
+            // runs the script once for many decisions; each key keeps its
+            // calls' order.
             groups
                 .iter()
-                .flat_map(|group| group.chunks(MAX_KEYS_PER_CALL))
-                .map(|chunk| Call::new(chunk.to_vec(), now_us))
+                .flat_map(|group| {
+                    let per_call = MAX_KEYS_PER_CALL / requests[group[0]].keys.len();
+                    group.chunks(per_call.max(1))
+                })
+                .map(|chunk| Call::new(&self.scripts, requests, chunk.to_vec(), now_us))
                 .collect()
         } else {
-            // A key under two quotas in one batch: grouping would reorder its
-            // calls, so each goes alone, in order (still one pipeline).
+            // A key under two limits or operations in one batch: grouping
+            // would reorder its calls, so each goes alone, in order (still
+            // one pipeline).
             valid
                 .into_iter()
-                .map(|entry| Call::new(vec![entry], now_us))
+                .map(|i| Call::new(&self.scripts, requests, vec![i], now_us))
                 .collect()
         };
 
@@ -240,20 +318,27 @@ impl RedisStore {
             match self.with_conn(|link| run_batch(link, &calls)) {
                 Ok(replies) => {
                     for (call, reply) in calls.iter().zip(replies) {
-                        let entries: Vec<Entry<'_>> =
-                            call.entries.iter().map(|(_, e)| *e).collect();
+                        let entries: Vec<Entry<'_>> = call
+                            .members
+                            .iter()
+                            .map(|&i| Entry {
+                                keys: requests[i].keys,
+                                cost: requests[i].cost,
+                            })
+                            .collect();
+                        let quotas = requests[call.members[0]].quotas;
                         match reply
                             .map_err(|e| RedisError::from_redis(e, timeout_ms))
-                            .and_then(|value| scripts::decisions(value, &entries))
+                            .and_then(|value| scripts::decisions(value, &entries, quotas))
                         {
                             Ok(decisions) => {
-                                for ((i, _), decision) in call.entries.iter().zip(decisions) {
-                                    results[*i] = Some(decision);
+                                for (&i, decision) in call.members.iter().zip(decisions) {
+                                    results[i] = Some(decision);
                                 }
                             }
                             Err(err) => {
-                                for (i, _) in &call.entries {
-                                    results[*i] = Some(Err(err.clone()));
+                                for &i in &call.members {
+                                    results[i] = Some(Err(err.clone()));
                                 }
                             }
                         }
@@ -261,8 +346,8 @@ impl RedisStore {
                 }
                 Err(err) => {
                     for call in &calls {
-                        for (i, _) in &call.entries {
-                            results[*i] = Some(Err(err.clone()));
+                        for &i in &call.members {
+                            results[i] = Some(Err(err.clone()));
                         }
                     }
                 }
@@ -311,7 +396,7 @@ impl Store for RedisStore {
     type Error = RedisError;
 
     fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, RedisError> {
-        self.decide_with(key, quota, cost, self.time.now_us())
+        self.apply(&[key], std::slice::from_ref(quota), cost, Op::Decide)
     }
 
     /// One pipeline, one round trip (per node of a cluster), whatever the
@@ -321,49 +406,99 @@ impl Store for RedisStore {
     }
 }
 
-/// Decisions one script call makes on a single Redis: long enough to pay for
-/// the call many times over, short enough that no call holds Redis for long.
+/// Keys one script call takes on a single Redis: long enough to pay for the
+/// call many times over, short enough that no call holds Redis for long.
 const MAX_KEYS_PER_CALL: usize = 128;
 
-/// One script call of a batch: its entries (with their place in the batch),
-/// all of one policy.
+/// One call of [`RedisStore::apply_many`]: a caller's keys (one per quota,
+/// sharing a hash tag), the limit's quotas, a cost and what to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Apply<'a> {
+    pub keys: &'a [&'a str],
+    pub quotas: &'a [Quota],
+    pub cost: u64,
+    pub op: Op,
+}
+
+/// What the store checks before a call reaches Redis: one key per quota, a
+/// limit of one policy, and a cost the limit can take.
+fn check(keys: &[&str], quotas: &[Quota], cost: u64, op: Op) -> Result<(), RedisError> {
+    assert!(
+        !quotas.is_empty() && quotas.len() <= MAX_QUOTAS && keys.len() == quotas.len(),
+        "a call names 1 to {MAX_QUOTAS} quotas and one key each"
+    );
+    assert!(
+        quotas.iter().all(|q| q.policy() == quotas[0].policy()),
+        "the quotas of a limit share one policy"
+    );
+    match op {
+        Op::Refund if cost == 0 => Err(flux_core::QuotaError::CostZero.into()),
+        Op::Refund => Ok(()),
+        Op::Decide | Op::Peek => quotas
+            .iter()
+            .try_for_each(|q| q.check_cost(cost))
+            .map_err(Into::into),
+    }
+}
+
+/// One script call of a batch: the requests it decides (their place in the
+/// batch), all under one limit and operation.
 struct Call<'a> {
-    entries: Vec<(usize, Entry<'a>)>,
-    policy: Policy,
+    members: Vec<usize>,
+    script: Arc<redis::Script>,
     cmd: Cmd,
+    /// The first key: it routes the call on a cluster (where a call is one
+    /// caller, whose keys share a slot).
+    key: &'a str,
 }
 
 impl<'a> Call<'a> {
-    fn new(entries: Vec<(usize, Entry<'a>)>, now_us: Option<u64>) -> Self {
-        let quota = entries[0].1.quota;
-        let plain: Vec<Entry<'_>> = entries.iter().map(|(_, e)| *e).collect();
-        let cmd = scripts::eval_cmd(quota, &plain, now_us);
+    fn new(
+        scripts: &ScriptCache,
+        requests: &[Apply<'a>],
+        members: Vec<usize>,
+        now_us: Option<u64>,
+    ) -> Self {
+        let first = &requests[members[0]];
+        let script = scripts.get(first.quotas, first.op);
+        let entries: Vec<Entry<'_>> = members
+            .iter()
+            .map(|&i| Entry {
+                keys: requests[i].keys,
+                cost: requests[i].cost,
+            })
+            .collect();
+        let cmd = scripts::eval_cmd(&script, &entries, now_us);
         Call {
-            entries,
-            policy: quota.policy(),
+            members,
+            script,
             cmd,
+            key: first.keys[0],
         }
     }
 
-    /// The key that routes the call on a cluster (its only one there).
     fn key(&self) -> &str {
-        self.entries[0].1.key
+        self.key
     }
 }
 
-/// The batch's entries grouped by quota, in order of first appearance; `None`
-/// when some key comes with two different quotas.
-#[allow(clippy::type_complexity)]
-fn by_quota<'a>(entries: &[(usize, Entry<'a>)]) -> Option<Vec<Vec<(usize, Entry<'a>)>>> {
-    let mut groups: Vec<Vec<(usize, Entry<'a>)>> = Vec::new();
-    let mut quota_of_key: HashMap<&str, &Quota> = HashMap::with_capacity(entries.len());
-    for &(i, entry) in entries {
-        if *quota_of_key.entry(entry.key).or_insert(entry.quota) != entry.quota {
-            return None;
+/// The batch's valid requests grouped by limit and operation, in order of
+/// first appearance; `None` when some key comes under two of them.
+fn by_limit(requests: &[Apply<'_>], valid: &[usize]) -> Option<Vec<Vec<usize>>> {
+    let same = |a: &Apply<'_>, b: &Apply<'_>| a.op == b.op && a.quotas == b.quotas;
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut limit_of_key: HashMap<&str, usize> = HashMap::with_capacity(valid.len());
+    for &i in valid {
+        let request = &requests[i];
+        for key in request.keys {
+            let first = *limit_of_key.entry(key).or_insert(i);
+            if !same(&requests[first], request) {
+                return None;
+            }
         }
-        match groups.iter_mut().find(|g| g[0].1.quota == entry.quota) {
-            Some(group) => group.push((i, entry)),
-            None => groups.push(vec![(i, entry)]),
+        match groups.iter_mut().find(|g| same(&requests[g[0]], request)) {
+            Some(group) => group.push(i),
+            None => groups.push(vec![i]),
         }
     }
     Some(groups)
@@ -383,11 +518,13 @@ fn run_batch(link: &mut Link, calls: &[Call<'_>]) -> RedisResult<Vec<RedisResult
         .filter(|&i| reply_error(&replies[i]) == Some(ServerErrorKind::NoScript))
         .collect();
     if !missing.is_empty() {
-        let mut policies: Vec<Policy> = missing.iter().map(|&i| calls[i].policy).collect();
-        policies.sort_by_key(|p| p.name());
-        policies.dedup();
-        for policy in policies {
-            scripts::script(policy).load(link.as_dyn())?;
+        let mut loaded: Vec<&str> = Vec::new();
+        for &i in &missing {
+            let script = &calls[i].script;
+            if !loaded.contains(&script.get_hash()) {
+                script.load(link.as_dyn())?;
+                loaded.push(script.get_hash());
+            }
         }
         let again = send(link, calls, &missing)?;
         for (i, reply) in missing.into_iter().zip(again) {
@@ -497,7 +634,7 @@ fn send_cluster(
 /// error that leaves the connection unusable fails the batch; any other is
 /// this call's answer.
 fn eval_alone(link: &mut ClusterLink, call: &Call<'_>) -> RedisResult<RedisResult<Value>> {
-    match scripts::eval(&mut link.conn, call.policy, &call.cmd) {
+    match scripts::eval(&mut link.conn, &call.script, &call.cmd) {
         Err(err) if breaks_connection(&err) => Err(err),
         reply => Ok(reply),
     }

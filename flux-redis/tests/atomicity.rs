@@ -37,7 +37,9 @@ fn hammer(server: &RedisServer, policy: Policy) {
                 ..RedisConfig::from_url(server.url())
             })
             .unwrap();
-            store.preload_scripts().unwrap();
+            store
+                .preload_scripts(&[std::slice::from_ref(&quota)])
+                .unwrap();
             let (barrier, key) = (barrier.clone(), key.clone());
             thread::spawn(move || {
                 barrier.wait();

@@ -21,13 +21,14 @@ fn a_three_primary_cluster_spreads_keys_and_enforces_limits_exactly() {
     })
     .unwrap();
     assert!(store.is_cluster());
-    store.preload_scripts().unwrap();
 
     // 5 a day: nothing refills during the test.
     let quotas: Vec<Quota> = Policy::ALL
         .iter()
         .map(|&p| QuotaSpec::new(p, BOUND, 86_400.0).build().unwrap())
         .collect();
+    let limits: Vec<&[Quota]> = quotas.iter().map(std::slice::from_ref).collect();
+    store.preload_scripts(&limits).unwrap();
     let keys: Vec<(String, &Quota)> = quotas
         .iter()
         .flat_map(|quota| {

@@ -9,8 +9,8 @@ mod support;
 
 use std::sync::Arc;
 
-use flux_core::{ManualClock, MemoryStore, Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisConfig, RedisStore, TimeSource};
+use flux_core::{ManualClock, MemoryStore, Op, Policy, Quota, QuotaSpec, Request, Store};
+use flux_redis::{Apply, RedisConfig, RedisStore, TimeSource};
 use support::{RedisServer, Rng};
 
 const STEPS: usize = 10_000;
@@ -186,6 +186,141 @@ fn replay(policy: Policy, seed: u64) {
     );
     if policy == Policy::LeakyBucket {
         assert!(delayed > 100, "only {delayed} delayed calls");
+    }
+}
+
+/// Steps of the trace of limits, peeks and refunds, per policy.
+const LIMIT_STEPS: usize = 4_000;
+
+/// Like [`replay`], for limits of one to three quotas on one caller (keys
+/// sharing a hash tag) and every operation: decide, peek and refund, alone
+/// and in batches. Each caller keeps its limit.
+fn replay_limits(policy: Policy, seed: u64) {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(EPOCH_US);
+    let memory = MemoryStore::with_clock(Arc::new(clock.clone()));
+    let redis = RedisStore::connect(&RedisConfig::from_url(server.url()))
+        .unwrap()
+        .with_time_source(TimeSource::Clock(Arc::new(clock.clone())));
+    let pool = quotas(policy);
+    let mut rng = Rng::new(seed);
+    // (keys, quotas) per caller.
+    let callers: Vec<(Vec<String>, Vec<Quota>)> = (0..12)
+        .map(|c| {
+            let n = rng.range(1, 3) as usize;
+            let mut limit: Vec<Quota> = Vec::new();
+            while limit.len() < n {
+                let quota = pool[rng.range(0, pool.len() as u64 - 1) as usize];
+                if !limit.contains(&quota) {
+                    limit.push(quota);
+                }
+            }
+            let keys = (0..n)
+                .map(|q| format!("limits:{policy}:{q}:{{caller-{c}}}"))
+                .collect();
+            (keys, limit)
+        })
+        .collect();
+    let mut counts = [0usize; 3];
+    let mut caller = 0;
+    for step in 0..LIMIT_STEPS {
+        if !rng.chance(60) {
+            caller = rng.range(0, callers.len() as u64 - 1) as usize;
+        }
+        clock.advance_us(time_step(&mut rng, &callers[caller].1[0]));
+        let n = if rng.chance(15) { rng.range(2, 6) } else { 1 };
+        let picks: Vec<(usize, u64, Op)> = (0..n)
+            .map(|i| {
+                let c = if i == 0 {
+                    caller
+                } else {
+                    rng.range(0, callers.len() as u64 - 1) as usize
+                };
+                let limit = &callers[c].1;
+                let smallest = limit.iter().map(Quota::capacity).min().unwrap();
+                let op = match rng.range(0, 99) {
+                    0..=74 => Op::Decide,
+                    75..=87 => Op::Peek,
+                    _ => Op::Refund,
+                };
+                let cost = match (op, rng.range(0, 99)) {
+                    (_, 0) => 0,
+                    (Op::Refund, _) => rng.range(1, smallest + 2),
+                    (_, 1) => limit.iter().map(Quota::capacity).max().unwrap() + 1,
+                    (_, 2..=69) => 1,
+                    _ => rng.range(1, smallest),
+                };
+                (c, cost, op)
+            })
+            .collect();
+        let keys: Vec<Vec<&str>> = picks
+            .iter()
+            .map(|&(c, _, _)| callers[c].0.iter().map(String::as_str).collect())
+            .collect();
+        let expected: Vec<Result<_, String>> = picks
+            .iter()
+            .zip(&keys)
+            .map(|(&(c, cost, op), keys)| {
+                memory
+                    .apply(keys, &callers[c].1, cost, op)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let actual: Vec<Result<_, String>> = if n == 1 {
+            let (c, cost, op) = picks[0];
+            vec![redis
+                .apply(&keys[0], &callers[c].1, cost, op)
+                .map_err(|e| e.to_string())]
+        } else {
+            let calls: Vec<Apply<'_>> = picks
+                .iter()
+                .zip(&keys)
+                .map(|(&(c, cost, op), keys)| Apply {
+                    keys,
+                    quotas: &callers[c].1,
+                    cost,
+                    op,
+                })
+                .collect();
+            redis
+                .apply_many(&calls)
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
+        };
+        for ((want, got), &(c, cost, op)) in expected.iter().zip(&actual).zip(&picks) {
+            match (want, got) {
+                (Ok(want), Ok(got)) => {
+                    assert_eq!(
+                        want,
+                        got,
+                        "{policy} seed {seed} step {step}: caller {c} {op:?} cost {cost} at t={} limit {:?}",
+                        clock_now(&clock),
+                        callers[c].1
+                    );
+                    let slot = match (want.allowed, want.quota_index) {
+                        (false, _) => 0,
+                        (true, 0) => 1,
+                        _ => 2,
+                    };
+                    counts[slot] += 1;
+                }
+                (Err(want), Err(got)) => assert_eq!(want, got),
+                _ => panic!("{policy} seed {seed} step {step}: memory {want:?}, Redis {got:?}"),
+            }
+        }
+    }
+    let [refused, first_quota, later_quota] = counts;
+    assert!(
+        refused > 100 && first_quota > 100 && later_quota > 100,
+        "{policy}: {refused} refused, {first_quota} admitted reporting quota 0, {later_quota} others"
+    );
+}
+
+#[test]
+fn limits_peeks_and_refunds_match_flux_core() {
+    for (policy, seed) in Policy::ALL.into_iter().zip(1u64..) {
+        replay_limits(policy, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     }
 }
 

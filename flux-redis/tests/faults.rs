@@ -63,7 +63,7 @@ fn redis_not_running_fails_each_call_within_the_timeout() {
     assert!(batch
         .iter()
         .all(|r| r.as_ref().unwrap_err().is_connectivity()));
-    fails_in_time("preload_scripts", || store.preload_scripts());
+    fails_in_time("preload_scripts", || store.preload_scripts(&[]));
     fails_in_time("clear_prefix", || store.clear_prefix("down:"));
 
     // A mistake is still a mistake, not an outage, and needs no Redis to find.

@@ -1,0 +1,45 @@
+-- tail.lua: after the policy's file has decided quota q of a call.
+
+    if ok and OP == 'd' then
+      if NQ == 1 then
+        put(key, new_value, keep_us)
+      else
+        pending = pending or {}
+        pending[#pending + 1] = key
+        pending[#pending + 1] = new_value
+        pending[#pending + 1] = keep_us
+      end
+    end
+    if not ok then
+      all_ok = false
+    elseif dl > longest then
+      longest = dl
+    end
+    if q == 1 or (r_ok and not ok)
+      or (r_ok == ok and (retry > r_retry or (retry == r_retry and rem < r_rem))) then
+      r_ok, r_q, r_rem, r_reset, r_retry, r_delay = ok, q - 1, rem, reset, retry, dl
+    end
+  end
+
+  local status = 0
+  if foreign then
+    status, r_q, r_rem, r_reset, r_retry, r_delay = -1, foreign, 0, 0, 0, 0
+  elseif all_ok then
+    status = 1
+    if pending then
+      for p = 1, #pending, 3 do
+        put(pending[p], pending[p + 1], pending[p + 2])
+      end
+    end
+    if OP ~= 'r' then
+      r_delay = longest
+    end
+  end
+  if calls == 1 then
+    return {status, r_q, r_rem, r_reset, r_retry, r_delay}
+  end
+  local at = 6 * (call - 1)
+  out[at + 1], out[at + 2], out[at + 3] = status, r_q, r_rem
+  out[at + 4], out[at + 5], out[at + 6] = r_reset, r_retry, r_delay
+end
+return out
