@@ -56,6 +56,16 @@
 #define FLUX_PARAM_MAX_WAIT 16
 
 /**
+ * `flux_limit_params.set`: `rate` is given.
+ */
+#define FLUX_PARAM_RATE 32
+
+/**
+ * `flux_limit_params.set`: `shadow` is given.
+ */
+#define FLUX_PARAM_SHADOW 64
+
+/**
  * What a fallible `flux_*` function returns. `FLUX_RESULT_OK` is 0; every
  * other code comes with a message, read with `flux_last_error`.
  *
@@ -181,9 +191,13 @@ enum flux_source
      */
     FLUX_SOURCE_FAIL_OPEN = 1,
     /**
-     * Answered from a process-local cache.
+     * Answered from a process-local cache of refusals, without the store.
      */
     FLUX_SOURCE_LOCAL_CACHE = 2,
+    /**
+     * A shadow limit would have refused the call: admitted, not charged.
+     */
+    FLUX_SOURCE_SHADOW = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -324,6 +338,12 @@ typedef struct flux_decision {
      * A `flux_source` value.
      */
     uint32_t source;
+    /**
+     * Which of the limiter's quotas (in the order of `flux_limiter_quotas`)
+     * the decision reports: the one closest to refusing, or the one that
+     * refused. 0 for a limit of one rate.
+     */
+    uint32_t quota;
 } flux_decision;
 
 /**
@@ -347,9 +367,11 @@ typedef void (*flux_decide_callback)(void *user_data,
  * Parameters that replace those of the configured limit.
  *
  * A field counts only when its bit (`FLUX_PARAM_*`) is set in `set`; the
- * others come from the named limit, or `[rate_limit]`. A configured `burst`
- * is kept only when neither `requests` nor `policy` is given (else it
- * defaults to `requests`); a configured `max_wait` only while the policy is
+ * others come from the named limit, or `[rate_limit]`, by the rule every
+ * Flux limit given in part follows: `rate` replaces every rate (and goes
+ * without `requests` and `period`); a configured `burst` is kept only when
+ * neither the rate, `requests` nor `policy` is given (else it defaults to
+ * `requests`); a configured `max_wait` only while the policy is
  * leaky_bucket.
  */
 typedef struct flux_limit_params {
@@ -377,6 +399,17 @@ typedef struct flux_limit_params {
      * Seconds a leaky_bucket call may be delayed instead of refused; 0 refuses.
      */
     double max_wait;
+    /**
+     * One or more rates as text, NUL-terminated UTF-8: "10/second",
+     * "100 per minute", "5/30s", "10/second;1000/day". NULL unless
+     * FLUX_PARAM_RATE is set.
+     */
+    const char *rate;
+    /**
+     * Admit every call, charging only those the limit admits, and report
+     * the others with source FLUX_SOURCE_SHADOW.
+     */
+    bool shadow;
 } flux_limit_params;
 
 /**
@@ -528,8 +561,9 @@ size_t flux_last_error(char *buf, size_t len);
 
 /**
  * `FLUX_RESULT_OK` when some moment could admit a call of `cost` under
- * `limiter`, else `FLUX_RESULT_INVALID_COST` with a message naming the most
- * it can ever admit: the check `flux_limiter_decide` makes, without deciding.
+ * `limiter` (under every quota), else `FLUX_RESULT_INVALID_COST` with a
+ * message naming the most it can ever admit: the check
+ * `flux_limiter_decide` makes, without deciding.
  */
 flux_result flux_limiter_check_cost(const struct flux_limiter *limiter, uint64_t cost);
 
@@ -624,9 +658,22 @@ flux_result flux_limiter_new(const struct flux_store *store,
                              struct flux_limiter **out);
 
 /**
- * Writes the limit `limiter` applies, resolved, to `*out`.
+ * Writes the first quota of the limit `limiter` applies, resolved, to
+ * `*out` (for a limit of several rates, `flux_limiter_quotas` gives them all).
  */
 flux_result flux_limiter_quota(const struct flux_limiter *limiter, struct flux_quota_info *out);
+
+/**
+ * Writes the quotas of the limit `limiter` applies, one per rate in the
+ * order written, to `out` (room for `len`), and their number to `*count`.
+ * With `len` too small (NULL `out` with `len` 0 included), nothing is
+ * written to `out`, `*count` is the number needed, and the result is
+ * `FLUX_RESULT_BUFFER_TOO_SMALL`. A limiter has 1 to 8 quotas.
+ */
+flux_result flux_limiter_quotas(const struct flux_limiter *limiter,
+                                struct flux_quota_info *out,
+                                size_t len,
+                                size_t *count);
 
 /**
  * Deletes every key under the configuration's `key_prefix` (on Redis with

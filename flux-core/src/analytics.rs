@@ -59,13 +59,70 @@ pub const MAX_ENDPOINT_LEN: usize = 128;
 /// The series of the decisions whose endpoint got no series of its own.
 pub const OVERFLOW_ENDPOINT: &str = "__other__";
 
+/// What a decision is counted as: the `decision` label of
+/// `flux_requests_total`, one per way a call can be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Admitted by the store.
+    Allowed,
+    /// Refused by the store.
+    Blocked,
+    /// Admitted without a decision: the store failed and `fail_silently` is on.
+    FailOpen,
+    /// Refused from this process's cache of refusals, without asking the store.
+    LocalCache,
+    /// Admitted by a shadow limit that would have refused it.
+    Shadow,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Allowed,
+        Outcome::Blocked,
+        Outcome::FailOpen,
+        Outcome::LocalCache,
+        Outcome::Shadow,
+    ];
+
+    /// The label, as `/metrics`, `/metrics.json` and the Redis totals name it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Blocked => "blocked",
+            Outcome::FailOpen => "fail_open",
+            Outcome::LocalCache => "local_cache",
+            Outcome::Shadow => "shadow",
+        }
+    }
+
+    /// Whether the call was refused (what a block rate counts).
+    pub const fn refused(self) -> bool {
+        matches!(self, Outcome::Blocked | Outcome::LocalCache)
+    }
+
+    pub fn of(decision: &Decision) -> Outcome {
+        match (decision.source, decision.allowed) {
+            (Source::FailOpen, _) => Outcome::FailOpen,
+            (Source::LocalCache, _) => Outcome::LocalCache,
+            (Source::Shadow, _) => Outcome::Shadow,
+            (Source::Storage, true) => Outcome::Allowed,
+            (Source::Storage, false) => Outcome::Blocked,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A count per [`Outcome`], in the order of [`Outcome::ALL`].
+pub type Counts = [u64; Outcome::ALL.len()];
+
 /// One endpoint's counters.
 #[derive(Debug)]
 pub struct EndpointStats {
     name: Arc<str>,
-    allowed: AtomicU64,
-    blocked: AtomicU64,
-    fail_open: AtomicU64,
+    counts: [AtomicU64; Outcome::ALL.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_NS.len()],
     latency_sum_ns: AtomicU64,
     latency_count: AtomicU64,
@@ -75,9 +132,7 @@ impl EndpointStats {
     fn new(name: &str) -> Self {
         EndpointStats {
             name: Arc::from(name),
-            allowed: AtomicU64::default(),
-            blocked: AtomicU64::default(),
-            fail_open: AtomicU64::default(),
+            counts: Default::default(),
             latency_buckets: Default::default(),
             latency_sum_ns: AtomicU64::default(),
             latency_count: AtomicU64::default(),
@@ -90,12 +145,7 @@ impl EndpointStats {
     }
 
     pub fn record(&self, decision: &Decision, latency_ns: u64) {
-        let outcome = match (decision.source, decision.allowed) {
-            (Source::FailOpen, _) => &self.fail_open,
-            (_, true) => &self.allowed,
-            (_, false) => &self.blocked,
-        };
-        outcome.fetch_add(1, Relaxed);
+        self.counts[Outcome::of(decision).index()].fetch_add(1, Relaxed);
         // Buckets are stored non-cumulatively; the snapshot adds them up.
         if let Some(i) = LATENCY_BUCKETS_NS.iter().position(|&le| latency_ns <= le) {
             self.latency_buckets[i].fetch_add(1, Relaxed);
@@ -115,9 +165,7 @@ impl EndpointStats {
             })
             .collect();
         EndpointSnapshot {
-            allowed: self.allowed.load(Relaxed),
-            blocked: self.blocked.load(Relaxed),
-            fail_open: self.fail_open.load(Relaxed),
+            counts: self.counts.each_ref().map(|n| n.load(Relaxed)),
             latency_buckets,
             latency_sum_ns: self.latency_sum_ns.load(Relaxed),
             latency_count: self.latency_count.load(Relaxed),
@@ -128,9 +176,8 @@ impl EndpointStats {
 /// A copy of one endpoint's counters at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EndpointSnapshot {
-    pub allowed: u64,
-    pub blocked: u64,
-    pub fail_open: u64,
+    /// Decisions by outcome, in the order of [`Outcome::ALL`].
+    pub counts: Counts,
     /// `(upper bound ns, decisions at or below it)`, cumulative.
     pub latency_buckets: Vec<(u64, u64)>,
     pub latency_sum_ns: u64,
@@ -138,15 +185,20 @@ pub struct EndpointSnapshot {
 }
 
 impl EndpointSnapshot {
+    /// The decisions counted as `outcome`.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome.index()]
+    }
+
     pub fn total(&self) -> u64 {
-        self.allowed + self.blocked + self.fail_open
+        self.counts.iter().sum()
     }
 
     /// Adds `other`'s counts to these (the latency buckets are the same for all).
     pub fn merge(&mut self, other: &EndpointSnapshot) {
-        self.allowed += other.allowed;
-        self.blocked += other.blocked;
-        self.fail_open += other.fail_open;
+        for (n, m) in self.counts.iter_mut().zip(other.counts) {
+            *n += m;
+        }
         if self.latency_buckets.is_empty() {
             self.latency_buckets = other.latency_buckets.clone();
         } else {
@@ -397,14 +449,12 @@ impl Snapshot {
         out.push_str("# TYPE flux_requests_total counter\n");
         for (name, ep) in &self.endpoints {
             let name = escape_label(name);
-            for (decision, n) in [
-                ("allowed", ep.allowed),
-                ("blocked", ep.blocked),
-                ("fail_open", ep.fail_open),
-            ] {
+            for outcome in Outcome::ALL {
                 let _ = writeln!(
                     out,
-                    "flux_requests_total{{endpoint=\"{name}\",decision=\"{decision}\"}} {n}"
+                    "flux_requests_total{{endpoint=\"{name}\",decision=\"{}\"}} {}",
+                    outcome.name(),
+                    ep.count(outcome)
                 );
             }
         }
@@ -470,7 +520,7 @@ mod tests {
         api.record(&decision(true, Source::FailOpen), 2_000_000_000);
         let snap = analytics.snapshot();
         let ep = &snap.endpoints["api"];
-        assert_eq!((ep.allowed, ep.blocked, ep.fail_open), (1, 1, 1));
+        assert_eq!(ep.counts, [1, 1, 1, 0, 0]);
         // 800 ns is in the first bucket, 30 µs from the 50 µs bucket on, 2 s in none.
         assert_eq!(ep.latency_buckets[0], (1_000, 1));
         assert_eq!(ep.latency_buckets[3], (25_000, 1));
@@ -501,11 +551,11 @@ mod tests {
         let mut merged = a.snapshot();
         merged.merge(&b.snapshot());
         let api = &merged.endpoints["api"];
-        assert_eq!((api.allowed, api.blocked, api.fail_open), (1, 1, 0));
+        assert_eq!(api.counts, [1, 1, 0, 0, 0]);
         assert_eq!(api.latency_buckets[0], (1_000, 1));
         assert_eq!(api.latency_buckets[4], (50_000, 2));
         assert_eq!((api.latency_count, api.latency_sum_ns), (2, 30_800));
-        assert_eq!(merged.endpoints["login"].fail_open, 1);
+        assert_eq!(merged.endpoints["login"].count(Outcome::FailOpen), 1);
         assert_eq!(merged.events_dropped, 2);
         // Merging into an empty snapshot copies.
         let mut empty = Snapshot::default();
@@ -528,7 +578,10 @@ mod tests {
         }
         let snap = analytics.snapshot();
         assert_eq!(snap.endpoints.len(), MAX_SERIES + 1);
-        assert_eq!(snap.endpoints[OVERFLOW_ENDPOINT].allowed, 50);
+        assert_eq!(
+            snap.endpoints[OVERFLOW_ENDPOINT].count(Outcome::Allowed),
+            50
+        );
         // A name that has its series keeps it.
         assert_eq!(&**analytics.endpoint("e7").name(), "e7");
     }
@@ -553,7 +606,10 @@ mod tests {
             "y".repeat(128)
         );
         let snap = analytics.snapshot();
-        assert_eq!(snap.endpoints[OVERFLOW_ENDPOINT].allowed, 10);
+        assert_eq!(
+            snap.endpoints[OVERFLOW_ENDPOINT].count(Outcome::Allowed),
+            10
+        );
         assert_eq!(snap.endpoints.len(), 1 + MAX_SERIES_PER_LIMITER + 1 + 1);
     }
 

@@ -11,6 +11,9 @@ pub enum Source {
     FailOpen = 1,
     /// Answered from a process-local cache without asking the store.
     LocalCache = 2,
+    /// A shadow limit would have refused the call; it was admitted and
+    /// not charged.
+    Shadow = 3,
 }
 
 impl Source {
@@ -19,6 +22,7 @@ impl Source {
             Source::Storage => "storage",
             Source::FailOpen => "fail_open",
             Source::LocalCache => "local_cache",
+            Source::Shadow => "shadow",
         }
     }
 }

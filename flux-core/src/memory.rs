@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::config::Storage;
 use crate::key::hash_tag;
 use crate::policy::{apply, Op, State};
-use crate::{Clock, Decision, Quota, QuotaError, Store, SystemClock, MAX_QUOTAS};
+use crate::{Call, Clock, Decision, Quota, QuotaError, Store, StoreError, SystemClock, MAX_QUOTAS};
 use key_hash::KeyHash;
 
 const SHARDS: usize = 64;
@@ -117,19 +118,6 @@ impl MemoryStore {
         }
     }
 
-    /// Forgets every key that starts with `prefix`; returns how many.
-    pub fn clear_prefix(&self, prefix: &str) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| {
-                let mut shard = shard.lock();
-                let before = shard.entries.len();
-                shard.entries.retain(|k, _| !k.starts_with(prefix));
-                before - shard.entries.len()
-            })
-            .sum()
-    }
-
     /// The shard of `key`: chosen by its hash tag (see [`hash_tag`]), so the
     /// keys of one caller under one limit share a shard and one lock, as
     /// they share a node on a Redis Cluster.
@@ -141,7 +129,7 @@ impl MemoryStore {
 
     /// Applies `op` to one caller's keys, one per quota, atomically: see
     /// [`crate::apply`]. Keys that share a hash tag take one lock.
-    pub fn apply(
+    fn apply_keys(
         &self,
         keys: &[&str],
         quotas: &[Quota],
@@ -218,27 +206,44 @@ impl MemoryStore {
         }
         Ok(applied.decision)
     }
-
-    /// Forgets `keys` (a caller's state under a limit); returns how many
-    /// held a state that still mattered.
-    pub fn remove(&self, keys: &[&str]) -> usize {
-        let now = self.clock.now_us();
-        keys.iter()
-            .filter(|key| {
-                let mut shard = self.shards[self.shard_of(key)].lock();
-                shard
-                    .entries
-                    .remove(**key)
-                    .is_some_and(|e| e.expires_at > now)
-            })
-            .count()
-    }
 }
 
 impl Store for MemoryStore {
-    type Error = QuotaError;
+    fn apply(&self, call: &Call<'_>) -> Result<Decision, StoreError> {
+        if call.op == Op::Refund && call.cost == 0 {
+            return Err(QuotaError::CostZero.into());
+        }
+        self.apply_keys(call.keys, call.quotas, call.cost, call.op)
+            .map_err(Into::into)
+    }
 
-    fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, QuotaError> {
-        self.apply(&[key], std::slice::from_ref(quota), cost, Op::Decide)
+    fn remove(&self, keys: &[&str]) -> Result<u64, StoreError> {
+        let now = self.clock.now_us();
+        let live = keys.iter().filter(|key| {
+            let mut shard = self.shards[self.shard_of(key)].lock();
+            shard
+                .entries
+                .remove(**key)
+                .is_some_and(|e| e.expires_at > now)
+        });
+        Ok(live.count() as u64)
+    }
+
+    fn clear_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let cleared: usize = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let mut shard = shard.lock();
+                let before = shard.entries.len();
+                shard.entries.retain(|k, _| !k.starts_with(prefix));
+                before - shard.entries.len()
+            })
+            .sum();
+        Ok(cleared as u64)
+    }
+
+    fn storage(&self) -> Storage {
+        Storage::Memory
     }
 }

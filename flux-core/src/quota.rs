@@ -308,13 +308,30 @@ pub enum QuotaError {
          stay below 2^53 scaled units; lower burst, period or max_wait"
     )]
     TooLarge { policy: Policy },
+    #[error(
+        "rate replaces requests and period: give either rate (\"10/second\") or requests and \
+         period, not both"
+    )]
+    RateAndRequests,
+    #[error("rate must give 1 to {max} rates, got {0}", max = crate::MAX_QUOTAS)]
+    RateCount(usize),
+    #[error(
+        "requests and period replace the rate of a limit of one rate, and this one has {0}: \
+         give rate (\"10/second;1000/day\") instead"
+    )]
+    RequestsOnSeveralRates(usize),
+    #[error(
+        "burst applies to a limit of one rate, and this one has {0}: leave burst out (each rate's \
+         burst is its requests)"
+    )]
+    BurstOnSeveralRates(usize),
     #[error("cost must be at least 1, got 0")]
     CostZero,
     #[error("cost {cost} can never be admitted: the limit holds at most {max} at once")]
     CostTooHigh { cost: u64, max: u64 },
 }
 
-fn seconds_to_us(seconds: f64) -> Option<u64> {
+pub(crate) fn seconds_to_us(seconds: f64) -> Option<u64> {
     if !seconds.is_finite() || seconds < 0.0 {
         return None;
     }

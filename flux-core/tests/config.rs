@@ -3,8 +3,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use flux_core::config::{Config, ConfigError, Discovered, LimitConfig, RedisConfig, Storage};
-use flux_core::{Policy, QuotaSpec};
+use flux_core::config::{Config, ConfigError, Discovered, RedisConfig, Storage};
+use flux_core::{Limit, Policy, Rate};
 
 /// The "Complete Configuration Example" from flux-limiter 0.1.19's README,
 /// unchanged: files users already have must keep loading.
@@ -79,13 +79,11 @@ fn error(text: &str) -> String {
     }
 }
 
-fn limit(policy: Policy, requests: u64, period: f64) -> LimitConfig {
-    LimitConfig {
+fn limit(policy: Policy, requests: u64, period: f64) -> Limit {
+    Limit {
         policy,
-        requests,
-        period,
-        burst: None,
-        max_wait: 0.0,
+        rates: vec![Rate::new(requests, (period * 1e6).round() as u64)],
+        ..Limit::default()
     }
 }
 
@@ -159,9 +157,13 @@ fn the_seed_example_loads_with_its_values() {
     );
     assert_eq!(config.origin, Some(PathBuf::from("flux.toml")));
 
-    let login = config.limit(Some("strict_login")).unwrap().build().unwrap();
+    let login = config
+        .limit(Some("strict_login"))
+        .unwrap()
+        .quotas()
+        .unwrap();
     assert_eq!(
-        (login.policy(), login.requests(), login.burst()),
+        (login[0].policy(), login[0].requests(), login[0].burst()),
         (Policy::TokenBucket, 5, 5)
     );
 }
@@ -190,10 +192,7 @@ fn no_file_means_memory_storage_and_the_documented_defaults() {
     assert_eq!(config.rate_limit, limit(Policy::Gcra, 100, 60.0));
     assert!(config.rate_limits.is_empty());
     assert_eq!(config.origin, None);
-    assert_eq!(
-        config.limit(None).unwrap(),
-        QuotaSpec::new(Policy::Gcra, 100, 60.0)
-    );
+    assert_eq!(config.limit(None).unwrap(), &limit(Policy::Gcra, 100, 60.0));
 
     // An empty file says nothing either.
     let empty = Config::from_toml_str("", None).unwrap();
@@ -275,7 +274,7 @@ burst = 2
     .unwrap();
     assert_eq!(
         config.rate_limit,
-        LimitConfig {
+        Limit {
             burst: Some(40),
             ..limit(Policy::TokenBucket, 10, 2.5)
         }
@@ -287,14 +286,14 @@ burst = 2
     );
     assert_eq!(
         config.rate_limits["login"],
-        LimitConfig {
+        Limit {
             burst: Some(2),
             ..limit(Policy::Gcra, 10, 2.5)
         }
     );
     assert_eq!(
         config.limit(Some("search")).unwrap(),
-        QuotaSpec::new(Policy::TokenBucket, 3, 2.5)
+        &limit(Policy::TokenBucket, 3, 2.5)
     );
 }
 
@@ -321,8 +320,8 @@ policy = "gcra"
 #[test]
 fn periods_may_be_integers_or_fractions() {
     let config = parse("[rate_limit]\nperiod = 1\n[rate_limits.fast]\nperiod = 0.25\n").unwrap();
-    assert_eq!(config.rate_limit.period, 1.0);
-    assert_eq!(config.rate_limits["fast"].period, 0.25);
+    assert_eq!(config.rate_limit.period(), 1.0);
+    assert_eq!(config.rate_limits["fast"].period(), 0.25);
 }
 
 #[test]
@@ -482,12 +481,12 @@ fn an_unknown_key_lists_the_keys_its_table_allows() {
     assert_eq!(
         error("[rate_limit]\nrequests = 5\npolcy = \"gcra\"\n"),
         "flux.toml:3: rate_limit.polcy: unknown key; \
-         [rate_limit] allows policy, requests, period, burst, max_wait"
+         [rate_limit] allows policy, rate, requests, period, burst, max_wait, shadow"
     );
     assert_eq!(
         error("[rate_limits.login]\nrequest = 5\n"),
         "flux.toml:2: rate_limits.login.request: unknown key; \
-         [rate_limits.login] allows policy, requests, period, burst, max_wait"
+         [rate_limits.login] allows policy, rate, requests, period, burst, max_wait, shadow"
     );
     assert_eq!(
         error("[redis]\nhostname = \"cache\"\n"),
@@ -722,18 +721,18 @@ fn discovery_order_is_flux_config_then_flux_toml_then_config_dir_then_defaults()
     let nested = dir.write("config/flux.toml", "[rate_limit]\nrequests = 3\n");
     let (config, found) = Config::discover_in(&dir.0, None).unwrap();
     assert_eq!(found, Discovered::File(nested.clone()));
-    assert_eq!(config.rate_limit.requests, 3);
+    assert_eq!(config.rate_limit.requests(), 3);
     assert_eq!(config.origin, Some(nested));
 
     let top = dir.write("flux.toml", "[rate_limit]\nrequests = 2\n");
     let (config, found) = Config::discover_in(&dir.0, None).unwrap();
     assert_eq!(found, Discovered::File(top));
-    assert_eq!(config.rate_limit.requests, 2);
+    assert_eq!(config.rate_limit.requests(), 2);
 
     let chosen = dir.write("elsewhere/limits.toml", "[rate_limit]\nrequests = 1\n");
     let (config, found) = Config::discover_in(&dir.0, Some(chosen.clone())).unwrap();
     assert_eq!(found, Discovered::File(chosen.clone()));
-    assert_eq!(config.rate_limit.requests, 1);
+    assert_eq!(config.rate_limit.requests(), 1);
 
     // A relative $FLUX_CONFIG is relative to the working directory.
     let (_, found) =
@@ -789,8 +788,185 @@ fn discover_and_load_file_read_the_environment() {
 
     let (config, found) = discovered.unwrap();
     assert_eq!(found, Discovered::File(file.clone()));
-    assert_eq!(config.rate_limit.requests, 9);
+    assert_eq!(config.rate_limit.requests(), 9);
     assert_eq!(config.flux.storage, Storage::Redis);
     assert_eq!(config.redis.url(), "redis://shared:6379/1");
     assert_eq!(loaded.unwrap(), config);
+}
+
+#[test]
+fn a_limit_may_be_written_as_rates() {
+    let config = parse(
+        r#"
+[rate_limit]
+rate = "10/second; 1000/day"
+shadow = true
+
+[rate_limits.login]
+rate = "5 per minute"
+policy = "fixed_window"
+
+[rate_limits.quiet]
+shadow = false
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.rate_limit.rates,
+        [Rate::new(10, 1_000_000), Rate::new(1000, 86_400_000_000)]
+    );
+    assert!(config.rate_limit.shadow);
+    assert_eq!(config.rate_limit.quotas().unwrap().len(), 2);
+    let login = &config.rate_limits["login"];
+    assert_eq!(
+        (login.policy, login.rates.as_slice(), login.shadow),
+        (Policy::FixedWindow, &[Rate::new(5, 60_000_000)][..], true)
+    );
+    // Every part left out is inherited, rates and all.
+    let quiet = &config.rate_limits["quiet"];
+    assert_eq!(quiet.rates, config.rate_limit.rates);
+    assert!(!quiet.shadow);
+}
+
+#[test]
+fn rate_errors_name_the_key_and_the_part() {
+    assert_eq!(
+        error("[rate_limit]\nrate = \"10/fortnight\"\n"),
+        "flux.toml:2: rate_limit.rate: invalid rate \"10/fortnight\": unknown unit \"fortnight\"; \
+         a rate reads N/unit, N per unit or N/<number><unit>, as in \"10/second\", \"100 per \
+         minute\", \"5/30s\" or \"1000/day\", several joined by \";\" (units: second, minute, \
+         hour, day, week, or s, m, h, d, w)"
+    );
+    assert_eq!(
+        error("[rate_limit]\nrate = 10\n"),
+        "flux.toml:2: rate_limit.rate: must be a rate in quotes, as in \"10/second\", \"100 per \
+         minute\" or \"10/second;1000/day\", got 10"
+    );
+    assert_eq!(
+        error("[rate_limits.api]\nrate = \"10/second\"\nrequests = 5\n"),
+        "flux.toml:2: rate_limits.api.rate: replaces requests and period: give either rate \
+         (\"10/second\") or requests and period, not both"
+    );
+    assert_eq!(
+        error("[rate_limits.api]\nrate = \"10/second;5/minute\"\nburst = 3\n"),
+        "flux.toml:3: rate_limits.api.burst: applies to a limit of one rate, and this one has \
+         2: leave burst out (each rate's burst is its requests)"
+    );
+    assert_eq!(
+        error("[rate_limit]\nrate = \"10/second;5/minute\"\n[rate_limits.api]\nrequests = 3\n"),
+        "flux.toml:4: rate_limits.api.requests: and period replace the rate of a limit of one \
+         rate, and this one has 2: give rate (\"10/second;1000/day\") instead"
+    );
+}
+
+#[test]
+fn a_period_alone_keeps_the_burst_it_was_written_with() {
+    let config = parse("[rate_limit]\nburst = 40\n[rate_limits.slow]\nperiod = 120\n").unwrap();
+    assert_eq!(config.rate_limits["slow"].burst, Some(40));
+    assert_eq!(config.rate_limits["slow"].period(), 120.0);
+}
+
+#[test]
+fn json_from_a_program_gives_the_same_config_and_messages() {
+    let text = r#"{
+        "redis": {"url": "redis://127.0.0.1:6380/2", "pool_size": 3, "password": null},
+        "flux": {"key_prefix": "app:", "fail_silently": false},
+        "analytics": {"enabled": true, "sample_rate": 0.5},
+        "rate_limit": {"policy": "leaky_bucket", "requests": 2, "period": 10, "max_wait": 6},
+        "rate_limits": {"api": {"rate": "10/second;1000/day"}, "login": {"requests": 5}}
+    }"#;
+    let from_json = Config::from_json_str(text, Some(Path::new("FluxConfig"))).unwrap();
+    let from_toml = parse(
+        r#"
+[redis]
+url = "redis://127.0.0.1:6380/2"
+pool_size = 3
+[flux]
+key_prefix = "app:"
+fail_silently = false
+[analytics]
+enabled = true
+sample_rate = 0.5
+[rate_limit]
+policy = "leaky_bucket"
+requests = 2
+period = 10
+max_wait = 6
+[rate_limits.api]
+rate = "10/second;1000/day"
+[rate_limits.login]
+requests = 5
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (&from_json.redis, &from_json.flux, &from_json.analytics),
+        (&from_toml.redis, &from_toml.flux, &from_toml.analytics)
+    );
+    assert_eq!(
+        (&from_json.rate_limit, &from_json.rate_limits),
+        (&from_toml.rate_limit, &from_toml.rate_limits)
+    );
+    assert_eq!(
+        from_json.flux.storage,
+        Storage::Redis,
+        "a [redis] section chooses Redis"
+    );
+    assert_eq!(from_json.rate_limits["login"].max_wait, 6.0);
+
+    let bad = |text: &str| {
+        Config::from_json_str(text, Some(Path::new("FluxConfig")))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        bad(r#"{"rate_limits": {"api": {"requests": 0}}}"#),
+        "FluxConfig: rate_limits.api.requests: must be a whole number of at least 1, got 0"
+    );
+    assert_eq!(
+        bad(r#"{"flux": {"fail_silently": "yes"}}"#),
+        "FluxConfig: flux.fail_silently: must be true or false, got \"yes\""
+    );
+    assert_eq!(
+        bad(r#"{"flux": {"bogus": 1}}"#),
+        "FluxConfig: flux.bogus: unknown key; [flux] allows storage, key_prefix, log_file, \
+         fail_silently, console_logging, jitter_enabled, jitter_max_ms, ipv6_prefix"
+    );
+    assert_eq!(
+        bad(r#"{"redis": {"url": "http://u:s3cret@host"}}"#),
+        "FluxConfig: redis.url: must be a URL starting with redis://, rediss://, \
+         redis+cluster://, rediss+cluster://, redis+unix://, unix://, got \"http://u:***@host\""
+    );
+    assert!(bad("[1]").contains("must be an object of sections"));
+    assert!(bad("{").contains("not valid JSON"));
+}
+
+#[test]
+fn a_config_serializes_to_what_loads_it_again() {
+    let config = parse(SEED_EXAMPLE).unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["rate_limits"]["strict_login"]["rate"], "5/300s");
+    assert_eq!(json["rate_limits"]["strict_login"]["requests"], 5);
+    assert_eq!(
+        json["rate_limits"]["strict_login"]["burst"],
+        serde_json::Value::Null
+    );
+    assert_eq!(json["flux"]["storage"], "redis");
+    assert_eq!(json["origin"], "flux.toml");
+    // What it shows is what it was: loading it back gives the same limits.
+    let mut again = json.clone();
+    again.as_object_mut().unwrap().remove("origin");
+    let drop_derived = |limit: &mut serde_json::Value| {
+        let limit = limit.as_object_mut().unwrap();
+        limit.remove("requests");
+        limit.remove("period");
+    };
+    drop_derived(&mut again["rate_limit"]);
+    for limit in again["rate_limits"].as_object_mut().unwrap().values_mut() {
+        drop_derived(limit);
+    }
+    let reloaded = Config::from_json_str(&again.to_string(), None).unwrap();
+    assert_eq!(reloaded.rate_limits, config.rate_limits);
+    assert_eq!(reloaded.rate_limit, config.rate_limit);
+    assert_eq!(reloaded.flux, config.flux);
 }

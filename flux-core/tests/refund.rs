@@ -7,9 +7,24 @@ mod common;
 use std::sync::Arc;
 
 use common::{quota, quota_with_burst};
-use flux_core::{apply, decide, refund, ManualClock, MemoryStore, Op, Policy, Quota, State, Store};
+use flux_core::{
+    apply, decide, refund, Call, Decision, ManualClock, MemoryStore, Op, Policy, Quota, State,
+    Store,
+};
 
 const SECOND: u64 = 1_000_000;
+
+/// One call of `cost` through `store`'s `apply`.
+fn call(store: &dyn Store, keys: &[&str], quotas: &[Quota], cost: u64, op: Op) -> Decision {
+    store
+        .apply(&Call {
+            keys,
+            quotas,
+            cost,
+            op,
+        })
+        .unwrap()
+}
 
 fn charged(quota: &Quota, now: u64, calls: u64) -> Option<State> {
     let mut state = None;
@@ -150,11 +165,11 @@ fn the_memory_store_refunds_and_peeks() {
     for _ in 0..2 {
         assert!(store.decide("k", &quota, 1).unwrap().allowed);
     }
-    assert!(!store.apply(&key, &[quota], 1, Op::Peek).unwrap().allowed);
+    assert!(!call(&store, &key, &[quota], 1, Op::Peek).allowed);
     // What the next call would be told: admitted, and then none left.
-    let after = store.apply(&key, &[quota], 1, Op::Refund).unwrap();
+    let after = call(&store, &key, &[quota], 1, Op::Refund);
     assert_eq!((after.allowed, after.remaining), (true, 0));
-    assert!(store.apply(&key, &[quota], 1, Op::Peek).unwrap().allowed);
+    assert!(call(&store, &key, &[quota], 1, Op::Peek).allowed);
     assert!(store.decide("k", &quota, 1).unwrap().allowed);
     assert!(!store.decide("k", &quota, 1).unwrap().allowed);
 }

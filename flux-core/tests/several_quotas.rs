@@ -9,11 +9,23 @@ use std::sync::{Arc, Barrier};
 
 use common::quota;
 use flux_core::{
-    apply, parse_rates, storage_key, Decision, ManualClock, MemoryStore, Op, Policy, Quota,
-    QuotaSpec, State,
+    apply, parse_rates, storage_key, Call, Decision, ManualClock, MemoryStore, Op, Policy, Quota,
+    QuotaSpec, State, Store,
 };
 
 const SECOND: u64 = 1_000_000;
+
+/// One call of `cost` through `store`'s `apply`.
+fn call(store: &dyn Store, keys: &[&str], quotas: &[Quota], cost: u64, op: Op) -> Decision {
+    store
+        .apply(&Call {
+            keys,
+            quotas,
+            cost,
+            op,
+        })
+        .unwrap()
+}
 
 fn quotas(policy: Policy, rates: &str) -> Vec<Quota> {
     parse_rates(rates)
@@ -181,7 +193,7 @@ fn threads_on_one_caller_admit_exactly_the_bound_and_charge_nothing_on_refusal()
                     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                     barrier.wait();
                     (0..calls_per_thread)
-                        .filter(|_| store.apply(&keys, &quotas, 1, Op::Decide).unwrap().allowed)
+                        .filter(|_| call(&*store, &keys, &quotas, 1, Op::Decide).allowed)
                         .count()
                 })
             })
@@ -207,7 +219,7 @@ fn keys_without_a_common_tag_are_still_decided_together() {
     for pair in names.chunks(2) {
         let keys = [pair[0].as_str(), pair[1].as_str()];
         let admitted = (0..5)
-            .filter(|_| store.apply(&keys, &quotas, 1, Op::Decide).unwrap().allowed)
+            .filter(|_| call(&store, &keys, &quotas, 1, Op::Decide).allowed)
             .count();
         assert_eq!(admitted, 2);
     }
@@ -220,11 +232,11 @@ fn reset_forgets_every_key_of_the_caller() {
     let quotas = quotas(Policy::TokenBucket, "1/second;2/minute");
     let owned = keys("1/second;2/minute", b"alice");
     let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
-    assert!(store.apply(&keys, &quotas, 1, Op::Decide).unwrap().allowed);
-    assert!(!store.apply(&keys, &quotas, 1, Op::Decide).unwrap().allowed);
-    assert_eq!(store.remove(&keys), 2);
-    assert!(store.apply(&keys, &quotas, 1, Op::Decide).unwrap().allowed);
-    assert_eq!(store.remove(&["never-written"]), 0);
+    assert!(call(&store, &keys, &quotas, 1, Op::Decide).allowed);
+    assert!(!call(&store, &keys, &quotas, 1, Op::Decide).allowed);
+    assert_eq!(store.remove(&keys).unwrap(), 2);
+    assert!(call(&store, &keys, &quotas, 1, Op::Decide).allowed);
+    assert_eq!(store.remove(&["never-written"]).unwrap(), 0);
 }
 
 #[test]

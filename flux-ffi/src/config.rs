@@ -4,8 +4,7 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use flux_core::config::{Config, LimitConfig};
-use serde_json::{json, Value};
+use flux_core::config::Config;
 
 use crate::error::{fail, flux_result};
 use crate::ffi::{
@@ -132,7 +131,7 @@ pub extern "C" fn flux_config_to_json(
     ffi_panic_boundary! {
         let config = try_ref_from_ptr!(config);
         let written = try_out!(written);
-        let json = config_json(config).to_string();
+        let json = serde_json::to_string(config).expect("a configuration serializes");
         write_text(&json, buf, len, written, "the configuration's JSON")
     }
 }
@@ -144,57 +143,4 @@ pub extern "C" fn flux_config_free(config: *mut flux_config) {
         // SAFETY: `config` is NULL or came from a flux_config_* constructor (the C contract).
         unsafe { free_box_handle(config) }
     }
-}
-
-fn limit_json(limit: &LimitConfig) -> Value {
-    json!({
-        "policy": limit.policy.name(),
-        "requests": limit.requests,
-        "period": limit.period,
-        "burst": limit.burst,
-        "max_wait": limit.max_wait,
-    })
-}
-
-fn config_json(config: &Config) -> Value {
-    let (redis, flux, analytics) = (&config.redis, &config.flux, &config.analytics);
-    let named: serde_json::Map<String, Value> = config
-        .rate_limits
-        .iter()
-        .map(|(name, limit)| (name.clone(), limit_json(limit)))
-        .collect();
-    json!({
-        "origin": config.origin.as_ref().map(|p| p.display().to_string()),
-        "redis": {
-            "url": redis.url,
-            "host": redis.host,
-            "port": redis.port,
-            "db": redis.db,
-            "username": redis.username,
-            "password": redis.password,
-            "pool_size": redis.pool_size,
-            "timeout_ms": redis.timeout_ms,
-            "cluster": redis.cluster,
-        },
-        "flux": {
-            "storage": flux.storage.to_string(),
-            "key_prefix": flux.key_prefix,
-            "log_file": flux.log_file.as_ref().map(|p| p.display().to_string()),
-            "fail_silently": flux.fail_silently,
-            "console_logging": flux.console_logging,
-            "jitter_enabled": flux.jitter_enabled,
-            "jitter_max_ms": flux.jitter_max_ms,
-            "ipv6_prefix": flux.ipv6_prefix,
-        },
-        "analytics": {
-            "enabled": analytics.enabled,
-            "host": analytics.host,
-            "port": analytics.port,
-            "stream": analytics.stream,
-            "retention": analytics.retention,
-            "sample_rate": analytics.sample_rate,
-        },
-        "rate_limit": limit_json(&config.rate_limit),
-        "rate_limits": named,
-    })
 }

@@ -1,7 +1,6 @@
 //! Deciding calls: one at a time, or many at once.
 
-use flux_core::{Decision, Source};
-use flux_redis::{decide_batch, BatchRequest};
+use flux_core::{apply_batch, BatchRequest, Decision, Op, Source};
 
 use crate::error::{code_of, fail, fail_with, flux_result};
 use crate::ffi::{
@@ -19,8 +18,10 @@ pub enum flux_source {
     Storage = 0,
     /// The store could not be reached and `fail_silently` admitted the call.
     FailOpen = 1,
-    /// Answered from a process-local cache.
+    /// Answered from a process-local cache of refusals, without the store.
     LocalCache = 2,
+    /// A shadow limit would have refused the call: admitted, not charged.
+    Shadow = 3,
 }
 
 /// Whether a call is admitted, and what to tell its caller. A plain value:
@@ -42,6 +43,10 @@ pub struct flux_decision {
     pub delay: f64,
     /// A `flux_source` value.
     pub source: u32,
+    /// Which of the limiter's quotas (in the order of `flux_limiter_quotas`)
+    /// the decision reports: the one closest to refusing, or the one that
+    /// refused. 0 for a limit of one rate.
+    pub quota: u32,
 }
 
 impl From<Decision> for flux_decision {
@@ -50,6 +55,7 @@ impl From<Decision> for flux_decision {
             Source::Storage => flux_source::Storage,
             Source::FailOpen => flux_source::FailOpen,
             Source::LocalCache => flux_source::LocalCache,
+            Source::Shadow => flux_source::Shadow,
         };
         flux_decision {
             allowed: d.allowed,
@@ -59,6 +65,7 @@ impl From<Decision> for flux_decision {
             retry_after: d.retry_after_secs(),
             delay: d.delay_secs(),
             source: source as u32,
+            quota: d.quota_index as u32,
         }
     }
 }
@@ -249,6 +256,7 @@ pub extern "C" fn flux_decide_batch(
                         endpoint: parts.endpoint,
                         identity: parts.key,
                         cost: request.cost,
+                        op: Op::Decide,
                     });
                     indices.push(i);
                 }
@@ -258,7 +266,7 @@ pub extern "C" fn flux_decide_batch(
                 }
             }
         }
-        for (i, answer) in indices.into_iter().zip(decide_batch(&batch)) {
+        for (i, answer) in indices.into_iter().zip(apply_batch(&batch)) {
             match answer {
                 Ok(decision) => {
                     decisions[i] = decision.into();

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::ffi::c_char;
 
-use flux_redis::{LimiterError, RedisError};
+use flux_core::{LimiterError, StoreError, Unavailable};
 
 use crate::ffi::ffi_panic_boundary;
 
@@ -63,30 +63,23 @@ pub(crate) fn code_of(error: &LimiterError) -> flux_result {
         LimiterError::Cost(_) => flux_result::InvalidCost,
         LimiterError::UnknownLimit(_) => flux_result::UnknownLimit,
         LimiterError::Argument(_) => flux_result::InvalidArgument,
-        LimiterError::Redis(e) => redis_code(e),
+        LimiterError::Store(e) => store_code(e),
     }
 }
 
-fn redis_code(error: &RedisError) -> flux_result {
+/// The code a store error is reported with.
+pub(crate) fn store_code(error: &StoreError) -> flux_result {
     match error {
-        RedisError::Config(_) => flux_result::Config,
-        RedisError::Quota(_) => flux_result::InvalidCost,
-        RedisError::Timeout { .. } => flux_result::Timeout,
-        RedisError::Pool { busy: true, .. } => flux_result::Pool,
-        RedisError::Pool { source, .. } => unreachable_code(&source.to_string()),
-        _ => flux_result::Storage,
-    }
-}
-
-/// Redis could not be reached. r2d2 keeps only the text of the last
-/// connection error, after its own "timed out waiting for connection: ", so
-/// whether the cause was a timeout is read from that part.
-fn unreachable_code(message: &str) -> flux_result {
-    let cause = message.split_once(": ").map_or("", |(_, cause)| cause);
-    if cause.contains("timed out") || cause.contains("timeout") {
-        flux_result::Timeout
-    } else {
-        flux_result::Storage
+        StoreError::Quota(_) => flux_result::InvalidCost,
+        StoreError::Settings(_) => flux_result::Config,
+        StoreError::Unavailable {
+            why: Unavailable::Timeout,
+            ..
+        } => flux_result::Timeout,
+        StoreError::Busy { .. } => flux_result::Pool,
+        StoreError::Unavailable { .. } | StoreError::Foreign { .. } | StoreError::Failed { .. } => {
+            flux_result::Storage
+        }
     }
 }
 

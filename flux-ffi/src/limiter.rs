@@ -3,13 +3,12 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use flux_core::Policy;
-use flux_redis::{LimitOverrides, Limiter, LimiterError};
+use flux_core::{parse_rates, LimitSpec, Limiter, Policy};
 
 use crate::error::{fail, fail_with, flux_result};
 use crate::ffi::{
-    arc_into_handle, ffi_panic_boundary, free_arc_handle, try_clone_arc, try_opt_str, try_out,
-    try_ref_from_ptr, try_str, ArcHandle, Handle,
+    arc_into_handle, c_str, ffi_panic_boundary, free_arc_handle, try_clone_arc, try_opt_str,
+    try_out, try_ref_from_ptr, try_slice_mut, try_str, ArcHandle, Handle,
 };
 use crate::flux_config;
 use crate::store::{flux_store, StoreInner};
@@ -60,36 +59,23 @@ pub enum flux_policy {
 }
 
 impl flux_policy {
-    const ALL: [flux_policy; 5] = [
-        flux_policy::Gcra,
-        flux_policy::TokenBucket,
-        flux_policy::LeakyBucket,
-        flux_policy::FixedWindow,
-        flux_policy::SlidingWindow,
-    ];
-
+    /// The policy a C caller's `value` names; `None` for no policy.
     fn from_u32(value: u32) -> Option<Policy> {
-        Self::ALL
+        Policy::ALL
             .into_iter()
-            .find(|p| *p as u32 == value)
-            .map(flux_policy::to_policy)
+            .find(|&p| flux_policy::of(p) as u32 == value)
     }
 
-    fn to_policy(self) -> Policy {
-        match self {
-            flux_policy::Gcra => Policy::Gcra,
-            flux_policy::TokenBucket => Policy::TokenBucket,
-            flux_policy::LeakyBucket => Policy::LeakyBucket,
-            flux_policy::FixedWindow => Policy::FixedWindow,
-            flux_policy::SlidingWindow => Policy::SlidingWindow,
+    /// The C value of `policy`. A new policy must be given a value here
+    /// (and in include/flux.h) before anything compiles.
+    fn of(policy: Policy) -> flux_policy {
+        match policy {
+            Policy::Gcra => flux_policy::Gcra,
+            Policy::TokenBucket => flux_policy::TokenBucket,
+            Policy::LeakyBucket => flux_policy::LeakyBucket,
+            Policy::FixedWindow => flux_policy::FixedWindow,
+            Policy::SlidingWindow => flux_policy::SlidingWindow,
         }
-    }
-
-    fn from_policy(policy: Policy) -> flux_policy {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.to_policy() == policy)
-            .unwrap_or(flux_policy::Gcra)
     }
 }
 
@@ -103,22 +89,30 @@ pub const FLUX_PARAM_PERIOD: u32 = 4;
 pub const FLUX_PARAM_BURST: u32 = 8;
 /// `flux_limit_params.set`: `max_wait` is given.
 pub const FLUX_PARAM_MAX_WAIT: u32 = 16;
+/// `flux_limit_params.set`: `rate` is given.
+pub const FLUX_PARAM_RATE: u32 = 32;
+/// `flux_limit_params.set`: `shadow` is given.
+pub const FLUX_PARAM_SHADOW: u32 = 64;
 
 const FLUX_PARAM_ALL: u32 = FLUX_PARAM_POLICY
     | FLUX_PARAM_REQUESTS
     | FLUX_PARAM_PERIOD
     | FLUX_PARAM_BURST
-    | FLUX_PARAM_MAX_WAIT;
+    | FLUX_PARAM_MAX_WAIT
+    | FLUX_PARAM_RATE
+    | FLUX_PARAM_SHADOW;
 
 /// Parameters that replace those of the configured limit.
 ///
 /// A field counts only when its bit (`FLUX_PARAM_*`) is set in `set`; the
-/// others come from the named limit, or `[rate_limit]`. A configured `burst`
-/// is kept only when neither `requests` nor `policy` is given (else it
-/// defaults to `requests`); a configured `max_wait` only while the policy is
+/// others come from the named limit, or `[rate_limit]`, by the rule every
+/// Flux limit given in part follows: `rate` replaces every rate (and goes
+/// without `requests` and `period`); a configured `burst` is kept only when
+/// neither the rate, `requests` nor `policy` is given (else it defaults to
+/// `requests`); a configured `max_wait` only while the policy is
 /// leaky_bucket.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct flux_limit_params {
     /// Which fields below are given: FLUX_PARAM_* bits, or-ed.
     pub set: u32,
@@ -132,6 +126,28 @@ pub struct flux_limit_params {
     pub burst: i64,
     /// Seconds a leaky_bucket call may be delayed instead of refused; 0 refuses.
     pub max_wait: f64,
+    /// One or more rates as text, NUL-terminated UTF-8: "10/second",
+    /// "100 per minute", "5/30s", "10/second;1000/day". NULL unless
+    /// FLUX_PARAM_RATE is set.
+    pub rate: *const c_char,
+    /// Admit every call, charging only those the limit admits, and report
+    /// the others with source FLUX_SOURCE_SHADOW.
+    pub shadow: bool,
+}
+
+impl Default for flux_limit_params {
+    fn default() -> Self {
+        flux_limit_params {
+            set: 0,
+            policy: 0,
+            requests: 0,
+            period: 0.0,
+            burst: 0,
+            max_wait: 0.0,
+            rate: std::ptr::null(),
+            shadow: false,
+        }
+    }
 }
 
 /// The limit a limiter applies, resolved: what `RateLimit-Policy` headers
@@ -150,8 +166,8 @@ pub struct flux_quota_info {
     pub max_wait: f64,
 }
 
-/// `params` as overrides, or the message of the first bad field.
-fn overrides(params: &flux_limit_params) -> Result<LimitOverrides, (flux_result, String)> {
+/// `params` as the parts of a limit, or the message of the first bad field.
+fn spec(params: &flux_limit_params) -> Result<LimitSpec, (flux_result, String)> {
     let given = |bit: u32| params.set & bit != 0;
     if params.set & !FLUX_PARAM_ALL != 0 {
         return Err((
@@ -192,12 +208,39 @@ fn overrides(params: &flux_limit_params) -> Result<LimitOverrides, (flux_result,
         true if params.burst >= 1 => Some(params.burst as u64),
         true => return invalid(format!("burst must be at least 1, got {}", params.burst)),
     };
-    Ok(LimitOverrides {
+    let rate = match given(FLUX_PARAM_RATE) {
+        false => None,
+        // SAFETY: a set rate is NULL or NUL-terminated (the C contract).
+        true => match unsafe { c_str(params.rate) } {
+            None => {
+                return Err((
+                    flux_result::NullArgument,
+                    "params->rate must not be NULL when FLUX_PARAM_RATE is set".to_owned(),
+                ))
+            }
+            Some(Err(e)) => {
+                return Err((
+                    flux_result::InvalidUtf8,
+                    format!(
+                        "params->rate is not valid UTF-8 (bad byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                ))
+            }
+            Some(Ok(text)) => match parse_rates(text) {
+                Ok(rates) => Some(rates),
+                Err(e) => return invalid(e.to_string()),
+            },
+        },
+    };
+    Ok(LimitSpec {
         policy,
+        rate,
         requests,
         period: given(FLUX_PARAM_PERIOD).then_some(params.period),
         burst,
         max_wait: given(FLUX_PARAM_MAX_WAIT).then_some(params.max_wait),
+        shadow: given(FLUX_PARAM_SHADOW).then_some(params.shadow),
     })
 }
 
@@ -232,11 +275,11 @@ pub extern "C" fn flux_limiter_new(
         // SAFETY: `params` is NULL or points at a flux_limit_params (the C contract).
         let params = unsafe { params.as_ref() }.copied().unwrap_or_default();
         let out = try_out!(out);
-        let overrides = match overrides(&params) {
-            Ok(overrides) => overrides,
+        let spec = match spec(&params) {
+            Ok(spec) => spec,
             Err((code, message)) => return fail(code, message),
         };
-        match Limiter::new(store.backend.clone(), config, scope, name, &overrides) {
+        match Limiter::new(store.backend.clone(), config, scope, name, &spec) {
             Ok(limiter) => {
                 let limiter = Arc::new(limiter);
                 *out = arc_into_handle(Arc::new(LimiterInner { limiter, store }));
@@ -247,7 +290,8 @@ pub extern "C" fn flux_limiter_new(
     }
 }
 
-/// Writes the limit `limiter` applies, resolved, to `*out`.
+/// Writes the first quota of the limit `limiter` applies, resolved, to
+/// `*out` (for a limit of several rates, `flux_limiter_quotas` gives them all).
 #[no_mangle]
 pub extern "C" fn flux_limiter_quota(
     limiter: *const flux_limiter,
@@ -256,28 +300,63 @@ pub extern "C" fn flux_limiter_quota(
     ffi_panic_boundary! {
         let limiter = try_ref_from_ptr!(limiter);
         let out = try_out!(out);
-        let quota = limiter.limiter.quota();
-        *out = flux_quota_info {
-            policy: flux_policy::from_policy(quota.policy()) as u32,
-            requests: quota.requests(),
-            period: quota.period_us() as f64 / 1e6,
-            burst: quota.burst(),
-            max_wait: quota.max_wait_us() as f64 / 1e6,
-        };
+        *out = quota_info(limiter.limiter.quota());
         flux_result::Ok
     }
 }
 
+/// Writes the quotas of the limit `limiter` applies, one per rate in the
+/// order written, to `out` (room for `len`), and their number to `*count`.
+/// With `len` too small (NULL `out` with `len` 0 included), nothing is
+/// written to `out`, `*count` is the number needed, and the result is
+/// `FLUX_RESULT_BUFFER_TOO_SMALL`. A limiter has 1 to 8 quotas.
+#[no_mangle]
+pub extern "C" fn flux_limiter_quotas(
+    limiter: *const flux_limiter,
+    out: *mut flux_quota_info,
+    len: usize,
+    count: *mut usize,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        let count = try_out!(count);
+        let quotas = limiter.limiter.quotas();
+        *count = quotas.len();
+        if len < quotas.len() {
+            return fail(
+                flux_result::BufferTooSmall,
+                format!("the limiter has {} quotas, the buffer room for {len}", quotas.len()),
+            );
+        }
+        let out = try_slice_mut!(out, len);
+        for (slot, quota) in out.iter_mut().zip(quotas) {
+            *slot = quota_info(quota);
+        }
+        flux_result::Ok
+    }
+}
+
+fn quota_info(quota: &flux_core::Quota) -> flux_quota_info {
+    flux_quota_info {
+        policy: flux_policy::of(quota.policy()) as u32,
+        requests: quota.requests(),
+        period: quota.period_us() as f64 / 1e6,
+        burst: quota.burst(),
+        max_wait: quota.max_wait_us() as f64 / 1e6,
+    }
+}
+
 /// `FLUX_RESULT_OK` when some moment could admit a call of `cost` under
-/// `limiter`, else `FLUX_RESULT_INVALID_COST` with a message naming the most
-/// it can ever admit: the check `flux_limiter_decide` makes, without deciding.
+/// `limiter` (under every quota), else `FLUX_RESULT_INVALID_COST` with a
+/// message naming the most it can ever admit: the check
+/// `flux_limiter_decide` makes, without deciding.
 #[no_mangle]
 pub extern "C" fn flux_limiter_check_cost(limiter: *const flux_limiter, cost: u64) -> flux_result {
     ffi_panic_boundary! {
         let limiter = try_ref_from_ptr!(limiter);
-        match limiter.limiter.quota().check_cost(cost) {
+        match limiter.limiter.check_cost(cost) {
             Ok(()) => flux_result::Ok,
-            Err(e) => fail_with(&LimiterError::Cost(e)),
+            Err(e) => fail_with(&e),
         }
     }
 }

@@ -4,7 +4,8 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use flux_core::config::Storage;
-use flux_redis::Backend;
+use flux_core::{Backend, LimiterError};
+use flux_redis::analytics::Reporting;
 
 use crate::error::{fail, fail_with, flux_result};
 use crate::ffi::{
@@ -31,6 +32,7 @@ pub(crate) struct StoreInner {
     /// First, so that it is joined (its queue answered) before the rest goes.
     pub(crate) worker: Worker,
     pub(crate) backend: Arc<Backend>,
+    reporting: Arc<Reporting>,
     key_prefix: String,
 }
 
@@ -70,16 +72,17 @@ pub extern "C" fn flux_store_new(
     ffi_panic_boundary! {
         let config = try_ref_from_ptr!(config);
         let out = try_out!(out);
-        match Backend::from_config(config) {
-            Ok(backend) => {
+        match flux_redis::open(config) {
+            Ok(opened) => {
                 *out = arc_into_handle(Arc::new(StoreInner {
-                    backend: Arc::new(backend),
+                    backend: opened.backend,
+                    reporting: opened.reporting,
                     key_prefix: config.flux.key_prefix.clone(),
                     worker: Worker::default(),
                 }));
                 flux_result::Ok
             }
-            Err(e) => fail_with(&e),
+            Err(e) => fail_with(&LimiterError::Store(e)),
         }
     }
 }
@@ -92,9 +95,9 @@ pub extern "C" fn flux_store_new(
 pub extern "C" fn flux_store_preload(store: *const flux_store) -> flux_result {
     ffi_panic_boundary! {
         let store = try_ref_from_ptr!(store);
-        match store.backend.preload_scripts() {
+        match store.backend.preload() {
             Ok(()) => flux_result::Ok,
-            Err(e) => fail_with(&e),
+            Err(e) => fail_with(&LimiterError::Store(e)),
         }
     }
 }
@@ -113,7 +116,7 @@ pub extern "C" fn flux_store_clear(store: *const flux_store, deleted: *mut u64) 
                 *deleted = n;
                 flux_result::Ok
             }
-            Err(e) => fail_with(&e),
+            Err(e) => fail_with(&LimiterError::Store(e)),
         }
     }
 }
@@ -159,8 +162,8 @@ pub extern "C" fn flux_store_metrics(
         let store = try_ref_from_ptr!(store);
         let written = try_out!(written);
         let text = match format {
-            f if f == flux_metrics::Prometheus as u32 => store.backend.metrics_prometheus(),
-            f if f == flux_metrics::Json as u32 => store.backend.metrics_json(),
+            f if f == flux_metrics::Prometheus as u32 => store.reporting.prometheus(),
+            f if f == flux_metrics::Json as u32 => store.reporting.json(),
             other => {
                 return fail(
                     flux_result::InvalidArgument,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use flux_core::Decision;
-use flux_redis::{decide_batch, BatchRequest, Limiter, LimiterError};
+use flux_core::{apply_batch, BatchRequest, Limiter, LimiterError, Op};
 
 use crate::decision::{flux_decision, flux_request, request_parts};
 use crate::error::{code_of, fail, flux_result};
@@ -172,9 +172,10 @@ fn answer(jobs: Vec<Job>) {
                 endpoint: r.endpoint.as_deref(),
                 identity: &r.key,
                 cost: r.cost,
+                op: Op::Decide,
             })
             .collect();
-        decide_batch(&batch)
+        apply_batch(&batch)
     }));
     let mut answers = match decided {
         Ok(answers) => answers.into_iter(),

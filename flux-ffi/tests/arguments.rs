@@ -316,12 +316,12 @@ fn bad_limit_parameters_are_refused_with_the_field_named() {
     assert!(last_error().starts_with("burst applies to gcra, token_bucket and leaky_bucket"));
     assert_eq!(
         refused(flux_limit_params {
-            set: 64,
+            set: 128,
             ..Default::default()
         }),
         (
             flux_result::InvalidArgument,
-            "set has unknown bits 0x40; allowed are the FLUX_PARAM_* values".into()
+            "set has unknown bits 0x80; allowed are the FLUX_PARAM_* values".into()
         )
     );
     // A field whose bit is not set does not count, however bad its value.
@@ -514,8 +514,8 @@ fn the_configuration_reads_back_as_json() {
         r#""origin":"flux.toml""#,
         r#""storage":"memory""#,
         r#""key_prefix":"app:""#,
-        r#""rate_limit":{"burst":null,"max_wait":0.0,"period":60.0,"policy":"gcra","requests":100}"#,
-        r#""rate_limits":{"login":{"burst":null,"max_wait":0.0,"period":60.0,"policy":"gcra","requests":5}}"#,
+        r#""rate_limit":{"policy":"gcra","rate":"100/60s","requests":100,"period":60.0,"burst":null,"max_wait":0.0,"shadow":false}"#,
+        r#""rate_limits":{"login":{"policy":"gcra","rate":"5/60s","requests":5,"period":60.0,"burst":null,"max_wait":0.0,"shadow":false}}"#,
         r#""timeout_ms":200"#,
         r#""sample_rate":1.0"#,
     ] {

@@ -51,6 +51,7 @@ fn every_policy_admits_exactly_its_capacity_under_contention() {
             period: 3600.0,
             burst: 500,
             max_wait: 0.0,
+            ..flux_limit_params::default()
         };
         let limiter = limiter(store, config, "contended", &p);
         assert_eq!(admitted_from_many_threads(limiter), 500, "{policy:?}");

@@ -147,9 +147,11 @@ PARAM_REQUESTS = 2
 PARAM_PERIOD = 4
 PARAM_BURST = 8
 PARAM_MAX_WAIT = 16
+PARAM_RATE = 32
+PARAM_SHADOW = 64
 
 POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
-SOURCES = ("storage", "fail_open", "local_cache")
+SOURCES = ("storage", "fail_open", "local_cache", "shadow")
 SOURCE_FAIL_OPEN = 1
 STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
@@ -165,6 +167,8 @@ class flux_limit_params(Structure):
         ("period", c_double),
         ("burst", c_int64),
         ("max_wait", c_double),
+        ("rate", c_char_p),
+        ("shadow", c_bool),
     ]
 
 
@@ -187,6 +191,7 @@ class flux_decision(Structure):
         ("retry_after", c_double),
         ("delay", c_double),
         ("source_code", c_uint32),
+        ("quota_index", c_uint32),
     ]
 
 

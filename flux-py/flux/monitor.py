@@ -77,7 +77,11 @@ def not_listening_message(problem: str, host: str, port: int) -> str:
 
 
 def _counts(raw: Mapping[str, Any]) -> tuple[int, int, int]:
-    return int(raw.get("allowed", 0)), int(raw.get("blocked", 0)), int(raw.get("fail_open", 0))
+    """Allowed (by the store or, in shadow, past a limit), refused (by the
+    store or from the cache of refusals) and failed open."""
+    allowed = int(raw.get("allowed", 0)) + int(raw.get("shadow", 0))
+    refused = int(raw.get("blocked", 0)) + int(raw.get("local_cache", 0))
+    return allowed, refused, int(raw.get("fail_open", 0))
 
 
 def _bar(rate: float, full: str, empty: str) -> str:

@@ -112,7 +112,7 @@ def test_metrics_count_a_decorated_views_decisions(memory_analytics, analytics_p
     status, content_type, text = get(analytics_port, "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain; version=0.0.4")
-    assert requests_by_outcome(text, endpoint) == {"allowed": 3, "blocked": 2, "fail_open": 0}
+    assert requests_by_outcome(text, endpoint) == {"allowed": 3, "blocked": 2, "fail_open": 0, "local_cache": 0, "shadow": 0}
     assert histogram_count(text, endpoint) == 5
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"flux_requests", "flux_decision_seconds", "flux_events_dropped"} <= families
@@ -133,6 +133,8 @@ def test_the_store_reports_its_own_counters_through_the_ffi(memory_analytics):
         "allowed": 2,
         "blocked": 1,
         "fail_open": 0,
+        "local_cache": 0,
+        "shadow": 0,
     }
     doc = json.loads(handle.metrics(_ffi.METRICS_JSON))
     assert doc["endpoints"]["ffi-metrics"]["total"] == 3
@@ -170,7 +172,7 @@ def test_failing_open_is_counted(dead_redis_url, prefix, analytics_port):
     limiter = RateLimiter(5, 60, config=cfg, scope=f"{prefix}down")
     assert limiter.hit("k").source == "fail_open"
     text = get(analytics_port, "/metrics")[2]
-    assert requests_by_outcome(text, f"{prefix}down") == {"allowed": 0, "blocked": 0, "fail_open": 1}
+    assert requests_by_outcome(text, f"{prefix}down") == {"allowed": 0, "blocked": 0, "fail_open": 1, "local_cache": 0, "shadow": 0}
 
 
 def monitor(*args: str, cwd, env=None) -> subprocess.CompletedProcess:
@@ -247,9 +249,9 @@ def test_decisions_are_labelled_by_their_endpoint_everywhere(
     limiter.hit("k")  # no endpoint: the limiter's scope
 
     text = get(analytics_port, "/metrics")[2]
-    assert requests_by_outcome(text, "search") == {"allowed": 3, "blocked": 2, "fail_open": 0}
+    assert requests_by_outcome(text, "search") == {"allowed": 3, "blocked": 2, "fail_open": 0, "local_cache": 0, "shadow": 0}
     assert histogram_count(text, "search") == 5
-    assert requests_by_outcome(text, limiter.scope) == {"allowed": 1, "blocked": 0, "fail_open": 0}
+    assert requests_by_outcome(text, limiter.scope) == {"allowed": 1, "blocked": 0, "fail_open": 0, "local_cache": 0, "shadow": 0}
 
     doc = json.loads(get(analytics_port, "/metrics.json")[2])
     assert (doc["endpoints"]["search"]["allowed"], doc["endpoints"]["search"]["blocked"]) == (3, 2)

@@ -26,7 +26,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flux_core::config::Config;
-use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter};
+use flux_core::{apply_batch, BatchRequest, LimitSpec, Limiter, Op};
+use flux_redis::analytics::Reporting;
 use support::{free_port, RedisServer};
 
 /// Identities a bench cycles through, so Redis works on a realistic keyspace.
@@ -55,16 +56,17 @@ fn config(url: &str, sample_rate: Option<f64>) -> Config {
 }
 
 /// A limit no bench reaches, so every call runs the whole script and writes.
-fn limiter(url: &str, sample_rate: Option<f64>) -> Arc<Limiter> {
+fn limiter(url: &str, sample_rate: Option<f64>) -> (Arc<Limiter>, Arc<Reporting>) {
     let config = config(url, sample_rate);
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    backend.preload_scripts().unwrap();
-    let rate = LimitOverrides {
+    let opened = flux_redis::open(&config).unwrap();
+    opened.backend.preload().unwrap();
+    let rate = LimitSpec {
         requests: Some(1_000_000_000),
         period: Some(1.0),
-        ..LimitOverrides::default()
+        ..LimitSpec::default()
     };
-    Arc::new(Limiter::new(backend, &config, "bench", None, &rate).unwrap())
+    let limiter = Limiter::new(opened.backend, &config, "bench", None, &rate).unwrap();
+    (Arc::new(limiter), opened.reporting)
 }
 
 #[derive(Clone, Copy)]
@@ -120,10 +122,11 @@ fn round(limiter: &Arc<Limiter>, workload: Workload, length: Duration) -> f64 {
                                     endpoint: None,
                                     identity: &identities[(i + j) % KEYS],
                                     cost: 1,
+                                    op: Op::Decide,
                                 })
                                 .collect();
                             i = (i + BATCH) % KEYS;
-                            for d in decide_batch(&batch) {
+                            for d in apply_batch(&batch) {
                                 black_box(d.unwrap());
                             }
                             n += BATCH as u64;
@@ -214,9 +217,9 @@ fn main() {
     let (server, pinned) = server_on_another_core();
     let rounds = env_or("FLUX_BENCH_ROUNDS", 9) as usize;
     let length = Duration::from_millis(env_or("FLUX_BENCH_ROUND_MS", 1000));
-    let off = limiter(&server.url(), None);
-    let every = limiter(&server.url(), Some(1.0));
-    let tenth = limiter(&server.url(), Some(0.1));
+    let (off, _off_reporting) = limiter(&server.url(), None);
+    let (every, every_reporting) = limiter(&server.url(), Some(1.0));
+    let (tenth, tenth_reporting) = limiter(&server.url(), Some(0.1));
     let redis_pid = server.pid().to_string();
 
     println!(
@@ -283,8 +286,8 @@ fn main() {
             percent(most),
         );
     }
-    every.backend().flush_analytics().unwrap();
-    tenth.backend().flush_analytics().unwrap();
+    every_reporting.flush().unwrap();
+    tenth_reporting.flush().unwrap();
     let dropped = every.backend().analytics().snapshot().events_dropped
         + tenth.backend().analytics().snapshot().events_dropped;
     let length = server.cli(&["XLEN", "bench:events"]);

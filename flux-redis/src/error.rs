@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use flux_core::QuotaError;
+use flux_core::{Cause, QuotaError, StoreError, Unavailable};
 use redis::{ErrorKind, ServerErrorKind};
 use thiserror::Error;
 
@@ -121,4 +121,41 @@ fn is_unavailable(err: &redis::RedisError) -> bool {
 /// or the socket dead, and the next caller would read the wrong answer.
 pub(crate) fn breaks_connection(err: &redis::RedisError) -> bool {
     !matches!(err.kind(), ErrorKind::Server(_))
+}
+
+/// What a limiter makes of a Redis failure: an unreachable, slow or
+/// refusing Redis is unavailable (failing open answers it); every pooled
+/// connection busy is back-pressure; the rest are mistakes.
+impl From<RedisError> for StoreError {
+    fn from(error: RedisError) -> StoreError {
+        let message = error.to_string();
+        let why = match &error {
+            RedisError::Quota(e) => return StoreError::Quota(e.clone()),
+            RedisError::KeyType { key } => return StoreError::Foreign { key: key.clone() },
+            RedisError::Pool { busy: true, .. } => {
+                return StoreError::Busy {
+                    message,
+                    source: Some(Cause(Arc::new(error))),
+                }
+            }
+            RedisError::Timeout { .. } => Unavailable::Timeout,
+            RedisError::Pool { .. } => Unavailable::Unreachable,
+            RedisError::Unavailable(e) if matches!(e.kind(), ErrorKind::Server(_)) => {
+                Unavailable::Refusing
+            }
+            RedisError::Unavailable(_) => Unavailable::Unreachable,
+            RedisError::Config(_) => return StoreError::Settings(message),
+            RedisError::Redis(_) | RedisError::Reply(_) => {
+                return StoreError::Failed {
+                    message,
+                    source: Some(Cause(Arc::new(error))),
+                }
+            }
+        };
+        StoreError::Unavailable {
+            why,
+            message,
+            source: Some(Cause(Arc::new(error))),
+        }
+    }
 }

@@ -1,17 +1,22 @@
-//! Redis storage for Flux: the policies of flux-core run as Lua scripts, one
-//! `EVALSHA` per decision on one key with a TTL, through an r2d2 pool, against
-//! one Redis or a Redis Cluster.
+//! Redis storage for Flux: flux-core's limits run as Lua scripts, one
+//! `EVALSHA` per decision on a caller's keys (one per quota, in one hash
+//! slot) with a TTL, through an r2d2 pool, against one Redis or a Redis
+//! Cluster; and the analytics that need Redis or a network (the event
+//! flusher, the `/metrics` server and its dashboard).
 //!
-//! The scripts in `lua/` reproduce `flux_core::decide` step for step in
+//! The scripts in `lua/` reproduce `flux_core::apply` step for step in
 //! integer arithmetic that stays exact in Lua's doubles; the differential test
 //! (`tests/differential.rs`) replays random traces through both and compares
 //! every field.
 //!
+//! [`RedisStore`] is a `flux_core::Store`; [`open`] picks the store a
+//! configuration names (memory or Redis) and assembles its analytics.
 //! [`RedisStore::connect`] never talks to Redis; every call is bounded by
-//! about `timeout_ms`, and a [`RedisError`] says whether it failed for want of
-//! Redis ([`RedisError::is_connectivity`], for a limiter that fails open) or
-//! for a mistake that waiting will not fix.
+//! about `timeout_ms`, and a [`RedisError`] becomes the `flux_core::StoreError`
+//! that says whether Redis was unavailable (for a limiter that fails open),
+//! busy, or mistaken.
 
+mod backend;
 mod cluster;
 mod connection;
 mod error;
@@ -19,14 +24,10 @@ mod scripts;
 mod store;
 mod target;
 
+pub mod analytics;
+
+pub use backend::{assemble, open, Opened};
 pub use error::RedisError;
 /// The Redis settings a store is made from: the `[redis]` table of flux.toml.
 pub use flux_core::config::RedisConfig;
-
-pub use store::{Apply, RedisStore, TimeSource};
-
-pub mod analytics;
-pub mod limiter;
-pub use limiter::{
-    decide_batch, Backend, BackendStore, BatchRequest, LimitOverrides, Limiter, LimiterError,
-};
+pub use store::{RedisStore, TimeSource};

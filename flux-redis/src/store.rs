@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flux_core::{Clock, Decision, Op, Quota, Request, Store, MAX_QUOTAS};
+use flux_core::config::Storage;
+use flux_core::{Call, Clock, Decision, Op, Quota, Request, Store, StoreError, MAX_QUOTAS};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
@@ -153,13 +154,13 @@ impl RedisStore {
         cost: u64,
         now_us: u64,
     ) -> Result<Decision, RedisError> {
-        self.apply_with(
-            &[key],
-            std::slice::from_ref(quota),
+        let call = Call {
+            keys: &[key],
+            quotas: std::slice::from_ref(quota),
             cost,
-            Op::Decide,
-            Some(now_us),
-        )
+            op: Op::Decide,
+        };
+        self.apply_with(&call, Some(now_us))
     }
 
     /// [`Store::decide_many`] at `now_us`: for tests, like [`TimeSource::Clock`].
@@ -168,44 +169,29 @@ impl RedisStore {
         requests: &[Request<'_>],
         now_us: u64,
     ) -> Vec<Result<Decision, RedisError>> {
-        self.decide_many_with(requests, Some(now_us))
+        let keys: Vec<[&str; 1]> = requests.iter().map(|r| [r.key]).collect();
+        let calls: Vec<Call<'_>> = requests
+            .iter()
+            .zip(&keys)
+            .map(|(r, key)| Call {
+                keys: key,
+                quotas: std::slice::from_ref(r.quota),
+                cost: r.cost,
+                op: Op::Decide,
+            })
+            .collect();
+        self.apply_many_with(&calls, Some(now_us))
     }
 
-    /// Applies `op` to one caller's keys, one per quota (`flux_core::apply`
-    /// in one script call): all or nothing. The keys must share a hash tag
-    /// on a cluster (a limiter's keys do).
-    pub fn apply(
-        &self,
-        keys: &[&str],
-        quotas: &[Quota],
-        cost: u64,
-        op: Op,
-    ) -> Result<Decision, RedisError> {
-        self.apply_with(keys, quotas, cost, op, self.time.now_us())
+    /// [`Store::apply`] at `now_us`: for tests, like [`TimeSource::Clock`].
+    pub fn apply_at(&self, call: &Call<'_>, now_us: u64) -> Result<Decision, RedisError> {
+        self.apply_with(call, Some(now_us))
     }
 
-    /// [`RedisStore::apply`] at `now_us`: for tests, like [`TimeSource::Clock`].
-    pub fn apply_at(
-        &self,
-        keys: &[&str],
-        quotas: &[Quota],
-        cost: u64,
-        op: Op,
-        now_us: u64,
-    ) -> Result<Decision, RedisError> {
-        self.apply_with(keys, quotas, cost, op, Some(now_us))
-    }
-
-    /// Many [`RedisStore::apply`] calls in one round trip (one per primary
-    /// of a cluster); results in order.
-    pub fn apply_many(&self, calls: &[Apply<'_>]) -> Vec<Result<Decision, RedisError>> {
-        self.apply_many_with(calls, self.time.now_us())
-    }
-
-    /// [`RedisStore::apply_many`] at `now_us`: for tests.
+    /// [`Store::apply_many`] at `now_us`: for tests.
     pub fn apply_many_at(
         &self,
-        calls: &[Apply<'_>],
+        calls: &[Call<'_>],
         now_us: u64,
     ) -> Vec<Result<Decision, RedisError>> {
         self.apply_many_with(calls, Some(now_us))
@@ -213,14 +199,14 @@ impl RedisStore {
 
     /// Deletes one caller's keys (a reset); returns how many existed. The
     /// keys must share a hash tag on a cluster.
-    pub fn remove(&self, keys: &[&str]) -> Result<u64, RedisError> {
+    pub fn remove_keys(&self, keys: &[&str]) -> Result<u64, RedisError> {
         self.with_conn(|link| redis::cmd("UNLINK").arg(keys).query(link.as_dyn()))
     }
 
     /// Deletes every key that starts with `prefix` (`SCAN` + `UNLINK`, on
     /// every primary of a cluster); returns how many. Never `KEYS`, so Redis
     /// keeps serving while it runs.
-    pub fn clear_prefix(&self, prefix: &str) -> Result<u64, RedisError> {
+    pub fn clear_keys(&self, prefix: &str) -> Result<u64, RedisError> {
         if prefix.is_empty() {
             return Err(RedisError::Config(
                 "clear_prefix needs a prefix: an empty one would clear the whole database".into(),
@@ -235,61 +221,38 @@ impl RedisStore {
         })
     }
 
-    fn apply_with(
-        &self,
-        keys: &[&str],
-        quotas: &[Quota],
-        cost: u64,
-        op: Op,
-        now_us: Option<u64>,
-    ) -> Result<Decision, RedisError> {
-        check(keys, quotas, cost, op)?;
-        let script = self.scripts.get(quotas, op);
-        let entries = [Entry { keys, cost }];
+    fn apply_with(&self, call: &Call<'_>, now_us: Option<u64>) -> Result<Decision, RedisError> {
+        check(call)?;
+        let script = self.scripts.get(call.quotas, call.op);
+        let entries = [Entry {
+            keys: call.keys,
+            cost: call.cost,
+        }];
         let cmd = scripts::eval_cmd(&script, &entries, now_us);
         let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), &script, &cmd))?;
-        scripts::decisions(reply, &entries, quotas)?
+        scripts::decisions(reply, &entries, call.quotas)?
             .pop()
             .expect("one decision per entry")
     }
 
-    fn decide_many_with(
-        &self,
-        requests: &[Request<'_>],
-        now_us: Option<u64>,
-    ) -> Vec<Result<Decision, RedisError>> {
-        let keys: Vec<[&str; 1]> = requests.iter().map(|r| [r.key]).collect();
-        let calls: Vec<Apply<'_>> = requests
-            .iter()
-            .zip(&keys)
-            .map(|(r, key)| Apply {
-                keys: key,
-                quotas: std::slice::from_ref(r.quota),
-                cost: r.cost,
-                op: Op::Decide,
-            })
-            .collect();
-        self.apply_many_with(&calls, now_us)
-    }
-
     fn apply_many_with(
         &self,
-        requests: &[Apply<'_>],
+        requests: &[Call<'_>],
         now_us: Option<u64>,
     ) -> Vec<Result<Decision, RedisError>> {
         let mut results: Vec<Option<Result<Decision, RedisError>>> = vec![None; requests.len()];
         let mut valid: Vec<usize> = Vec::with_capacity(requests.len());
         for (i, r) in requests.iter().enumerate() {
-            match check(r.keys, r.quotas, r.cost, r.op) {
+            match check(r) {
                 Ok(()) => valid.push(i),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let calls: Vec<Call<'_>> = if self.cluster {
+        let calls: Vec<ScriptCall<'_>> = if self.cluster {
             // One caller per script call: a call's keys must share a slot.
             valid
                 .into_iter()
-                .map(|i| Call::new(&self.scripts, requests, vec![i], now_us))
+                .map(|i| ScriptCall::new(&self.scripts, requests, vec![i], now_us))
                 .collect()
         } else if let Some(groups) = by_limit(requests, &valid) {
             // One script call per limit and operation (in chunks), so Redis
@@ -301,7 +264,7 @@ impl RedisStore {
                     let per_call = MAX_KEYS_PER_CALL / requests[group[0]].keys.len();
                     group.chunks(per_call.max(1))
                 })
-                .map(|chunk| Call::new(&self.scripts, requests, chunk.to_vec(), now_us))
+                .map(|chunk| ScriptCall::new(&self.scripts, requests, chunk.to_vec(), now_us))
                 .collect()
         } else {
             // A key under two limits or operations in one batch: grouping
@@ -309,7 +272,7 @@ impl RedisStore {
             // one pipeline).
             valid
                 .into_iter()
-                .map(|i| Call::new(&self.scripts, requests, vec![i], now_us))
+                .map(|i| ScriptCall::new(&self.scripts, requests, vec![i], now_us))
                 .collect()
         };
 
@@ -393,16 +356,34 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    type Error = RedisError;
-
-    fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, RedisError> {
-        self.apply(&[key], std::slice::from_ref(quota), cost, Op::Decide)
+    fn apply(&self, call: &Call<'_>) -> Result<Decision, StoreError> {
+        self.apply_with(call, self.time.now_us())
+            .map_err(Into::into)
     }
 
     /// One pipeline, one round trip (per node of a cluster), whatever the
-    /// number of requests; results in the order of `requests`.
-    fn decide_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision, RedisError>> {
-        self.decide_many_with(requests, self.time.now_us())
+    /// number of calls; results in the order of `calls`.
+    fn apply_many(&self, calls: &[Call<'_>]) -> Vec<Result<Decision, StoreError>> {
+        self.apply_many_with(calls, self.time.now_us())
+            .into_iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
+    }
+
+    fn remove(&self, keys: &[&str]) -> Result<u64, StoreError> {
+        self.remove_keys(keys).map_err(Into::into)
+    }
+
+    fn clear_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.clear_keys(prefix).map_err(Into::into)
+    }
+
+    fn preload(&self, limits: &[&[Quota]]) -> Result<(), StoreError> {
+        self.preload_scripts(limits).map_err(Into::into)
+    }
+
+    fn storage(&self) -> Storage {
+        Storage::Redis
     }
 }
 
@@ -410,19 +391,10 @@ impl Store for RedisStore {
 /// call many times over, short enough that no call holds Redis for long.
 const MAX_KEYS_PER_CALL: usize = 128;
 
-/// One call of [`RedisStore::apply_many`]: a caller's keys (one per quota,
-/// sharing a hash tag), the limit's quotas, a cost and what to do.
-#[derive(Debug, Clone, Copy)]
-pub struct Apply<'a> {
-    pub keys: &'a [&'a str],
-    pub quotas: &'a [Quota],
-    pub cost: u64,
-    pub op: Op,
-}
-
 /// What the store checks before a call reaches Redis: one key per quota, a
 /// limit of one policy, and a cost the limit can take.
-fn check(keys: &[&str], quotas: &[Quota], cost: u64, op: Op) -> Result<(), RedisError> {
+fn check(call: &Call<'_>) -> Result<(), RedisError> {
+    let (keys, quotas) = (call.keys, call.quotas);
     assert!(
         !quotas.is_empty() && quotas.len() <= MAX_QUOTAS && keys.len() == quotas.len(),
         "a call names 1 to {MAX_QUOTAS} quotas and one key each"
@@ -431,19 +403,19 @@ fn check(keys: &[&str], quotas: &[Quota], cost: u64, op: Op) -> Result<(), Redis
         quotas.iter().all(|q| q.policy() == quotas[0].policy()),
         "the quotas of a limit share one policy"
     );
-    match op {
-        Op::Refund if cost == 0 => Err(flux_core::QuotaError::CostZero.into()),
+    match call.op {
+        Op::Refund if call.cost == 0 => Err(flux_core::QuotaError::CostZero.into()),
         Op::Refund => Ok(()),
         Op::Decide | Op::Peek => quotas
             .iter()
-            .try_for_each(|q| q.check_cost(cost))
+            .try_for_each(|q| q.check_cost(call.cost))
             .map_err(Into::into),
     }
 }
 
 /// One script call of a batch: the requests it decides (their place in the
 /// batch), all under one limit and operation.
-struct Call<'a> {
+struct ScriptCall<'a> {
     members: Vec<usize>,
     script: Arc<redis::Script>,
     cmd: Cmd,
@@ -452,10 +424,10 @@ struct Call<'a> {
     key: &'a str,
 }
 
-impl<'a> Call<'a> {
+impl<'a> ScriptCall<'a> {
     fn new(
         scripts: &ScriptCache,
-        requests: &[Apply<'a>],
+        requests: &[Call<'a>],
         members: Vec<usize>,
         now_us: Option<u64>,
     ) -> Self {
@@ -469,7 +441,7 @@ impl<'a> Call<'a> {
             })
             .collect();
         let cmd = scripts::eval_cmd(&script, &entries, now_us);
-        Call {
+        ScriptCall {
             members,
             script,
             cmd,
@@ -484,8 +456,8 @@ impl<'a> Call<'a> {
 
 /// The batch's valid requests grouped by limit and operation, in order of
 /// first appearance; `None` when some key comes under two of them.
-fn by_limit(requests: &[Apply<'_>], valid: &[usize]) -> Option<Vec<Vec<usize>>> {
-    let same = |a: &Apply<'_>, b: &Apply<'_>| a.op == b.op && a.quotas == b.quotas;
+fn by_limit(requests: &[Call<'_>], valid: &[usize]) -> Option<Vec<Vec<usize>>> {
+    let same = |a: &Call<'_>, b: &Call<'_>| a.op == b.op && a.quotas == b.quotas;
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut limit_of_key: HashMap<&str, usize> = HashMap::with_capacity(valid.len());
     for &i in valid {
@@ -508,7 +480,7 @@ fn by_limit(requests: &[Apply<'_>], valid: &[usize]) -> Option<Vec<Vec<usize>>> 
 /// answered `NOSCRIPT` did not run, so they are sent again once their script
 /// is loaded; on a cluster, calls redirected by `MOVED` or `ASK` did not run
 /// either and are sent again to the right node.
-fn run_batch(link: &mut Link, calls: &[Call<'_>]) -> RedisResult<Vec<RedisResult<Value>>> {
+fn run_batch(link: &mut Link, calls: &[ScriptCall<'_>]) -> RedisResult<Vec<RedisResult<Value>>> {
     let all: Vec<usize> = (0..calls.len()).collect();
     let mut replies = send(link, calls, &all)?;
 
@@ -540,7 +512,7 @@ fn run_batch(link: &mut Link, calls: &[Call<'_>]) -> RedisResult<Vec<RedisResult
 /// Replies to `calls[i]` for each `i` in `which`, in that order.
 fn send(
     link: &mut Link,
-    calls: &[Call<'_>],
+    calls: &[ScriptCall<'_>],
     which: &[usize],
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     match link {
@@ -567,7 +539,7 @@ fn send(
 /// alone through the cluster connection, which follows the redirect.
 fn send_cluster(
     link: &mut ClusterLink,
-    calls: &[Call<'_>],
+    calls: &[ScriptCall<'_>],
     which: &[usize],
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let mut replies: Vec<Option<RedisResult<Value>>> = vec![None; calls.len()];
@@ -633,7 +605,7 @@ fn send_cluster(
 /// One call on its own, the redis crate following `MOVED` and `ASK`. An
 /// error that leaves the connection unusable fails the batch; any other is
 /// this call's answer.
-fn eval_alone(link: &mut ClusterLink, call: &Call<'_>) -> RedisResult<RedisResult<Value>> {
+fn eval_alone(link: &mut ClusterLink, call: &ScriptCall<'_>) -> RedisResult<RedisResult<Value>> {
     match scripts::eval(&mut link.conn, &call.script, &call.cmd) {
         Err(err) if breaks_connection(&err) => Err(err),
         reply => Ok(reply),

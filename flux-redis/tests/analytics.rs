@@ -15,18 +15,20 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flux_core::analytics::{Analytics, Event, MAX_SERIES_PER_LIMITER, OVERFLOW_ENDPOINT};
+use flux_core::analytics::{Analytics, Event, Outcome, MAX_SERIES_PER_LIMITER, OVERFLOW_ENDPOINT};
 use flux_core::config::{AnalyticsConfig, Config};
-use flux_core::{Decision, Policy, QuotaSpec, Source};
+use flux_core::{
+    apply_batch, Backend, BatchRequest, Decision, LimitSpec, Limiter, Op, Policy, QuotaSpec, Source,
+};
 use flux_redis::analytics::{totals_key, Flusher};
-use flux_redis::{decide_batch, Backend, BatchRequest, LimitOverrides, Limiter, RedisConfig};
+use flux_redis::RedisConfig;
 use support::{free_port, RedisCluster, RedisServer};
 
-fn rate(requests: u64, period: f64) -> LimitOverrides {
-    LimitOverrides {
+fn rate(requests: u64, period: f64) -> LimitSpec {
+    LimitSpec {
         requests: Some(requests),
         period: Some(period),
-        ..LimitOverrides::default()
+        ..LimitSpec::default()
     }
 }
 
@@ -77,9 +79,16 @@ fn counted(backend: &Arc<Backend>, config: &Config) -> (Limiter, Limiter) {
 #[test]
 fn every_decision_is_counted_by_endpoint_and_outcome() {
     let config = Config::from_toml_str("[flux]\njitter_enabled = false\n", None).unwrap();
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let (login, api) = counted(&backend, &config);
-    let _unused = Limiter::new(backend.clone(), &config, "unused", None, &rate(1, 1.0)).unwrap();
+    let backend = flux_redis::open(&config).unwrap();
+    let (login, api) = counted(&backend.backend, &config);
+    let _unused = Limiter::new(
+        backend.backend.clone(),
+        &config,
+        "unused",
+        None,
+        &rate(1, 1.0),
+    )
+    .unwrap();
 
     let allowed: Vec<bool> = (0..5)
         .map(|_| login.decide(b"10.0.0.1", 1).unwrap().allowed)
@@ -94,13 +103,14 @@ fn every_decision_is_counted_by_endpoint_and_outcome() {
         endpoint: None,
         identity,
         cost: 1,
+        op: Op::Decide,
     };
-    let batch = decide_batch(&[request(b"a"), request(b"a"), request(b"b")]);
+    let batch = apply_batch(&[request(b"a"), request(b"a"), request(b"b")]);
     let batch: Vec<bool> = batch.into_iter().map(|d| d.unwrap().allowed).collect();
     assert_eq!(batch, [true, false, true]);
     assert!(!api.decide(b"b", 1).unwrap().allowed);
 
-    let snapshot = backend.analytics().snapshot();
+    let snapshot = backend.backend.analytics().snapshot();
     let names: Vec<&str> = snapshot.endpoints.keys().map(String::as_str).collect();
     assert_eq!(
         names,
@@ -108,13 +118,27 @@ fn every_decision_is_counted_by_endpoint_and_outcome() {
         "a limiter that never decided is not listed"
     );
     let login = &snapshot.endpoints["login"];
-    assert_eq!((login.allowed, login.blocked, login.fail_open), (4, 2, 0));
+    assert_eq!(
+        (
+            login.count(Outcome::Allowed),
+            login.count(Outcome::Blocked),
+            login.count(Outcome::FailOpen)
+        ),
+        (4, 2, 0)
+    );
     assert_eq!(login.latency_count, 6);
     let api = &snapshot.endpoints["api"];
-    assert_eq!((api.allowed, api.blocked, api.fail_open), (2, 2, 0));
+    assert_eq!(
+        (
+            api.count(Outcome::Allowed),
+            api.count(Outcome::Blocked),
+            api.count(Outcome::FailOpen)
+        ),
+        (2, 2, 0)
+    );
     assert_eq!(api.latency_count, 4);
 
-    let text = backend.metrics_prometheus();
+    let text = backend.reporting.prometheus();
     for line in [
         "flux_requests_total{endpoint=\"login\",decision=\"allowed\"} 4\n",
         "flux_requests_total{endpoint=\"login\",decision=\"blocked\"} 2\n",
@@ -136,21 +160,28 @@ fn decisions_that_fail_open_are_counted_as_such() {
         None,
     )
     .unwrap();
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let (login, _) = counted(&backend, &config);
+    let backend = flux_redis::open(&config).unwrap();
+    let (login, _) = counted(&backend.backend, &config);
     for _ in 0..3 {
         assert_eq!(login.decide(b"k", 1).unwrap().source, Source::FailOpen);
     }
-    let login = &backend.analytics().snapshot().endpoints["login"];
-    assert_eq!((login.allowed, login.blocked, login.fail_open), (0, 0, 3));
+    let login = &backend.backend.analytics().snapshot().endpoints["login"];
+    assert_eq!(
+        (
+            login.count(Outcome::Allowed),
+            login.count(Outcome::Blocked),
+            login.count(Outcome::FailOpen)
+        ),
+        (0, 0, 3)
+    );
 }
 
 #[test]
 fn every_decision_is_an_event_at_sample_rate_one() {
     let redis = RedisServer::start();
     let config = analytics_config(&redis.url(), "s1", 100_000, 1.0);
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let (login, _) = counted(&backend, &config);
+    let backend = flux_redis::open(&config).unwrap();
+    let (login, _) = counted(&backend.backend, &config);
     for i in 0..200 {
         login
             .decide(format!("user{}", i % 20).as_bytes(), 1)
@@ -164,10 +195,11 @@ fn every_decision_is_an_event_at_sample_rate_one() {
             endpoint: None,
             identity,
             cost: 1,
+            op: Op::Decide,
         })
         .collect();
-    decide_batch(&batch);
-    backend.flush_analytics().unwrap();
+    apply_batch(&batch);
+    backend.reporting.flush().unwrap();
     assert_eq!(xlen(&redis, "s1"), 250);
 
     // The first event, field by field: no raw identity, only the key's digest.
@@ -219,7 +251,7 @@ fn every_decision_is_an_event_at_sample_rate_one() {
     let refused = entries.iter().filter(|(_, f)| f["d"] == "0").count() as u64;
     assert_eq!(
         refused,
-        backend.analytics().snapshot().endpoints["login"].blocked
+        backend.backend.analytics().snapshot().endpoints["login"].count(Outcome::Blocked)
     );
     assert_eq!(refused, 200 - 20 * 3);
 }
@@ -243,8 +275,8 @@ fn stream_endpoints(redis: &RedisServer, stream: &str) -> Vec<String> {
 fn a_call_that_names_an_endpoint_is_limited_counted_and_streamed_under_it() {
     let redis = RedisServer::start();
     let config = analytics_config(&redis.url(), "s-ep", 100_000, 1.0);
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let (login, _) = counted(&backend, &config);
+    let backend = flux_redis::open(&config).unwrap();
+    let (login, _) = counted(&backend.backend, &config);
     let allowed: Vec<bool> = (0..5)
         .map(|_| {
             let decision = login.decide_endpoint(Some("search"), b"k", 1);
@@ -255,23 +287,30 @@ fn a_call_that_names_an_endpoint_is_limited_counted_and_streamed_under_it() {
     // Its own limit: the scope's and another endpoint's are untouched.
     assert!(login.decide(b"k", 1).unwrap().allowed);
     assert!(login.decide_endpoint(Some(""), b"k", 1).unwrap().allowed);
-    let batch = decide_batch(&[BatchRequest {
+    let batch = apply_batch(&[BatchRequest {
         limiter: &login,
         endpoint: Some("browse"),
         identity: b"k",
         cost: 1,
+        op: Op::Decide,
     }]);
     assert!(batch[0].as_ref().unwrap().allowed);
 
-    let snapshot = backend.analytics().snapshot();
+    let snapshot = backend.backend.analytics().snapshot();
     let search = &snapshot.endpoints["search"];
-    assert_eq!((search.allowed, search.blocked), (3, 2));
-    assert_eq!(snapshot.endpoints["login"].allowed, 2);
-    assert_eq!(snapshot.endpoints["browse"].allowed, 1);
-    let text = backend.metrics_prometheus();
+    assert_eq!(
+        (
+            search.count(Outcome::Allowed),
+            search.count(Outcome::Blocked)
+        ),
+        (3, 2)
+    );
+    assert_eq!(snapshot.endpoints["login"].count(Outcome::Allowed), 2);
+    assert_eq!(snapshot.endpoints["browse"].count(Outcome::Allowed), 1);
+    let text = backend.reporting.prometheus();
     assert!(text.contains("flux_requests_total{endpoint=\"search\",decision=\"blocked\"} 2\n"));
 
-    backend.flush_analytics().unwrap();
+    backend.reporting.flush().unwrap();
     assert_eq!(
         stream_endpoints(&redis, "s-ep"),
         ["search", "search", "search", "search", "search", "login", "login", "browse"]
@@ -298,8 +337,15 @@ jitter_enabled = false
         None,
     )
     .unwrap();
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let api = Limiter::new(backend.clone(), &config, "api", None, &rate(1, 60.0)).unwrap();
+    let backend = flux_redis::open(&config).unwrap();
+    let api = Limiter::new(
+        backend.backend.clone(),
+        &config,
+        "api",
+        None,
+        &rate(1, 60.0),
+    )
+    .unwrap();
     for i in 0..50_000 {
         let endpoint = format!("/item/{i}");
         assert!(
@@ -313,16 +359,19 @@ jitter_enabled = false
             .unwrap()
             .allowed
     );
-    let snapshot = backend.analytics().snapshot();
+    let snapshot = backend.backend.analytics().snapshot();
     assert_eq!(snapshot.endpoints.len(), MAX_SERIES_PER_LIMITER + 1);
     let other = &snapshot.endpoints[OVERFLOW_ENDPOINT];
     assert_eq!(
-        (other.allowed, other.blocked),
+        (other.count(Outcome::Allowed), other.count(Outcome::Blocked)),
         (50_000 - MAX_SERIES_PER_LIMITER as u64, 1)
     );
-    // 101 series of 19 lines each, whatever the number of endpoints.
-    let text = backend.metrics_prometheus();
-    assert_eq!(text.matches("flux_requests_total{").count(), 3 * 101);
+    // 101 series, whatever the number of endpoints.
+    let text = backend.reporting.prometheus();
+    assert_eq!(
+        text.matches("flux_requests_total{").count(),
+        Outcome::ALL.len() * 101
+    );
     assert!(text.len() < 200_000, "{} bytes", text.len());
 }
 
@@ -330,8 +379,15 @@ jitter_enabled = false
 fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
     let redis = RedisServer::start();
     let config = analytics_config(&redis.url(), "s2", 100_000, 0.1);
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let limiter = Limiter::new(backend.clone(), &config, "api", None, &rate(1000, 1.0)).unwrap();
+    let backend = flux_redis::open(&config).unwrap();
+    let limiter = Limiter::new(
+        backend.backend.clone(),
+        &config,
+        "api",
+        None,
+        &rate(1000, 1.0),
+    )
+    .unwrap();
     let identities: Vec<Vec<u8>> = (0..2000).map(|i| format!("u{i}").into_bytes()).collect();
     for chunk in identities.chunks(100) {
         let batch: Vec<BatchRequest<'_>> = chunk
@@ -341,17 +397,18 @@ fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
                 endpoint: None,
                 identity,
                 cost: 1,
+                op: Op::Decide,
             })
             .collect();
-        decide_batch(&batch);
+        apply_batch(&batch);
     }
-    backend.flush_analytics().unwrap();
+    backend.reporting.flush().unwrap();
     // Binomial(2000, 0.1): 200 ± 13.4; these bounds are beyond 3.5 sigma.
     let events = xlen(&redis, "s2");
     assert!((150..=250).contains(&events), "{events} events");
     // The counters count everything, sampled or not.
     assert_eq!(
-        backend.analytics().snapshot().endpoints["api"].total(),
+        backend.backend.analytics().snapshot().endpoints["api"].total(),
         2000
     );
     assert_eq!(totals(&redis, "s2")["api:allowed"], 2000);
@@ -365,17 +422,24 @@ fn the_stream_is_trimmed_near_retention() {
     // node's worth of entries (at most stream-node-max-entries).
     redis.cli(&["CONFIG", "SET", "stream-node-max-entries", "100"]);
     let config = analytics_config(&redis.url(), "s3", 100, 1.0);
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let limiter = Limiter::new(backend.clone(), &config, "api", None, &rate(10, 1.0)).unwrap();
+    let backend = flux_redis::open(&config).unwrap();
+    let limiter = Limiter::new(
+        backend.backend.clone(),
+        &config,
+        "api",
+        None,
+        &rate(10, 1.0),
+    )
+    .unwrap();
     for i in 0..1000 {
         limiter
             .decide(format!("u{}", i % 50).as_bytes(), 1)
             .unwrap();
         if i % 250 == 249 {
-            backend.flush_analytics().unwrap();
+            backend.reporting.flush().unwrap();
         }
     }
-    backend.flush_analytics().unwrap();
+    backend.reporting.flush().unwrap();
     let length = xlen(&redis, "s3");
     assert!((100..200).contains(&length), "XLEN {length}");
 }
@@ -385,10 +449,10 @@ fn totals_add_up_across_processes() {
     let redis = RedisServer::start();
     let config = analytics_config(&redis.url(), "s4", 1000, 0.0);
     // Two backends on one Redis stand for two processes.
-    let one = Arc::new(Backend::from_config(&config).unwrap());
-    let two = Arc::new(Backend::from_config(&config).unwrap());
-    let (login_one, api_one) = counted(&one, &config);
-    let (login_two, _) = counted(&two, &config);
+    let one = flux_redis::open(&config).unwrap();
+    let two = flux_redis::open(&config).unwrap();
+    let (login_one, api_one) = counted(&one.backend, &config);
+    let (login_two, _) = counted(&two.backend, &config);
     for i in 0..5 {
         login_one
             .decide(format!("a{}", i % 2).as_bytes(), 1)
@@ -396,19 +460,22 @@ fn totals_add_up_across_processes() {
         login_two.decide(b"b", 1).unwrap();
     }
     api_one.decide(b"a", 1).unwrap();
-    one.flush_analytics().unwrap();
-    two.flush_analytics().unwrap();
+    one.reporting.flush().unwrap();
+    two.reporting.flush().unwrap();
 
     let mut expected: HashMap<String, u64> = HashMap::new();
     let mut add = |backend: &Backend| {
         for (name, ep) in backend.analytics().snapshot().endpoints {
-            for (outcome, n) in [("allowed", ep.allowed), ("blocked", ep.blocked)] {
+            for (outcome, n) in [
+                ("allowed", ep.count(Outcome::Allowed)),
+                ("blocked", ep.count(Outcome::Blocked)),
+            ] {
                 *expected.entry(format!("{name}:{outcome}")).or_default() += n;
             }
         }
     };
-    add(&one);
-    add(&two);
+    add(&one.backend);
+    add(&two.backend);
     let stored = totals(&redis, "s4");
     expected.retain(|_, n| *n > 0);
     assert_eq!(stored, expected);
@@ -419,13 +486,13 @@ fn totals_add_up_across_processes() {
 
     // A later flush adds what changed since, not everything again.
     login_two.decide(b"b", 1).unwrap();
-    let report = two.flush_analytics().unwrap();
+    let report = two.reporting.flush().unwrap();
     assert_eq!((report.totals, report.round_trips), (1, 1));
     assert_eq!(totals(&redis, "s4")["login:blocked"], 3);
-    assert_eq!(two.flush_analytics().unwrap().round_trips, 0, "nothing new");
+    assert_eq!(two.reporting.flush().unwrap().round_trips, 0, "nothing new");
 
     // /metrics.json gives the same cross-process totals.
-    let json: serde_json::Value = serde_json::from_str(&one.metrics_json()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&one.reporting.json()).unwrap();
     let redis_totals = &json["redis_totals"][0];
     assert_eq!(redis_totals["totals_key"], "{s4}:totals");
     assert_eq!(redis_totals["endpoints"]["login"]["allowed"], 8);
@@ -439,10 +506,10 @@ fn totals_add_up_across_processes() {
 fn a_failing_redis_costs_the_events_not_the_totals_nor_the_decisions() {
     let mut redis = RedisServer::start();
     let config = analytics_config(&redis.url(), "s5", 1000, 1.0);
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let (login, _) = counted(&backend, &config);
+    let backend = flux_redis::open(&config).unwrap();
+    let (login, _) = counted(&backend.backend, &config);
     login.decide(b"k", 1).unwrap();
-    backend.flush_analytics().unwrap();
+    backend.reporting.flush().unwrap();
     assert_eq!(xlen(&redis, "s5"), 1);
 
     redis.kill();
@@ -458,17 +525,18 @@ fn a_failing_redis_costs_the_events_not_the_totals_nor_the_decisions() {
         );
     }
     // This flush (or the thread's, before it) fails and drops the 4 events.
-    let _ = backend.flush_analytics();
-    assert_eq!(backend.analytics().snapshot().events_dropped, 4);
+    let _ = backend.reporting.flush();
+    assert_eq!(backend.backend.analytics().snapshot().events_dropped, 4);
     assert!(backend
-        .metrics_prometheus()
+        .reporting
+        .prometheus()
         .ends_with("flux_events_dropped_total 4\n"));
 
     // Back, empty (no persistence): the totals not yet sent arrive, the
     // dropped events do not.
     redis.restart();
     login.decide(b"k2", 1).unwrap();
-    backend.flush_analytics().unwrap();
+    backend.reporting.flush().unwrap();
     let stored = totals(&redis, "s5");
     assert_eq!(stored.get("login:fail_open"), Some(&4));
     assert_eq!(stored.get("login:allowed"), Some(&1), "only the one since");
@@ -616,16 +684,16 @@ fn on_a_cluster_a_flush_is_one_pipeline_to_the_streams_node() {
         None,
     )
     .unwrap();
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
-    let (login, _) = counted(&backend, &config);
+    let backend = flux_redis::open(&config).unwrap();
+    let (login, _) = counted(&backend.backend, &config);
     // Keys on every primary; the events all go to the stream's node.
     for i in 0..60 {
         login
             .decide(format!("client-{}", i % 30).as_bytes(), 1)
             .unwrap();
     }
-    backend.flush_analytics().unwrap();
-    assert_eq!(backend.analytics().snapshot().events_dropped, 0);
+    backend.reporting.flush().unwrap();
+    assert_eq!(backend.backend.analytics().snapshot().events_dropped, 0);
 
     let stream = "flux:events";
     let owner = cluster

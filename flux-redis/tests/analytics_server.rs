@@ -9,8 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
 use flux_core::config::Config;
+use flux_core::{Backend, LimitSpec, Limiter};
 use flux_redis::analytics::metrics_address;
-use flux_redis::{Backend, LimitOverrides, Limiter};
 use support::free_port;
 
 fn config(port: u16, enabled: bool) -> Config {
@@ -24,10 +24,10 @@ fn config(port: u16, enabled: bool) -> Config {
 }
 
 fn limiter(backend: &Arc<Backend>, config: &Config, scope: &str, requests: u64) -> Limiter {
-    let rate = LimitOverrides {
+    let rate = LimitSpec {
         requests: Some(requests),
         period: Some(60.0),
-        ..LimitOverrides::default()
+        ..LimitSpec::default()
     };
     Limiter::new(backend.clone(), config, scope, None, &rate).unwrap()
 }
@@ -54,33 +54,33 @@ fn listening(port: u16) -> bool {
 #[test]
 fn one_server_shows_every_backend_and_outlives_none() {
     // Counting goes on without the server.
-    let quiet = Arc::new(Backend::from_config(&config(free_port(), false)).unwrap());
+    let quiet = flux_redis::open(&config(free_port(), false)).unwrap();
     assert_eq!(metrics_address(), None);
 
     let port = free_port();
     let first_config = config(port, true);
-    let first = Arc::new(Backend::from_config(&first_config).unwrap());
+    let first = flux_redis::open(&first_config).unwrap();
     assert_eq!(metrics_address().map(|a| a.port()), Some(port));
     // A second backend with analytics does not start a second server.
     let other_port = free_port();
     let second_config = config(other_port, true);
-    let second = Arc::new(Backend::from_config(&second_config).unwrap());
+    let second = flux_redis::open(&second_config).unwrap();
     assert_eq!(metrics_address().map(|a| a.port()), Some(port));
     assert!(!listening(other_port));
 
     // "login" on both backends (3 per minute each), "api" on the second,
     // and one on the backend without analytics: all this process's.
-    let login = limiter(&first, &first_config, "login", 3);
+    let login = limiter(&first.backend, &first_config, "login", 3);
     for _ in 0..5 {
         login.decide(b"10.0.0.1", 1).unwrap();
     }
-    limiter(&second, &second_config, "login", 3)
+    limiter(&second.backend, &second_config, "login", 3)
         .decide(b"10.0.0.1", 1)
         .unwrap();
-    limiter(&second, &second_config, "api", 1)
+    limiter(&second.backend, &second_config, "api", 1)
         .decide(b"k", 1)
         .unwrap();
-    limiter(&quiet, &first_config, "quiet", 1)
+    limiter(&quiet.backend, &first_config, "quiet", 1)
         .decide(b"k", 1)
         .unwrap();
 
@@ -146,10 +146,10 @@ fn one_server_shows_every_backend_and_outlives_none() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let taken_config = config(taken_port, true);
-    let backend = Arc::new(Backend::from_config(&taken_config).unwrap());
+    let backend = flux_redis::open(&taken_config).unwrap();
     assert_eq!(metrics_address(), None);
     assert!(
-        limiter(&backend, &taken_config, "login", 3)
+        limiter(&backend.backend, &taken_config, "login", 3)
             .decide(b"10.0.0.9", 1)
             .unwrap()
             .allowed

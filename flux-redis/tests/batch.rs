@@ -6,8 +6,8 @@ mod support;
 
 use std::sync::Arc;
 
-use flux_core::{ManualClock, Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisConfig, RedisError, RedisStore, TimeSource};
+use flux_core::{ManualClock, Policy, Quota, QuotaSpec, Request, Store, StoreError};
+use flux_redis::{RedisConfig, RedisStore, TimeSource};
 use support::{RedisServer, Rng};
 
 fn store(server: &RedisServer, clock: &ManualClock) -> RedisStore {
@@ -52,7 +52,7 @@ fn a_batch_decides_like_the_same_calls_one_at_a_time() {
             let want = store.decide(&key("s", *q, *k), &quotas[*q], *cost);
             match (want, got) {
                 (Ok(want), Ok(got)) => assert_eq!(want, got, "batch of {size}"),
-                (Err(RedisError::Quota(_)), Err(RedisError::Quota(_))) => {}
+                (Err(StoreError::Quota(_)), Err(StoreError::Quota(_))) => {}
                 other => panic!("batch of {size}: {other:?}"),
             }
         }
@@ -70,7 +70,7 @@ fn a_key_of_another_type_is_reported_and_left_alone() {
 
     let err = store.decide("foreign:gcra:x", &quota, 1).unwrap_err();
     assert!(
-        matches!(err, RedisError::KeyType { .. }) && !err.is_connectivity(),
+        matches!(err, StoreError::Foreign { .. }) && !err.is_unavailable(),
         "{err}"
     );
 
@@ -92,7 +92,7 @@ fn a_key_of_another_type_is_reported_and_left_alone() {
         },
     ]);
     assert!(batch[0].as_ref().unwrap().allowed && batch[2].as_ref().unwrap().allowed);
-    assert!(matches!(batch[1], Err(RedisError::KeyType { .. })));
+    assert!(matches!(batch[1], Err(StoreError::Foreign { .. })));
     assert_eq!(server.cli(&["HGET", "foreign:gcra:x", "field"]), "value");
 }
 

@@ -6,11 +6,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
 use flux_core::config::Config;
 use flux_redis::analytics::metrics_address;
-use flux_redis::Backend;
 use support::free_port;
 
 /// (status line, headers, body) of one request.
@@ -43,7 +41,7 @@ fn the_metrics_server_serves_the_dashboard_beside_metrics() {
         None,
     )
     .unwrap();
-    let backend = Arc::new(Backend::from_config(&config).unwrap());
+    let backend = flux_redis::open(&config).unwrap();
     assert_eq!(metrics_address().map(|a| a.port()), Some(port));
 
     for path in ["/", "/dashboard", "/?endpoint=login", "/dashboard?x=1"] {

@@ -9,8 +9,8 @@ mod support;
 
 use std::sync::Arc;
 
-use flux_core::{ManualClock, MemoryStore, Op, Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{Apply, RedisConfig, RedisStore, TimeSource};
+use flux_core::{Call, ManualClock, MemoryStore, Op, Policy, Quota, QuotaSpec, Request, Store};
+use flux_redis::{RedisConfig, RedisStore, TimeSource};
 use support::{RedisServer, Rng};
 
 const STEPS: usize = 10_000;
@@ -262,20 +262,30 @@ fn replay_limits(policy: Policy, seed: u64) {
             .zip(&keys)
             .map(|(&(c, cost, op), keys)| {
                 memory
-                    .apply(keys, &callers[c].1, cost, op)
+                    .apply(&Call {
+                        keys,
+                        quotas: &callers[c].1,
+                        cost,
+                        op,
+                    })
                     .map_err(|e| e.to_string())
             })
             .collect();
         let actual: Vec<Result<_, String>> = if n == 1 {
             let (c, cost, op) = picks[0];
             vec![redis
-                .apply(&keys[0], &callers[c].1, cost, op)
+                .apply(&Call {
+                    keys: &keys[0],
+                    quotas: &callers[c].1,
+                    cost,
+                    op,
+                })
                 .map_err(|e| e.to_string())]
         } else {
-            let calls: Vec<Apply<'_>> = picks
+            let calls: Vec<Call<'_>> = picks
                 .iter()
                 .zip(&keys)
-                .map(|(&(c, cost, op), keys)| Apply {
+                .map(|(&(c, cost, op), keys)| Call {
                     keys,
                     quotas: &callers[c].1,
                     cost,

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use flux_core::{Policy, Quota, QuotaSpec, Request, Store};
-use flux_redis::{RedisConfig, RedisError, RedisStore};
+use flux_core::{Policy, Quota, QuotaSpec, Request, Store, StoreError};
+use flux_redis::{RedisConfig, RedisStore};
 use support::{free_port, RedisServer, Rng};
 
 const TIMEOUT_MS: u64 = 200;
@@ -28,11 +28,11 @@ fn daily(policy: Policy, requests: u64) -> Quota {
 }
 
 /// Runs `f`, checks it failed for want of Redis within about the timeout.
-fn fails_in_time<T: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, RedisError>) {
+fn fails_in_time<T: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) {
     let start = Instant::now();
     let err = f().expect_err(what);
     let took = start.elapsed();
-    assert!(err.is_connectivity(), "{what}: {err}");
+    assert!(err.is_unavailable(), "{what}: {err}");
     assert!(
         took < Duration::from_millis(TIMEOUT_MS) + SLACK,
         "{what} took {took:?}: {err}"
@@ -62,14 +62,14 @@ fn redis_not_running_fails_each_call_within_the_timeout() {
     assert!(start.elapsed() < Duration::from_millis(TIMEOUT_MS) + SLACK);
     assert!(batch
         .iter()
-        .all(|r| r.as_ref().unwrap_err().is_connectivity()));
-    fails_in_time("preload_scripts", || store.preload_scripts(&[]));
+        .all(|r| r.as_ref().unwrap_err().is_unavailable()));
+    fails_in_time("preload", || store.preload(&[]));
     fails_in_time("clear_prefix", || store.clear_prefix("down:"));
 
     // A mistake is still a mistake, not an outage, and needs no Redis to find.
     let err = store.decide("down:a", &quota, 0).unwrap_err();
     assert!(
-        matches!(err, RedisError::Quota(_)) && !err.is_connectivity(),
+        matches!(err, StoreError::Quota(_)) && !err.is_unavailable(),
         "{err}"
     );
 }

@@ -129,7 +129,7 @@ fn a_tls_only_redis_is_reached_over_rediss() {
     assert!(plain
         .decide("tls:a", &quota, 1)
         .unwrap_err()
-        .is_connectivity());
+        .is_unavailable());
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use flux_core::analytics::{Analytics, Event};
+use flux_core::analytics::{Analytics, Counts, Event, Outcome};
 use flux_core::config::AnalyticsConfig;
 use parking_lot::Mutex;
 use redis::{RedisResult, ServerErrorKind, Value};
@@ -33,12 +33,6 @@ use crate::{RedisConfig, RedisError};
 
 /// How often the flusher looks for something to send.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-
-/// The outcomes counted per endpoint, as they are named in the totals hash.
-pub(crate) const OUTCOMES: [&str; 3] = ["allowed", "blocked", "fail_open"];
-
-/// An endpoint's decisions by outcome, in the order of [`OUTCOMES`].
-pub(crate) type Counts = [u64; 3];
 
 /// Where events and totals go, and a connection of its own to get there, so
 /// a slow flush never holds a connection a decision is waiting for. Shared
@@ -126,7 +120,7 @@ impl Sink {
             let Some((endpoint, outcome)) = field.rsplit_once(':') else {
                 continue;
             };
-            if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            if let Some(i) = Outcome::ALL.iter().position(|o| o.name() == outcome) {
                 totals.entry(endpoint.to_owned()).or_default()[i] += n;
             }
         }
@@ -222,7 +216,7 @@ impl Flusher {
             xadd(&mut packed, &self.sink.stream, &retention, &period.1, event);
         }
         for (endpoint, outcome, delta, _) in &deltas {
-            let field = format!("{endpoint}:{}", OUTCOMES[*outcome]);
+            let field = format!("{endpoint}:{}", Outcome::ALL[*outcome].name());
             packed.command(4);
             packed.bulk(b"HINCRBY");
             packed.bulk(self.sink.totals_key.as_bytes());
@@ -280,7 +274,7 @@ impl Flusher {
         let snapshot = self.analytics.snapshot();
         let mut deltas = Vec::new();
         for (endpoint, ep) in snapshot.endpoints {
-            let now: Counts = [ep.allowed, ep.blocked, ep.fail_open];
+            let now = ep.counts;
             let sent = self.sent.get(&endpoint).copied().unwrap_or_default();
             for (i, (&now, &sent)) in now.iter().zip(&sent).enumerate() {
                 if now > sent {
@@ -382,13 +376,6 @@ fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
 /// A pooled-style connection found dead on use: worth one more try.
 fn is_stale(err: &redis::RedisError) -> bool {
     err.is_connection_dropped() && !err.is_timeout()
-}
-
-/// Microseconds since the Unix epoch, for an event's `ts`.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The thread that runs a [`Flusher`] every [`FLUSH_INTERVAL`]. Dropping it

@@ -5,7 +5,8 @@
 //! {
 //!   "endpoints": {
 //!     "login": {
-//!       "allowed": 3, "blocked": 2, "fail_open": 0, "total": 5, "block_rate": 0.4,
+//!       "allowed": 3, "blocked": 2, "fail_open": 0, "local_cache": 0, "shadow": 0,
+//!       "total": 5, "block_rate": 0.4,
 //!       "latency": {"count": 5, "sum_seconds": 0.00021,
 //!                   "buckets": [{"le": 1e-06, "count": 0}, ..., {"le": "+Inf", "count": 5}]}
 //!     }
@@ -14,7 +15,7 @@
 //!   "redis_totals": [
 //!     {"redis": "redis://127.0.0.1:6379/0", "stream": "flux:events",
 //!      "totals_key": "{flux:events}:totals", "error": null,
-//!      "endpoints": {"login": {"allowed": 30, "blocked": 20, "fail_open": 0,
+//!      "endpoints": {"login": {"allowed": 30, "blocked": 20, "fail_open": 0, ...,
 //!                              "total": 50, "block_rate": 0.4}}}
 //!   ]
 //! }
@@ -28,10 +29,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flux_core::analytics::{EndpointSnapshot, Snapshot};
+use flux_core::analytics::{Counts, EndpointSnapshot, Outcome, Snapshot};
 use serde_json::{json, Map, Value};
 
-use super::flusher::{Counts, Sink};
+use super::flusher::Sink;
 
 /// The document above, reading the totals of each of `sinks` from Redis.
 pub(crate) fn metrics(snapshot: &Snapshot, sinks: &[Arc<Sink>]) -> Value {
@@ -48,17 +49,25 @@ pub(crate) fn metrics(snapshot: &Snapshot, sinks: &[Arc<Sink>]) -> Value {
     })
 }
 
-fn counts(allowed: u64, blocked: u64, fail_open: u64) -> Map<String, Value> {
-    let total = allowed + blocked + fail_open;
+/// A count per outcome by its name, the total, and the block rate: the
+/// share refused, by the store or from the local cache of refusals.
+fn counts(counts: &Counts) -> Map<String, Value> {
+    let total: u64 = counts.iter().sum();
+    let refused: u64 = Outcome::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(outcome, _)| outcome.refused())
+        .map(|(_, n)| n)
+        .sum();
     let block_rate = if total == 0 {
         0.0
     } else {
-        blocked as f64 / total as f64
+        refused as f64 / total as f64
     };
     let mut map = Map::new();
-    map.insert("allowed".into(), allowed.into());
-    map.insert("blocked".into(), blocked.into());
-    map.insert("fail_open".into(), fail_open.into());
+    for (outcome, n) in Outcome::ALL.iter().zip(counts) {
+        map.insert(outcome.name().into(), (*n).into());
+    }
     map.insert("total".into(), total.into());
     map.insert("block_rate".into(), block_rate.into());
     map
@@ -71,7 +80,7 @@ fn endpoint(ep: &EndpointSnapshot) -> Value {
         .map(|&(le, n)| json!({"le": le as f64 / 1e9, "count": n}))
         .collect();
     buckets.push(json!({"le": "+Inf", "count": ep.latency_count}));
-    let mut map = counts(ep.allowed, ep.blocked, ep.fail_open);
+    let mut map = counts(&ep.counts);
     map.insert(
         "latency".into(),
         json!({
@@ -90,7 +99,7 @@ fn redis_totals(sink: &Sink) -> Value {
     };
     let endpoints: Map<String, Value> = endpoints
         .into_iter()
-        .map(|(name, [a, b, f]): (String, Counts)| (name, Value::Object(counts(a, b, f))))
+        .map(|(name, n): (String, Counts)| (name, Value::Object(counts(&n))))
         .collect();
     json!({
         "redis": sink.redis,

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use flux_core::analytics::Analytics;
 use flux_core::config::AnalyticsConfig;
 
-pub(crate) use flusher::now_us;
 pub use flusher::{totals_key, FlushReport, Flusher, FLUSH_INTERVAL};
 pub use server::{metrics_address, PROMETHEUS_CONTENT_TYPE};
 
@@ -35,12 +34,10 @@ use flusher::{FlushThread, Sink};
 use server::Registration;
 
 /// A backend's analytics: its counters, and, as configured, its flusher and
-/// its hold on the metrics server.
+/// its hold on the metrics server. Made by [`crate::open`].
 #[derive(Debug)]
-pub(crate) struct Reporting {
+pub struct Reporting {
     analytics: Arc<Analytics>,
-    /// Whether decisions are sampled into events: only when a flusher takes them.
-    events: bool,
     /// Dropped before `registration`, so that the last flush's figures are
     /// the ones the registry keeps.
     flush_thread: Option<FlushThread>,
@@ -51,7 +48,7 @@ pub(crate) struct Reporting {
 impl Reporting {
     /// Counters for a backend on `redis` (or the memory store, `None`), and
     /// with `config.enabled` the flusher (Redis only) and the server.
-    pub(crate) fn new(config: &AnalyticsConfig, redis: Option<&RedisStore>) -> Reporting {
+    pub fn start(config: &AnalyticsConfig, redis: Option<&RedisStore>) -> Reporting {
         let analytics = Arc::new(Analytics::new(config.sample_rate));
         let mut flush_thread = None;
         let mut sink = None;
@@ -73,36 +70,41 @@ impl Reporting {
         let registration = server::register(analytics.clone(), sink.clone(), serve);
         Reporting {
             analytics,
-            events: flush_thread.is_some(),
             flush_thread,
             sink,
             _registration: registration,
         }
     }
 
-    pub(crate) fn analytics(&self) -> &Arc<Analytics> {
+    pub fn analytics(&self) -> &Arc<Analytics> {
         &self.analytics
     }
 
-    pub(crate) fn events(&self) -> bool {
-        self.events
+    /// Whether a flusher sends sampled decisions to Redis as events.
+    pub fn has_flusher(&self) -> bool {
+        self.flush_thread.is_some()
     }
 
-    /// Flushes now, on the caller's thread; nothing to do without a flusher.
-    pub(crate) fn flush(&self) -> Result<FlushReport, RedisError> {
+    /// Sends the queued events and totals to Redis now instead of at the
+    /// flusher's next turn, on the caller's thread. Does nothing (and
+    /// reports nothing) unless analytics is enabled on Redis.
+    pub fn flush(&self) -> Result<FlushReport, RedisError> {
         match &self.flush_thread {
             Some(thread) => thread.flusher().lock().flush(),
             None => Ok(FlushReport::default()),
         }
     }
 
-    pub(crate) fn prometheus(&self) -> String {
+    /// The counters in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
         self.analytics.snapshot().to_prometheus()
     }
 
-    pub(crate) fn json(&self) -> serde_json::Value {
+    /// The counters as `/metrics.json` shows them, with the cross-process
+    /// totals read from Redis when analytics is enabled there.
+    pub fn json(&self) -> String {
         let sinks: Vec<Arc<Sink>> = self.sink.iter().cloned().collect();
-        json::metrics(&self.analytics.snapshot(), &sinks)
+        json::metrics(&self.analytics.snapshot(), &sinks).to_string()
     }
 }
 

@@ -9,28 +9,31 @@
 //!
 //! Files written for flux-limiter 0.1 load unchanged; every key is optional.
 
+mod words;
+mod written;
+
 use std::collections::BTreeMap;
 use std::env;
 use std::fmt::{self, Write as _};
 use std::fs;
 use std::io;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
-use toml::de::{DeTable, DeValue};
 
-use crate::{Policy, QuotaError, QuotaSpec};
+pub use words::redact_url;
+use words::{dotted, expected_url, has_redis_scheme, percent_encode, strip_suffix_ignore_case};
+use written::{JsonDoc, TomlDoc, Written};
+
+use crate::{parse_rates, Limit, LimitSpec, Policy, QuotaError, Rate};
 
 const FLUX_CONFIG: &str = "FLUX_CONFIG";
 const FLUX_REDIS_URL: &str = "FLUX_REDIS_URL";
 
 /// Looked for under the working directory, in this order, when `$FLUX_CONFIG` is unset.
 const CANDIDATES: [&str; 2] = ["flux.toml", "config/flux.toml"];
-
-/// The keys of a limit table, for the message when one is not a table.
-const LIMIT_KEYS: &str = "policy, requests, period, burst, max_wait";
 
 /// Everything flux.toml can say, with defaults for whatever it leaves out.
 ///
@@ -45,9 +48,10 @@ pub struct Config {
     /// `[analytics]`
     pub analytics: AnalyticsConfig,
     /// The limit used when none is named, and what named limits inherit from.
-    pub rate_limit: LimitConfig,
-    /// Limits picked by name, as in `@rate_limit(name="login")`.
-    pub rate_limits: BTreeMap<String, LimitConfig>,
+    pub rate_limit: Limit,
+    /// Limits picked by name, as in `@rate_limit(name="login")`, each
+    /// resolved over `rate_limit` by [`LimitSpec::over`].
+    pub rate_limits: BTreeMap<String, Limit>,
     /// The file this came from; `None` for defaults and for text without a file.
     pub origin: Option<PathBuf>,
     /// Whether the file chose `[flux] storage` itself: `FLUX_REDIS_URL` may only
@@ -56,7 +60,7 @@ pub struct Config {
 }
 
 /// Where decisions keep their state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// In this process only: nothing to run, but every process counts alone.
@@ -76,7 +80,7 @@ impl fmt::Display for Storage {
 }
 
 /// `[redis]`: where the shared store lives, given either as `url` or as its parts.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://`, `rediss://` (TLS), `redis+cluster://`, `rediss+cluster://`,
@@ -208,7 +212,7 @@ impl fmt::Debug for RedisConfig {
 }
 
 /// `[flux]`: how the limiter behaves around its store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FluxSettings {
     /// Defaults to `redis` when the file has a `[redis]` table or
@@ -247,7 +251,7 @@ impl Default for FluxSettings {
 }
 
 /// `[analytics]`: the counters' Redis stream and the metrics HTTP server.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     pub enabled: bool,
@@ -271,47 +275,6 @@ impl Default for AnalyticsConfig {
             stream: "flux:events".to_owned(),
             retention: 100_000,
             sample_rate: 1.0,
-        }
-    }
-}
-
-/// `[rate_limit]` or one `[rate_limits.NAME]`: a quota as the file states it.
-///
-/// Every instance in a loaded [`Config`] has passed [`QuotaSpec::build`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LimitConfig {
-    pub policy: Policy,
-    /// Calls admitted per `period`.
-    pub requests: u64,
-    /// Seconds.
-    pub period: f64,
-    /// `None` means `requests`.
-    pub burst: Option<u64>,
-    /// Seconds; `leaky_bucket` only.
-    pub max_wait: f64,
-}
-
-impl Default for LimitConfig {
-    fn default() -> Self {
-        Self {
-            policy: Policy::Gcra,
-            requests: 100,
-            period: 60.0,
-            burst: None,
-            max_wait: 0.0,
-        }
-    }
-}
-
-impl LimitConfig {
-    /// The quota's parameters, for [`QuotaSpec::build`].
-    pub fn spec(&self) -> QuotaSpec {
-        QuotaSpec {
-            policy: self.policy,
-            requests: self.requests,
-            period: self.period,
-            burst: self.burst,
-            max_wait: self.max_wait,
         }
     }
 }
@@ -342,7 +305,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(super) fn new(message: impl Into<String>) -> Self {
         Self {
             file: None,
             line: None,
@@ -351,7 +314,7 @@ impl ConfigError {
         }
     }
 
-    fn with_key(mut self, key: impl Into<String>) -> Self {
+    pub(super) fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
@@ -388,21 +351,54 @@ impl Config {
             error.file = origin.map(Path::to_owned);
             error
         };
-        let doc = Document::parse(text).map_err(in_file)?;
-        let file: ConfigFile = toml::from_str(text).map_err(|e| in_file(doc.explain(&e)))?;
+        let doc = TomlDoc::parse(text).map_err(in_file)?;
+        let file: ConfigFile = doc.read().map_err(in_file)?;
+        Self::assemble(file, &doc, origin).map_err(in_file)
+    }
 
+    /// Parses and validates a configuration given as JSON: the sections and
+    /// keys of flux.toml as objects (`{"redis": {"url": ...}, "rate_limits":
+    /// {"api": {"rate": "10/second"}}}`), with the same schema, defaults and
+    /// messages; a key left out or `null` takes its default. This is how a
+    /// configuration built in code reaches Flux. `origin` names it in errors.
+    /// Reads no environment.
+    pub fn from_json_str(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        let in_origin = |mut error: ConfigError| {
+            error.file = origin.map(Path::to_owned);
+            error
+        };
+        let doc = JsonDoc::parse(text).map_err(in_origin)?;
+        let file: ConfigFile = doc.read().map_err(in_origin)?;
+        Self::assemble(file, &doc, origin).map_err(in_origin)
+    }
+
+    /// Fills in the defaults of what `written` says, resolves the limits
+    /// and checks what types cannot.
+    fn assemble(
+        file: ConfigFile,
+        written: &dyn Written,
+        origin: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let has_redis = file.redis.is_some();
-        let storage_chosen = doc.contains(&["flux", "storage"]);
+        let storage_chosen = written.contains(&["flux", "storage"]);
         let mut flux = file.flux;
         if !storage_chosen && has_redis {
             flux.storage = Storage::Redis;
         }
-        let rate_limit = file.rate_limit.over(&LimitConfig::default());
+        let rate_limit = resolve(
+            written,
+            &["rate_limit"],
+            &file.rate_limit,
+            &Limit::default(),
+        )?;
         let rate_limits = file
             .rate_limits
-            .into_iter()
-            .map(|(name, table)| (name, table.over(&rate_limit)))
-            .collect();
+            .iter()
+            .map(|(name, table)| {
+                let limit = resolve(written, &["rate_limits", name], table, &rate_limit)?;
+                Ok((name.clone(), limit))
+            })
+            .collect::<Result<_, ConfigError>>()?;
         let config = Config {
             redis: file.redis.unwrap_or_default(),
             flux,
@@ -412,7 +408,7 @@ impl Config {
             origin: origin.map(Path::to_owned),
             storage_chosen,
         };
-        config.check(&doc).map_err(in_file)?;
+        config.check(written)?;
         Ok(config)
     }
 
@@ -496,13 +492,13 @@ impl Config {
         Ok(())
     }
 
-    /// The quota named `name`, or `[rate_limit]` for `None`.
-    pub fn limit(&self, name: Option<&str>) -> Result<QuotaSpec, ConfigError> {
+    /// The limit named `name`, or `[rate_limit]` for `None`.
+    pub fn limit(&self, name: Option<&str>) -> Result<&Limit, ConfigError> {
         let Some(name) = name else {
-            return Ok(self.rate_limit.spec());
+            return Ok(&self.rate_limit);
         };
         if let Some(limit) = self.rate_limits.get(name) {
-            return Ok(limit.spec());
+            return Ok(limit);
         }
         let defined = if self.rate_limits.is_empty() {
             "no limit is defined under [rate_limits]".to_owned()
@@ -518,11 +514,11 @@ impl Config {
     }
 
     /// The checks a type cannot express. The first failure is reported.
-    fn check(&self, doc: &Document<'_>) -> Result<(), ConfigError> {
+    fn check(&self, doc: &dyn Written) -> Result<(), ConfigError> {
         let redis = &self.redis;
         if let Some(url) = &redis.url {
             if !has_redis_scheme(url) {
-                return Err(doc.invalid(&["redis", "url"], redact_url(url)));
+                return Err(doc.invalid(&["redis", "url"], &redact_url(url)));
             }
             let parts = ["host", "port", "db", "username", "password"];
             if let Some(part) = parts.iter().find(|p| doc.contains(&["redis", p])) {
@@ -533,13 +529,13 @@ impl Config {
             }
         }
         if redis.port == 0 {
-            return Err(doc.invalid(&["redis", "port"], 0));
+            return Err(doc.invalid(&["redis", "port"], &0));
         }
         if redis.pool_size == 0 {
-            return Err(doc.invalid(&["redis", "pool_size"], 0));
+            return Err(doc.invalid(&["redis", "pool_size"], &0));
         }
         if redis.timeout_ms == 0 {
-            return Err(doc.invalid(&["redis", "timeout_ms"], 0));
+            return Err(doc.invalid(&["redis", "timeout_ms"], &0));
         }
         if redis.is_cluster() && redis.db != 0 {
             return Err(doc.error(
@@ -552,18 +548,18 @@ impl Config {
         }
 
         if !(1..=128).contains(&self.flux.ipv6_prefix) {
-            return Err(doc.invalid(&["flux", "ipv6_prefix"], self.flux.ipv6_prefix));
+            return Err(doc.invalid(&["flux", "ipv6_prefix"], &self.flux.ipv6_prefix));
         }
 
         let analytics = &self.analytics;
         if analytics.port == 0 {
-            return Err(doc.invalid(&["analytics", "port"], 0));
+            return Err(doc.invalid(&["analytics", "port"], &0));
         }
         if analytics.retention == 0 {
-            return Err(doc.invalid(&["analytics", "retention"], 0));
+            return Err(doc.invalid(&["analytics", "retention"], &0));
         }
         if !(0.0..=1.0).contains(&analytics.sample_rate) {
-            return Err(doc.invalid(&["analytics", "sample_rate"], analytics.sample_rate));
+            return Err(doc.invalid(&["analytics", "sample_rate"], &analytics.sample_rate));
         }
 
         check_limit(doc, &["rate_limit"], &self.rate_limit)?;
@@ -574,14 +570,32 @@ impl Config {
     }
 }
 
-/// Builds the quota, so a bad limit fails at load time rather than at its first call.
-fn check_limit(doc: &Document<'_>, table: &[&str], limit: &LimitConfig) -> Result<(), ConfigError> {
-    let Err(error) = limit.spec().build() else {
-        return Ok(());
-    };
+/// The limit `table` says over `base`, or the error naming its key.
+fn resolve(
+    written: &dyn Written,
+    table: &[&str],
+    spec: &LimitTable,
+    base: &Limit,
+) -> Result<Limit, ConfigError> {
+    LimitSpec::from(spec.clone())
+        .over(base)
+        .map_err(|error| limit_error(written, table, &error))
+}
+
+/// Builds the quotas, so a bad limit fails at load time rather than at its
+/// first call.
+fn check_limit(written: &dyn Written, table: &[&str], limit: &Limit) -> Result<(), ConfigError> {
+    match limit.quotas() {
+        Ok(_) => Ok(()),
+        Err(error) => Err(limit_error(written, table, &error)),
+    }
+}
+
+/// A limit's error, said of the key it is about when it is about one.
+fn limit_error(written: &dyn Written, table: &[&str], error: &QuotaError) -> ConfigError {
     let message = error.to_string();
-    let Some(key) = quota_key(&error) else {
-        return Err(doc.error(table, message));
+    let Some(key) = quota_key(error) else {
+        return written.error(table, message);
     };
     let mut path = table.to_vec();
     path.push(key);
@@ -590,17 +604,20 @@ fn check_limit(doc: &Document<'_>, table: &[&str], limit: &LimitConfig) -> Resul
         .strip_prefix(key)
         .map(str::trim_start)
         .unwrap_or(&message);
-    Err(doc.error(&path, message.to_owned()))
+    written.error(&path, message.to_owned())
 }
 
 /// The limit key a quota error is about, if it is about one.
 fn quota_key(error: &QuotaError) -> Option<&'static str> {
     match error {
-        QuotaError::Requests => Some("requests"),
+        QuotaError::Requests | QuotaError::RequestsOnSeveralRates(_) => Some("requests"),
         QuotaError::Period(_) => Some("period"),
-        QuotaError::Burst | QuotaError::BurstOnWindow { .. } => Some("burst"),
+        QuotaError::Burst
+        | QuotaError::BurstOnWindow { .. }
+        | QuotaError::BurstOnSeveralRates(_) => Some("burst"),
         QuotaError::MaxWait(_) | QuotaError::MaxWaitPolicy(_) => Some("max_wait"),
         QuotaError::UnknownPolicy(_) => Some("policy"),
+        QuotaError::RateAndRequests | QuotaError::RateCount(_) => Some("rate"),
         _ => None,
     }
 }
@@ -621,35 +638,32 @@ struct ConfigFile {
     rate_limits: BTreeMap<String, LimitTable>,
 }
 
-/// A limit table with its absent keys still absent, so they can be inherited.
-#[derive(Default, Deserialize)]
+/// A limit table with its absent keys still absent, so they can be
+/// inherited ([`LimitSpec::over`]).
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitTable {
     #[serde(default, deserialize_with = "policy_by_name")]
     policy: Option<Policy>,
+    #[serde(default, deserialize_with = "rates_by_text")]
+    rate: Option<Vec<Rate>>,
     requests: Option<u64>,
     period: Option<f64>,
     burst: Option<u64>,
     max_wait: Option<f64>,
+    shadow: Option<bool>,
 }
 
-impl LimitTable {
-    fn over(self, base: &LimitConfig) -> LimitConfig {
-        let policy = self.policy.unwrap_or(base.policy);
-        // A max_wait only means something to leaky_bucket: inheriting it into
-        // another policy would make every such named limit an error.
-        let inherited_wait = if policy == Policy::LeakyBucket {
-            base.max_wait
-        } else {
-            0.0
-        };
-        LimitConfig {
-            policy,
-            requests: self.requests.unwrap_or(base.requests),
-            period: self.period.unwrap_or(base.period),
-            // Tied to this limit's own requests, so never inherited.
-            burst: self.burst,
-            max_wait: self.max_wait.unwrap_or(inherited_wait),
+impl From<LimitTable> for LimitSpec {
+    fn from(table: LimitTable) -> Self {
+        LimitSpec {
+            policy: table.policy,
+            rate: table.rate,
+            requests: table.requests,
+            period: table.period,
+            burst: table.burst,
+            max_wait: table.max_wait,
+            shadow: table.shadow,
         }
     }
 }
@@ -659,217 +673,11 @@ fn policy_by_name<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Policy>, D:
     name.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-/// The parsed document, kept to point errors at lines and keys.
-struct Document<'a> {
-    text: &'a str,
-    root: DeTable<'a>,
-}
-
-impl<'a> Document<'a> {
-    fn parse(text: &'a str) -> Result<Self, ConfigError> {
-        match DeTable::parse(text) {
-            Ok(root) => Ok(Self {
-                text,
-                root: root.into_inner(),
-            }),
-            Err(e) => Err(ConfigError {
-                line: e.span().map(|span| line_at(text, span.start)),
-                ..ConfigError::new(e.message())
-            }),
-        }
-    }
-
-    fn contains(&self, path: &[&str]) -> bool {
-        self.spans(path).is_some()
-    }
-
-    /// The spans of the last key of `path` and of its value, if the file writes it.
-    fn spans(&self, path: &[&str]) -> Option<(Range<usize>, Range<usize>)> {
-        let (last, parents) = path.split_last()?;
-        let mut table = &self.root;
-        for name in parents {
-            let (_, value) = table.iter().find(|(k, _)| k.get_ref() == name)?;
-            match value.get_ref() {
-                DeValue::Table(inner) => table = inner,
-                _ => return None,
-            }
-        }
-        let (key, value) = table.iter().find(|(k, _)| k.get_ref() == last)?;
-        Some((key.span(), value.span()))
-    }
-
-    /// The line of `path`, or of its closest ancestor the file writes.
-    fn line_of(&self, path: &[&str]) -> Option<usize> {
-        (1..=path.len())
-            .rev()
-            .find_map(|len| self.spans(&path[..len]))
-            .map(|(key, _)| line_at(self.text, key.start))
-    }
-
-    /// The path of the deepest key whose name or value covers `offset`.
-    fn path_at(&self, offset: usize) -> Option<Vec<String>> {
-        fn walk(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
-            for (key, value) in table.iter() {
-                path.push(key.get_ref().to_string());
-                if let DeValue::Table(inner) = value.get_ref() {
-                    if walk(inner, offset, path) {
-                        return true;
-                    }
-                }
-                if key.span().contains(&offset) || value.span().contains(&offset) {
-                    return true;
-                }
-                path.pop();
-            }
-            false
-        }
-        let mut path = Vec::new();
-        walk(&self.root, offset, &mut path).then_some(path)
-    }
-
-    /// The source text of a value, shortened to fit in a one-line message.
-    /// A Redis URL is shown with its passwords hidden (before it is
-    /// shortened, so a cut cannot keep half a password), a password not at all.
-    fn snippet(&self, path: &[&str], span: Range<usize>) -> String {
-        let written = self.text.get(span).unwrap_or("").trim();
-        let redacted;
-        let written = match path {
-            ["redis", "password"] => return "a value of another type (not shown)".to_owned(),
-            ["redis", "url"] => {
-                redacted = redact_url(written);
-                redacted.as_str()
-            }
-            _ => written,
-        };
-        let first_line = written.lines().next().unwrap_or("");
-        match first_line.char_indices().nth(40) {
-            Some((cut, _)) => format!("{}...", &first_line[..cut]),
-            None if first_line.len() < written.len() => format!("{first_line}..."),
-            None if first_line.is_empty() => "nothing".to_owned(),
-            None => first_line.to_owned(),
-        }
-    }
-
-    fn error(&self, path: &[&str], message: String) -> ConfigError {
-        ConfigError {
-            line: self.line_of(path),
-            ..ConfigError::new(message).with_key(dotted(path))
-        }
-    }
-
-    /// A value that has the right type but is out of range.
-    fn invalid(&self, path: &[&str], got: impl fmt::Display) -> ConfigError {
-        // As written, so `1.50` is not echoed back as `1.5`.
-        let got = match self.spans(path) {
-            Some((_, value)) => self.snippet(path, value),
-            None => got.to_string(),
-        };
-        let expected = expected(path).unwrap_or_default();
-        self.error(path, format!("must be {expected}, got {got}"))
-    }
-
-    /// Rewrites a deserialization error in the terms of the schema.
-    fn explain(&self, error: &toml::de::Error) -> ConfigError {
-        let raw = error.message();
-        let Some(span) = error.span() else {
-            return ConfigError::new(raw);
-        };
-        let line = Some(line_at(self.text, span.start));
-        let Some(path) = self.path_at(span.start) else {
-            return ConfigError {
-                line,
-                ..ConfigError::new(raw)
-            };
-        };
-        let path: Vec<&str> = path.iter().map(String::as_str).collect();
-        let message = if raw.starts_with("unknown field") {
-            unknown_key(&path, raw)
-        } else if let Some(expected) = expected(&path) {
-            format!("must be {expected}, got {}", self.snippet(&path, span))
-        } else {
-            raw.to_owned()
-        };
-        ConfigError {
-            line,
-            ..ConfigError::new(message).with_key(dotted(&path))
-        }
-    }
-}
-
-/// "unknown field `x`, expected one of `a`, `b`" from serde, said for a config file.
-fn unknown_key(path: &[&str], raw: &str) -> String {
-    let allowed = raw
-        .split_once(", expected ")
-        .map(|(_, list)| list.trim_start_matches("one of ").replace('`', ""));
-    match (path, allowed) {
-        ([_], Some(_)) => "unknown section; flux.toml has [redis], [flux], [analytics], \
-                           [rate_limit] and [rate_limits.NAME]"
-            .to_owned(),
-        ([.., _], Some(allowed)) => {
-            let table = dotted(&path[..path.len() - 1]);
-            format!("unknown key; [{table}] allows {allowed}")
-        }
-        _ => raw.to_owned(),
-    }
-}
-
-/// What the key at `path` accepts, in the words of an error message.
-fn expected(path: &[&str]) -> Option<String> {
-    let (section, key) = match path {
-        ["rate_limits"] => {
-            return Some("a table of named limits, as in [rate_limits.login]".into())
-        }
-        [_] => return Some("a table".into()),
-        ["rate_limits", _] => return Some(format!("a table of {LIMIT_KEYS}")),
-        ["rate_limits", _, key] => ("rate_limit", *key),
-        [section, key] => (*section, *key),
-        _ => return None,
-    };
-    let words = match (section, key) {
-        ("redis", "url") => return Some(expected_url()),
-        ("redis" | "analytics", "host") => "a host name or IP address in quotes",
-        ("redis" | "analytics", "port") => "a port number from 1 to 65535",
-        ("redis", "db") => "a database number of at least 0",
-        ("redis", "username" | "password") => "a string",
-        ("redis", "pool_size") => "a whole number of connections of at least 1",
-        ("redis", "timeout_ms") => "a whole number of milliseconds of at least 1",
-        ("flux", "storage") => "\"memory\" or \"redis\"",
-        ("flux", "key_prefix") | ("analytics", "stream") => "a string",
-        ("flux", "log_file") => "a file path in quotes",
-        ("flux", "jitter_max_ms") => "a whole number of milliseconds of at least 0",
-        ("flux", "ipv6_prefix") => "a prefix length from 1 to 128",
-        ("analytics", "retention") => "a whole number of events of at least 1",
-        ("analytics", "sample_rate") => "a number from 0.0 to 1.0",
-        ("rate_limit", "policy") => return Some(format!("one of {}", Policy::allowed_names())),
-        ("rate_limit", "requests") => "a whole number of at least 1",
-        ("rate_limit", "period") => "a number of seconds greater than 0",
-        ("rate_limit", "burst") => "a whole number of at least 1",
-        ("rate_limit", "max_wait") => "a number of seconds of at least 0",
-        (_, "cluster" | "fail_silently" | "console_logging" | "jitter_enabled" | "enabled") => {
-            "true or false"
-        }
-        _ => return None,
-    };
-    Some(words.to_owned())
-}
-
-const URL_SCHEMES: [&str; 6] = [
-    "redis",
-    "rediss",
-    "redis+cluster",
-    "rediss+cluster",
-    "redis+unix",
-    "unix",
-];
-
-fn expected_url() -> String {
-    let schemes: Vec<_> = URL_SCHEMES.iter().map(|s| format!("{s}://")).collect();
-    format!("a URL starting with {}", schemes.join(", "))
-}
-
-fn has_redis_scheme(url: &str) -> bool {
-    url.split_once("://")
-        .is_some_and(|(scheme, _)| URL_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)))
+fn rates_by_text<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<Rate>>, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_rates(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn redis_url_from_env() -> Result<Option<String>, ConfigError> {
@@ -882,96 +690,44 @@ fn redis_url_from_env() -> Result<Option<String>, ConfigError> {
     }
 }
 
-fn strip_suffix_ignore_case<'s>(s: &'s str, suffix: &str) -> Option<&'s str> {
-    let cut = s.len().checked_sub(suffix.len())?;
-    (s.is_char_boundary(cut) && s[cut..].eq_ignore_ascii_case(suffix)).then(|| &s[..cut])
+/// The configuration as one object with flux.toml's sections and keys, the
+/// defaults filled in, and `origin` (the file, or null): how other
+/// languages read what was loaded. A limit also gives its `rate` as text
+/// and the `requests` and `period` of its first rate. The Redis password is
+/// included as written.
+impl Serialize for Config {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("origin", &self.origin)?;
+        map.serialize_entry("redis", &self.redis)?;
+        map.serialize_entry("flux", &self.flux)?;
+        map.serialize_entry("analytics", &self.analytics)?;
+        map.serialize_entry("rate_limit", &LimitView(&self.rate_limit))?;
+        let named: BTreeMap<&str, LimitView<'_>> = self
+            .rate_limits
+            .iter()
+            .map(|(name, limit)| (name.as_str(), LimitView(limit)))
+            .collect();
+        map.serialize_entry("rate_limits", &named)?;
+        map.end()
+    }
 }
 
-/// Percent-encodes all but RFC 3986's unreserved characters, so any
-/// username or password survives inside a URL.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
+/// A limit as [`Config`]'s serialization shows it.
+struct LimitView<'a>(&'a Limit);
 
-/// Hides the passwords in a Redis URL, for messages and debug output:
-/// `scheme://user:secret@host/0` -> `scheme://user:***@host/0`, and
-/// everything after a `pass=` or `password=` query parameter (how a
-/// `unix://` URL carries it) -> `?db=1&pass=***`.
-///
-/// Passwords are often written into URLs unencoded, so the userinfo is
-/// taken to end at the *last* `@`, wherever a `/`, `?`, `#` or `:` in the
-/// password puts the URL's other delimiters, and everything after its first
-/// `:` is hidden. When the two rules overlap, the union is hidden: a message
-/// may show less of the address, never part of a password. A URL without
-/// `://` (a mistake worth a message) is redacted the same way.
-pub fn redact_url(url: &str) -> String {
-    let rest_at = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[rest_at..];
-    let mut hidden: Vec<Range<usize>> = Vec::new();
-    if let Some(at) = rest.rfind('@') {
-        if let Some(colon) = rest[..at].find(':') {
-            hidden.push(rest_at + colon + 1..rest_at + at);
-        }
+impl Serialize for LimitView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let limit = self.0;
+        let rate: Vec<String> = limit.rates.iter().map(Rate::to_string).collect();
+        let mut map = serializer.serialize_map(Some(8))?;
+        map.serialize_entry("policy", limit.policy.name())?;
+        map.serialize_entry("rate", &rate.join(";"))?;
+        map.serialize_entry("requests", &limit.requests())?;
+        map.serialize_entry("period", &limit.period())?;
+        map.serialize_entry("burst", &limit.burst)?;
+        map.serialize_entry("max_wait", &limit.max_wait)?;
+        map.serialize_entry("shadow", &limit.shadow)?;
+        map.end()
     }
-    let lower = rest.to_ascii_lowercase();
-    let query_password = ["?pass=", "&pass=", "?password=", "&password="]
-        .iter()
-        .filter_map(|marker| lower.find(marker).map(|i| i + marker.len()))
-        .min();
-    if let Some(value) = query_password {
-        hidden.push(rest_at + value..url.len());
-    }
-    hidden.sort_by_key(|range| range.start);
-    let mut out = String::with_capacity(url.len());
-    let mut shown_from = 0;
-    for range in hidden {
-        if range.end <= shown_from {
-            continue;
-        }
-        // An overlapping range continues the `***` already written.
-        if range.start >= shown_from {
-            out.push_str(&url[shown_from..range.start]);
-            out.push_str("***");
-        }
-        shown_from = range.end;
-    }
-    out.push_str(&url[shown_from..]);
-    out
-}
-
-/// A key path as TOML writes it, quoting names that are not bare keys.
-fn dotted(path: &[&str]) -> String {
-    let parts: Vec<_> = path
-        .iter()
-        .map(|name| {
-            let bare = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if bare {
-                (*name).to_owned()
-            } else {
-                format!("{name:?}")
-            }
-        })
-        .collect();
-    parts.join(".")
-}
-
-/// The 1-based line of a byte offset.
-fn line_at(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }

@@ -1,0 +1,465 @@
+//! A limiter: one limit and scope on a store, as Rust programs, the C ABI
+//! and Python use it.
+//!
+//! A [`Backend`] is a store (memory or Redis, as `Arc<dyn Store>`) with its
+//! counters; several [`Limiter`]s share one through an `Arc`. A limiter
+//! turns a caller's identity into its keys (one per quota), asks the store,
+//! and applies what the configuration says around the store's answer:
+//! failing open when the store is unavailable and `fail_silently` is set,
+//! admitting what a shadow limit would refuse, and spreading the
+//! `retry_after` of refused calls by a random jitter.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flux_core::config::Config;
+//! use flux_core::{parse_rates, Backend, LimitSpec, Limiter};
+//!
+//! let config = Config::default();
+//! let backend = Arc::new(Backend::memory());
+//! let spec = LimitSpec { rate: Some(parse_rates("2/second;3/minute").unwrap()), ..LimitSpec::default() };
+//! let limiter = Limiter::new(backend, &config, "login", None, &spec).unwrap();
+//! assert!(limiter.decide(b"10.0.0.1", 1).unwrap().allowed);
+//! assert!(limiter.decide(b"10.0.0.1", 1).unwrap().allowed);
+//! assert!(!limiter.decide(b"10.0.0.1", 1).unwrap().allowed);
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use thiserror::Error;
+
+use crate::analytics::{Analytics, Event, LimiterSeries};
+use crate::config::{Config, ConfigError, Storage};
+use crate::key::{key_in, IdentityTag};
+use crate::{
+    Call, Decision, Limit, LimitSpec, MemoryStore, Op, Quota, QuotaError, Source, Store, StoreError,
+};
+
+/// A store and what it counts. Thread-safe; share it in an `Arc`.
+///
+/// Every decision of its limiters is counted per endpoint (see
+/// [`crate::analytics`]); when something sends them on (flux-redis's
+/// flusher), sampled decisions also become events.
+pub struct Backend {
+    store: Arc<dyn Store>,
+    analytics: Arc<Analytics>,
+    /// Whether sampled decisions become events: only when a flusher takes them.
+    events: bool,
+    /// What lives as long as the backend: a flusher thread, a hold on the
+    /// process's metrics server.
+    _keep: Option<Arc<dyn Any + Send + Sync>>,
+    /// The quotas of the limits the configuration names, which a preload
+    /// makes ready.
+    configured: Vec<Vec<Quota>>,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("store", &self.store)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// A backend on `store`, counting into `analytics`.
+    pub fn new(store: Arc<dyn Store>, analytics: Arc<Analytics>) -> Backend {
+        Backend {
+            store,
+            analytics,
+            events: false,
+            _keep: None,
+            configured: Vec::new(),
+        }
+    }
+
+    /// A backend on a fresh memory store, counting every decision.
+    pub fn memory() -> Backend {
+        Backend::new(Arc::new(MemoryStore::new()), Arc::new(Analytics::default()))
+    }
+
+    /// The same backend sending sampled decisions as events to whatever
+    /// takes them from its analytics, which `keep` keeps alive (a flusher):
+    /// it lives as long as the backend, so its last flush sees every
+    /// decision.
+    pub fn with_events(mut self, keep: Arc<dyn Any + Send + Sync>) -> Backend {
+        self.events = true;
+        self._keep = Some(keep);
+        self
+    }
+
+    /// The same backend keeping `keep` alive (a hold on a metrics server).
+    pub fn keeping(mut self, keep: Arc<dyn Any + Send + Sync>) -> Backend {
+        self._keep = Some(keep);
+        self
+    }
+
+    /// The same backend knowing the limits `config` names, for
+    /// [`Backend::preload`].
+    pub fn with_configured(mut self, config: &Config) -> Backend {
+        self.configured = std::iter::once(&config.rate_limit)
+            .chain(config.rate_limits.values())
+            .filter_map(|limit| limit.quotas().ok())
+            .collect();
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.store.storage()
+    }
+
+    /// The counters of every limiter on this backend.
+    pub fn analytics(&self) -> &Arc<Analytics> {
+        &self.analytics
+    }
+
+    /// Makes the configured limits ready ahead of their first call (Redis
+    /// loads their scripts, and those of every limit decided so far).
+    pub fn preload(&self) -> Result<(), StoreError> {
+        let limits: Vec<&[Quota]> = self.configured.iter().map(Vec::as_slice).collect();
+        self.store.preload(&limits)
+    }
+
+    /// Forgets every key under `prefix`; returns how many.
+    pub fn clear_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.store.clear_prefix(prefix)
+    }
+}
+
+/// Why a limiter could not be made or could not decide.
+#[derive(Debug, Error)]
+pub enum LimiterError {
+    /// A part of the limit is invalid; the message names it.
+    #[error(transparent)]
+    Limit(QuotaError),
+    /// A cost of 0, or above what the limit can ever admit.
+    #[error(transparent)]
+    Cost(QuotaError),
+    /// The named limit is not in the configuration; the message lists those that are.
+    #[error(transparent)]
+    UnknownLimit(ConfigError),
+    /// An argument other than the limit's parts is invalid.
+    #[error("{0}")]
+    Argument(String),
+    /// The store failed, or its settings cannot work. With `fail_silently`,
+    /// a limiter answers an unavailable store by admitting the call instead.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// One limit and scope on a store. Thread-safe: share it freely.
+///
+/// A call may name an endpoint, which gives its caller a separate limit per
+/// endpoint on this one limiter, and counts the decision under the
+/// endpoint's name rather than the scope's (within the caps of
+/// [`crate::analytics`]).
+#[derive(Debug)]
+pub struct Limiter {
+    backend: Arc<Backend>,
+    limit: Limit,
+    quotas: Vec<Quota>,
+    /// Per quota, the start of its keys: `{prefix}{scope}:{policy}:`, and
+    /// with several quotas the quota's label (`10per1:`), so each has a key.
+    heads: Vec<String>,
+    scope: String,
+    series: LimiterSeries,
+    fail_silently: bool,
+    /// The largest random delay added to a refused call's `retry_after`; 0 adds none.
+    jitter_max_us: u64,
+}
+
+impl Limiter {
+    /// A limiter for `scope` (part of every key) with the limit `name` of
+    /// `config` (`[rate_limit]` when `None`), changed by `spec` (see
+    /// [`LimitSpec::over`]).
+    pub fn new(
+        backend: Arc<Backend>,
+        config: &Config,
+        scope: &str,
+        name: Option<&str>,
+        spec: &LimitSpec,
+    ) -> Result<Limiter, LimiterError> {
+        if scope.is_empty() {
+            return Err(LimiterError::Argument(
+                "scope must not be empty: it keeps this limit's keys apart from other limits'"
+                    .to_owned(),
+            ));
+        }
+        let base = config.limit(name).map_err(LimiterError::UnknownLimit)?;
+        let limit = spec.over(base).map_err(LimiterError::Limit)?;
+        let quotas = limit.quotas().map_err(LimiterError::Limit)?;
+        let flux = &config.flux;
+        let policy = limit.policy.name();
+        let heads = limit
+            .rates
+            .iter()
+            .map(|rate| match quotas.len() {
+                1 => format!("{}{scope}:{policy}:", flux.key_prefix),
+                _ => format!("{}{scope}:{policy}:{}:", flux.key_prefix, rate.label()),
+            })
+            .collect();
+        Ok(Limiter {
+            series: LimiterSeries::new(backend.analytics().clone(), scope),
+            backend,
+            limit,
+            quotas,
+            heads,
+            scope: scope.to_owned(),
+            fail_silently: flux.fail_silently,
+            jitter_max_us: if flux.jitter_enabled {
+                flux.jitter_max_ms.saturating_mul(1000)
+            } else {
+                0
+            },
+        })
+    }
+
+    /// The limit, resolved.
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+
+    /// The limit's quotas, one per rate, in order.
+    pub fn quotas(&self) -> &[Quota] {
+        &self.quotas
+    }
+
+    /// The first quota: what a single-rate view of the limit reports.
+    pub fn quota(&self) -> &Quota {
+        &self.quotas[0]
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Where `identity`'s state lives, one key per quota; with an `endpoint`
+    /// (`None` or `""` for none), its state for that endpoint (see
+    /// [`IdentityTag::for_endpoint`]).
+    pub fn keys(&self, endpoint: Option<&str>, identity: &[u8]) -> Vec<String> {
+        let (endpoint, tag) = match endpoint.filter(|e| !e.is_empty()) {
+            Some(endpoint) => (
+                Some(endpoint.as_bytes()),
+                IdentityTag::for_endpoint(endpoint.as_bytes(), identity),
+            ),
+            None => (None, IdentityTag::new(identity)),
+        };
+        self.heads
+            .iter()
+            .map(|head| key_in(head, endpoint, &tag))
+            .collect()
+    }
+
+    /// The key of `identity` under the first quota.
+    pub fn key(&self, identity: &[u8]) -> String {
+        self.keys(None, identity).swap_remove(0)
+    }
+
+    /// A cost is valid when it is at least 1 and some moment could admit it
+    /// under every quota.
+    pub fn check_cost(&self, cost: u64) -> Result<(), LimiterError> {
+        self.quotas
+            .iter()
+            .try_for_each(|q| q.check_cost(cost))
+            .map_err(LimiterError::Cost)
+    }
+
+    /// Decides one call of `cost` by the caller `identity` (any bytes).
+    pub fn decide(&self, identity: &[u8], cost: u64) -> Result<Decision, LimiterError> {
+        self.apply(None, identity, cost, Op::Decide)
+    }
+
+    /// Decides one call of `cost` by `identity` to `endpoint`: each endpoint
+    /// is a separate limit, counted under its own name. `None` or `""` is
+    /// the same as [`Limiter::decide`].
+    pub fn decide_endpoint(
+        &self,
+        endpoint: Option<&str>,
+        identity: &[u8],
+        cost: u64,
+    ) -> Result<Decision, LimiterError> {
+        self.apply(endpoint, identity, cost, Op::Decide)
+    }
+
+    /// Applies `op` for one call: [`Op::Decide`] decides and charges (and is
+    /// counted in the analytics), [`Op::Peek`] answers what deciding would
+    /// without charging, [`Op::Refund`] gives `cost` back to every quota
+    /// (never below empty) and answers what the next call would be told.
+    pub fn apply(
+        &self,
+        endpoint: Option<&str>,
+        identity: &[u8],
+        cost: u64,
+        op: Op,
+    ) -> Result<Decision, LimiterError> {
+        apply_batch(&[BatchRequest {
+            limiter: self,
+            endpoint,
+            identity,
+            cost,
+            op,
+        }])
+        .pop()
+        .expect("one answer per request")
+    }
+
+    /// Forgets `identity`'s state (for `endpoint`) under every quota: its
+    /// next call is decided as its first. Returns how many keys held one.
+    pub fn reset(&self, endpoint: Option<&str>, identity: &[u8]) -> Result<u64, LimiterError> {
+        let keys = self.keys(endpoint, identity);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.backend
+            .store
+            .remove(&keys)
+            .map_err(LimiterError::Store)
+    }
+
+    /// Counts a decision under its endpoint's series (and queues it as an
+    /// event, labelled alike, when sampled). Calls that got no decision (an
+    /// error) are not counted.
+    fn record(
+        &self,
+        endpoint: Option<&str>,
+        keys: &[String],
+        decision: &Decision,
+        latency: Duration,
+    ) {
+        let stats = self.series.get(endpoint.filter(|e| !e.is_empty()));
+        stats.record(decision, latency.as_nanos().try_into().unwrap_or(u64::MAX));
+        let analytics = self.backend.analytics();
+        if self.backend.events && analytics.sample() {
+            let index = decision.quota_index.min(self.quotas.len() - 1);
+            analytics.push_event(Event::new(
+                now_us(),
+                keys[index].clone(),
+                stats.name().clone(),
+                &self.quotas[index],
+                decision,
+            ));
+        }
+    }
+
+    /// The store's answer, with fail-open, shadow and jitter applied.
+    fn finish(
+        &self,
+        answer: Result<Decision, StoreError>,
+        op: Op,
+    ) -> Result<Decision, LimiterError> {
+        match answer {
+            Ok(decision) if decision.allowed || op == Op::Refund => Ok(decision),
+            Ok(decision) if self.limit.shadow => Ok(Decision {
+                allowed: true,
+                source: Source::Shadow,
+                ..decision
+            }),
+            Ok(decision) if self.jitter_max_us > 0 => {
+                let jitter = rand::rng().random_range(0..=self.jitter_max_us);
+                Ok(Decision {
+                    retry_after_us: decision.retry_after_us + jitter,
+                    ..decision
+                })
+            }
+            Ok(decision) => Ok(decision),
+            Err(StoreError::Quota(e)) => Err(LimiterError::Cost(e)),
+            // The decision's source says it failed open; the caller logs it
+            // as often as it likes.
+            Err(e) if self.fail_silently && e.is_unavailable() => {
+                Ok(Decision::fail_open(self.quotas[0].limit()))
+            }
+            Err(e) => Err(LimiterError::Store(e)),
+        }
+    }
+}
+
+/// One call in an [`apply_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub limiter: &'a Limiter,
+    /// As in [`Limiter::decide_endpoint`].
+    pub endpoint: Option<&'a str>,
+    pub identity: &'a [u8],
+    pub cost: u64,
+    pub op: Op,
+}
+
+/// Applies many calls, on any mix of limiters, with one `apply_many` (one
+/// round trip on Redis) per store. Results are in the order of `requests`.
+pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, LimiterError>> {
+    let mut results: Vec<Option<Result<Decision, LimiterError>>> =
+        requests.iter().map(|_| None).collect();
+    // Keys are made up front so the store calls can borrow them.
+    let keys: Vec<Vec<String>> = requests
+        .iter()
+        .map(|r| r.limiter.keys(r.endpoint, r.identity))
+        .collect();
+    let key_refs: Vec<Vec<&str>> = keys
+        .iter()
+        .map(|keys| keys.iter().map(String::as_str).collect())
+        .collect();
+    let mut pending: Vec<usize> = Vec::with_capacity(requests.len());
+    for (i, request) in requests.iter().enumerate() {
+        let checked = match request.op {
+            Op::Refund if request.cost == 0 => Err(LimiterError::Cost(QuotaError::CostZero)),
+            Op::Refund => Ok(()),
+            Op::Decide | Op::Peek => request.limiter.check_cost(request.cost),
+        };
+        match checked {
+            Ok(()) => pending.push(i),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    while let Some(&first) = pending.first() {
+        let backend = &requests[first].limiter.backend;
+        let (group, rest): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&i| Arc::ptr_eq(&requests[i].limiter.backend, backend));
+        let calls: Vec<Call<'_>> = group
+            .iter()
+            .map(|&i| Call {
+                keys: &key_refs[i],
+                quotas: &requests[i].limiter.quotas,
+                cost: requests[i].cost,
+                op: requests[i].op,
+            })
+            .collect();
+        let started = Instant::now();
+        let answers = backend.store.apply_many(&calls);
+        // Each decision of a batch waited for the whole batch.
+        let latency = started.elapsed();
+        debug_assert_eq!(answers.len(), group.len());
+        for (&i, answer) in group.iter().zip(answers) {
+            let request = &requests[i];
+            let decision = request.limiter.finish(answer, request.op);
+            if let (Ok(decision), Op::Decide) = (&decision, request.op) {
+                request
+                    .limiter
+                    .record(request.endpoint, &keys[i], decision, latency);
+            }
+            results[i] = Some(decision);
+        }
+        pending = rest;
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every request is answered"))
+        .collect()
+}
+
+/// Microseconds since the Unix epoch, for an event's `ts`.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
