@@ -121,6 +121,28 @@ typedef uint32_t flux_result;
 #endif // __cplusplus
 
 /**
+ * How much a log record matters (the `log` crate's levels).
+ */
+enum flux_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    FLUX_LOG_LEVEL_ERROR = 1,
+    FLUX_LOG_LEVEL_WARN = 2,
+    FLUX_LOG_LEVEL_INFO = 3,
+    FLUX_LOG_LEVEL_DEBUG = 4,
+    FLUX_LOG_LEVEL_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum flux_log_level flux_log_level;
+#else
+typedef uint32_t flux_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The admission policies, as `flux_limit_params.policy` and
  * `flux_quota_info.policy` carry them.
  */
@@ -393,6 +415,12 @@ typedef struct flux_quota_info {
     double max_wait;
 } flux_quota_info;
 
+/**
+ * Receives one log record: its level and its message, a NUL-terminated
+ * UTF-8 string valid only during the call (copy what you keep).
+ */
+typedef void (*flux_log_callback)(void *user_data, flux_log_level level, const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -596,6 +624,31 @@ flux_result flux_limiter_new(const struct flux_store *store,
 flux_result flux_limiter_quota(const struct flux_limiter *limiter, struct flux_quota_info *out);
 
 /**
+ * Sets the function that receives Flux's log records (warnings such as "a
+ * metrics port is in use"), replacing any set before; NULL stops them.
+ * Records at `FLUX_LOG_LEVEL_INFO` and above are passed; none are written
+ * anywhere else.
+ *
+ * Threading: `callback` is called on whatever thread logs: a thread
+ * calling `flux_limiter_decide`, or a thread of Flux's own (a store's async
+ * worker, its analytics flusher, the metrics server), possibly on several
+ * at once, so it must be thread-safe. `user_data` is passed as given.
+ *
+ * When this returns, the callback set before is no longer running on any
+ * thread and will not be called again: a host can unset it before it
+ * tears down what the callback uses (flux-py does so at interpreter exit).
+ * Hence the calling thread must not hold anything the callback waits for
+ * (in Python, call it with the GIL released, as `ctypes.CDLL` does), and
+ * calling it from inside the callback fails with
+ * `FLUX_RESULT_INVALID_ARGUMENT`. Records logged from inside the callback
+ * (it called Flux, which logged) are dropped rather than passed back in.
+ *
+ * In a Rust program that links flux-ffi and installed a `log` logger of its
+ * own, records go to that logger and the callback is never called.
+ */
+flux_result flux_set_log_callback(flux_log_callback callback, void *user_data);
+
+/**
  * Deletes every key under the configuration's `key_prefix` (on Redis with
  * SCAN, never KEYS) and writes how many to `*deleted`.
  *
@@ -658,7 +711,7 @@ flux_result flux_store_metrics(const struct flux_store *store,
  *
  * With `[analytics] enabled`, the process's metrics server (`/metrics`,
  * `/metrics.json` on `host:port`) runs from here on unless it already does
- * (a port in use is a warning on stderr, not an error), and on Redis the
+ * (a port in use is a warning in the log, not an error), and on Redis the
  * store gets a thread that sends sampled events and totals to Redis.
  */
 flux_result flux_store_new(const struct flux_config *config, struct flux_store **out);

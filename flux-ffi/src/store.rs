@@ -60,7 +60,7 @@ pub enum flux_storage {
 ///
 /// With `[analytics] enabled`, the process's metrics server (`/metrics`,
 /// `/metrics.json` on `host:port`) runs from here on unless it already does
-/// (a port in use is a warning on stderr, not an error), and on Redis the
+/// (a port in use is a warning in the log, not an error), and on Redis the
 /// store gets a thread that sends sampled events and totals to Redis.
 #[no_mangle]
 pub extern "C" fn flux_store_new(

@@ -200,6 +200,8 @@ class flux_request(Structure):
 
 
 flux_batch_callback = CFUNCTYPE(None, c_void_p)
+# user_data, level (1 error .. 5 trace), message (valid during the call only)
+flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 
 
 # --- symbols -----------------------------------------------------------------
@@ -222,6 +224,11 @@ def _decode_static(result, func, args) -> str:
 # converts their value.
 flux_last_error = _declare(_lib, "flux_last_error", c_size_t, [c_char_p, c_size_t], None)
 flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
+# Through CDLL, which releases the GIL: unsetting waits for callbacks running
+# on Flux's threads, which need the GIL to finish.
+flux_set_log_callback = _declare(
+    _lib, "flux_set_log_callback", c_uint32, [flux_log_callback, c_void_p]
+)
 
 flux_config_default = _declare(_lib, "flux_config_default", c_uint32, [POINTER(ConfigPtr)])
 flux_config_from_file = _declare(

@@ -18,7 +18,7 @@ import time
 import weakref
 from typing import Any
 
-from . import _ffi
+from . import _ffi, _log
 from .config import FluxConfig, native
 
 logger = logging.getLogger("flux")
@@ -174,6 +174,7 @@ def store_for(cfg: FluxConfig) -> Store:
             store = _stores.get(text)
             if store is None:
                 _configure_logging(cfg)
+                _log.install()
                 store = _stores[text] = Store(cfg, handle)
     return store
 

@@ -11,6 +11,8 @@
 //! about `timeout_ms`, and a [`RedisError`] says whether it failed for want of
 //! Redis ([`RedisError::is_connectivity`], for a limiter that fails open) or
 //! for a mistake that waiting will not fix.
+//!
+//! Warnings go through the `log` facade, target [`LOG_TARGET`].
 
 mod cluster;
 mod connection;
@@ -24,6 +26,10 @@ pub use error::RedisError;
 pub use flux_core::config::RedisConfig;
 
 pub use store::{RedisStore, TimeSource};
+
+/// The `log` target of every record Flux writes: a host's logger can tell
+/// them apart by it (the C ABI passes only these to its callback).
+pub const LOG_TARGET: &str = "flux";
 
 pub mod analytics;
 pub mod limiter;

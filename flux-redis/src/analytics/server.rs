@@ -10,8 +10,9 @@
 //!
 //! The server runs while at least one backend with `[analytics] enabled`
 //! lives, on the `host:port` of the first of them that could bind it; a
-//! second such backend does not start another. A port in use is reported
-//! once on stderr and nothing else happens: the limiter works without it.
+//! second such backend does not start another. A port in use is a warning
+//! in the log, once per address, and nothing else happens: the limiter works
+//! without it.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -25,6 +26,7 @@ use parking_lot::{const_mutex, Mutex};
 
 use super::flusher::Sink;
 use super::json;
+use crate::LOG_TARGET;
 
 /// The Content-Type of the Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -102,8 +104,9 @@ pub(crate) fn register(
                 Err(err) => {
                     let addr = format!("{host}:{port}");
                     if !registry.warned.contains(&addr) {
-                        eprintln!(
-                            "flux: analytics: cannot serve /metrics on {addr} ({err}); \
+                        log::warn!(
+                            target: LOG_TARGET,
+                            "analytics: cannot serve /metrics on {addr} ({err}); \
                              rate limiting goes on without it. Free the port or set \
                              [analytics] port to another."
                         );
