@@ -100,7 +100,8 @@ enum flux_result
      */
     FLUX_RESULT_UNKNOWN_LIMIT = 103,
     /**
-     * Redis could not be reached, or failed the command.
+     * Redis could not be reached (or the connection broke), or failed the
+     * command.
      */
     FLUX_RESULT_STORAGE = 200,
     /**
@@ -108,9 +109,17 @@ enum flux_result
      */
     FLUX_RESULT_TIMEOUT = 201,
     /**
-     * Every pooled connection stayed busy for `timeout_ms`.
+     * Every pooled connection stayed in use while the call waited its turn
+     * for `timeout_ms`: back-pressure, not Redis failing. Returned whatever
+     * `fail_silently` says: admitting the call could over-admit.
      */
     FLUX_RESULT_POOL = 202,
+    /**
+     * Redis answered that it cannot serve now (OOM, BUSY, LOADING,
+     * READONLY, NOREPLICAS, MISCONF, a cluster down); the message carries
+     * its reply. With `fail_silently` the call is admitted instead.
+     */
+    FLUX_RESULT_UNAVAILABLE = 203,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -559,9 +568,12 @@ flux_result flux_limiter_check_cost(const struct flux_limiter *limiter, uint64_t
  * Returns `FLUX_RESULT_OK` whether the call is allowed or not; see
  * `out->allowed`. `FLUX_RESULT_INVALID_COST` for a cost of 0 or above the
  * limit's capacity. When Redis fails: with `fail_silently` the call is
- * admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`), else
- * `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or `FLUX_RESULT_POOL`.
- * Blocks for at most about `timeout_ms` on Redis. Thread-safe.
+ * admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`, and a warning
+ * in the log), else `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or
+ * `FLUX_RESULT_UNAVAILABLE`. When every pooled connection stays in use:
+ * `FLUX_RESULT_POOL`, whatever `fail_silently` says. Blocks for about
+ * `timeout_ms` waiting for a connection, then `timeout_ms` for Redis's
+ * answer, at most. Thread-safe.
  */
 flux_result flux_limiter_decide(const struct flux_limiter *limiter,
                                 const uint8_t *key,
@@ -624,8 +636,9 @@ flux_result flux_limiter_new(const struct flux_store *store,
 flux_result flux_limiter_quota(const struct flux_limiter *limiter, struct flux_quota_info *out);
 
 /**
- * Sets the function that receives Flux's log records (warnings such as "a
- * metrics port is in use"), replacing any set before; NULL stops them.
+ * Sets the function that receives Flux's log records (warnings such as
+ * "Redis failed, calls are admitted without a decision", each kind at most
+ * once a minute per store), replacing any set before; NULL stops them.
  * Records at `FLUX_LOG_LEVEL_INFO` and above are passed; none are written
  * anywhere else.
  *
@@ -705,7 +718,7 @@ flux_result flux_store_metrics(const struct flux_store *store,
  *
  * Connecting to Redis is lazy: an unreachable Redis is not an error here.
  * A decision then fails open (`fail_silently = true`) or returns
- * `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`/`FLUX_RESULT_POOL`. Returns
+ * `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`. Returns
  * `FLUX_RESULT_CONFIG` when the Redis settings cannot describe a server.
  * Free the result with `flux_store_free`; `config` may be freed at once.
  *

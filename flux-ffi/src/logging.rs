@@ -26,8 +26,9 @@ pub type flux_log_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, level: flux_log_level, message: *const c_char),
 >;
 
-/// Sets the function that receives Flux's log records (warnings such as "a
-/// metrics port is in use"), replacing any set before; NULL stops them.
+/// Sets the function that receives Flux's log records (warnings such as
+/// "Redis failed, calls are admitted without a decision", each kind at most
+/// once a minute per store), replacing any set before; NULL stops them.
 /// Records at `FLUX_LOG_LEVEL_INFO` and above are passed; none are written
 /// anywhere else.
 ///

@@ -54,7 +54,7 @@ pub enum flux_storage {
 ///
 /// Connecting to Redis is lazy: an unreachable Redis is not an error here.
 /// A decision then fails open (`fail_silently = true`) or returns
-/// `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`/`FLUX_RESULT_POOL`. Returns
+/// `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`. Returns
 /// `FLUX_RESULT_CONFIG` when the Redis settings cannot describe a server.
 /// Free the result with `flux_store_free`; `config` may be freed at once.
 ///

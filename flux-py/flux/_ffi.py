@@ -29,7 +29,7 @@ from ctypes import (
 )
 from pathlib import Path
 
-from .exceptions import ConfigError, ConnectionError, FluxError, LimitError
+from .exceptions import ConfigError, ConnectionError, FluxError, LimitError, PoolExhaustedError
 
 _LIB_NAMES = {"darwin": "libflux_ffi.dylib", "win32": "flux_ffi.dll"}
 LIB_NAME = _LIB_NAMES.get(sys.platform, "libflux_ffi.so")
@@ -74,6 +74,7 @@ UNKNOWN_LIMIT = 103
 STORAGE = 200
 TIMEOUT = 201
 POOL = 202
+UNAVAILABLE = 203
 
 _EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
     CONFIG: ConfigError,
@@ -83,7 +84,8 @@ _EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
     INVALID_COST: LimitError,
     STORAGE: ConnectionError,
     TIMEOUT: ConnectionError,
-    POOL: ConnectionError,
+    POOL: PoolExhaustedError,
+    UNAVAILABLE: ConnectionError,
 }
 
 _CODE_NAMES = {
@@ -98,7 +100,8 @@ _CODE_NAMES = {
     UNKNOWN_LIMIT: "an unknown limit name",
     STORAGE: "a storage (Redis) error",
     TIMEOUT: "a storage (Redis) timeout",
-    POOL: "no free Redis connection in time",
+    POOL: "no free Redis connection in time (back-pressure)",
+    UNAVAILABLE: "Redis answering that it cannot serve now",
 }
 
 

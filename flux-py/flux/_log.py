@@ -1,6 +1,7 @@
 """Flux's log records, from the library to the ``flux`` logger.
 
-The Rust core decides what to say and how often; this module hands each
+The Rust core decides what to say and how often (a failing Redis is said
+once a minute per store, with what Redis answered); this module hands each
 record to ``logging.getLogger("flux")``, whatever thread it comes from (a
 thread deciding, or one of Flux's own: a store's async worker, its analytics
 flusher, the metrics server).

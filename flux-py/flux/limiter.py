@@ -291,9 +291,6 @@ class RateLimiter:
         self._decide(
             self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
         )
-        # Only a remote store can fail open (reading a ctypes field is not free).
-        if self._remote and result.source_code:
-            self._note_source(result)
         return result
 
     async def ahit(
@@ -320,10 +317,6 @@ class RateLimiter:
             cost,
             self._result_type,
         )
-
-    def _note_source(self, result: RateLimitResult) -> None:
-        if result.source_code == _ffi.SOURCE_FAIL_OPEN:
-            self._store.note_fail_open()
 
     def is_allowed(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> bool:
         return bool(self.hit(key, endpoint, cost).allowed)

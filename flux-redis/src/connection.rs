@@ -6,9 +6,16 @@
 //! it; instead every connection remembers whether a call on it failed in a
 //! way that may have left it unusable (a timeout leaves a reply unread, a
 //! reset leaves no socket), and `has_broken` drops it when it comes back.
+//!
+//! What the pool cannot tell is kept beside it in [`Health`]: why the last
+//! connection could not be made (so a call that got no connection knows
+//! whether Redis was unreachable or every connection was in use).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::io::tcp::TcpSettings;
@@ -22,6 +29,20 @@ use crate::target::Target;
 pub(crate) struct Manager {
     kind: Kind,
     timeout: Duration,
+    health: Arc<Health>,
+}
+
+/// What the pool's connections have in common.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Why the last connection could not be made; cleared when one is.
+    connect_error: Mutex<Option<redis::RedisError>>,
+}
+
+impl Health {
+    pub(crate) fn connect_error(&self) -> Option<redis::RedisError> {
+        self.connect_error.lock().clone()
+    }
 }
 
 enum Kind {
@@ -66,7 +87,15 @@ impl Manager {
                 Box::new(nodelay(nodes[0].clone())),
             ),
         };
-        Ok(Manager { kind, timeout })
+        Ok(Manager {
+            kind,
+            timeout,
+            health: Arc::default(),
+        })
+    }
+
+    pub(crate) fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 }
 
@@ -138,6 +167,22 @@ impl r2d2::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> RedisResult<Conn> {
+        let made = self.make();
+        *self.health.connect_error.lock() = made.as_ref().err().cloned();
+        made
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {
+        conn.run(|link| redis::cmd("PING").query(link.as_dyn()))
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || !conn.link.is_open()
+    }
+}
+
+impl Manager {
+    fn make(&self) -> RedisResult<Conn> {
         let link = match &self.kind {
             Kind::Single(client) => {
                 let conn = client.get_connection_with_timeout(self.timeout)?;
@@ -163,13 +208,5 @@ impl r2d2::ManageConnection for Manager {
             broken: false,
             uses: 0,
         })
-    }
-
-    fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {
-        conn.run(|link| redis::cmd("PING").query(link.as_dyn()))
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || !conn.link.is_open()
     }
 }

@@ -7,7 +7,7 @@ use flux_core::{Clock, Decision, Policy, Quota, Request, Store};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
-use crate::connection::{ClusterLink, Link, Manager};
+use crate::connection::{ClusterLink, Health, Link, Manager};
 use crate::error::breaks_connection;
 use crate::scripts::Entry;
 use crate::{cluster, scripts, RedisConfig, RedisError};
@@ -61,6 +61,8 @@ impl TimeSource {
 /// ```
 pub struct RedisStore {
     pool: r2d2::Pool<Manager>,
+    /// Why connections could not be made, which the pool does not say.
+    health: Arc<Health>,
     config: RedisConfig,
     cluster: bool,
     time: TimeSource,
@@ -86,6 +88,7 @@ impl RedisStore {
         let cluster = matches!(target, crate::target::Target::Cluster(_));
         let manager = Manager::new(target, config.timeout())
             .map_err(|e| RedisError::Config(format!("{}: {e}", config.display_url())))?;
+        let health = manager.health().clone();
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
             // Connections are made when calls need them, not kept topped up.
@@ -100,6 +103,7 @@ impl RedisStore {
             .build_unchecked(manager);
         Ok(RedisStore {
             pool,
+            health,
             config: config.clone(),
             cluster,
             time: TimeSource::Redis,
@@ -274,8 +278,8 @@ impl RedisStore {
             .collect()
     }
 
-    /// Runs `f` on a pooled connection, bounded by `timeout_ms` to get one
-    /// and `timeout_ms` for each reply.
+    /// Runs `f` on a pooled connection: up to `timeout_ms` waiting in turn
+    /// for one, then `timeout_ms` for each reply.
     fn with_conn<T>(
         &self,
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
@@ -286,12 +290,7 @@ impl RedisStore {
         // the next one, as many times as the pool has connections.
         let mut tries = self.config.pool_size + 1;
         loop {
-            let mut conn = self.pool.get().map_err(|e| {
-                // Live connections but none free: the pool is too small for
-                // the load. None at all: Redis cannot be reached.
-                let busy = self.pool.state().connections > 0;
-                RedisError::from_pool(e, timeout_ms, busy)
-            })?;
+            let mut conn = self.pool.get().map_err(|_| self.no_connection())?;
             let reused = conn.uses() > 0;
             match conn.run(&mut f) {
                 Ok(value) => return Ok(value),
@@ -303,6 +302,30 @@ impl RedisStore {
                     return Err(RedisError::from_redis(err, timeout_ms));
                 }
             }
+        }
+    }
+
+    /// Why the pool gave no connection within `timeout_ms`: the last attempt
+    /// to make one failed (Redis unreachable), or every connection was in
+    /// use (back-pressure), or the one being made did not finish in time.
+    fn no_connection(&self) -> RedisError {
+        let timeout_ms = self.config.timeout_ms;
+        if let Some(err) = self.health.connect_error() {
+            return match RedisError::from_redis(err, timeout_ms) {
+                // Whatever Redis answered while we connected, it was not serving us.
+                RedisError::Redis(err) => RedisError::Unreachable(err),
+                other => other,
+            };
+        }
+        if self.pool.state().connections >= self.config.pool_size {
+            return RedisError::Busy {
+                pool_size: self.config.pool_size,
+                timeout_ms,
+            };
+        }
+        RedisError::Timeout {
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
+            timeout_ms,
         }
     }
 }

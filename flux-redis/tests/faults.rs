@@ -32,7 +32,7 @@ fn fails_in_time<T: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, R
     let start = Instant::now();
     let err = f().expect_err(what);
     let took = start.elapsed();
-    assert!(err.is_connectivity(), "{what}: {err}");
+    assert!(err.redis_failed(), "{what}: {err}");
     assert!(
         took < Duration::from_millis(TIMEOUT_MS) + SLACK,
         "{what} took {took:?}: {err}"
@@ -60,16 +60,14 @@ fn redis_not_running_fails_each_call_within_the_timeout() {
         },
     ]);
     assert!(start.elapsed() < Duration::from_millis(TIMEOUT_MS) + SLACK);
-    assert!(batch
-        .iter()
-        .all(|r| r.as_ref().unwrap_err().is_connectivity()));
+    assert!(batch.iter().all(|r| r.as_ref().unwrap_err().redis_failed()));
     fails_in_time("preload_scripts", || store.preload_scripts());
     fails_in_time("clear_prefix", || store.clear_prefix("down:"));
 
     // A mistake is still a mistake, not an outage, and needs no Redis to find.
     let err = store.decide("down:a", &quota, 0).unwrap_err();
     assert!(
-        matches!(err, RedisError::Quota(_)) && !err.is_connectivity(),
+        matches!(err, RedisError::Quota(_)) && !err.redis_failed(),
         "{err}"
     );
 }
