@@ -9,9 +9,11 @@
 //!
 //! What the pool cannot tell is kept beside it in [`Health`]: why the last
 //! connection could not be made (so a call that got no connection knows
-//! whether Redis was unreachable or every connection was in use).
+//! whether Redis was unreachable or every connection was in use), and
+//! whether connections that sat idle may have died unnoticed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,11 +39,30 @@ pub(crate) struct Manager {
 pub(crate) struct Health {
     /// Why the last connection could not be made; cleared when one is.
     connect_error: Mutex<Option<redis::RedisError>>,
+    /// Bumped when a connection that had served calls is found dead (Redis
+    /// restarted, a proxy dropped it): those made before it may be dead too.
+    generation: AtomicU64,
 }
 
 impl Health {
     pub(crate) fn connect_error(&self) -> Option<redis::RedisError> {
         self.connect_error.lock().clone()
+    }
+
+    /// A connection that had served calls was found dead.
+    pub(crate) fn found_dead(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `conn` may have died unnoticed: it is older than the last
+    /// connection found dead.
+    pub(crate) fn suspects(&self, conn: &Conn) -> bool {
+        conn.generation < self.generation.load(Ordering::Relaxed)
+    }
+
+    /// `conn` answered: it is as good as a new one.
+    pub(crate) fn clear(&self, conn: &mut Conn) {
+        conn.generation = self.generation.load(Ordering::Relaxed);
     }
 }
 
@@ -106,6 +127,8 @@ pub(crate) struct Conn {
     /// Calls made on it: a connection that has served calls before may have
     /// gone stale while it sat in the pool (a Redis restart).
     uses: u64,
+    /// `Health::generation` when it was made or last proved alive.
+    generation: u64,
 }
 
 pub(crate) enum Link {
@@ -130,6 +153,10 @@ pub(crate) struct ClusterLink {
 impl Conn {
     pub(crate) fn uses(&self) -> u64 {
         self.uses
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Runs `f` on the connection, marking it broken when `f` fails in a way
@@ -207,6 +234,7 @@ impl Manager {
             link,
             broken: false,
             uses: 0,
+            generation: self.health.generation.load(Ordering::Relaxed),
         })
     }
 }

@@ -61,7 +61,6 @@ impl TimeSource {
 /// ```
 pub struct RedisStore {
     pool: r2d2::Pool<Manager>,
-    /// Why connections could not be made, which the pool does not say.
     health: Arc<Health>,
     config: RedisConfig,
     cluster: bool,
@@ -128,7 +127,7 @@ impl RedisStore {
     /// decisions do not pay for a `NOSCRIPT` round trip. Also a quick check
     /// that Redis is there.
     pub fn preload_scripts(&self) -> Result<(), RedisError> {
-        self.with_conn(|link| {
+        self.with_conn(Resend::Idempotent, |link| {
             for script in scripts::all() {
                 script.load(link.as_dyn())?;
             }
@@ -138,7 +137,9 @@ impl RedisStore {
 
     /// One `PING` (to every primary of a cluster) through the pool.
     pub fn ping(&self) -> Result<(), RedisError> {
-        self.with_conn(|link| redis::cmd("PING").query::<()>(link.as_dyn()))
+        self.with_conn(Resend::Idempotent, |link| {
+            redis::cmd("PING").query::<()>(link.as_dyn())
+        })
     }
 
     /// Decides at `now_us` (µs since the Unix epoch) instead of Redis `TIME`:
@@ -172,7 +173,7 @@ impl RedisStore {
             ));
         }
         let pattern = format!("{}*", glob_escape(prefix));
-        self.with_conn(|link| match link {
+        self.with_conn(Resend::Idempotent, |link| match link {
             Link::Single(conn) => clear_node(conn, &pattern, |conn, keys| {
                 redis::cmd("UNLINK").arg(keys).query(conn)
             }),
@@ -190,7 +191,9 @@ impl RedisStore {
         quota.check_cost(cost)?;
         let entries = [Entry { key, quota, cost }];
         let cmd = scripts::eval_cmd(quota, &entries, now_us);
-        let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), quota.policy(), &cmd))?;
+        let reply = self.with_conn(Resend::Never, |link| {
+            scripts::eval(link.as_dyn(), quota.policy(), &cmd)
+        })?;
         scripts::decisions(reply, &entries)?
             .pop()
             .expect("one decision per entry")
@@ -241,7 +244,7 @@ impl RedisStore {
 
         if !calls.is_empty() {
             let timeout_ms = self.config.timeout_ms;
-            match self.with_conn(|link| run_batch(link, &calls)) {
+            match self.with_conn(Resend::Never, |link| run_batch(link, &calls)) {
                 Ok(replies) => {
                     for (call, reply) in calls.iter().zip(replies) {
                         let entries: Vec<Entry<'_>> =
@@ -279,27 +282,62 @@ impl RedisStore {
     }
 
     /// Runs `f` on a pooled connection: up to `timeout_ms` waiting in turn
-    /// for one, then `timeout_ms` for each reply.
+    /// for one, then `f` within its own bounds.
+    ///
+    /// A connection that breaks after the request was written may have
+    /// carried it to Redis, which may have run it: a decision is then not
+    /// sent again (it would count twice) but fails. Work that may run twice
+    /// ([`Resend::Idempotent`]) is tried again on the next connection, as
+    /// many times as the pool has connections.
     fn with_conn<T>(
         &self,
+        resend: Resend,
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
-        let timeout_ms = self.config.timeout_ms;
-        // A connection that sat in the pool while Redis restarted fails at
-        // once with a reset, before its command reached the new server: try
-        // the next one, as many times as the pool has connections.
         let mut tries = self.config.pool_size + 1;
         loop {
-            let mut conn = self.pool.get().map_err(|_| self.no_connection())?;
-            let reused = conn.uses() > 0;
+            let mut conn = self.checkout()?;
             match conn.run(&mut f) {
                 Ok(value) => return Ok(value),
                 Err(err) => {
                     tries -= 1;
-                    if reused && tries > 0 && is_stale(&err) {
-                        continue;
+                    if is_dead(&err) {
+                        // Those that sat idle as long may be dead too (a
+                        // restarted Redis): each is checked before its next call.
+                        self.health.found_dead();
+                        if resend == Resend::Idempotent && tries > 0 {
+                            continue;
+                        }
                     }
-                    return Err(RedisError::from_redis(err, timeout_ms));
+                    return Err(RedisError::from_redis(err, self.config.timeout_ms));
+                }
+            }
+        }
+    }
+
+    /// A connection from the pool, waiting up to `timeout_ms` for one. One
+    /// that may have died while idle answers a `PING` first: nothing of the
+    /// caller's has been sent on it yet, so a dead one is dropped and the
+    /// next taken.
+    fn checkout(&self) -> Result<r2d2::PooledConnection<Manager>, RedisError> {
+        let mut checks = self.config.pool_size;
+        loop {
+            let mut conn = self.pool.get().map_err(|_| self.no_connection())?;
+            if checks == 0 || !self.health.suspects(&conn) {
+                return Ok(conn);
+            }
+            checks -= 1;
+            match conn.run(|link| redis::cmd("PING").query::<()>(link.as_dyn())) {
+                Err(err) if conn.is_broken() => {
+                    if !is_dead(&err) {
+                        // Not dead but silent (a timeout): the next would be too.
+                        return Err(RedisError::from_redis(err, self.config.timeout_ms));
+                    }
+                }
+                // An answer, even an error reply, proves the socket works.
+                _ => {
+                    self.health.clear(&mut conn);
+                    return Ok(conn);
                 }
             }
         }
@@ -328,6 +366,15 @@ impl RedisStore {
             timeout_ms,
         }
     }
+}
+
+/// Whether a call may be sent again after its connection broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// A decision: Redis may have run it before the connection broke.
+    Never,
+    /// Reads, script loads, deletes: running twice changes nothing.
+    Idempotent,
 }
 
 impl Store for RedisStore {
@@ -543,8 +590,8 @@ fn reply_error(reply: &RedisResult<Value>) -> Option<ServerErrorKind> {
     }
 }
 
-/// A pooled connection found dead on use: worth one more try on another.
-fn is_stale(err: &redis::RedisError) -> bool {
+/// A connection found closed or reset on use (not merely slow).
+fn is_dead(err: &redis::RedisError) -> bool {
     err.is_connection_dropped() && !err.is_timeout()
 }
 
