@@ -126,6 +126,10 @@ fn cannot_serve(err: &redis::RedisError) -> bool {
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::TryAgain
+                // Still redirected after every round a batch may make: the
+                // cluster's slot map does not settle.
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
         ),
         ErrorKind::Extension => err.code().is_some_and(|code| CANNOT_SERVE.contains(&code)),
         _ => false,
@@ -162,6 +166,8 @@ mod tests {
             "MASTERDOWN",
             "CLUSTERDOWN",
             "TRYAGAIN",
+            "MOVED",
+            "ASK",
         ] {
             let err = reply(code, "the text Redis gives");
             assert!(!breaks_connection(&err), "{code}: the socket is fine");
