@@ -39,8 +39,8 @@ pub(crate) struct Manager {
 pub(crate) struct Health {
     /// Why the last connection could not be made; cleared when one is.
     connect_error: Mutex<Option<redis::RedisError>>,
-    /// Bumped when a connection that had served calls is found dead (Redis
-    /// restarted, a proxy dropped it): those made before it may be dead too.
+    /// Bumped when a connection is found dead (Redis restarted, a proxy
+    /// dropped it): those made before it may be dead too.
     generation: AtomicU64,
 }
 
@@ -49,7 +49,7 @@ impl Health {
         self.connect_error.lock().clone()
     }
 
-    /// A connection that had served calls was found dead.
+    /// A connection was found closed or reset.
     pub(crate) fn found_dead(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
@@ -99,8 +99,10 @@ impl Manager {
                     .tcp_settings(TcpSettings::default().set_nodelay(true))
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    // Enough to follow a MOVED or ASK; a node that does not
-                    // answer is not waited on again and again.
+                    // Used for the slot map, script loads and clear, never
+                    // for decisions (cluster.rs): enough to follow a MOVED
+                    // or ASK; a node that does not answer is not waited on
+                    // again and again.
                     .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(timeout.as_millis().max(10) as u64)
@@ -117,6 +119,35 @@ impl Manager {
 
     pub(crate) fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    fn make(&self) -> RedisResult<Conn> {
+        let link = match &self.kind {
+            Kind::Single(client) => {
+                let conn = client.get_connection_with_timeout(self.timeout)?;
+                conn.set_read_timeout(Some(self.timeout))?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Single(conn)
+            }
+            Kind::Cluster(client, seed) => {
+                // Connect and read timeouts come from the client's builder.
+                let conn = client.get_connection()?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Cluster(Box::new(ClusterLink {
+                    conn,
+                    slots: Vec::new(),
+                    nodes: HashMap::new(),
+                    seed: (**seed).clone(),
+                    timeout: self.timeout,
+                }))
+            }
+        };
+        Ok(Conn {
+            link,
+            broken: false,
+            uses: 0,
+            generation: self.health.generation.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -205,36 +236,5 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
         conn.broken || !conn.link.is_open()
-    }
-}
-
-impl Manager {
-    fn make(&self) -> RedisResult<Conn> {
-        let link = match &self.kind {
-            Kind::Single(client) => {
-                let conn = client.get_connection_with_timeout(self.timeout)?;
-                conn.set_read_timeout(Some(self.timeout))?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                Link::Single(conn)
-            }
-            Kind::Cluster(client, seed) => {
-                // Connect and read timeouts come from the client's builder.
-                let conn = client.get_connection()?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                Link::Cluster(Box::new(ClusterLink {
-                    conn,
-                    slots: Vec::new(),
-                    nodes: HashMap::new(),
-                    seed: (**seed).clone(),
-                    timeout: self.timeout,
-                }))
-            }
-        };
-        Ok(Conn {
-            link,
-            broken: false,
-            uses: 0,
-            generation: self.health.generation.load(Ordering::Relaxed),
-        })
     }
 }

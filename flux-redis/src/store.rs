@@ -491,13 +491,19 @@ fn run_single(
     timeout: Duration,
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let all: Vec<usize> = (0..calls.len()).collect();
-    let mut replies = send_single(conn, calls, &all)?;
+    let first = send_single(conn, calls, &all)?;
     let missing: Vec<usize> = all
         .into_iter()
-        .filter(|&i| matches!(&replies[i], Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript)))
+        .filter(|&i| matches!(&first[i], Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript)))
         .collect();
-    let mut replies: Vec<RedisResult<Value>> = replies.drain(..).map(Ok).collect();
+    let mut replies: Vec<RedisResult<Value>> = first.into_iter().map(Ok).collect();
     if missing.is_empty() {
+        return Ok(replies);
+    }
+    if Instant::now() >= deadline {
+        for i in missing {
+            replies[i] = Err(timed_out());
+        }
         return Ok(replies);
     }
     // The first send had the connection's own timeout; what follows has
