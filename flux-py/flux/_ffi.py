@@ -153,7 +153,6 @@ PARAM_MAX_WAIT = 16
 
 POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
 SOURCES = ("storage", "fail_open", "local_cache")
-SOURCE_FAIL_OPEN = 1
 STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
 METRICS_PROMETHEUS = 0
