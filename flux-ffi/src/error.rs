@@ -36,12 +36,19 @@ pub enum flux_result {
     InvalidCost = 102,
     /// No `[rate_limits.NAME]` with that name in the configuration.
     UnknownLimit = 103,
-    /// Redis could not be reached, or failed the command.
+    /// Redis could not be reached (or the connection broke), or failed the
+    /// command.
     Storage = 200,
     /// Redis did not answer within `timeout_ms`.
     Timeout = 201,
-    /// Every pooled connection stayed busy for `timeout_ms`.
+    /// Every pooled connection stayed in use while the call waited its turn
+    /// for `timeout_ms`: back-pressure, not Redis failing. Returned whatever
+    /// `fail_silently` says: admitting the call could over-admit.
     Pool = 202,
+    /// Redis answered that it cannot serve now (OOM, BUSY, LOADING,
+    /// READONLY, NOREPLICAS, MISCONF, a cluster down); the message carries
+    /// its reply. With `fail_silently` the call is admitted instead.
+    Unavailable = 203,
 }
 
 thread_local! {
@@ -72,21 +79,9 @@ fn redis_code(error: &RedisError) -> flux_result {
         RedisError::Config(_) => flux_result::Config,
         RedisError::Quota(_) => flux_result::InvalidCost,
         RedisError::Timeout { .. } => flux_result::Timeout,
-        RedisError::Pool { busy: true, .. } => flux_result::Pool,
-        RedisError::Pool { source, .. } => unreachable_code(&source.to_string()),
+        RedisError::Busy { .. } => flux_result::Pool,
+        RedisError::Unavailable(_) => flux_result::Unavailable,
         _ => flux_result::Storage,
-    }
-}
-
-/// Redis could not be reached. r2d2 keeps only the text of the last
-/// connection error, after its own "timed out waiting for connection: ", so
-/// whether the cause was a timeout is read from that part.
-fn unreachable_code(message: &str) -> flux_result {
-    let cause = message.split_once(": ").map_or("", |(_, cause)| cause);
-    if cause.contains("timed out") || cause.contains("timeout") {
-        flux_result::Timeout
-    } else {
-        flux_result::Storage
     }
 }
 

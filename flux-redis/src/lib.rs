@@ -8,9 +8,12 @@
 //! every field.
 //!
 //! [`RedisStore::connect`] never talks to Redis; every call is bounded by
-//! about `timeout_ms`, and a [`RedisError`] says whether it failed for want of
-//! Redis ([`RedisError::is_connectivity`], for a limiter that fails open) or
-//! for a mistake that waiting will not fix.
+//! about `timeout_ms`, and a [`RedisError`] says whether Redis failed
+//! ([`RedisError::redis_failed`], for a limiter that fails open), whether the
+//! pool stayed busy ([`RedisError::Busy`], back-pressure), or whether it was
+//! a mistake that waiting will not fix.
+//!
+//! Warnings go through the `log` facade, target [`LOG_TARGET`].
 
 mod cluster;
 mod connection;
@@ -18,12 +21,18 @@ mod error;
 mod scripts;
 mod store;
 mod target;
+mod warnings;
 
 pub use error::RedisError;
 /// The Redis settings a store is made from: the `[redis]` table of flux.toml.
 pub use flux_core::config::RedisConfig;
 
 pub use store::{RedisStore, TimeSource};
+pub use warnings::WARNING_INTERVAL;
+
+/// The `log` target of every record Flux writes: a host's logger can tell
+/// them apart by it (the C ABI passes only these to its callback).
+pub const LOG_TARGET: &str = "flux";
 
 pub mod analytics;
 pub mod limiter;

@@ -5,7 +5,8 @@
 //! [`Limiter`]s share one through an `Arc`. A limiter turns a caller's
 //! identity into its storage key, asks the store, and applies what the
 //! configuration says around the store's answer: failing open when Redis
-//! cannot be reached and `fail_silently` is set, and spreading the
+//! fails and `fail_silently` is set (and saying so in the log, once per
+//! [`WARNING_INTERVAL`](crate::WARNING_INTERVAL)), and spreading the
 //! `retry_after` of refused calls by a random jitter.
 //!
 //! ```
@@ -28,13 +29,14 @@ use std::time::{Duration, Instant};
 use flux_core::analytics::{Analytics, Event, LimiterSeries};
 use flux_core::config::{AnalyticsConfig, Config, ConfigError, Storage};
 use flux_core::{
-    endpoint_storage_key, storage_key, Decision, MemoryStore, Policy, Quota, QuotaError, QuotaSpec,
-    Request, Store,
+    endpoint_storage_key, storage_key, Clock, Decision, MemoryStore, Policy, Quota, QuotaError,
+    QuotaSpec, Request, Store,
 };
 use rand::Rng;
 use thiserror::Error;
 
 use crate::analytics::{now_us, FlushReport, Reporting};
+use crate::warnings::Warnings;
 use crate::{RedisError, RedisStore};
 
 /// The store a configuration chose, and what it counts. Thread-safe; share
@@ -48,6 +50,8 @@ use crate::{RedisError, RedisStore};
 pub struct Backend {
     store: BackendStore,
     reporting: Reporting,
+    /// Failing open and a busy pool, said in the log once per interval.
+    warnings: Warnings,
 }
 
 /// Where a backend keeps its limits' state.
@@ -81,7 +85,18 @@ impl Backend {
             BackendStore::Redis(store) => Some(store),
         };
         let reporting = Reporting::new(analytics, redis);
-        Backend { store, reporting }
+        Backend {
+            store,
+            reporting,
+            warnings: Warnings::default(),
+        }
+    }
+
+    /// The same backend spacing its warnings by `clock` (a `ManualClock` in
+    /// tests) rather than by the process's monotonic clock.
+    pub fn with_warning_clock(mut self, clock: Arc<dyn Clock>) -> Backend {
+        self.warnings = Warnings::with_clock(clock);
+        self
     }
 
     /// A backend on a memory store, counting but not serving its decisions.
@@ -154,6 +169,14 @@ impl Backend {
         }
     }
 
+    /// Where the store is, for log lines (a Redis URL without its password).
+    fn place(&self) -> String {
+        match &self.store {
+            BackendStore::Memory(_) => "memory".to_owned(),
+            BackendStore::Redis(store) => store.config().display_url(),
+        }
+    }
+
     fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
         match &self.store {
             BackendStore::Memory(store) => {
@@ -186,8 +209,10 @@ pub enum LimiterError {
     /// An argument other than the limit's numbers is invalid.
     #[error("{0}")]
     Argument(String),
-    /// Redis failed, or its settings cannot work. With `fail_silently`, a
-    /// limiter answers a connectivity failure by admitting the call instead.
+    /// Redis failed, its pool stayed busy, or its settings cannot work. With
+    /// `fail_silently`, a limiter answers Redis failing
+    /// ([`RedisError::redis_failed`]) by admitting the call instead; never a
+    /// busy pool.
     #[error(transparent)]
     Redis(RedisError),
 }
@@ -376,12 +401,16 @@ impl Limiter {
             Err(StoreError::Quota(e)) | Err(StoreError::Redis(RedisError::Quota(e))) => {
                 Err(LimiterError::Cost(e))
             }
-            // The decision's source says it failed open; the caller logs it
-            // as often as it likes (flux-py: once a minute).
-            Err(StoreError::Redis(e)) if self.fail_silently && e.is_connectivity() => {
+            Err(StoreError::Redis(e)) if self.fail_silently && e.redis_failed() => {
+                self.backend.warnings.failed_open(&self.backend.place(), &e);
                 Ok(Decision::fail_open(self.quota.capacity()))
             }
-            Err(StoreError::Redis(e)) => Err(LimiterError::Redis(e)),
+            Err(StoreError::Redis(e)) => {
+                if matches!(e, RedisError::Busy { .. }) {
+                    self.backend.warnings.busy(&self.backend.place(), &e);
+                }
+                Err(LimiterError::Redis(e))
+            }
         }
     }
 }

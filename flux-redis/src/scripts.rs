@@ -4,12 +4,13 @@
 //! bucket policies `bucket.lua` (their shared level math), then the policy's
 //! own file. They are assembled at compile time and hashed once; a call is an
 //! `EVALSHA`, and a `NOSCRIPT` answer (a restarted or flushed Redis, a cluster
-//! node that never saw the script) loads the script and retries once.
+//! node that never saw the script) loads the script and retries once (see
+//! store.rs and cluster.rs).
 
 use std::sync::OnceLock;
 
 use flux_core::{Decision, Policy, Quota, Source};
-use redis::{Cmd, ConnectionLike, ErrorKind, Script, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Script, ServerErrorKind, Value};
 
 use crate::RedisError;
 
@@ -97,20 +98,15 @@ pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
-/// Runs a script call: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then once more.
-pub(crate) fn eval(
-    conn: &mut dyn ConnectionLike,
-    policy: Policy,
-    cmd: &Cmd,
-) -> redis::RedisResult<Value> {
-    // An error reply arrives as a value; `extract_error` makes it an error.
-    match conn.req_command(cmd).and_then(Value::extract_error) {
-        Err(err) if is_noscript(&err) => {
-            script(policy).load(conn)?;
-            conn.req_command(cmd).and_then(Value::extract_error)
-        }
-        reply => reply,
-    }
+/// `SCRIPT LOAD` of `policy`'s script, to send in a pipeline.
+pub(crate) fn load_cmd(policy: Policy) -> Cmd {
+    let source = SOURCES
+        .iter()
+        .find_map(|(p, source)| (*p == policy).then_some(*source))
+        .expect("a script for every policy");
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(source);
+    cmd
 }
 
 /// A script's reply, six integers per entry, as one decision per entry.

@@ -70,7 +70,7 @@ fn a_key_of_another_type_is_reported_and_left_alone() {
 
     let err = store.decide("foreign:gcra:x", &quota, 1).unwrap_err();
     assert!(
-        matches!(err, RedisError::KeyType { .. }) && !err.is_connectivity(),
+        matches!(err, RedisError::KeyType { .. }) && !err.redis_failed(),
         "{err}"
     );
 
