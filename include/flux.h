@@ -116,7 +116,8 @@ enum flux_result
      */
     FLUX_RESULT_UNKNOWN_LIMIT = 103,
     /**
-     * Redis could not be reached, or failed the command.
+     * Redis could not be reached (or the connection broke), or failed the
+     * command.
      */
     FLUX_RESULT_STORAGE = 200,
     /**
@@ -124,15 +125,45 @@ enum flux_result
      */
     FLUX_RESULT_TIMEOUT = 201,
     /**
-     * Every pooled connection stayed busy for `timeout_ms`.
+     * Every pooled connection stayed in use while the call waited its turn
+     * for `timeout_ms`: back-pressure, not Redis failing. Returned whatever
+     * `fail_silently` says: admitting the call could over-admit.
      */
     FLUX_RESULT_POOL = 202,
+    /**
+     * Redis answered that it cannot serve now (OOM, BUSY, LOADING,
+     * READONLY, NOREPLICAS, MISCONF, a cluster down); the message carries
+     * its reply. With `fail_silently` the call is admitted instead.
+     */
+    FLUX_RESULT_UNAVAILABLE = 203,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum flux_result flux_result;
 #else
 typedef uint32_t flux_result;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How much a log record matters (the `log` crate's levels).
+ */
+enum flux_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    FLUX_LOG_LEVEL_ERROR = 1,
+    FLUX_LOG_LEVEL_WARN = 2,
+    FLUX_LOG_LEVEL_INFO = 3,
+    FLUX_LOG_LEVEL_DEBUG = 4,
+    FLUX_LOG_LEVEL_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum flux_log_level flux_log_level;
+#else
+typedef uint32_t flux_log_level;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -436,6 +467,12 @@ typedef struct flux_quota_info {
     double max_wait;
 } flux_quota_info;
 
+/**
+ * Receives one log record: its level and its message, a NUL-terminated
+ * UTF-8 string valid only during the call (copy what you keep).
+ */
+typedef void (*flux_log_callback)(void *user_data, flux_log_level level, const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -575,9 +612,12 @@ flux_result flux_limiter_check_cost(const struct flux_limiter *limiter, uint64_t
  * Returns `FLUX_RESULT_OK` whether the call is allowed or not; see
  * `out->allowed`. `FLUX_RESULT_INVALID_COST` for a cost of 0 or above the
  * limit's capacity. When Redis fails: with `fail_silently` the call is
- * admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`), else
- * `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or `FLUX_RESULT_POOL`.
- * Blocks for at most about `timeout_ms` on Redis. Thread-safe.
+ * admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`, and a warning
+ * in the log), else `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or
+ * `FLUX_RESULT_UNAVAILABLE`. When every pooled connection stays in use:
+ * `FLUX_RESULT_POOL`, whatever `fail_silently` says. Blocks for about
+ * `timeout_ms` waiting for a connection, then `timeout_ms` for Redis's
+ * answer, at most. Thread-safe.
  */
 flux_result flux_limiter_decide(const struct flux_limiter *limiter,
                                 const uint8_t *key,
@@ -676,6 +716,32 @@ flux_result flux_limiter_quotas(const struct flux_limiter *limiter,
                                 size_t *count);
 
 /**
+ * Sets the function that receives Flux's log records (warnings such as
+ * "Redis failed, calls are admitted without a decision", each kind at most
+ * once a minute per store), replacing any set before; NULL stops them.
+ * Records at `FLUX_LOG_LEVEL_INFO` and above are passed; none are written
+ * anywhere else.
+ *
+ * Threading: `callback` is called on whatever thread logs: a thread
+ * calling `flux_limiter_decide`, or a thread of Flux's own (a store's async
+ * worker, its analytics flusher, the metrics server), possibly on several
+ * at once, so it must be thread-safe. `user_data` is passed as given.
+ *
+ * When this returns, the callback set before is no longer running on any
+ * thread and will not be called again: a host can unset it before it
+ * tears down what the callback uses (flux-py does so at interpreter exit).
+ * Hence the calling thread must not hold anything the callback waits for
+ * (in Python, call it with the GIL released, as `ctypes.CDLL` does), and
+ * calling it from inside the callback fails with
+ * `FLUX_RESULT_INVALID_ARGUMENT`. Records logged from inside the callback
+ * (it called Flux, which logged) are dropped rather than passed back in.
+ *
+ * In a Rust program that links flux-ffi and installed a `log` logger of its
+ * own, records go to that logger and the callback is never called.
+ */
+flux_result flux_set_log_callback(flux_log_callback callback, void *user_data);
+
+/**
  * Deletes every key under the configuration's `key_prefix` (on Redis with
  * SCAN, never KEYS) and writes how many to `*deleted`.
  *
@@ -733,13 +799,13 @@ flux_result flux_store_metrics(const struct flux_store *store,
  *
  * Connecting to Redis is lazy: an unreachable Redis is not an error here.
  * A decision then fails open (`fail_silently = true`) or returns
- * `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`/`FLUX_RESULT_POOL`. Returns
+ * `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`. Returns
  * `FLUX_RESULT_CONFIG` when the Redis settings cannot describe a server.
  * Free the result with `flux_store_free`; `config` may be freed at once.
  *
  * With `[analytics] enabled`, the process's metrics server (`/metrics`,
  * `/metrics.json` on `host:port`) runs from here on unless it already does
- * (a port in use is a warning on stderr, not an error), and on Redis the
+ * (a port in use is a warning in the log, not an error), and on Redis the
  * store gets a thread that sends sampled events and totals to Redis.
  */
 flux_result flux_store_new(const struct flux_config *config, struct flux_store **out);

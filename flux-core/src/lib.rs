@@ -16,6 +16,7 @@ pub mod policy;
 mod quota;
 mod rate;
 mod store;
+mod warnings;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Source};
@@ -27,3 +28,4 @@ pub use policy::{apply, decide, refund, Applied, Op, Outcome, State};
 pub use quota::{Policy, Quota, QuotaError, QuotaSpec, MAX_EXACT};
 pub use rate::{parse_rates, Rate, RateError, MAX_QUOTAS};
 pub use store::{Call, Cause, Request, Store, StoreError, Unavailable};
+pub use warnings::{LOG_TARGET, WARNING_INTERVAL};

@@ -34,8 +34,10 @@ use thiserror::Error;
 use crate::analytics::{Analytics, Event, LimiterSeries};
 use crate::config::{Config, ConfigError, Storage};
 use crate::key::{key_in, IdentityTag};
+use crate::warnings::Warnings;
 use crate::{
-    Call, Decision, Limit, LimitSpec, MemoryStore, Op, Quota, QuotaError, Source, Store, StoreError,
+    Call, Clock, Decision, Limit, LimitSpec, MemoryStore, Op, Quota, QuotaError, Source, Store,
+    StoreError,
 };
 
 /// A store and what it counts. Thread-safe; share it in an `Arc`.
@@ -54,6 +56,8 @@ pub struct Backend {
     /// The quotas of the limits the configuration names, which a preload
     /// makes ready.
     configured: Vec<Vec<Quota>>,
+    /// Failing open and a busy store, said in the log once per interval.
+    warnings: Warnings,
 }
 
 impl fmt::Debug for Backend {
@@ -74,7 +78,15 @@ impl Backend {
             events: false,
             _keep: None,
             configured: Vec::new(),
+            warnings: Warnings::default(),
         }
+    }
+
+    /// The same backend spacing its warnings by `clock` (a `ManualClock` in
+    /// tests) rather than by the process's monotonic clock.
+    pub fn with_warning_clock(mut self, clock: Arc<dyn Clock>) -> Backend {
+        self.warnings = Warnings::with_clock(clock);
+        self
     }
 
     /// A backend on a fresh memory store, counting every decision.
@@ -373,12 +385,18 @@ impl Limiter {
             }
             Ok(decision) => Ok(decision),
             Err(StoreError::Quota(e)) => Err(LimiterError::Cost(e)),
-            // The decision's source says it failed open; the caller logs it
-            // as often as it likes.
             Err(e) if self.fail_silently && e.is_unavailable() => {
+                let backend = &self.backend;
+                backend.warnings.failed_open(&backend.store.place(), &e);
                 Ok(Decision::fail_open(self.quotas[0].limit()))
             }
-            Err(e) => Err(LimiterError::Store(e)),
+            Err(e) => {
+                if let StoreError::Busy { .. } = e {
+                    let backend = &self.backend;
+                    backend.warnings.busy(&backend.store.place(), &e);
+                }
+                Err(LimiterError::Store(e))
+            }
         }
     }
 }

@@ -59,6 +59,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Which kind of store this is.
     fn storage(&self) -> Storage;
 
+    /// Where the store is, for log lines: "Redis at <url without password>".
+    fn place(&self) -> String {
+        "the memory store".to_owned()
+    }
+
     /// Decides one call of `cost` against `quota` for `key`.
     fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
         self.apply(&Call {

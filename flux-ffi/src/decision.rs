@@ -92,9 +92,12 @@ pub struct flux_request {
 /// Returns `FLUX_RESULT_OK` whether the call is allowed or not; see
 /// `out->allowed`. `FLUX_RESULT_INVALID_COST` for a cost of 0 or above the
 /// limit's capacity. When Redis fails: with `fail_silently` the call is
-/// admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`), else
-/// `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or `FLUX_RESULT_POOL`.
-/// Blocks for at most about `timeout_ms` on Redis. Thread-safe.
+/// admitted (`FLUX_RESULT_OK`, source `FLUX_SOURCE_FAIL_OPEN`, and a warning
+/// in the log), else `FLUX_RESULT_STORAGE`, `FLUX_RESULT_TIMEOUT` or
+/// `FLUX_RESULT_UNAVAILABLE`. When every pooled connection stays in use:
+/// `FLUX_RESULT_POOL`, whatever `fail_silently` says. Blocks for about
+/// `timeout_ms` waiting for a connection, then `timeout_ms` for Redis's
+/// answer, at most. Thread-safe.
 #[no_mangle]
 pub extern "C" fn flux_limiter_decide(
     limiter: *const flux_limiter,

@@ -36,12 +36,19 @@ pub enum flux_result {
     InvalidCost = 102,
     /// No `[rate_limits.NAME]` with that name in the configuration.
     UnknownLimit = 103,
-    /// Redis could not be reached, or failed the command.
+    /// Redis could not be reached (or the connection broke), or failed the
+    /// command.
     Storage = 200,
     /// Redis did not answer within `timeout_ms`.
     Timeout = 201,
-    /// Every pooled connection stayed busy for `timeout_ms`.
+    /// Every pooled connection stayed in use while the call waited its turn
+    /// for `timeout_ms`: back-pressure, not Redis failing. Returned whatever
+    /// `fail_silently` says: admitting the call could over-admit.
     Pool = 202,
+    /// Redis answered that it cannot serve now (OOM, BUSY, LOADING,
+    /// READONLY, NOREPLICAS, MISCONF, a cluster down); the message carries
+    /// its reply. With `fail_silently` the call is admitted instead.
+    Unavailable = 203,
 }
 
 thread_local! {
@@ -72,14 +79,13 @@ pub(crate) fn store_code(error: &StoreError) -> flux_result {
     match error {
         StoreError::Quota(_) => flux_result::InvalidCost,
         StoreError::Settings(_) => flux_result::Config,
-        StoreError::Unavailable {
-            why: Unavailable::Timeout,
-            ..
-        } => flux_result::Timeout,
+        StoreError::Unavailable { why, .. } => match why {
+            Unavailable::Timeout => flux_result::Timeout,
+            Unavailable::Refusing => flux_result::Unavailable,
+            Unavailable::Unreachable => flux_result::Storage,
+        },
         StoreError::Busy { .. } => flux_result::Pool,
-        StoreError::Unavailable { .. } | StoreError::Foreign { .. } | StoreError::Failed { .. } => {
-            flux_result::Storage
-        }
+        StoreError::Foreign { .. } | StoreError::Failed { .. } => flux_result::Storage,
     }
 }
 

@@ -27,6 +27,7 @@ mod config;
 mod decision;
 mod error;
 mod limiter;
+mod logging;
 mod store;
 mod worker;
 
@@ -34,6 +35,7 @@ pub use config::*;
 pub use decision::*;
 pub use error::*;
 pub use limiter::*;
+pub use logging::*;
 pub use store::*;
 pub use worker::*;
 

@@ -56,13 +56,13 @@ pub enum flux_storage {
 ///
 /// Connecting to Redis is lazy: an unreachable Redis is not an error here.
 /// A decision then fails open (`fail_silently = true`) or returns
-/// `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`/`FLUX_RESULT_POOL`. Returns
+/// `FLUX_RESULT_STORAGE`/`FLUX_RESULT_TIMEOUT`. Returns
 /// `FLUX_RESULT_CONFIG` when the Redis settings cannot describe a server.
 /// Free the result with `flux_store_free`; `config` may be freed at once.
 ///
 /// With `[analytics] enabled`, the process's metrics server (`/metrics`,
 /// `/metrics.json` on `host:port`) runs from here on unless it already does
-/// (a port in use is a warning on stderr, not an error), and on Redis the
+/// (a port in use is a warning in the log, not an error), and on Redis the
 /// store gets a thread that sends sampled events and totals to Redis.
 #[no_mangle]
 pub extern "C" fn flux_store_new(

@@ -29,7 +29,7 @@ from ctypes import (
 )
 from pathlib import Path
 
-from .exceptions import ConfigError, ConnectionError, FluxError, LimitError
+from .exceptions import ConfigError, ConnectionError, FluxError, LimitError, PoolExhaustedError
 
 _LIB_NAMES = {"darwin": "libflux_ffi.dylib", "win32": "flux_ffi.dll"}
 LIB_NAME = _LIB_NAMES.get(sys.platform, "libflux_ffi.so")
@@ -74,6 +74,7 @@ UNKNOWN_LIMIT = 103
 STORAGE = 200
 TIMEOUT = 201
 POOL = 202
+UNAVAILABLE = 203
 
 _EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
     CONFIG: ConfigError,
@@ -83,7 +84,8 @@ _EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
     INVALID_COST: LimitError,
     STORAGE: ConnectionError,
     TIMEOUT: ConnectionError,
-    POOL: ConnectionError,
+    POOL: PoolExhaustedError,
+    UNAVAILABLE: ConnectionError,
 }
 
 _CODE_NAMES = {
@@ -98,7 +100,8 @@ _CODE_NAMES = {
     UNKNOWN_LIMIT: "an unknown limit name",
     STORAGE: "a storage (Redis) error",
     TIMEOUT: "a storage (Redis) timeout",
-    POOL: "no free Redis connection in time",
+    POOL: "no free Redis connection in time (back-pressure)",
+    UNAVAILABLE: "Redis answering that it cannot serve now",
 }
 
 
@@ -152,7 +155,6 @@ PARAM_SHADOW = 64
 
 POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
 SOURCES = ("storage", "fail_open", "local_cache", "shadow")
-SOURCE_FAIL_OPEN = 1
 STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
 METRICS_PROMETHEUS = 0
@@ -207,6 +209,8 @@ class flux_request(Structure):
 
 
 flux_batch_callback = CFUNCTYPE(None, c_void_p)
+# user_data, level (1 error .. 5 trace), message (valid during the call only)
+flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 
 
 # --- symbols -----------------------------------------------------------------
@@ -229,6 +233,11 @@ def _decode_static(result, func, args) -> str:
 # converts their value.
 flux_last_error = _declare(_lib, "flux_last_error", c_size_t, [c_char_p, c_size_t], None)
 flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
+# Through CDLL, which releases the GIL: unsetting waits for callbacks running
+# on Flux's threads, which need the GIL to finish.
+flux_set_log_callback = _declare(
+    _lib, "flux_set_log_callback", c_uint32, [flux_log_callback, c_void_p]
+)
 
 flux_config_default = _declare(_lib, "flux_config_default", c_uint32, [POINTER(ConfigPtr)])
 flux_config_from_file = _declare(

@@ -14,18 +14,13 @@ import ctypes
 import itertools
 import logging
 import threading
-import time
 import weakref
 from typing import Any
 
-from . import _ffi
+from . import _ffi, _log
 from .config import FluxConfig, native, redact_url
 
 logger = logging.getLogger("flux")
-
-# A fail-open warning is logged at most this often per store, however many
-# calls are admitted without a decision.
-FAIL_OPEN_LOG_INTERVAL = 60.0
 
 
 class Store:
@@ -38,24 +33,10 @@ class Store:
         self.kind = self.handle.kind
         self.is_memory = self.kind == "memory"
         self.where = _describe(cfg) if not self.is_memory else "memory"
-        self._last_fail_open_log = -FAIL_OPEN_LOG_INTERVAL
         # Per event loop, the decisions asked for during its current iteration.
         self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple]] = (
             weakref.WeakKeyDictionary()
         )
-
-    # --- fail-open logging ---
-
-    def note_fail_open(self) -> None:
-        now = time.monotonic()
-        if now - self._last_fail_open_log >= FAIL_OPEN_LOG_INTERVAL:
-            self._last_fail_open_log = now
-            logger.warning(
-                "flux: Redis at %s did not answer; admitting calls without a decision "
-                "(fail_silently = true). This is logged at most once every %d s.",
-                self.where,
-                FAIL_OPEN_LOG_INTERVAL,
-            )
 
     # --- async batches ---
 
@@ -116,7 +97,6 @@ class _Batch:
 
     def complete(self) -> None:
         """On the loop's thread: resolves each caller's future."""
-        fail_open = False
         decisions, results = self.decisions, self.results
         size = ctypes.sizeof(_ffi.flux_decision)
         for i, (*_, result_type, future) in enumerate(self.items):
@@ -124,13 +104,9 @@ class _Batch:
                 continue
             code = results[i]
             if code == _ffi.OK:
-                result = result_type.from_buffer_copy(decisions, i * size)
-                fail_open |= result.source_code == _ffi.SOURCE_FAIL_OPEN
-                future.set_result(result)
+                future.set_result(result_type.from_buffer_copy(decisions, i * size))
             else:
                 future.set_exception(_ffi.error_for(code, _batch_message(code, self.store)))
-        if fail_open:
-            self.store.note_fail_open()
 
 
 def _batch_message(code: int, store: Store) -> str:
@@ -177,6 +153,7 @@ def store_for(cfg: FluxConfig) -> Store:
             store = _stores.get(text)
             if store is None:
                 _configure_logging(cfg)
+                _log.install()
                 store = _stores[text] = Store(cfg, handle)
     return store
 

@@ -70,7 +70,28 @@ class RateLimitExceeded(FluxError):
 
 
 class ConnectionError(FluxError, builtins.ConnectionError):  # noqa: A001 - the seed's name
-    """The store (Redis) could not be reached and ``fail_silently`` is false."""
+    """Redis failed and ``fail_silently`` is false: it could not be reached,
+    did not answer within ``timeout_ms``, or answered that it cannot serve
+    now (OOM, BUSY, LOADING, READONLY, NOREPLICAS, MISCONF; the message has
+    its reply)."""
 
 
-__all__ = ["FluxError", "ConfigError", "LimitError", "RateLimitExceeded", "ConnectionError"]
+class PoolExhaustedError(ConnectionError):
+    """Every Redis connection of the process's pool (``pool_size``) stayed in
+    use while the call waited its turn for ``timeout_ms``.
+
+    Back-pressure, not Redis failing: it is raised whatever ``fail_silently``
+    says, since admitting the call could admit beyond the limit. Answer it
+    like an overload (e.g. HTTP 503 with ``Retry-After``), or raise
+    ``pool_size``.
+    """
+
+
+__all__ = [
+    "FluxError",
+    "ConfigError",
+    "LimitError",
+    "RateLimitExceeded",
+    "ConnectionError",
+    "PoolExhaustedError",
+]

@@ -295,9 +295,6 @@ class RateLimiter:
             self._decide_endpoint(self._ptr, _endpoint_bytes(endpoint), key, cost, result)
         else:
             self._decide(self._ptr, key, len(key), cost, result)
-        # Only a remote store can fail open (reading a ctypes field is not free).
-        if self._remote and result.source_code:
-            self._note_source(result)
         return result
 
     async def ahit(
@@ -321,10 +318,6 @@ class RateLimiter:
         return await self._store.submit(
             self._ptr, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )
-
-    def _note_source(self, result: RateLimitResult) -> None:
-        if result.source_code == _ffi.SOURCE_FAIL_OPEN:
-            self._store.note_fail_open()
 
     def is_allowed(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> bool:
         return bool(self.hit(key, endpoint, cost).allowed)

@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -184,6 +185,29 @@ def monitor(*args: str, cwd, env=None) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+def test_a_port_in_use_is_a_warning_in_the_flux_logger(tmp_path):
+    # Said by the library, through its log callback, to the `flux` logger;
+    # nothing on stderr but what logging writes there.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        script = f"""
+import logging, sys
+logging.basicConfig(stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+from flux import RateLimiter
+from flux.config import FluxConfig
+cfg = FluxConfig(key_prefix="p:", analytics_enabled=True, analytics_port={port})
+print(RateLimiter(1, 60, config=cfg).hit("k").allowed)
+"""
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
+    assert done.stderr.startswith(
+        f"flux WARNING analytics: cannot serve /metrics on 127.0.0.1:{port} ("
+    ), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_monitor_once_shows_each_endpoint_and_the_totals(memory_analytics, analytics_port, tmp_path):

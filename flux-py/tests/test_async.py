@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -94,7 +95,8 @@ def test_cancelled_ahit_leaves_the_others_alone(redis_config):
     assert asyncio.run(main()).allowed
 
 
-def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix):
+def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix, caplog):
+    caplog.set_level(logging.WARNING, logger="flux")
     open_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=True, timeout_ms=100)
     closed_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=False, timeout_ms=100)
 
@@ -106,6 +108,10 @@ def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix):
 
     result = asyncio.run(main())
     assert result.allowed and result.source == "fail_open"
+    # Said by the store's own thread, through the library's log callback.
+    said = [r for r in caplog.records if r.name == "flux"]
+    assert len(said) == 1 and said[0].getMessage().startswith(f"Redis at {dead_redis_url} failed")
+    assert said[0].threadName != threading.current_thread().name
 
 
 def test_ahit_bad_cost_raises(config):

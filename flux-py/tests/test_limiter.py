@@ -237,8 +237,10 @@ def test_fail_open_admits_and_logs_once(dead_redis_url, prefix, caplog):
     results = [limiter.hit("k") for _ in range(3)]
     assert time.monotonic() - started < 3 * 0.5
     assert all(r.allowed and r.source == "fail_open" for r in results)
-    warnings = [r for r in caplog.records if "did not answer" in r.getMessage()]
+    warnings = [r for r in caplog.records if "fail_silently = true" in r.getMessage()]
     assert len(warnings) == 1
+    said = warnings[0].getMessage()
+    assert said.startswith(f"Redis at {dead_redis_url} failed: Redis is unreachable: "), said
 
 
 def test_fail_closed_raises_connection_error(dead_redis_url, prefix):

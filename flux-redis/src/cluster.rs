@@ -1,17 +1,33 @@
-//! What a batch needs on a cluster: which primary serves a key, and a plain
-//! connection to it.
+//! What a batch needs on a cluster: which primary serves a key, a plain
+//! connection to it, and the rounds that follow redirects.
 //!
 //! The redis crate's cluster connection fails a multi-command send as a whole
 //! when any reply in it is an error (`NOSCRIPT`, `MOVED`), losing the replies
-//! of the calls that did run: a retry would decide them twice. So a batch is
-//! split here by primary, by our own slot map, and each part goes as one
-//! pipeline over a plain connection to that node, where every reply, error or
-//! not, is kept. Single calls keep using the cluster connection, which
-//! follows redirects.
+//! of the calls that did run: a retry would decide them twice. It also sends
+//! a command again by itself after a reset or a timeout, when the command
+//! may have run, and sleeps between retries. So every decision on a cluster
+//! (a single one is a batch of one) is split here by primary, by our own
+//! slot map, and each part goes as one pipeline over a plain connection to
+//! that node, where every reply, error or not, is kept. Calls answered
+//! `MOVED`, `ASK` or `NOSCRIPT` did not run: they go again in a next round,
+//! to the node named (after `ASKING`), or after `SCRIPT LOAD` in the same
+//! pipeline. Every round, every read and every write ends by the batch's
+//! deadline (`timeout_ms` after it started), so a slot map that never
+//! settles holds no call beyond it.
 
-use redis::{Client, Connection, ConnectionAddr, ConnectionInfo, RedisResult, Value};
+use std::time::Instant;
+
+use redis::{
+    Client, Connection, ConnectionAddr, ConnectionInfo, RedisResult, ServerErrorKind, Value,
+};
 
 use crate::connection::ClusterLink;
+use crate::store::{timed_out, within, ScriptCall};
+
+/// Rounds a batch makes at most: one, a redirect, an `ASK` from there and a
+/// script to load suffice while a slot migrates; more means the slot map
+/// does not settle.
+const MAX_ROUNDS: usize = 5;
 
 /// The hash slot of `key` (CRC16-XMODEM mod 16384, honouring `{hash tags}`).
 pub(crate) fn slot(key: &[u8]) -> u16 {
@@ -50,8 +66,9 @@ impl ClusterLink {
             .map(|(_, _, addr)| addr.as_str())
     }
 
-    /// The plain connection to the primary at `addr` ("host:port").
-    pub(crate) fn node(&mut self, addr: &str) -> RedisResult<&mut Connection> {
+    /// The plain connection to the primary at `addr` ("host:port"), made
+    /// within what is left until `deadline` if there is none yet.
+    fn node(&mut self, addr: &str, deadline: Instant) -> RedisResult<&mut Connection> {
         if !self.nodes.contains_key(addr) {
             let (host, port) = addr
                 .rsplit_once(':')
@@ -63,13 +80,31 @@ impl ClusterLink {
                         addr.to_owned(),
                     ))
                 })?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
             let info = node_info(&self.seed, host, port);
-            let conn = Client::open(info)?.get_connection_with_timeout(self.timeout)?;
+            let conn = Client::open(info)?.get_connection_with_timeout(left)?;
             conn.set_read_timeout(Some(self.timeout))?;
             conn.set_write_timeout(Some(self.timeout))?;
             self.nodes.insert(addr.to_owned(), conn);
         }
         Ok(self.nodes.get_mut(addr).expect("inserted above"))
+    }
+
+    /// The primary serving `slot` by our map, else any: a node that does not
+    /// serve it says which does (`MOVED`).
+    fn route(&self, slot: u16) -> RedisResult<String> {
+        self.primary(slot)
+            .or_else(|| self.slots.first().map(|(_, _, addr)| addr.as_str()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::ClusterConnectionNotFound,
+                    "the cluster's slot map names no primary",
+                ))
+            })
     }
 
     pub(crate) fn refresh_slots(&mut self) -> RedisResult<()> {
@@ -91,6 +126,166 @@ impl ClusterLink {
             }
         }
         Ok(primaries)
+    }
+}
+
+/// Where a call of a batch goes next, and what must precede it there.
+#[derive(Debug, Clone)]
+struct Hop {
+    node: String,
+    /// After `ASK`: the node serves the slot to a command after `ASKING`.
+    asking: bool,
+    /// After `NOSCRIPT`: the script is loaded there first.
+    load: bool,
+}
+
+/// Replies to each of `calls`, in order, each decided at most once, all by
+/// `deadline`: one pipeline per primary per round, following `MOVED`, `ASK`
+/// and `NOSCRIPT` (and `TRYAGAIN`) in further rounds. A call still
+/// redirected after the last round keeps the redirect as its reply; one
+/// left when the deadline passes, or whose node failed, gets that error.
+pub(crate) fn run(
+    link: &mut ClusterLink,
+    calls: &[ScriptCall<'_>],
+    deadline: Instant,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    if link.slots.is_empty() {
+        link.refresh_slots()?;
+    }
+    let mut replies: Vec<Option<RedisResult<Value>>> = vec![None; calls.len()];
+    let mut pending = Vec::with_capacity(calls.len());
+    for (i, call) in calls.iter().enumerate() {
+        let node = link.route(slot(call.key().as_bytes()))?;
+        pending.push((
+            i,
+            Hop {
+                node,
+                asking: false,
+                load: false,
+            },
+        ));
+    }
+    let mut moved = false;
+    for _ in 0..MAX_ROUNDS {
+        if pending.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        let mut next = Vec::new();
+        for (node, group) in by_node(std::mem::take(&mut pending)) {
+            let answered = round(link, &node, &group, calls, deadline);
+            for ((i, hop), reply) in group.into_iter().zip(answered) {
+                if let Some(again) = reply.as_ref().ok().and_then(|v| redirect(v, &hop)) {
+                    moved |= !again.asking && again.node != hop.node;
+                    next.push((i, again));
+                }
+                replies[i] = Some(reply);
+            }
+        }
+        pending = next;
+    }
+    if moved {
+        // The next batch reads the map anew.
+        link.slots.clear();
+    }
+    if Instant::now() >= deadline {
+        for (i, _) in pending {
+            replies[i] = Some(Err(timed_out()));
+        }
+    }
+    Ok(replies
+        .into_iter()
+        .map(|reply| reply.unwrap_or_else(|| Err(timed_out())))
+        .collect())
+}
+
+/// The calls grouped by the node they go to, in order of first appearance.
+#[allow(clippy::type_complexity)]
+fn by_node(calls: Vec<(usize, Hop)>) -> Vec<(String, Vec<(usize, Hop)>)> {
+    let mut groups: Vec<(String, Vec<(usize, Hop)>)> = Vec::new();
+    for (i, hop) in calls {
+        match groups.iter_mut().find(|(node, _)| *node == hop.node) {
+            Some((_, group)) => group.push((i, hop)),
+            None => groups.push((hop.node.clone(), vec![(i, hop)])),
+        }
+    }
+    groups
+}
+
+/// Sends `group` to `node` as one pipeline, each call after what its hop
+/// needs first, and reads a reply per call. When the node fails, or time
+/// runs out, the calls not answered get that error, and the connection
+/// (maybe with replies unread) is dropped.
+fn round(
+    link: &mut ClusterLink,
+    node: &str,
+    group: &[(usize, Hop)],
+    calls: &[ScriptCall<'_>],
+    deadline: Instant,
+) -> Vec<RedisResult<Value>> {
+    let mut packed = Vec::new();
+    for (i, hop) in group {
+        if hop.load {
+            calls[*i]
+                .script
+                .load_cmd()
+                .write_packed_command(&mut packed);
+        }
+        if hop.asking {
+            redis::cmd("ASKING").write_packed_command(&mut packed);
+        }
+        calls[*i].cmd.write_packed_command(&mut packed);
+    }
+    let timeout = link.timeout;
+    let mut replies = Vec::with_capacity(group.len());
+    let sent = link.node(node, deadline).and_then(|conn| {
+        within(conn, deadline, timeout, |conn| {
+            conn.send_packed_command(&packed)?;
+            for (_, hop) in group {
+                // What went before the call answers first; the call's own
+                // reply tells whether that worked.
+                for _ in 0..(hop.load as usize + hop.asking as usize) {
+                    conn.recv_response()?;
+                }
+                replies.push(Ok(conn.recv_response()?));
+            }
+            Ok(())
+        })
+    });
+    if let Err(err) = sent {
+        link.nodes.remove(node);
+        replies.resize(group.len(), Err(err));
+    }
+    replies
+}
+
+/// Where a call that answered `value` goes next, if the answer says it did
+/// not run: to the node a `MOVED` or `ASK` names, or again where it went
+/// after loading the script (`NOSCRIPT`) or at once (`TRYAGAIN`).
+fn redirect(value: &Value, hop: &Hop) -> Option<Hop> {
+    let Value::ServerError(err) = value else {
+        return None;
+    };
+    match err.kind()? {
+        kind @ (ServerErrorKind::Moved | ServerErrorKind::Ask) => {
+            let err = value.clone().extract_error().err()?;
+            let (addr, _slot) = err.redirect_node()?;
+            // An empty host means the one that answered.
+            let node = match addr.strip_prefix(':') {
+                Some(port) => format!("{}:{port}", hop.node.rsplit_once(':')?.0),
+                None => addr.to_owned(),
+            };
+            Some(Hop {
+                node,
+                asking: kind == ServerErrorKind::Ask,
+                load: false,
+            })
+        }
+        ServerErrorKind::NoScript => Some(Hop {
+            load: true,
+            ..hop.clone()
+        }),
+        ServerErrorKind::TryAgain => Some(hop.clone()),
+        _ => None,
     }
 }
 

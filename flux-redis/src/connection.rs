@@ -6,9 +6,18 @@
 //! it; instead every connection remembers whether a call on it failed in a
 //! way that may have left it unusable (a timeout leaves a reply unread, a
 //! reset leaves no socket), and `has_broken` drops it when it comes back.
+//!
+//! What the pool cannot tell is kept beside it in [`Health`]: why the last
+//! connection could not be made (so a call that got no connection knows
+//! whether Redis was unreachable or every connection was in use), and
+//! whether connections that sat idle may have died unnoticed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::io::tcp::TcpSettings;
@@ -22,6 +31,39 @@ use crate::target::Target;
 pub(crate) struct Manager {
     kind: Kind,
     timeout: Duration,
+    health: Arc<Health>,
+}
+
+/// What the pool's connections have in common.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Why the last connection could not be made; cleared when one is.
+    connect_error: Mutex<Option<redis::RedisError>>,
+    /// Bumped when a connection is found dead (Redis restarted, a proxy
+    /// dropped it): those made before it may be dead too.
+    generation: AtomicU64,
+}
+
+impl Health {
+    pub(crate) fn connect_error(&self) -> Option<redis::RedisError> {
+        self.connect_error.lock().clone()
+    }
+
+    /// A connection was found closed or reset.
+    pub(crate) fn found_dead(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `conn` may have died unnoticed: it is older than the last
+    /// connection found dead.
+    pub(crate) fn suspects(&self, conn: &Conn) -> bool {
+        conn.generation < self.generation.load(Ordering::Relaxed)
+    }
+
+    /// `conn` answered: it is as good as a new one.
+    pub(crate) fn clear(&self, conn: &mut Conn) {
+        conn.generation = self.generation.load(Ordering::Relaxed);
+    }
 }
 
 enum Kind {
@@ -57,8 +99,10 @@ impl Manager {
                     .tcp_settings(TcpSettings::default().set_nodelay(true))
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    // Enough to follow a MOVED or ASK; a node that does not
-                    // answer is not waited on again and again.
+                    // Used for the slot map, script loads and clear, never
+                    // for decisions (cluster.rs): enough to follow a MOVED
+                    // or ASK; a node that does not answer is not waited on
+                    // again and again.
                     .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(timeout.as_millis().max(10) as u64)
@@ -66,7 +110,44 @@ impl Manager {
                 Box::new(nodelay(nodes[0].clone())),
             ),
         };
-        Ok(Manager { kind, timeout })
+        Ok(Manager {
+            kind,
+            timeout,
+            health: Arc::default(),
+        })
+    }
+
+    pub(crate) fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    fn make(&self) -> RedisResult<Conn> {
+        let link = match &self.kind {
+            Kind::Single(client) => {
+                let conn = client.get_connection_with_timeout(self.timeout)?;
+                conn.set_read_timeout(Some(self.timeout))?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Single(conn)
+            }
+            Kind::Cluster(client, seed) => {
+                // Connect and read timeouts come from the client's builder.
+                let conn = client.get_connection()?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Cluster(Box::new(ClusterLink {
+                    conn,
+                    slots: Vec::new(),
+                    nodes: HashMap::new(),
+                    seed: (**seed).clone(),
+                    timeout: self.timeout,
+                }))
+            }
+        };
+        Ok(Conn {
+            link,
+            broken: false,
+            uses: 0,
+            generation: self.health.generation.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -77,6 +158,8 @@ pub(crate) struct Conn {
     /// Calls made on it: a connection that has served calls before may have
     /// gone stale while it sat in the pool (a Redis restart).
     uses: u64,
+    /// `Health::generation` when it was made or last proved alive.
+    generation: u64,
 }
 
 pub(crate) enum Link {
@@ -101,6 +184,10 @@ pub(crate) struct ClusterLink {
 impl Conn {
     pub(crate) fn uses(&self) -> u64 {
         self.uses
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Runs `f` on the connection, marking it broken when `f` fails in a way
@@ -138,31 +225,9 @@ impl r2d2::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> RedisResult<Conn> {
-        let link = match &self.kind {
-            Kind::Single(client) => {
-                let conn = client.get_connection_with_timeout(self.timeout)?;
-                conn.set_read_timeout(Some(self.timeout))?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                Link::Single(conn)
-            }
-            Kind::Cluster(client, seed) => {
-                // Connect and read timeouts come from the client's builder.
-                let conn = client.get_connection()?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                Link::Cluster(Box::new(ClusterLink {
-                    conn,
-                    slots: Vec::new(),
-                    nodes: HashMap::new(),
-                    seed: (**seed).clone(),
-                    timeout: self.timeout,
-                }))
-            }
-        };
-        Ok(Conn {
-            link,
-            broken: false,
-            uses: 0,
-        })
+        let made = self.make();
+        *self.health.connect_error.lock() = made.as_ref().err().cloned();
+        made
     }
 
     fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {

@@ -12,9 +12,11 @@
 //! [`RedisStore`] is a `flux_core::Store`; [`open`] picks the store a
 //! configuration names (memory or Redis) and assembles its analytics.
 //! [`RedisStore::connect`] never talks to Redis; every call is bounded by
-//! about `timeout_ms`, and a [`RedisError`] becomes the `flux_core::StoreError`
-//! that says whether Redis was unavailable (for a limiter that fails open),
-//! busy, or mistaken.
+//! about `timeout_ms`, and a [`RedisError`] says whether Redis failed
+//! ([`RedisError::redis_failed`], for a limiter that fails open), whether the
+//! pool stayed busy ([`RedisError::Busy`], back-pressure), or whether it was
+//! a mistake that waiting will not fix; it becomes the `flux_core::StoreError`
+//! a limiter acts on.
 
 mod backend;
 mod cluster;

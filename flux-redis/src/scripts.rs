@@ -13,7 +13,7 @@
 //! `include_str!`; a store makes a limit's scripts once and keeps them
 //! ([`ScriptCache`]). A call is an `EVALSHA`; a `NOSCRIPT` answer (a
 //! restarted or flushed Redis, a cluster node that never saw the script)
-//! loads the script and retries once.
+//! loads the script and retries once (see store.rs and cluster.rs).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use flux_core::{Decision, Op, Policy, Quota, Source, MAX_QUOTAS};
 use parking_lot::RwLock;
-use redis::{Cmd, ConnectionLike, ErrorKind, Script, ServerErrorKind, Value};
+use redis::{Cmd, ConnectionLike, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
 
 use crate::RedisError;
 
@@ -47,9 +47,35 @@ fn deciding(policy: Policy) -> &'static str {
     }
 }
 
+/// A limit's script: the hash `EVALSHA` names, and the code `SCRIPT LOAD`
+/// sends when Redis does not have it.
+#[derive(Debug)]
+pub(crate) struct LimitScript {
+    script: Script,
+    code: String,
+}
+
+impl LimitScript {
+    pub(crate) fn hash(&self) -> &str {
+        self.script.get_hash()
+    }
+
+    /// `SCRIPT LOAD` of this script, to send in a pipeline.
+    pub(crate) fn load_cmd(&self) -> Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(&self.code);
+        cmd
+    }
+
+    /// Loads it on `conn` (on every primary of a cluster connection).
+    pub(crate) fn load(&self, conn: &mut dyn ConnectionLike) -> RedisResult<()> {
+        self.script.load(conn).map(drop)
+    }
+}
+
 /// The script that applies `op` under `quotas` (one policy, 1 to
 /// [`MAX_QUOTAS`] quotas).
-pub(crate) fn script(quotas: &[Quota], op: Op) -> Script {
+pub(crate) fn script(quotas: &[Quota], op: Op) -> LimitScript {
     let policy = quotas[0].policy();
     debug_assert!(quotas.iter().all(|q| q.policy() == policy));
     debug_assert!(!quotas.is_empty() && quotas.len() <= MAX_QUOTAS);
@@ -104,7 +130,10 @@ pub(crate) fn script(quotas: &[Quota], op: Op) -> Script {
     text.push_str(head);
     text.push_str(deciding(policy));
     text.push_str(tail);
-    Script::new(&text)
+    LimitScript {
+        script: Script::new(&text),
+        code: text,
+    }
 }
 
 /// Scripts that evicting everything makes room again for: each is a few
@@ -117,11 +146,11 @@ type ScriptFor = (Op, Box<[Quota]>);
 /// A store's scripts, made once per limit and operation.
 #[derive(Debug, Default)]
 pub(crate) struct ScriptCache {
-    scripts: RwLock<HashMap<ScriptFor, Arc<Script>>>,
+    scripts: RwLock<HashMap<ScriptFor, Arc<LimitScript>>>,
 }
 
 impl ScriptCache {
-    pub(crate) fn get(&self, quotas: &[Quota], op: Op) -> Arc<Script> {
+    pub(crate) fn get(&self, quotas: &[Quota], op: Op) -> Arc<LimitScript> {
         // A tuple key cannot be looked up by borrowed parts; a limit has at
         // most MAX_QUOTAS quotas, so the boxed copy is small.
         let key = (op, Box::<[Quota]>::from(quotas));
@@ -139,7 +168,7 @@ impl ScriptCache {
     }
 
     /// Every script made so far.
-    pub(crate) fn all(&self) -> Vec<Arc<Script>> {
+    pub(crate) fn all(&self) -> Vec<Arc<LimitScript>> {
         self.scripts.read().values().cloned().collect()
     }
 }
@@ -153,10 +182,10 @@ pub(crate) struct Entry<'a> {
 
 /// `EVALSHA <sha> <keys> key... now cost...` deciding each entry in order.
 /// `now` `None` asks the script to use Redis `TIME`.
-pub(crate) fn eval_cmd(script: &Script, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
+pub(crate) fn eval_cmd(script: &LimitScript, entries: &[Entry<'_>], now_us: Option<u64>) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     let keys: usize = entries.iter().map(|e| e.keys.len()).sum();
-    cmd.arg(script.get_hash()).arg(keys);
+    cmd.arg(script.hash()).arg(keys);
     for entry in entries {
         for key in entry.keys {
             cmd.arg(*key);
@@ -174,22 +203,6 @@ pub(crate) fn eval_cmd(script: &Script, entries: &[Entry<'_>], now_us: Option<u6
 
 pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-}
-
-/// Runs a script call: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then once more.
-pub(crate) fn eval(
-    conn: &mut dyn ConnectionLike,
-    script: &Script,
-    cmd: &Cmd,
-) -> redis::RedisResult<Value> {
-    // An error reply arrives as a value; `extract_error` makes it an error.
-    match conn.req_command(cmd).and_then(Value::extract_error) {
-        Err(err) if is_noscript(&err) => {
-            script.load(conn)?;
-            conn.req_command(cmd).and_then(Value::extract_error)
-        }
-        reply => reply,
-    }
 }
 
 /// A script's reply, six integers per entry, as one decision per entry.

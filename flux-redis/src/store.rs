@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use flux_core::config::Storage;
 use flux_core::{Call, Clock, Decision, Op, Quota, Request, Store, StoreError, MAX_QUOTAS};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
+use redis::{Cmd, Connection, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
-use crate::connection::{ClusterLink, Link, Manager};
+use crate::connection::{ClusterLink, Health, Link, Manager};
 use crate::error::breaks_connection;
-use crate::scripts::{Entry, ScriptCache};
+use crate::scripts::{Entry, LimitScript, ScriptCache};
 use crate::{cluster, scripts, RedisConfig, RedisError};
 
 /// Where a decision's "now" comes from.
@@ -39,9 +40,10 @@ impl TimeSource {
 /// Rate-limit state in Redis or Redis Cluster, decided by Lua scripts that
 /// reproduce flux-core's policies exactly.
 ///
-/// Each decision is one `EVALSHA` on one key (so it works on a cluster), in
-/// one round trip; [`Store::decide_many`] decides many in one round trip too
-/// (on one Redis, one script call per policy; on a cluster, one pipeline per
+/// Each call is one `EVALSHA` on one caller's keys (one per quota of its
+/// limit, sharing a hash slot, so it works on a cluster), in one round trip;
+/// [`Store::apply_many`] applies many in one round trip too (on one Redis,
+/// one script call per limit and operation; on a cluster, one pipeline per
 /// primary). Every key written carries a TTL. Thread-safe: share it behind
 /// an `Arc`.
 ///
@@ -62,6 +64,7 @@ impl TimeSource {
 /// ```
 pub struct RedisStore {
     pool: r2d2::Pool<Manager>,
+    health: Arc<Health>,
     config: RedisConfig,
     cluster: bool,
     time: TimeSource,
@@ -88,6 +91,7 @@ impl RedisStore {
         let cluster = matches!(target, crate::target::Target::Cluster(_));
         let manager = Manager::new(target, config.timeout())
             .map_err(|e| RedisError::Config(format!("{}: {e}", config.display_url())))?;
+        let health = manager.health().clone();
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
             // Connections are made when calls need them, not kept topped up.
@@ -102,6 +106,7 @@ impl RedisStore {
             .build_unchecked(manager);
         Ok(RedisStore {
             pool,
+            health,
             config: config.clone(),
             cluster,
             time: TimeSource::Redis,
@@ -132,7 +137,7 @@ impl RedisStore {
             self.scripts.get(quotas, Op::Decide);
         }
         let scripts = self.scripts.all();
-        self.with_conn(|link| {
+        self.with_conn(Resend::Idempotent, |link| {
             for script in &scripts {
                 script.load(link.as_dyn())?;
             }
@@ -142,7 +147,9 @@ impl RedisStore {
 
     /// One `PING` (to every primary of a cluster) through the pool.
     pub fn ping(&self) -> Result<(), RedisError> {
-        self.with_conn(|link| redis::cmd("PING").query::<()>(link.as_dyn()))
+        self.with_conn(Resend::Idempotent, |link| {
+            redis::cmd("PING").query::<()>(link.as_dyn())
+        })
     }
 
     /// Decides at `now_us` (µs since the Unix epoch) instead of Redis `TIME`:
@@ -200,7 +207,9 @@ impl RedisStore {
     /// Deletes one caller's keys (a reset); returns how many existed. The
     /// keys must share a hash tag on a cluster.
     pub fn remove_keys(&self, keys: &[&str]) -> Result<u64, RedisError> {
-        self.with_conn(|link| redis::cmd("UNLINK").arg(keys).query(link.as_dyn()))
+        self.with_conn(Resend::Idempotent, |link| {
+            redis::cmd("UNLINK").arg(keys).query(link.as_dyn())
+        })
     }
 
     /// Deletes every key that starts with `prefix` (`SCAN` + `UNLINK`, on
@@ -213,7 +222,7 @@ impl RedisStore {
             ));
         }
         let pattern = format!("{}*", glob_escape(prefix));
-        self.with_conn(|link| match link {
+        self.with_conn(Resend::Idempotent, |link| match link {
             Link::Single(conn) => clear_node(conn, &pattern, |conn, keys| {
                 redis::cmd("UNLINK").arg(keys).query(conn)
             }),
@@ -222,6 +231,11 @@ impl RedisStore {
     }
 
     fn apply_with(&self, call: &Call<'_>, now_us: Option<u64>) -> Result<Decision, RedisError> {
+        if self.cluster {
+            // A batch of one: redirects are followed within timeout_ms there.
+            let mut decisions = self.apply_many_with(std::slice::from_ref(call), now_us);
+            return decisions.pop().expect("one decision per call");
+        }
         check(call)?;
         let script = self.scripts.get(call.quotas, call.op);
         let entries = [Entry {
@@ -229,7 +243,22 @@ impl RedisStore {
             cost: call.cost,
         }];
         let cmd = scripts::eval_cmd(&script, &entries, now_us);
-        let reply = self.with_conn(|link| scripts::eval(link.as_dyn(), &script, &cmd))?;
+        let timeout = self.config.timeout();
+        let reply = self.with_conn(Resend::Never, |link| {
+            let Link::Single(conn) = link else {
+                unreachable!("a cluster decides in batches")
+            };
+            let deadline = Instant::now() + timeout;
+            match conn.req_command(&cmd).and_then(Value::extract_error) {
+                // It did not run: load the script and send it again, in
+                // what is left of timeout_ms.
+                Err(err) if scripts::is_noscript(&err) => within(conn, deadline, timeout, |conn| {
+                    script.load(conn)?;
+                    conn.req_command(&cmd).and_then(Value::extract_error)
+                }),
+                reply => reply,
+            }
+        })?;
         scripts::decisions(reply, &entries, call.quotas)?
             .pop()
             .expect("one decision per entry")
@@ -278,7 +307,12 @@ impl RedisStore {
 
         if !calls.is_empty() {
             let timeout_ms = self.config.timeout_ms;
-            match self.with_conn(|link| run_batch(link, &calls)) {
+            let timeout = self.config.timeout();
+            let batch = self.with_conn(Resend::Never, |link| {
+                // Every step of the batch, retries included, within timeout_ms.
+                run_batch(link, &calls, Instant::now() + timeout, timeout)
+            });
+            match batch {
                 Ok(replies) => {
                     for (call, reply) in calls.iter().zip(replies) {
                         let entries: Vec<Entry<'_>> = call
@@ -322,37 +356,100 @@ impl RedisStore {
             .collect()
     }
 
-    /// Runs `f` on a pooled connection, bounded by `timeout_ms` to get one
-    /// and `timeout_ms` for each reply.
+    /// Runs `f` on a pooled connection: up to `timeout_ms` waiting in turn
+    /// for one, then `f` within its own bounds.
+    ///
+    /// A connection that breaks after the request was written may have
+    /// carried it to Redis, which may have run it: a decision is then not
+    /// sent again (it would count twice) but fails. Work that may run twice
+    /// ([`Resend::Idempotent`]) is tried again on the next connection, as
+    /// many times as the pool has connections.
     fn with_conn<T>(
         &self,
+        resend: Resend,
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
-        let timeout_ms = self.config.timeout_ms;
-        // A connection that sat in the pool while Redis restarted fails at
-        // once with a reset, before its command reached the new server: try
-        // the next one, as many times as the pool has connections.
         let mut tries = self.config.pool_size + 1;
         loop {
-            let mut conn = self.pool.get().map_err(|e| {
-                // Live connections but none free: the pool is too small for
-                // the load. None at all: Redis cannot be reached.
-                let busy = self.pool.state().connections > 0;
-                RedisError::from_pool(e, timeout_ms, busy)
-            })?;
-            let reused = conn.uses() > 0;
+            let mut conn = self.checkout()?;
             match conn.run(&mut f) {
                 Ok(value) => return Ok(value),
                 Err(err) => {
                     tries -= 1;
-                    if reused && tries > 0 && is_stale(&err) {
-                        continue;
+                    if is_dead(&err) {
+                        // Those that sat idle as long may be dead too (a
+                        // restarted Redis): each is checked before its next call.
+                        self.health.found_dead();
+                        if resend == Resend::Idempotent && tries > 0 {
+                            continue;
+                        }
                     }
-                    return Err(RedisError::from_redis(err, timeout_ms));
+                    return Err(RedisError::from_redis(err, self.config.timeout_ms));
                 }
             }
         }
     }
+
+    /// A connection from the pool, waiting up to `timeout_ms` for one. One
+    /// that may have died while idle answers a `PING` first: nothing of the
+    /// caller's has been sent on it yet, so a dead one is dropped and the
+    /// next taken.
+    fn checkout(&self) -> Result<r2d2::PooledConnection<Manager>, RedisError> {
+        let mut checks = self.config.pool_size;
+        loop {
+            let mut conn = self.pool.get().map_err(|_| self.no_connection())?;
+            if checks == 0 || !self.health.suspects(&conn) {
+                return Ok(conn);
+            }
+            checks -= 1;
+            match conn.run(|link| redis::cmd("PING").query::<()>(link.as_dyn())) {
+                Err(err) if conn.is_broken() => {
+                    if !is_dead(&err) {
+                        // Not dead but silent (a timeout): the next would be too.
+                        return Err(RedisError::from_redis(err, self.config.timeout_ms));
+                    }
+                }
+                // An answer, even an error reply, proves the socket works.
+                _ => {
+                    self.health.clear(&mut conn);
+                    return Ok(conn);
+                }
+            }
+        }
+    }
+
+    /// Why the pool gave no connection within `timeout_ms`: the last attempt
+    /// to make one failed (Redis unreachable), or every connection was in
+    /// use (back-pressure), or the one being made did not finish in time.
+    fn no_connection(&self) -> RedisError {
+        let timeout_ms = self.config.timeout_ms;
+        if let Some(err) = self.health.connect_error() {
+            return match RedisError::from_redis(err, timeout_ms) {
+                // Whatever Redis answered while we connected, it was not serving us.
+                RedisError::Redis(err) => RedisError::Unreachable(err),
+                other => other,
+            };
+        }
+        if self.pool.state().connections >= self.config.pool_size {
+            return RedisError::Busy {
+                pool_size: self.config.pool_size,
+                timeout_ms,
+            };
+        }
+        RedisError::Timeout {
+            source: timed_out(),
+            timeout_ms,
+        }
+    }
+}
+
+/// Whether a call may be sent again after its connection broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// A decision: Redis may have run it before the connection broke.
+    Never,
+    /// Reads, script loads, deletes: running twice changes nothing.
+    Idempotent,
 }
 
 impl Store for RedisStore {
@@ -385,6 +482,10 @@ impl Store for RedisStore {
     fn storage(&self) -> Storage {
         Storage::Redis
     }
+
+    fn place(&self) -> String {
+        format!("Redis at {}", self.config.display_url())
+    }
 }
 
 /// Keys one script call takes on a single Redis: long enough to pay for the
@@ -413,14 +514,14 @@ fn check(call: &Call<'_>) -> Result<(), RedisError> {
     }
 }
 
-/// One script call of a batch: the requests it decides (their place in the
+/// One script call of a batch: the calls it decides (their place in the
 /// batch), all under one limit and operation.
-struct ScriptCall<'a> {
+pub(crate) struct ScriptCall<'a> {
     members: Vec<usize>,
-    script: Arc<redis::Script>,
-    cmd: Cmd,
-    /// The first key: it routes the call on a cluster (where a call is one
-    /// caller, whose keys share a slot).
+    pub(crate) script: Arc<LimitScript>,
+    pub(crate) cmd: Cmd,
+    /// The first key: it routes the call on a cluster (where a script call
+    /// is one caller, whose keys share a slot).
     key: &'a str,
 }
 
@@ -449,12 +550,13 @@ impl<'a> ScriptCall<'a> {
         }
     }
 
-    fn key(&self) -> &str {
+    /// The key that routes the call on a cluster.
+    pub(crate) fn key(&self) -> &str {
         self.key
     }
 }
 
-/// The batch's valid requests grouped by limit and operation, in order of
+/// The batch's valid calls grouped by limit and operation, in order of
 /// first appearance; `None` when some key comes under two of them.
 fn by_limit(requests: &[Call<'_>], valid: &[usize]) -> Option<Vec<Vec<usize>>> {
     let same = |a: &Call<'_>, b: &Call<'_>| a.op == b.op && a.quotas == b.quotas;
@@ -476,161 +578,118 @@ fn by_limit(requests: &[Call<'_>], valid: &[usize]) -> Option<Vec<Vec<usize>>> {
     Some(groups)
 }
 
-/// Sends `calls` as one pipeline (one per primary on a cluster). Calls
-/// answered `NOSCRIPT` did not run, so they are sent again once their script
-/// is loaded; on a cluster, calls redirected by `MOVED` or `ASK` did not run
-/// either and are sent again to the right node.
-fn run_batch(link: &mut Link, calls: &[ScriptCall<'_>]) -> RedisResult<Vec<RedisResult<Value>>> {
-    let all: Vec<usize> = (0..calls.len()).collect();
-    let mut replies = send(link, calls, &all)?;
-
-    let missing: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| reply_error(&replies[i]) == Some(ServerErrorKind::NoScript))
-        .collect();
-    if !missing.is_empty() {
-        let mut loaded: Vec<&str> = Vec::new();
-        for &i in &missing {
-            let script = &calls[i].script;
-            if !loaded.contains(&script.get_hash()) {
-                script.load(link.as_dyn())?;
-                loaded.push(script.get_hash());
-            }
-        }
-        let again = send(link, calls, &missing)?;
-        for (i, reply) in missing.into_iter().zip(again) {
-            replies[i] = reply;
-        }
-    }
+/// Sends `calls` as one pipeline (one per primary on a cluster, see
+/// cluster.rs), all by `deadline`: on one Redis, calls answered `NOSCRIPT`
+/// did not run, so they are sent again once their script is loaded, if
+/// time is left. Error replies become each call's error.
+fn run_batch(
+    link: &mut Link,
+    calls: &[ScriptCall<'_>],
+    deadline: Instant,
+    timeout: Duration,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let replies = match link {
+        Link::Single(conn) => run_single(conn, calls, deadline, timeout)?,
+        Link::Cluster(link) => cluster::run(link, calls, deadline)?,
+    };
     Ok(replies
         .into_iter()
         .map(|reply| reply.and_then(Value::extract_error))
         .collect())
 }
 
-/// Replies to `calls[i]` for each `i` in `which`, in that order.
-fn send(
-    link: &mut Link,
+fn run_single(
+    conn: &mut Connection,
+    calls: &[ScriptCall<'_>],
+    deadline: Instant,
+    timeout: Duration,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let all: Vec<usize> = (0..calls.len()).collect();
+    let first = send_single(conn, calls, &all)?;
+    let missing: Vec<usize> = all
+        .into_iter()
+        .filter(|&i| matches!(&first[i], Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript)))
+        .collect();
+    let mut replies: Vec<RedisResult<Value>> = first.into_iter().map(Ok).collect();
+    if missing.is_empty() {
+        return Ok(replies);
+    }
+    if Instant::now() >= deadline {
+        for i in missing {
+            replies[i] = Err(timed_out());
+        }
+        return Ok(replies);
+    }
+    // The first send had the connection's own timeout; what follows has
+    // what is left of it.
+    let again = within(conn, deadline, timeout, |conn| {
+        let mut loaded: Vec<&str> = Vec::new();
+        for &i in &missing {
+            let script = &calls[i].script;
+            if !loaded.contains(&script.hash()) {
+                script.load(conn)?;
+                loaded.push(script.hash());
+            }
+        }
+        send_single(conn, calls, &missing)
+    });
+    match again {
+        Ok(again) => {
+            for (i, reply) in missing.into_iter().zip(again) {
+                replies[i] = Ok(reply);
+            }
+        }
+        Err(err) if breaks_connection(&err) => return Err(err),
+        Err(err) => {
+            for i in missing {
+                replies[i] = Err(err.clone());
+            }
+        }
+    }
+    Ok(replies)
+}
+
+/// Replies to `calls[i]` for each `i` in `which`, in that order, as one pipeline.
+fn send_single(
+    conn: &mut Connection,
     calls: &[ScriptCall<'_>],
     which: &[usize],
-) -> RedisResult<Vec<RedisResult<Value>>> {
-    match link {
-        Link::Single(conn) => {
-            let mut packed = Vec::new();
-            for &i in which {
-                calls[i].cmd.write_packed_command(&mut packed);
-            }
-            Ok(conn
-                .req_packed_commands(&packed, 0, which.len())?
-                .into_iter()
-                .map(Ok)
-                .collect())
-        }
-        Link::Cluster(link) => send_cluster(link, calls, which),
+) -> RedisResult<Vec<Value>> {
+    let mut packed = Vec::new();
+    for &i in which {
+        calls[i].cmd.write_packed_command(&mut packed);
     }
+    conn.req_packed_commands(&packed, 0, which.len())
 }
 
-/// Rounds of one pipeline per primary, by our slot map, over plain
-/// connections: every part is written before any reply is read, so a round
-/// costs one round trip. A call answered `MOVED` did not run: the map is
-/// fetched again and the call goes in the next round. After three rounds, or
-/// on `ASK`/`TRYAGAIN`, or for a slot the map does not cover, a call goes
-/// alone through the cluster connection, which follows the redirect.
-fn send_cluster(
-    link: &mut ClusterLink,
-    calls: &[ScriptCall<'_>],
-    which: &[usize],
-) -> RedisResult<Vec<RedisResult<Value>>> {
-    let mut replies: Vec<Option<RedisResult<Value>>> = vec![None; calls.len()];
-    let mut pending = which.to_vec();
-    let mut alone = Vec::new();
-    for _round in 0..3 {
-        if pending.is_empty() {
-            break;
-        }
-        if link.slots.is_empty() {
-            link.refresh_slots()?;
-        }
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for &i in &pending {
-            match link.primary(cluster::slot(calls[i].key().as_bytes())) {
-                Some(node) => match groups.iter_mut().find(|(n, _)| n == node) {
-                    Some((_, group)) => group.push(i),
-                    None => groups.push((node.to_owned(), vec![i])),
-                },
-                None => alone.push(i),
-            }
-        }
-        for (node, group) in &groups {
-            let mut packed = Vec::new();
-            for &i in group {
-                calls[i].cmd.write_packed_command(&mut packed);
-            }
-            link.node(node)?.send_packed_command(&packed)?;
-        }
-        let mut moved = Vec::new();
-        for (node, group) in groups {
-            let conn = link.node(&node)?;
-            for i in group {
-                let value = conn.recv_response()?;
-                if server_error(&value) == Some(ServerErrorKind::Moved) {
-                    moved.push(i);
-                } else {
-                    replies[i] = Some(Ok(value));
-                }
-            }
-        }
-        if !moved.is_empty() {
-            link.slots.clear();
-        }
-        pending = moved;
+/// Runs `f` on `conn` with its reads and writes bounded by what is left
+/// until `deadline` (a timeout error if nothing is), then gives the
+/// connection its own `timeout` back.
+pub(crate) fn within<T>(
+    conn: &mut Connection,
+    deadline: Instant,
+    timeout: Duration,
+    f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+) -> RedisResult<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out());
     }
-    alone.extend(pending);
-    alone.extend(which.iter().copied().filter(|&i| {
-        matches!(
-            replies[i].as_ref().and_then(reply_error),
-            Some(ServerErrorKind::Ask | ServerErrorKind::TryAgain)
-        )
-    }));
-    for i in alone {
-        replies[i] = Some(eval_alone(link, &calls[i])?);
-    }
-    Ok(which
-        .iter()
-        .map(|&i| replies[i].take().unwrap_or(Ok(Value::Nil)))
-        .collect())
+    conn.set_read_timeout(Some(left))?;
+    conn.set_write_timeout(Some(left))?;
+    let result = f(conn);
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    result
 }
 
-/// One call on its own, the redis crate following `MOVED` and `ASK`. An
-/// error that leaves the connection unusable fails the batch; any other is
-/// this call's answer.
-fn eval_alone(link: &mut ClusterLink, call: &ScriptCall<'_>) -> RedisResult<RedisResult<Value>> {
-    match scripts::eval(&mut link.conn, &call.script, &call.cmd) {
-        Err(err) if breaks_connection(&err) => Err(err),
-        reply => Ok(reply),
-    }
+/// The error of a call that ran out of time.
+pub(crate) fn timed_out() -> redis::RedisError {
+    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
 }
 
-fn server_error(value: &Value) -> Option<ServerErrorKind> {
-    match value {
-        Value::ServerError(err) => err.kind(),
-        _ => None,
-    }
-}
-
-fn reply_error(reply: &RedisResult<Value>) -> Option<ServerErrorKind> {
-    match reply {
-        Ok(value) => server_error(value),
-        Err(err) => match err.kind() {
-            redis::ErrorKind::Server(kind) => Some(kind),
-            _ => None,
-        },
-    }
-}
-
-/// A pooled connection found dead on use: worth one more try on another.
-fn is_stale(err: &redis::RedisError) -> bool {
+/// A connection found closed or reset on use (not merely slow).
+fn is_dead(err: &redis::RedisError) -> bool {
     err.is_connection_dropped() && !err.is_timeout()
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use flux_core::config::Config;
 use flux_core::{Backend, LimitSpec, Limiter};
 use flux_redis::analytics::metrics_address;
-use support::free_port;
+use support::{free_port, take_warnings};
 
 fn config(port: u16, enabled: bool) -> Config {
     Config::from_toml_str(
@@ -142,12 +142,22 @@ fn one_server_shows_every_backend_and_outlives_none() {
     assert_eq!(metrics_address(), None);
     assert!(!listening(port));
 
-    // A port in use: a warning on stderr, and the limiter works on.
+    // A port in use: a warning in the log, and the limiter works on.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let taken_config = config(taken_port, true);
+    take_warnings();
     let backend = flux_redis::open(&taken_config).unwrap();
     assert_eq!(metrics_address(), None);
+    let warnings = take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "analytics: cannot serve /metrics on 127.0.0.1:{taken_port} ("
+        )),
+        "{}",
+        warnings[0]
+    );
     assert!(
         limiter(&backend.backend, &taken_config, "login", 3)
             .decide(b"10.0.0.9", 1)

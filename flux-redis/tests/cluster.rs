@@ -1,9 +1,12 @@
 //! The store on a Redis Cluster of three primaries started by the test: keys
 //! land on every primary, single and batched decisions enforce limits
-//! exactly, scripts missing on a node are loaded there, and clearing a prefix
-//! reaches every node.
+//! exactly, scripts missing on a node are loaded there, clearing a prefix
+//! reaches every node, a slot that moved is followed, and redirects that
+//! never settle hold no call beyond `timeout_ms`.
 
 mod support;
+
+use std::time::{Duration, Instant};
 
 use flux_core::{storage_key, Policy, Quota, QuotaSpec, Request, Store};
 use flux_redis::{RedisConfig, RedisStore};
@@ -12,9 +15,16 @@ use support::RedisCluster;
 const KEYS_PER_POLICY: usize = 40;
 const BOUND: u64 = 5;
 
+/// One cluster for every scenario, in turn: starting one takes seconds.
 #[test]
-fn a_three_primary_cluster_spreads_keys_and_enforces_limits_exactly() {
+fn a_three_primary_cluster() {
     let cluster = RedisCluster::start(3);
+    spreads_keys_and_enforces_limits_exactly(&cluster);
+    a_batch_follows_a_slot_that_moved_to_another_primary(&cluster);
+    redirects_that_never_settle_hold_no_call_beyond_timeout_ms(&cluster);
+}
+
+fn spreads_keys_and_enforces_limits_exactly(cluster: &RedisCluster) {
     let store = RedisStore::connect(&RedisConfig {
         timeout_ms: 2_000,
         ..RedisConfig::from_url(cluster.url())
@@ -144,9 +154,7 @@ fn owner(cluster: &RedisCluster, slot: u16) -> usize {
     panic!("no owner for slot {slot}");
 }
 
-#[test]
-fn a_batch_follows_a_slot_that_moved_to_another_primary() {
-    let cluster = RedisCluster::start(3);
+fn a_batch_follows_a_slot_that_moved_to_another_primary(cluster: &RedisCluster) {
     let store = RedisStore::connect(&RedisConfig {
         timeout_ms: 2_000,
         ..RedisConfig::from_url(cluster.url())
@@ -181,20 +189,20 @@ fn a_batch_follows_a_slot_that_moved_to_another_primary() {
         .cli(&["CLUSTER", "KEYSLOT", key])
         .parse()
         .unwrap();
-    let from = owner(&cluster, slot);
+    let from = owner(cluster, slot);
     assert_eq!(
         cluster.nodes[from].cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]),
         "0"
     );
     let to = (from + 1) % cluster.nodes.len();
-    let to_id = node_id(&cluster, to);
+    let to_id = node_id(cluster, to);
     for i in [to, from, (from + 2) % cluster.nodes.len()] {
         assert_eq!(
             cluster.nodes[i].cli(&["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]),
             "OK"
         );
     }
-    assert_eq!(owner(&cluster, slot), to);
+    assert_eq!(owner(cluster, slot), to);
 
     // Batches with the moved key still decide every call once, on the new owner.
     keys.insert(7, key);
@@ -206,5 +214,92 @@ fn a_batch_follows_a_slot_that_moved_to_another_primary() {
     assert_eq!(
         cluster.nodes[from].cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]),
         "0"
+    );
+}
+
+/// A slot its owner says is migrating to a node that does not import it:
+/// the owner answers `ASK` for keys it lacks, the other `MOVED` back. A
+/// batch with thousands of keys there (and others elsewhere) still returns
+/// within about `timeout_ms`: the calls there fail as Redis failing (a
+/// limiter may fail open), the others are decided exactly once.
+fn redirects_that_never_settle_hold_no_call_beyond_timeout_ms(cluster: &RedisCluster) {
+    const TIMEOUT_MS: u64 = 200;
+    let store = RedisStore::connect(&RedisConfig {
+        timeout_ms: TIMEOUT_MS,
+        ..RedisConfig::from_url(cluster.url())
+    })
+    .unwrap();
+    let quota = QuotaSpec::new(Policy::FixedWindow, 3, 86_400.0)
+        .build()
+        .unwrap();
+    store
+        .preload_scripts(&[std::slice::from_ref(&quota)])
+        .unwrap();
+    let slot: u16 = cluster.nodes[0]
+        .cli(&["CLUSTER", "KEYSLOT", "{loop}"])
+        .parse()
+        .unwrap();
+    let from = owner(cluster, slot);
+    let to_id = node_id(cluster, (from + 1) % cluster.nodes.len());
+    let looping: Vec<String> = (0..4000).map(|i| format!("{{loop}}:{i}")).collect();
+    let elsewhere: Vec<String> = (0..30).map(|i| format!("settled:{i}")).collect();
+    // The store learns the slot map while it is sound.
+    let warm = Request {
+        key: &elsewhere[0],
+        quota: &quota,
+        cost: 1,
+    };
+    assert_eq!(store.decide_many(&[warm])[0].as_ref().unwrap().remaining, 2);
+    assert_eq!(
+        cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot.to_string(), "MIGRATING", &to_id]),
+        "OK"
+    );
+
+    let requests: Vec<Request<'_>> = elsewhere
+        .iter()
+        .chain(&looping)
+        .map(|key| Request {
+            key,
+            quota: &quota,
+            cost: 1,
+        })
+        .collect();
+    let bound = Duration::from_millis(TIMEOUT_MS) + Duration::from_millis(400);
+    let started = Instant::now();
+    let results = store.decide_many(&requests);
+    let took = started.elapsed();
+    let single = Instant::now();
+    let alone = store.decide(&looping[0], &quota, 1);
+    let single = single.elapsed();
+    assert_eq!(
+        cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot.to_string(), "STABLE"]),
+        "OK"
+    );
+
+    assert!(took < bound, "a batch took {took:?}");
+    assert!(single < bound, "a single call took {single:?}");
+    let (settled, stuck) = results.split_at(elsewhere.len());
+    let remaining: Vec<u64> = settled
+        .iter()
+        .map(|r| r.as_ref().unwrap().remaining)
+        .collect();
+    assert_eq!(remaining[0], 1);
+    assert!(remaining[1..].iter().all(|&r| r == 2), "{remaining:?}");
+    for result in stuck.iter().chain([&alone]) {
+        let err = result.as_ref().unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+    }
+
+    // Settled again, every key decides, counted once.
+    let again: Vec<u64> = store
+        .decide_many(&requests)
+        .into_iter()
+        .map(|r| r.unwrap().remaining)
+        .collect();
+    assert_eq!(again[0], 0);
+    assert!(again[1..elsewhere.len()].iter().all(|&r| r == 1));
+    assert!(
+        again[elsewhere.len()..].iter().all(|&r| r == 2),
+        "stuck calls counted"
     );
 }

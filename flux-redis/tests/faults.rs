@@ -6,9 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use flux_core::{Policy, Quota, QuotaSpec, Request, Store, StoreError};
+use flux_core::{Policy, Quota, QuotaSpec, Request, Store, StoreError, Unavailable};
 use flux_redis::{RedisConfig, RedisStore};
-use support::{free_port, RedisServer, Rng};
+use support::{free_port, Proxy, RedisServer, Rng};
 
 const TIMEOUT_MS: u64 = 200;
 /// What "about timeout_ms" allows on a shared two-core machine.
@@ -97,17 +97,35 @@ fn a_redis_killed_and_restarted_on_the_same_port_is_used_again() {
     let d = store.decide("restart:a", &quota, 1).unwrap();
     assert!(d.allowed && d.remaining == 4, "{d:?}");
 
-    // Restarted while the pool's connections sat idle: still no failed call.
-    for _ in 0..3 {
-        store.decide("restart:b", &quota, 1).unwrap();
-    }
+    // Restarted while the pool's connections sat idle (made by calls at
+    // once, so likely several). The call that finds its connection dead
+    // fails: it was written before the connection was found closed, and
+    // what may have reached Redis is never sent again. The connections as
+    // old as it are then checked with a PING before use: no other call fails,
+    // and every call that was answered counted once.
+    let start = std::sync::Barrier::new(3);
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                start.wait();
+                store.decide("restart:c", &quota, 1).unwrap();
+            });
+        }
+    });
     server.restart();
-    for expected in [4, 3, 2, 1, 0] {
-        assert_eq!(
-            store.decide("restart:b", &quota, 1).unwrap().remaining,
-            expected
-        );
-    }
+    let (answered, failed): (Vec<_>, Vec<_>) = (0..6)
+        .map(|_| store.decide("restart:b", &quota, 1))
+        .partition(Result::is_ok);
+    assert!(failed.len() <= 1, "{failed:?}");
+    assert!(failed.iter().all(|e| matches!(
+        e,
+        Err(StoreError::Unavailable {
+            why: Unavailable::Unreachable,
+            ..
+        })
+    )));
+    let remaining: Vec<u64> = answered.into_iter().map(|d| d.unwrap().remaining).collect();
+    assert_eq!(remaining, [4, 3, 2, 1, 0, 0][..remaining.len()]);
 }
 
 #[test]
@@ -133,6 +151,62 @@ fn a_stopped_redis_times_out_each_call_then_the_store_recovers() {
         let d = store.decide(&format!("stop:after:{i}"), &quota, 1).unwrap();
         assert!(d.allowed && d.remaining == 9 && d.limit == 10, "{d:?}");
     }
+}
+
+/// The fixed window's count for `key`, as Redis holds it ("count end").
+fn count(server: &RedisServer, key: &str) -> u64 {
+    let value = server.cli(&["GET", key]);
+    value.split(' ').next().unwrap().parse().unwrap_or(0)
+}
+
+#[test]
+fn a_call_whose_reply_was_lost_is_not_sent_again() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port);
+    let store = store(proxy.port);
+    let quota = daily(Policy::FixedWindow, 10);
+    store
+        .preload_scripts(&[std::slice::from_ref(&quota)])
+        .unwrap();
+    assert_eq!(store.decide("lost:a", &quota, 1).unwrap().remaining, 9);
+
+    // Redis runs the call; the connection breaks before its answer arrives.
+    proxy.drop_next_reply();
+    let lost = store.decide("lost:a", &quota, 1);
+    assert_eq!(count(&server, "lost:a"), 2, "sent once: {lost:?}");
+    assert!(lost.unwrap_err().is_unavailable());
+    assert_eq!(store.decide("lost:a", &quota, 1).unwrap().remaining, 7);
+
+    // The same for a batch (one pipeline).
+    let requests = [
+        Request {
+            key: "lost:b",
+            quota: &quota,
+            cost: 1,
+        },
+        Request {
+            key: "lost:c",
+            quota: &quota,
+            cost: 2,
+        },
+    ];
+    store.decide_many(&requests);
+    proxy.drop_next_reply();
+    let lost = store.decide_many(&requests);
+    assert_eq!(
+        (count(&server, "lost:b"), count(&server, "lost:c")),
+        (2, 4),
+        "sent once: {lost:?}"
+    );
+    assert!(lost
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().is_unavailable()));
+    let after: Vec<u64> = store
+        .decide_many(&requests)
+        .into_iter()
+        .map(|r| r.unwrap().remaining)
+        .collect();
+    assert_eq!(after, [7, 4]);
 }
 
 #[test]

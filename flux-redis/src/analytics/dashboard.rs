@@ -9,28 +9,32 @@
 //! forms) is refused by the browser, so even an endpoint name that got into
 //! the page as markup could not run.
 
-use std::io::{self, Write};
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+use super::server::Page;
+
 /// The page, as served.
 const PAGE: &str = include_str!("dashboard.html");
 
-/// Writes the whole answer (the page and its headers); the connection is
-/// closed after, as for `/metrics`.
-pub(super) fn respond(stream: &mut impl Write) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nContent-Security-Policy: {}\r\n\
-         X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
-         Connection: close\r\n\r\n",
-        PAGE.len(),
-        content_security_policy()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(PAGE.as_bytes())?;
-    stream.flush()
+/// The page, with the headers that say what it may do.
+pub(super) fn page() -> Page {
+    static HEADERS: OnceLock<String> = OnceLock::new();
+    let headers = HEADERS.get_or_init(|| {
+        format!(
+            "Content-Security-Policy: {}\r\nX-Content-Type-Options: nosniff\r\n\
+             Referrer-Policy: no-referrer\r\n",
+            content_security_policy()
+        )
+    });
+    Page {
+        status: "200 OK",
+        content_type: "text/html; charset=utf-8",
+        headers,
+        body: Cow::Borrowed(PAGE),
+    }
 }
 
 /// The policy for [`PAGE`], computed once.

@@ -58,8 +58,9 @@ impl Reporting {
                     flush_thread = Some(thread);
                     sink = Some(s);
                 }
-                Err(err) => eprintln!(
-                    "flux: analytics: events will not be sent to Redis ({err}); \
+                Err(err) => log::warn!(
+                    target: flux_core::LOG_TARGET,
+                    "analytics: events will not be sent to Redis ({err}); \
                      counters and /metrics still work"
                 ),
             }

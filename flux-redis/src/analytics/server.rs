@@ -10,27 +10,40 @@
 //!
 //! The server runs while at least one backend with `[analytics] enabled`
 //! lives, on the `host:port` of the first of them that could bind it; a
-//! second such backend does not start another. A port in use is reported
-//! once on stderr and nothing else happens: the limiter works without it.
+//! second such backend does not start another. A port in use is a warning
+//! in the log, once per address, and nothing else happens: the limiter works
+//! without it.
+//!
+//! One thread accepts and [`ANSWERERS`] answer, each connection whole
+//! (request read, answer written) within [`REQUEST_DEADLINE`] of its
+//! arrival: a client that trickles its request holds one answerer for that
+//! long at most, and no scrape waits behind it. Stopping cuts the
+//! connections being answered instead of waiting for them. Pages are routed
+//! by path in one match ([`page`]).
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flux_core::analytics::{Analytics, Snapshot};
 use parking_lot::{const_mutex, Mutex};
 
 use super::flusher::Sink;
 use super::json;
+use flux_core::LOG_TARGET;
 
 /// The Content-Type of the Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// How long a client may take to send its request, or to read the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request may take, from accepting the connection to the
+/// last byte of the answer: a client that sends (or reads) slowly is cut
+/// off after it, however steadily it trickles.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A request line and headers beyond this are refused.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -102,8 +115,9 @@ pub(crate) fn register(
                 Err(err) => {
                     let addr = format!("{host}:{port}");
                     if !registry.warned.contains(&addr) {
-                        eprintln!(
-                            "flux: analytics: cannot serve /metrics on {addr} ({err}); \
+                        log::warn!(
+                            target: LOG_TARGET,
+                            "analytics: cannot serve /metrics on {addr} ({err}); \
                              rate limiting goes on without it. Free the port or set \
                              [analytics] port to another."
                         );
@@ -167,35 +181,71 @@ fn process_view() -> (Snapshot, Vec<Arc<Sink>>) {
     (snapshot, sinks)
 }
 
+/// The server: a thread that accepts connections and a few that answer
+/// them, each connection whole within [`REQUEST_DEADLINE`].
 struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<()>,
+    /// The connections being answered, to cut when the server stops.
+    open: Arc<Mutex<Vec<(u64, TcpStream)>>>,
+    acceptor: JoinHandle<()>,
+    answerers: Vec<JoinHandle<()>>,
 }
+
+/// Threads answering requests: a slow client holds one of them, never the
+/// others nor the acceptor.
+const ANSWERERS: usize = 4;
+
+/// Connections accepted but not yet answered; beyond, new ones are closed
+/// at once rather than queued behind slow ones.
+const BACKLOG: usize = 32;
 
 impl Server {
     fn start(host: &str, port: u16) -> io::Result<Server> {
         let listener = TcpListener::bind((host, port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<(u64, TcpStream)>>> = Arc::default();
+        let (queue, waiting) = mpsc::sync_channel::<(TcpStream, Instant)>(BACKLOG);
+        let waiting = Arc::new(Mutex::new(waiting));
+        let mut answerers = Vec::with_capacity(ANSWERERS);
+        for n in 0..ANSWERERS {
+            let (waiting, stop, open) = (waiting.clone(), stop.clone(), open.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("flux-metrics-{n}"))
+                .spawn(move || answer_queued(&waiting, &stop, &open));
+            match spawned {
+                Ok(handle) => answerers.push(handle),
+                Err(err) if answerers.is_empty() => return Err(err),
+                Err(_) => break,
+            }
+        }
         let stopped = stop.clone();
-        let handle = std::thread::Builder::new()
+        let acceptor = std::thread::Builder::new()
             .name("flux-metrics".into())
             .spawn(move || {
                 for stream in listener.incoming() {
                     if stopped.load(Ordering::Acquire) {
                         return;
                     }
+                    // A full queue: this client is dropped, not the others.
                     if let Ok(stream) = stream {
-                        // A client that goes away mid-answer is its own problem.
-                        let _ = answer(stream);
+                        let _ = queue.try_send((stream, Instant::now() + REQUEST_DEADLINE));
                     }
                 }
             })?;
-        Ok(Server { addr, stop, handle })
+        Ok(Server {
+            addr,
+            stop,
+            open,
+            acceptor,
+            answerers,
+        })
     }
 
-    /// Wakes the blocked `accept` with a connection of our own, then joins.
+    /// Stops accepting (waking the blocked `accept` with a connection of our
+    /// own), cuts the connections being answered, and joins every thread:
+    /// none waits on a client.
     fn stop(self) {
         self.stop.store(true, Ordering::Release);
         let mut wake = self.addr;
@@ -205,28 +255,60 @@ impl Server {
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             });
         }
-        if TcpStream::connect_timeout(&wake, CLIENT_TIMEOUT).is_ok() {
-            let _ = self.handle.join();
+        let woken = TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
+        for (_, stream) in self.open.lock().iter() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
-        // Else the thread is left to the process's exit rather than hang here.
+        // Joined, the acceptor has dropped the queue, so idle answerers
+        // return at once. One that cannot be woken is left to the process's
+        // exit, with its answerers, rather than hang here.
+        if woken && self.acceptor.join().is_ok() {
+            for answerer in self.answerers {
+                let _ = answerer.join();
+            }
+        }
     }
 }
 
-/// Reads one request and answers it; the connection is closed after.
-fn answer(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+/// An answerer's life: take the next connection and answer it, until the
+/// acceptor is gone (its queue with it) or the server stops.
+fn answer_queued(
+    waiting: &Mutex<Receiver<(TcpStream, Instant)>>,
+    stop: &AtomicBool,
+    open: &Mutex<Vec<(u64, TcpStream)>>,
+) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let Ok((stream, deadline)) = waiting.lock().recv() else {
+            return;
+        };
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            open.lock().push((id, clone));
+        }
+        // Registered before this check, so `stop` cuts it if it came after.
+        if !stop.load(Ordering::Acquire) {
+            // A client that goes away mid-answer is its own problem.
+            let _ = answer(stream, deadline);
+        }
+        open.lock().retain(|(open_id, _)| *open_id != id);
+    }
+}
+
+/// Reads one request and answers it, all by `deadline`; the connection is
+/// closed after.
+fn answer(mut stream: TcpStream, deadline: Instant) -> io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
         if request.len() > MAX_REQUEST {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "",
-            );
+            let too_long = Page::text("431 Request Header Fields Too Large", "");
+            return respond(&mut stream, deadline, &too_long);
         }
+        stream.set_read_timeout(Some(left(deadline)?))?;
         match stream.read(&mut chunk)? {
             0 => break,
             n => request.extend_from_slice(&chunk[..n]),
@@ -237,38 +319,86 @@ fn answer(mut stream: TcpStream) -> io::Result<()> {
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/" | "/dashboard") => return super::dashboard::respond(&mut stream),
-        ("GET", "/metrics") => {
-            let (snapshot, _) = process_view();
-            ("200 OK", PROMETHEUS_CONTENT_TYPE, snapshot.to_prometheus())
-        }
-        ("GET", "/metrics.json") => {
-            let (snapshot, sinks) = process_view();
-            let body = json::metrics(&snapshot, &sinks).to_string();
-            ("200 OK", "application/json", body)
-        }
-        (_, "/" | "/dashboard" | "/metrics" | "/metrics.json") => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "use GET\n".to_owned(),
-        ),
-        _ => (
+    let answer = match (method, page(path)) {
+        ("GET", Some(page)) => page(),
+        (_, Some(_)) => Page::text("405 Method Not Allowed", "use GET\n"),
+        (_, None) => Page::text(
             "404 Not Found",
-            "text/plain; charset=utf-8",
-            "flux serves /metrics (Prometheus) and /metrics.json\n".to_owned(),
+            "flux serves / (the dashboard), /metrics (Prometheus) and /metrics.json\n",
         ),
     };
-    respond(&mut stream, status, content_type, &body)
+    respond(&mut stream, deadline, &answer)
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
+/// An answer: its status, content type, any headers of its own, and body.
+pub(super) struct Page {
+    pub(super) status: &'static str,
+    pub(super) content_type: &'static str,
+    /// Whole header lines, each ending in CRLF.
+    pub(super) headers: &'static str,
+    pub(super) body: Cow<'static, str>,
+}
+
+impl Page {
+    fn text(status: &'static str, body: &'static str) -> Page {
+        Page {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: "",
+            body: Cow::Borrowed(body),
+        }
+    }
+}
+
+/// Every page the server serves, by path: one line each.
+fn page(path: &str) -> Option<fn() -> Page> {
+    match path {
+        "/" | "/dashboard" => Some(super::dashboard::page),
+        "/metrics" => Some(prometheus),
+        "/metrics.json" => Some(metrics_json),
+        _ => None,
+    }
+}
+
+fn prometheus() -> Page {
+    let (snapshot, _) = process_view();
+    Page {
+        status: "200 OK",
+        content_type: PROMETHEUS_CONTENT_TYPE,
+        headers: "",
+        body: Cow::Owned(snapshot.to_prometheus()),
+    }
+}
+
+fn metrics_json() -> Page {
+    let (snapshot, sinks) = process_view();
+    Page {
+        status: "200 OK",
+        content_type: "application/json",
+        headers: "",
+        body: Cow::Owned(json::metrics(&snapshot, &sinks).to_string()),
+    }
+}
+
+/// What is left until `deadline`; an error once nothing is.
+fn left(deadline: Instant) -> io::Result<Duration> {
+    match deadline.saturating_duration_since(Instant::now()) {
+        left if left.is_zero() => Err(io::ErrorKind::TimedOut.into()),
+        left => Ok(left),
+    }
+}
+
+fn respond(stream: &mut TcpStream, deadline: Instant, page: &Page) -> io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\n{}Connection: close\r\n\r\n",
+        page.status,
+        page.content_type,
+        page.body.len(),
+        page.headers,
     );
+    stream.set_write_timeout(Some(left(deadline)?))?;
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
+    stream.write_all(page.body.as_bytes())?;
     stream.flush()
 }

@@ -314,3 +314,140 @@ impl Rng {
         self.next_u64() % 100 < percent
     }
 }
+
+/// A TCP proxy in front of a server, for trouble Redis does not make by
+/// itself: every reply held back for a while (a slow Redis), or a
+/// connection dropped after Redis answered but before the answer is passed
+/// on (a reset mid-call, with the call already run).
+#[derive(Debug)]
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    delay_ms: std::sync::atomic::AtomicU64,
+    drop_reply: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    accepted: std::sync::atomic::AtomicUsize,
+    sockets: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                {
+                    let mut sockets = shared.sockets.lock().unwrap();
+                    sockets.push(client.try_clone().unwrap());
+                    sockets.push(server.try_clone().unwrap());
+                }
+                let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(c, s, None));
+                let state = shared.clone();
+                std::thread::spawn(move || pump(server, client, Some(state)));
+            }
+        });
+        Proxy { port, state }
+    }
+
+    /// Holds every reply back for `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The next reply from the server closes its connection (both sides)
+    /// instead of reaching the client.
+    pub fn drop_next_reply(&self) {
+        self.state.drop_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until either closes; replies (`state` given) are
+/// delayed or dropped as the proxy says.
+fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<std::sync::Arc<ProxyState>>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(state) = &state {
+            if state.drop_reply.swap(false, Ordering::SeqCst) {
+                break;
+            }
+            let delay = state.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        for socket in self.state.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// The warnings Flux logged (target `flux`) in this test process since the
+/// last call, as the host's logger would get them. The first call installs
+/// the capturing logger.
+pub fn take_warnings() -> Vec<String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in tests");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    std::mem::take(&mut *CAPTURED.lock().unwrap())
+}
+
+static CAPTURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == flux_core::LOG_TARGET && metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            CAPTURED.lock().unwrap().push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
