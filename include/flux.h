@@ -289,6 +289,38 @@ typedef uint32_t flux_metrics;
 #endif // __cplusplus
 
 /**
+ * What `flux_limiter_apply` does.
+ */
+enum flux_op
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Decide, and when every quota admits the call, charge every quota:
+     * what `flux_limiter_decide` does.
+     */
+    FLUX_OP_DECIDE = 0,
+    /**
+     * Answer what deciding would, without charging anything (and without
+     * counting a decision in the metrics).
+     */
+    FLUX_OP_PEEK = 1,
+    /**
+     * Give `cost` back to every quota, never below empty, and answer what
+     * the next call of cost 1 would be told.
+     */
+    FLUX_OP_REFUND = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum flux_op flux_op;
+#else
+typedef uint32_t flux_op;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A validated configuration (flux.toml).
  *
  * Made by `flux_config_default`, `flux_config_from_file`,
@@ -513,6 +545,24 @@ void flux_config_free(struct flux_config *config);
 flux_result flux_config_from_file(const char *path, struct flux_config **out);
 
 /**
+ * Parses and validates a configuration given as JSON: `json` points at
+ * `len` bytes of UTF-8 holding one object with flux.toml's sections and
+ * keys (`{"redis": {"url": "redis://..."}, "rate_limits": {"api":
+ * {"rate": "10/second"}}}`), a key left out or `null` taking its default.
+ * The same schema, defaults and messages as flux.toml: how a program that
+ * builds its configuration in code hands it over. `origin`
+ * (NUL-terminated, may be NULL) names it in error messages. Reads no
+ * environment.
+ *
+ * Returns `FLUX_RESULT_CONFIG` with a message naming the key when the JSON
+ * is invalid. Free the result with `flux_config_free`.
+ */
+flux_result flux_config_from_json(const char *json,
+                                  size_t len,
+                                  const char *origin,
+                                  struct flux_config **out);
+
+/**
  * Parses and validates flux.toml text: `toml` points at `len` bytes of
  * UTF-8 (no NUL needed). `origin` (NUL-terminated, may be NULL) names the
  * text in error messages and in the JSON's "origin", as a file name would.
@@ -530,9 +580,12 @@ flux_result flux_config_from_toml(const char *toml,
  * Writes the whole configuration, defaults filled in, as one JSON object
  * into `buf` (`len` bytes), NUL-terminated: the sections `redis`, `flux`,
  * `analytics`, `rate_limit` and `rate_limits` (by name) with the keys of
- * flux.toml, and `origin` (the file, or null). A limit's `burst` is null
- * when it is left to default to `requests`. The Redis password is included
- * as written.
+ * flux.toml, and `origin` (the file, or null). A limit gives its `rate`
+ * as text ("10/1s;1000/86400s") and also the `requests` and `period` of
+ * its first rate; its `burst` is null when it is left to default to
+ * `requests`. The Redis password is included as written. The same object,
+ * without `origin` and a limit's derived `requests` and `period`, loads
+ * back with `flux_config_from_json`.
  *
  * On `FLUX_RESULT_OK`, `*written` is the length of the JSON (not counting
  * the NUL). When `len` is too small (NULL `buf` with `len` 0 included),
@@ -595,6 +648,29 @@ flux_result flux_decide_batch_async(const struct flux_request *reqs,
  * Thread-safe: each thread has its own last error.
  */
 size_t flux_last_error(char *buf, size_t len);
+
+/**
+ * Applies `op` (a `flux_op` value) for one call of `cost` by the caller
+ * identified by the `key_len` bytes at `key`, to the endpoint named by the
+ * `endpoint_len` bytes at `endpoint` (NULL and 0 for none; as in
+ * `flux_limiter_decide_endpoint`), and writes the answer to `*out`.
+ *
+ * `FLUX_OP_DECIDE` is `flux_limiter_decide_endpoint`. `FLUX_OP_PEEK`
+ * answers what it would, charging nothing. `FLUX_OP_REFUND` gives back up
+ * to `cost` (at least 1, with no upper bound: what a key holds is the
+ * bound) and answers what the next call of cost 1 would be told. A refund
+ * does not reach another process's cache of refusals: their cached answer
+ * stands until its retry_after has passed. Otherwise as
+ * `flux_limiter_decide`; an unknown `op` is `FLUX_RESULT_INVALID_ARGUMENT`.
+ */
+flux_result flux_limiter_apply(const struct flux_limiter *limiter,
+                               uint32_t op,
+                               const uint8_t *endpoint,
+                               size_t endpoint_len,
+                               const uint8_t *key,
+                               size_t key_len,
+                               uint64_t cost,
+                               struct flux_decision *out);
 
 /**
  * `FLUX_RESULT_OK` when some moment could admit a call of `cost` under
@@ -714,6 +790,28 @@ flux_result flux_limiter_quotas(const struct flux_limiter *limiter,
                                 struct flux_quota_info *out,
                                 size_t len,
                                 size_t *count);
+
+/**
+ * Forgets the state of the caller identified by the `key_len` bytes at
+ * `key` (for the endpoint of `endpoint_len` bytes at `endpoint`; NULL and
+ * 0 for none) under every quota of `limiter`: its next call is decided as
+ * its first. Writes how many keys held a state to `*removed`.
+ */
+flux_result flux_limiter_reset(const struct flux_limiter *limiter,
+                               const uint8_t *endpoint,
+                               size_t endpoint_len,
+                               const uint8_t *key,
+                               size_t key_len,
+                               uint64_t *removed);
+
+/**
+ * Writes the `flux_policy` value of the policy named `name`
+ * (NUL-terminated: "gcra", "token_bucket", "leaky_bucket", "fixed_window"
+ * or "sliding_window") to `*out`. Returns `FLUX_RESULT_INVALID_LIMIT` with
+ * a message listing the names for any other: one list of names, the core's,
+ * for every language.
+ */
+flux_result flux_policy_from_name(const char *name, uint32_t *out);
 
 /**
  * Sets the function that receives Flux's log records (warnings such as

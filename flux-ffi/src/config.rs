@@ -95,6 +95,32 @@ pub extern "C" fn flux_config_from_toml(
     }
 }
 
+/// Parses and validates a configuration given as JSON: `json` points at
+/// `len` bytes of UTF-8 holding one object with flux.toml's sections and
+/// keys (`{"redis": {"url": "redis://..."}, "rate_limits": {"api":
+/// {"rate": "10/second"}}}`), a key left out or `null` taking its default.
+/// The same schema, defaults and messages as flux.toml: how a program that
+/// builds its configuration in code hands it over. `origin`
+/// (NUL-terminated, may be NULL) names it in error messages. Reads no
+/// environment.
+///
+/// Returns `FLUX_RESULT_CONFIG` with a message naming the key when the JSON
+/// is invalid. Free the result with `flux_config_free`.
+#[no_mangle]
+pub extern "C" fn flux_config_from_json(
+    json: *const c_char,
+    len: usize,
+    origin: *const c_char,
+    out: *mut *mut flux_config,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let text = try_str_from_buf!(json, len);
+        let origin = try_opt_str!(origin);
+        let out = try_out!(out);
+        config_result(Config::from_json_str(text, origin.map(Path::new)), out)
+    }
+}
+
 /// Finds the configuration the way every Flux program does: the file named
 /// by `$FLUX_CONFIG` (which must exist), else `./flux.toml`, else
 /// `./config/flux.toml`, else the defaults; then applies `FLUX_REDIS_URL`.
@@ -113,9 +139,12 @@ pub extern "C" fn flux_config_discover(out: *mut *mut flux_config) -> flux_resul
 /// Writes the whole configuration, defaults filled in, as one JSON object
 /// into `buf` (`len` bytes), NUL-terminated: the sections `redis`, `flux`,
 /// `analytics`, `rate_limit` and `rate_limits` (by name) with the keys of
-/// flux.toml, and `origin` (the file, or null). A limit's `burst` is null
-/// when it is left to default to `requests`. The Redis password is included
-/// as written.
+/// flux.toml, and `origin` (the file, or null). A limit gives its `rate`
+/// as text ("10/1s;1000/86400s") and also the `requests` and `period` of
+/// its first rate; its `burst` is null when it is left to default to
+/// `requests`. The Redis password is included as written. The same object,
+/// without `origin` and a limit's derived `requests` and `period`, loads
+/// back with `flux_config_from_json`.
 ///
 /// On `FLUX_RESULT_OK`, `*written` is the length of the JSON (not counting
 /// the NUL). When `len` is too small (NULL `buf` with `len` 0 included),

@@ -158,6 +158,109 @@ pub extern "C" fn flux_limiter_decide_endpoint(
     }
 }
 
+/// What `flux_limiter_apply` does.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flux_op {
+    /// Decide, and when every quota admits the call, charge every quota:
+    /// what `flux_limiter_decide` does.
+    Decide = 0,
+    /// Answer what deciding would, without charging anything (and without
+    /// counting a decision in the metrics).
+    Peek = 1,
+    /// Give `cost` back to every quota, never below empty, and answer what
+    /// the next call of cost 1 would be told.
+    Refund = 2,
+}
+
+impl flux_op {
+    fn from_u32(value: u32) -> Option<Op> {
+        Some(match value {
+            v if v == flux_op::Decide as u32 => Op::Decide,
+            v if v == flux_op::Peek as u32 => Op::Peek,
+            v if v == flux_op::Refund as u32 => Op::Refund,
+            _ => return None,
+        })
+    }
+}
+
+/// Applies `op` (a `flux_op` value) for one call of `cost` by the caller
+/// identified by the `key_len` bytes at `key`, to the endpoint named by the
+/// `endpoint_len` bytes at `endpoint` (NULL and 0 for none; as in
+/// `flux_limiter_decide_endpoint`), and writes the answer to `*out`.
+///
+/// `FLUX_OP_DECIDE` is `flux_limiter_decide_endpoint`. `FLUX_OP_PEEK`
+/// answers what it would, charging nothing. `FLUX_OP_REFUND` gives back up
+/// to `cost` (at least 1, with no upper bound: what a key holds is the
+/// bound) and answers what the next call of cost 1 would be told. A refund
+/// does not reach another process's cache of refusals: their cached answer
+/// stands until its retry_after has passed. Otherwise as
+/// `flux_limiter_decide`; an unknown `op` is `FLUX_RESULT_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn flux_limiter_apply(
+    limiter: *const flux_limiter,
+    op: u32,
+    endpoint: *const u8,
+    endpoint_len: usize,
+    key: *const u8,
+    key_len: usize,
+    cost: u64,
+    out: *mut flux_decision,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        let endpoint = try_str_from_buf!(endpoint, endpoint_len);
+        let key = try_slice!(key, key_len);
+        let out = try_out!(out);
+        let Some(op) = flux_op::from_u32(op) else {
+            return fail(
+                flux_result::InvalidArgument,
+                format!(
+                    "op must be FLUX_OP_DECIDE (0), FLUX_OP_PEEK (1) or FLUX_OP_REFUND (2), got {op}"
+                ),
+            );
+        };
+        let endpoint = (!endpoint.is_empty()).then_some(endpoint);
+        match limiter.limiter.apply(endpoint, key, cost, op) {
+            Ok(decision) => {
+                *out = decision.into();
+                flux_result::Ok
+            }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// Forgets the state of the caller identified by the `key_len` bytes at
+/// `key` (for the endpoint of `endpoint_len` bytes at `endpoint`; NULL and
+/// 0 for none) under every quota of `limiter`: its next call is decided as
+/// its first. Writes how many keys held a state to `*removed`.
+#[no_mangle]
+pub extern "C" fn flux_limiter_reset(
+    limiter: *const flux_limiter,
+    endpoint: *const u8,
+    endpoint_len: usize,
+    key: *const u8,
+    key_len: usize,
+    removed: *mut u64,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiter = try_ref_from_ptr!(limiter);
+        let endpoint = try_str_from_buf!(endpoint, endpoint_len);
+        let key = try_slice!(key, key_len);
+        let removed = try_out!(removed);
+        let endpoint = (!endpoint.is_empty()).then_some(endpoint);
+        match limiter.limiter.reset(endpoint, key) {
+            Ok(n) => {
+                *removed = n;
+                flux_result::Ok
+            }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
 /// What one `flux_request` asks, borrowed from the caller.
 pub(crate) struct RequestParts<'a> {
     pub(crate) limiter: &'a LimiterInner,

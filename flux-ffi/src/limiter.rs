@@ -79,6 +79,26 @@ impl flux_policy {
     }
 }
 
+/// Writes the `flux_policy` value of the policy named `name`
+/// (NUL-terminated: "gcra", "token_bucket", "leaky_bucket", "fixed_window"
+/// or "sliding_window") to `*out`. Returns `FLUX_RESULT_INVALID_LIMIT` with
+/// a message listing the names for any other: one list of names, the core's,
+/// for every language.
+#[no_mangle]
+pub extern "C" fn flux_policy_from_name(name: *const c_char, out: *mut u32) -> flux_result {
+    ffi_panic_boundary! {
+        let name = try_str!(name);
+        let out = try_out!(out);
+        match name.parse::<Policy>() {
+            Ok(policy) => {
+                *out = flux_policy::of(policy) as u32;
+                flux_result::Ok
+            }
+            Err(e) => fail(flux_result::InvalidLimit, e.to_string()),
+        }
+    }
+}
+
 /// `flux_limit_params.set`: `policy` is given.
 pub const FLUX_PARAM_POLICY: u32 = 1;
 /// `flux_limit_params.set`: `requests` is given.
