@@ -18,12 +18,15 @@ use crate::error::breaks_connection;
 use crate::target::Target;
 
 /// Makes connections for the pool, each bounded by `timeout` on connect,
-/// read and write.
+/// read and write. Holds settings only, no connection, so a forked child
+/// may clone it to make connections of its own.
+#[derive(Clone)]
 pub(crate) struct Manager {
     kind: Kind,
     timeout: Duration,
 }
 
+#[derive(Clone)]
 enum Kind {
     Single(Client),
     Cluster(ClusterClient, Box<ConnectionInfo>),

@@ -15,6 +15,7 @@
 mod cluster;
 mod connection;
 mod error;
+pub mod fork;
 mod scripts;
 mod store;
 mod target;

@@ -9,6 +9,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::breaks_connection;
+use crate::fork::PerProcess;
 use crate::scripts::Entry;
 use crate::{cluster, scripts, RedisConfig, RedisError};
 
@@ -48,6 +49,9 @@ impl TimeSource {
 /// a Redis that is down (or comes back after a restart) is found by the calls
 /// themselves, each bounded by about `timeout_ms`.
 ///
+/// Each process has its own pool: a forked child (see [`crate::fork`]) makes
+/// a new one at its first call and never touches its parent's connections.
+///
 /// ```no_run
 /// use flux_core::{storage_key, Policy, QuotaSpec, Store};
 /// use flux_redis::{RedisConfig, RedisStore};
@@ -60,7 +64,10 @@ impl TimeSource {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore {
-    pool: r2d2::Pool<Manager>,
+    pool: PerProcess<r2d2::Pool<Manager>>,
+    /// What each process's pool connects with (boxed: only read to make a
+    /// pool, it would otherwise double the store's size).
+    manager: Box<Manager>,
     config: RedisConfig,
     cluster: bool,
     time: TimeSource,
@@ -86,20 +93,9 @@ impl RedisStore {
         let cluster = matches!(target, crate::target::Target::Cluster(_));
         let manager = Manager::new(target, config.timeout())
             .map_err(|e| RedisError::Config(format!("{}: {e}", config.display_url())))?;
-        let pool = r2d2::Pool::builder()
-            .max_size(config.pool_size)
-            // Connections are made when calls need them, not kept topped up.
-            .min_idle(Some(0))
-            // A PING per checkout would double a decision's latency; broken
-            // connections are found by their errors instead (connection.rs).
-            .test_on_check_out(false)
-            .connection_timeout(config.timeout())
-            // Failures reach the caller as errors; r2d2 would also log each
-            // background reconnect attempt.
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(manager);
         Ok(RedisStore {
-            pool,
+            pool: PerProcess::new(new_pool(&manager, config)),
+            manager: Box::new(manager),
             config: config.clone(),
             cluster,
             time: TimeSource::Redis,
@@ -281,15 +277,18 @@ impl RedisStore {
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
         let timeout_ms = self.config.timeout_ms;
+        let pool = self
+            .pool
+            .get_or_init(|| new_pool(&self.manager, &self.config));
         // A connection that sat in the pool while Redis restarted fails at
         // once with a reset, before its command reached the new server: try
         // the next one, as many times as the pool has connections.
         let mut tries = self.config.pool_size + 1;
         loop {
-            let mut conn = self.pool.get().map_err(|e| {
+            let mut conn = pool.get().map_err(|e| {
                 // Live connections but none free: the pool is too small for
                 // the load. None at all: Redis cannot be reached.
-                let busy = self.pool.state().connections > 0;
+                let busy = pool.state().connections > 0;
                 RedisError::from_pool(e, timeout_ms, busy)
             })?;
             let reused = conn.uses() > 0;
@@ -305,6 +304,24 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// A pool of `config.pool_size` connections made by `manager`. Its
+/// connections and its thread (r2d2 connects on a thread of the pool) are
+/// the calling process's.
+fn new_pool(manager: &Manager, config: &RedisConfig) -> r2d2::Pool<Manager> {
+    r2d2::Pool::builder()
+        .max_size(config.pool_size)
+        // Connections are made when calls need them, not kept topped up.
+        .min_idle(Some(0))
+        // A PING per checkout would double a decision's latency; broken
+        // connections are found by their errors instead (connection.rs).
+        .test_on_check_out(false)
+        .connection_timeout(config.timeout())
+        // Failures reach the caller as errors; r2d2 would also log each
+        // background reconnect attempt.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(manager.clone())
 }
 
 impl Store for RedisStore {
