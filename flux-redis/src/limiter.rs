@@ -319,12 +319,15 @@ impl Limiter {
     /// Counts a decision (and queues it as an event when sampled). Calls
     /// that got no decision (an error) are not counted.
     fn record(&self, key: &str, decision: &Decision, latency: Duration) {
+        let reporting = &self.backend.reporting;
+        // Before counting: a forked child's flusher starts from the counts
+        // it finds, and sends only what is added after.
+        let events = reporting.events();
         let stats = self
             .stats
             .get_or_init(|| self.backend.analytics().endpoint(&self.scope));
         stats.record(decision, latency.as_nanos().try_into().unwrap_or(u64::MAX));
-        let reporting = &self.backend.reporting;
-        if reporting.events() && reporting.analytics().sample() {
+        if events && reporting.analytics().sample() {
             reporting.analytics().push_event(Event::new(
                 now_us(),
                 key.to_owned(),

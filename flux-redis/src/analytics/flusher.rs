@@ -109,6 +109,20 @@ impl Sink {
         unreachable!("the second attempt returns")
     }
 
+    /// A sink to the same place with no connection yet: for a forked child,
+    /// which must not use its parent's.
+    pub(crate) fn fresh(&self) -> Sink {
+        Sink {
+            manager: self.manager.clone(),
+            conn: Mutex::new(None),
+            stream: self.stream.clone(),
+            totals_key: self.totals_key.clone(),
+            retention: self.retention,
+            timeout_ms: self.timeout_ms,
+            redis: self.redis.clone(),
+        }
+    }
+
     /// Forgets the connection (after a `MOVED`: a new one reads the slot map anew).
     fn reset(&self) {
         *self.conn.lock() = None;
@@ -195,6 +209,22 @@ impl Flusher {
             analytics,
             sink,
             sent: HashMap::new(),
+        }
+    }
+
+    /// A flusher that adds to the totals only what `analytics` counts from
+    /// now on: for a forked child, whose inherited counts its parent sends.
+    pub(crate) fn from_now_on(analytics: Arc<Analytics>, sink: Arc<Sink>) -> Flusher {
+        let sent = analytics
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .map(|(endpoint, ep)| (endpoint, [ep.allowed, ep.blocked, ep.fail_open]))
+            .collect();
+        Flusher {
+            analytics,
+            sink,
+            sent,
         }
     }
 

@@ -28,6 +28,7 @@ pub(crate) use flusher::now_us;
 pub use flusher::{totals_key, FlushReport, Flusher, FLUSH_INTERVAL};
 pub use server::{metrics_address, PROMETHEUS_CONTENT_TYPE};
 
+use crate::fork::PerProcess;
 use crate::{RedisError, RedisStore};
 use flusher::{FlushThread, Sink};
 use server::Registration;
@@ -37,13 +38,28 @@ use server::Registration;
 #[derive(Debug)]
 pub(crate) struct Reporting {
     analytics: Arc<Analytics>,
-    /// Whether decisions are sampled into events: only when a flusher takes them.
-    events: bool,
-    /// Dropped before `registration`, so that the last flush's figures are
-    /// the ones the registry keeps.
-    flush_thread: Option<FlushThread>,
-    sink: Option<Arc<Sink>>,
+    /// With analytics enabled on Redis: where events and totals go. Dropped
+    /// before `registration`, so that the last flush's figures are the ones
+    /// the registry keeps.
+    flushing: Option<Flushing>,
     _registration: Registration,
+}
+
+/// The flusher of a backend: each process sends its own decisions, from a
+/// thread and on a connection of its own (see [`crate::fork`]).
+#[derive(Debug)]
+struct Flushing {
+    /// What each process's sink is made like; never connects itself.
+    blueprint: Sink,
+    per_process: PerProcess<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    /// `None` in a child that could not start the thread: its events are
+    /// then counted as dropped once the queue is full.
+    thread: Option<FlushThread>,
+    sink: Arc<Sink>,
 }
 
 impl Reporting {
@@ -51,29 +67,26 @@ impl Reporting {
     /// with `config.enabled` the flusher (Redis only) and the server.
     pub(crate) fn new(config: &AnalyticsConfig, redis: Option<&RedisStore>) -> Reporting {
         let analytics = Arc::new(Analytics::new(config.sample_rate));
-        let mut flush_thread = None;
-        let mut sink = None;
+        let mut flushing = None;
         if let (true, Some(store)) = (config.enabled, redis) {
             match start_flusher(&analytics, config, store) {
-                Ok((thread, s)) => {
-                    flush_thread = Some(thread);
-                    sink = Some(s);
-                }
+                Ok(flush) => flushing = Some(flush),
                 Err(err) => eprintln!(
                     "flux: analytics: events will not be sent to Redis ({err}); \
                      counters and /metrics still work"
                 ),
             }
         }
+        let sink = flushing
+            .as_ref()
+            .map(|f| f.running(&analytics).sink.clone());
         let serve = config
             .enabled
             .then_some((config.host.as_str(), config.port));
-        let registration = server::register(analytics.clone(), sink.clone(), serve);
+        let registration = server::register(analytics.clone(), sink, serve);
         Reporting {
             analytics,
-            events: flush_thread.is_some(),
-            flush_thread,
-            sink,
+            flushing,
             _registration: registration,
         }
     }
@@ -82,13 +95,22 @@ impl Reporting {
         &self.analytics
     }
 
+    /// Whether decisions are sampled into events: only when a flusher takes
+    /// them. In a forked child, starts the child's flusher at its first call,
+    /// so call it before counting a decision.
     pub(crate) fn events(&self) -> bool {
-        self.events
+        match &self.flushing {
+            Some(flushing) => {
+                flushing.running(&self.analytics);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Flushes now, on the caller's thread; nothing to do without a flusher.
     pub(crate) fn flush(&self) -> Result<FlushReport, RedisError> {
-        match &self.flush_thread {
+        match self.running().and_then(|r| r.thread.as_ref()) {
             Some(thread) => thread.flusher().lock().flush(),
             None => Ok(FlushReport::default()),
         }
@@ -99,8 +121,29 @@ impl Reporting {
     }
 
     pub(crate) fn json(&self) -> serde_json::Value {
-        let sinks: Vec<Arc<Sink>> = self.sink.iter().cloned().collect();
+        let sinks: Vec<Arc<Sink>> = self.running().map(|r| r.sink.clone()).into_iter().collect();
         json::metrics(&self.analytics.snapshot(), &sinks)
+    }
+
+    fn running(&self) -> Option<&Running> {
+        self.flushing.as_ref().map(|f| f.running(&self.analytics))
+    }
+}
+
+impl Flushing {
+    /// This process's flusher, started now in a child that has none yet.
+    fn running(&self, analytics: &Arc<Analytics>) -> &Running {
+        self.per_process.get_or_init(|| {
+            // The counts and events inherited are the parent's to send: the
+            // child sends what it adds from here on.
+            analytics.take_events();
+            let sink = Arc::new(self.blueprint.fresh());
+            let flusher = Flusher::from_now_on(analytics.clone(), sink.clone());
+            Running {
+                thread: FlushThread::start(flusher).ok(),
+                sink,
+            }
+        })
     }
 }
 
@@ -108,10 +151,17 @@ fn start_flusher(
     analytics: &Arc<Analytics>,
     config: &AnalyticsConfig,
     store: &RedisStore,
-) -> Result<(FlushThread, Arc<Sink>), String> {
-    let sink = Arc::new(Sink::new(store.config(), config).map_err(|e| e.to_string())?);
+) -> Result<Flushing, String> {
+    let blueprint = Sink::new(store.config(), config).map_err(|e| e.to_string())?;
+    let sink = Arc::new(blueprint.fresh());
     let flusher = Flusher::with_sink(analytics.clone(), sink.clone());
     let thread = FlushThread::start(flusher)
         .map_err(|e| format!("cannot start the analytics thread: {e}"))?;
-    Ok((thread, sink))
+    Ok(Flushing {
+        blueprint,
+        per_process: PerProcess::new(Running {
+            thread: Some(thread),
+            sink,
+        }),
+    })
 }

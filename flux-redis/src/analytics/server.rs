@@ -12,6 +12,12 @@
 //! lives, on the `host:port` of the first of them that could bind it; a
 //! second such backend does not start another. A port in use is reported
 //! once on stderr and nothing else happens: the limiter works without it.
+//!
+//! The server belongs to the process that started it. A forked child (see
+//! [`crate::fork`]) inherits the record of it but not its thread: it never
+//! serves, stops or joins it, and starts no server of its own while its
+//! parent's listener is open in it too (binding the port would fail). Its
+//! counters reach the Redis totals through its own flusher.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -25,6 +31,7 @@ use parking_lot::{const_mutex, Mutex};
 
 use super::flusher::Sink;
 use super::json;
+use crate::fork;
 
 /// The Content-Type of the Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -52,7 +59,10 @@ struct Registry {
 struct Member {
     id: u64,
     analytics: Arc<Analytics>,
+    /// Only read in the process generation that registered it: a child
+    /// must not use its parent's connection.
     sink: Option<Arc<Sink>>,
+    generation: u64,
 }
 
 impl Registry {
@@ -76,7 +86,9 @@ impl Registry {
 #[derive(Debug)]
 pub(crate) struct Registration {
     id: u64,
+    /// Whether it holds the server of the process it was made in.
     holds_server: bool,
+    generation: u64,
 }
 
 /// Registers `analytics` (with the sink its totals are read from, on Redis)
@@ -93,9 +105,12 @@ pub(crate) fn register(
         id,
         analytics,
         sink,
+        generation: fork::generation(),
     });
     let mut holds_server = false;
-    if let Some((host, port)) = serve {
+    // An ancestor's server: this process does not serve (see above).
+    let inherited = registry.server.as_ref().is_some_and(|s| !s.is_ours());
+    if let Some((host, port)) = serve.filter(|_| !inherited) {
         if registry.server.is_none() {
             match Server::start(host, port) {
                 Ok(server) => registry.server = Some(server),
@@ -117,7 +132,11 @@ pub(crate) fn register(
             holds_server = true;
         }
     }
-    Registration { id, holds_server }
+    Registration {
+        id,
+        holds_server,
+        generation: fork::generation(),
+    }
 }
 
 impl Drop for Registration {
@@ -128,7 +147,8 @@ impl Drop for Registration {
             registry.retired.merge(&member.analytics.snapshot());
         }
         let mut stopping = None;
-        if self.holds_server {
+        // A hold taken before a fork is on the parent's server.
+        if self.holds_server && self.generation == fork::generation() {
             registry.holders -= 1;
             if registry.holders == 0 {
                 stopping = registry.server.take();
@@ -155,7 +175,8 @@ fn process_view() -> (Snapshot, Vec<Arc<Sink>>) {
     let mut sinks: Vec<Arc<Sink>> = Vec::new();
     for member in &registry.members {
         snapshot.merge(&member.analytics.snapshot());
-        if let Some(sink) = &member.sink {
+        let sink = member.sink.as_ref();
+        if let Some(sink) = sink.filter(|_| member.generation == fork::generation()) {
             if !sinks
                 .iter()
                 .any(|s| s.redis == sink.redis && s.totals_key == sink.totals_key)
@@ -171,6 +192,8 @@ struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     handle: JoinHandle<()>,
+    /// The process generation that runs its thread.
+    generation: u64,
 }
 
 impl Server {
@@ -192,7 +215,17 @@ impl Server {
                     }
                 }
             })?;
-        Ok(Server { addr, stop, handle })
+        Ok(Server {
+            addr,
+            stop,
+            handle,
+            generation: fork::generation(),
+        })
+    }
+
+    /// Whether its thread runs in this process rather than in an ancestor.
+    fn is_ours(&self) -> bool {
+        self.generation == fork::generation()
     }
 
     /// Wakes the blocked `accept` with a connection of our own, then joins.
