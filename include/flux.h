@@ -267,6 +267,14 @@ typedef struct flux_limiter flux_limiter;
  * number of threads and limiters may use one store at once. Each limiter
  * keeps its store alive, so the store may be freed before its limiters;
  * the pool and the thread go when the store and all its limiters are freed.
+ *
+ * Fork-safe: a child process forked after the store was made may use it
+ * and its limiters. The child connects to Redis and starts its threads
+ * anew at its first call and never touches its parent's connections or
+ * threads (freeing the store in the child leaves them to the parent). A
+ * memory store is copied into the child with what it had counted, and
+ * from then on each process counts on its own. Requests queued by `_async`
+ * calls before the fork are answered in the parent only.
  */
 typedef struct flux_store flux_store;
 

@@ -5,6 +5,9 @@
 //! every request queued at that moment, from any number of callers, and
 //! decides them together (one pipeline per Redis store), then writes the
 //! outputs and calls each callback exactly once.
+//!
+//! Each process has its own thread: a forked child starts one at its first
+//! async request and leaves its parent's (and what was queued to it) alone.
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
@@ -256,7 +259,7 @@ fn reply(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, String)>>) {
 /// when there is no limiter to say which store.
 fn dispatch(limiter: Option<&LimiterInner>, job: Job) -> flux_result {
     match limiter {
-        Some(limiter) => match limiter.store.worker.submit(job) {
+        Some(limiter) => match limiter.store.worker().submit(job) {
             Ok(()) => flux_result::Ok,
             Err(message) => fail(flux_result::Storage, message),
         },
