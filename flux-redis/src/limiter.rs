@@ -22,6 +22,7 @@
 //! assert!(!limiter.decide(b"10.0.0.1", 1).unwrap().allowed);
 //! ```
 
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use rand::Rng;
 use thiserror::Error;
 
 use crate::analytics::{now_us, FlushReport, Reporting};
+use crate::fork;
 use crate::{RedisError, RedisStore};
 
 /// The store a configuration chose, and what it counts. Thread-safe; share
@@ -342,7 +344,7 @@ impl Limiter {
     fn finish(&self, answer: Result<Decision, StoreError>) -> Result<Decision, LimiterError> {
         match answer {
             Ok(decision) if !decision.allowed && self.jitter_max_us > 0 => {
-                let jitter = rand::rng().random_range(0..=self.jitter_max_us);
+                let jitter = jitter_us(self.jitter_max_us);
                 Ok(Decision {
                     retry_after_us: decision.retry_after_us + jitter,
                     ..decision
@@ -360,6 +362,24 @@ impl Limiter {
             Err(StoreError::Redis(e)) => Err(LimiterError::Redis(e)),
         }
     }
+}
+
+/// A random delay in `0..=max_us`. Each process draws its own: the
+/// thread that forked would otherwise give the same delays in every child
+/// (the thread's generator is copied with it), and refused clients of
+/// sibling workers would come back together.
+fn jitter_us(max_us: u64) -> u64 {
+    thread_local! {
+        /// The process generation this thread's generator was seeded in.
+        static SEEDED_IN: Cell<u64> = const { Cell::new(0) };
+    }
+    let mut rng = rand::rng();
+    let now = fork::generation();
+    if SEEDED_IN.replace(now) != now {
+        // Without a new seed the draws are the parent's: still a delay.
+        let _ = rng.reseed();
+    }
+    rng.random_range(0..=max_us)
 }
 
 /// One call in a [`decide_batch`].
