@@ -21,6 +21,10 @@ use support::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Stores made by the parent, and again by each child, in
+/// `children_start_threads_of_their_own_without_hanging`.
+const STORES: usize = 4;
+
 /// Generous for a loaded machine: a child still running then is stuck.
 const CHILD_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -208,4 +212,61 @@ fn a_child_decides_on_its_own_and_leaves_its_parent_alone() {
         25,
         "{totals}"
     );
+}
+
+#[test]
+fn children_start_threads_of_their_own_without_hanging() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = RedisServer::start();
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\ntimeout_ms = 5000\n[flux]\nstorage = \"redis\"\n",
+        server.url()
+    );
+    // The parent's stores have connected: whatever threads their pools keep
+    // are waiting for work when the process forks.
+    let config = config(&toml);
+    let parents: Vec<_> = (0..STORES).map(|_| store(config)).collect();
+    for &store in &parents {
+        let limiter = limiter(store, config, "parent", &params(1000, 60.0, None));
+        assert_eq!(decide_sync(limiter, b"parent"), (1000, true));
+        flux_limiter_free(limiter);
+    }
+    // Each child starts threads (its pools', its async threads, its own),
+    // which take the place of the threads it did not inherit.
+    for round in 0..10 {
+        in_child(move || {
+            let stores: Vec<_> = (0..STORES).map(|_| store(config)).collect();
+            let limiters: Vec<_> = stores
+                .iter()
+                .map(|&s| {
+                    Shared(limiter(s, config, "child", &params(1000, 60.0, None)).cast_const())
+                })
+                .collect();
+            let threads: Vec<_> = (0..2 * STORES)
+                .map(|t| {
+                    let limiter = limiters[t % STORES];
+                    thread::spawn(move || {
+                        let limiter = limiter; // the whole, not its raw field
+                        for i in 0..20 {
+                            let key = format!("{round}-{t}-{i}");
+                            assert_eq!(decide_sync(limiter.0, key.as_bytes()), (1000, true));
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            for (limiter, store) in limiters.into_iter().zip(stores) {
+                assert_eq!(decide_async_and_wait(limiter.0, b"child"), (1000, true));
+                flux_limiter_free(limiter.0.cast_mut());
+                flux_store_free(store);
+            }
+            true
+        });
+    }
+    for store in parents {
+        flux_store_free(store);
+    }
+    flux_config_free(config);
 }

@@ -1,11 +1,11 @@
-//! Pooled connections to one Redis or to a Redis Cluster.
+//! Connections to one Redis or to a Redis Cluster, as the pool (pool.rs)
+//! and the analytics sink hold them.
 //!
-//! r2d2 checks a connection's health in two ways: `is_valid` (a PING on every
-//! checkout when `test_on_check_out` is on) and `has_broken` (on return). A
-//! PING per checkout doubles the cost of a decision, so the pool never does
-//! it; instead every connection remembers whether a call on it failed in a
-//! way that may have left it unusable (a timeout leaves a reply unread, a
-//! reset leaves no socket), and `has_broken` drops it when it comes back.
+//! A PING before each use would double the cost of a decision, so no
+//! connection is checked before use; instead every connection remembers
+//! whether a call on it failed in a way that may have left it unusable (a
+//! timeout leaves a reply unread, a reset leaves no socket), and
+//! [`Manager::has_broken`] says to drop it when it comes back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -136,14 +136,18 @@ impl Link {
     }
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = redis::RedisError;
+impl Manager {
+    /// How long connecting, and each reply, may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
 
-    fn connect(&self) -> RedisResult<Conn> {
+    /// A new connection, made within `within` (a cluster's within the
+    /// timeout it was built with).
+    pub(crate) fn connect(&self, within: Duration) -> RedisResult<Conn> {
         let link = match &self.kind {
             Kind::Single(client) => {
-                let conn = client.get_connection_with_timeout(self.timeout)?;
+                let conn = client.get_connection_with_timeout(within)?;
                 conn.set_read_timeout(Some(self.timeout))?;
                 conn.set_write_timeout(Some(self.timeout))?;
                 Link::Single(conn)
@@ -168,11 +172,8 @@ impl r2d2::ManageConnection for Manager {
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {
-        conn.run(|link| redis::cmd("PING").query(link.as_dyn()))
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
+    /// Whether `conn` must not be used again.
+    pub(crate) fn has_broken(&self, conn: &Conn) -> bool {
         conn.broken || !conn.link.is_open()
     }
 }

@@ -6,6 +6,8 @@ use flux_core::QuotaError;
 use redis::{ErrorKind, ServerErrorKind};
 use thiserror::Error;
 
+use crate::pool::PoolError;
+
 /// Why a Redis decision (or a maintenance call) failed.
 ///
 /// [`RedisError::is_connectivity`] tells the failures where Redis could not be
@@ -24,7 +26,7 @@ pub enum RedisError {
     #[error("no Redis connection within {timeout_ms} ms{}: {source}", if *.busy { " (all in use)" } else { "" })]
     Pool {
         #[source]
-        source: Arc<r2d2::Error>,
+        source: Arc<PoolError>,
         timeout_ms: u64,
         busy: bool,
     },
@@ -91,7 +93,7 @@ impl RedisError {
         }
     }
 
-    pub(crate) fn from_pool(err: r2d2::Error, timeout_ms: u64, busy: bool) -> Self {
+    pub(crate) fn from_pool(err: PoolError, timeout_ms: u64, busy: bool) -> Self {
         RedisError::Pool {
             source: Arc::new(err),
             timeout_ms,

@@ -1,6 +1,6 @@
 //! Redis storage for Flux: the policies of flux-core run as Lua scripts, one
-//! `EVALSHA` per decision on one key with a TTL, through an r2d2 pool, against
-//! one Redis or a Redis Cluster.
+//! `EVALSHA` per decision on one key with a TTL, through a pool of
+//! connections, against one Redis or a Redis Cluster.
 //!
 //! The scripts in `lua/` reproduce `flux_core::decide` step for step in
 //! integer arithmetic that stays exact in Lua's doubles; the differential test
@@ -16,6 +16,7 @@ mod cluster;
 mod connection;
 mod error;
 pub mod fork;
+mod pool;
 mod scripts;
 mod store;
 mod target;
@@ -23,6 +24,7 @@ mod target;
 pub use error::RedisError;
 /// The Redis settings a store is made from: the `[redis]` table of flux.toml.
 pub use flux_core::config::RedisConfig;
+pub use pool::PoolError;
 
 pub use store::{RedisStore, TimeSource};
 

@@ -1,4 +1,4 @@
-//! The Redis store: `flux_core::Store` over an r2d2 pool and the Lua scripts.
+//! The Redis store: `flux_core::Store` over a pool of connections and the Lua scripts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::breaks_connection;
 use crate::fork::PerProcess;
+use crate::pool::{Pool, PoolError};
 use crate::scripts::Entry;
 use crate::{cluster, scripts, RedisConfig, RedisError};
 
@@ -64,9 +65,8 @@ impl TimeSource {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore {
-    pool: PerProcess<r2d2::Pool<Manager>>,
-    /// What each process's pool connects with (boxed: only read to make a
-    /// pool, it would otherwise double the store's size).
+    pool: PerProcess<Pool>,
+    /// What each process's pool connects with.
     manager: Box<Manager>,
     config: RedisConfig,
     cluster: bool,
@@ -287,8 +287,8 @@ impl RedisStore {
         loop {
             let mut conn = pool.get().map_err(|e| {
                 // Live connections but none free: the pool is too small for
-                // the load. None at all: Redis cannot be reached.
-                let busy = pool.state().connections > 0;
+                // the load. Else Redis cannot be reached.
+                let busy = matches!(e, PoolError::Busy { .. });
                 RedisError::from_pool(e, timeout_ms, busy)
             })?;
             let reused = conn.uses() > 0;
@@ -306,22 +306,14 @@ impl RedisStore {
     }
 }
 
-/// A pool of `config.pool_size` connections made by `manager`. Its
-/// connections and its thread (r2d2 connects on a thread of the pool) are
-/// the calling process's.
-fn new_pool(manager: &Manager, config: &RedisConfig) -> r2d2::Pool<Manager> {
-    r2d2::Pool::builder()
-        .max_size(config.pool_size)
-        // Connections are made when calls need them, not kept topped up.
-        .min_idle(Some(0))
-        // A PING per checkout would double a decision's latency; broken
-        // connections are found by their errors instead (connection.rs).
-        .test_on_check_out(false)
-        .connection_timeout(config.timeout())
-        // Failures reach the caller as errors; r2d2 would also log each
-        // background reconnect attempt.
-        .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager.clone())
+/// A pool of `config.pool_size` connections made by `manager`, for the
+/// calling process.
+fn new_pool(manager: &Manager, config: &RedisConfig) -> Pool {
+    Pool::new(
+        Box::new(manager.clone()),
+        config.pool_size,
+        config.timeout(),
+    )
 }
 
 impl Store for RedisStore {

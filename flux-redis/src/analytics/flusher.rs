@@ -85,14 +85,13 @@ impl Sink {
     /// after sitting idle (Redis restarted) is replaced and `f` tried once
     /// more, as nothing reached the server.
     fn run<T>(&self, mut f: impl FnMut(&mut Link) -> RedisResult<T>) -> Result<T, RedisError> {
-        use r2d2::ManageConnection;
         let mut slot = self.conn.lock();
         for attempt in 0..2 {
             let conn = match slot.as_mut() {
                 Some(conn) => conn,
                 None => slot.insert(
                     self.manager
-                        .connect()
+                        .connect(self.manager.timeout())
                         .map_err(|e| RedisError::from_redis(e, self.timeout_ms))?,
                 ),
             };
