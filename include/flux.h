@@ -84,6 +84,10 @@ enum flux_result
      */
     FLUX_RESULT_BUFFER_TOO_SMALL = 5,
     /**
+     * An `_async` call after `flux_async_shutdown`.
+     */
+    FLUX_RESULT_SHUT_DOWN = 6,
+    /**
      * The configuration could not be read, parsed or validated.
      */
     FLUX_RESULT_CONFIG = 100,
@@ -404,6 +408,21 @@ typedef struct flux_quota_info {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Stops every async callback of the process, for a host about to exit
+ * (Python calls it from `atexit`, before the interpreter finalizes).
+ *
+ * From the moment it is called, no `_async` call writes its outputs or
+ * calls its callback any more, and new `_async` calls return
+ * `FLUX_RESULT_SHUT_DOWN`; requests already queued are still decided (so a
+ * store freed afterwards still joins its thread) but not answered. It then
+ * waits up to `timeout_ms` for the callbacks that other threads are running
+ * right now, and returns true when none is left (false when one still runs
+ * after `timeout_ms`). Called from inside a callback, it does not wait for
+ * that callback. Synchronous calls are not affected. It cannot be undone.
+ */
+bool flux_async_shutdown(uint64_t timeout_ms);
 
 /**
  * Writes to `*out` the defaults Flux runs with when there is no flux.toml

@@ -1,6 +1,7 @@
-//! A store across fork(2): a forked child decides on connections and a
-//! thread of its own, leaves its parent's alone, and frees the store
-//! without waiting on threads it does not have.
+//! A store across fork(2), and `flux_async_shutdown`: a forked child
+//! decides on connections and a thread of its own, leaves its parent's
+//! alone, and frees the store without waiting on threads it does not have;
+//! after a shutdown no callback comes.
 //!
 //! Each test forks: all hold one lock, so that none forks while another is
 //! half-way through a call on another thread.
@@ -269,4 +270,49 @@ fn children_start_threads_of_their_own_without_hanging() {
         flux_store_free(store);
     }
     flux_config_free(config);
+}
+
+#[test]
+fn after_shutdown_no_callback_comes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = RedisServer::start();
+    let redis = &server;
+    // Shutting down is for good: done in a child, so the test process keeps
+    // its callbacks.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        in_child(|| {
+            let config = support::config(&format!(
+                "[redis]\nurl = \"{}\"\ntimeout_ms = 5000\n[flux]\nstorage = \"redis\"\n",
+                redis.url()
+            ));
+            let store = store(config);
+            let limiter = limiter(store, config, "api", &params(5, 60.0, None));
+            assert_eq!(decide_async_and_wait(limiter, b"before").0, 5);
+            // One request waiting on a stopped Redis when the shutdown comes.
+            redis.pause();
+            let in_flight = Answers::default();
+            let queued = decide_async(limiter, b"in-flight", &in_flight);
+            assert_eq!(queued, flux_result::Ok);
+            assert!(flux_async_shutdown(5000), "no callback was running");
+            let after = Answers::default();
+            let refused = decide_async(limiter, b"after", &after);
+            assert_eq!(refused, flux_result::ShutDown);
+            assert!(last_error().contains("flux_async_shutdown"));
+            redis.resume();
+            // Synchronous calls go on.
+            assert_eq!(decide_sync(limiter, b"sync"), (5, true));
+            // Joins the async thread once it has decided the request in flight.
+            flux_limiter_free(limiter);
+            flux_store_free(store);
+            flux_config_free(config);
+            assert_eq!(in_flight.calls.load(Ordering::SeqCst), 0, "called back");
+            assert_eq!(after.calls.load(Ordering::SeqCst), 0, "called back");
+            true
+        })
+    }));
+    // Whatever happened in the child, Redis runs again.
+    server.resume();
+    if let Err(failure) = outcome {
+        std::panic::resume_unwind(failure);
+    }
 }
