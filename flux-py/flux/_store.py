@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any
 
 from . import _ffi
 from .config import FluxConfig, native
@@ -59,8 +58,11 @@ class Store:
 
     # --- async batches ---
 
-    def submit(self, limiter_ptr: Any, key: bytes, cost: int, result_type: type) -> asyncio.Future:
-        """Queues one decision for this loop iteration's batch; returns its future."""
+    def submit(
+        self, limiter: _ffi.Limiter, key: bytes, cost: int, result_type: type
+    ) -> asyncio.Future:
+        """Queues one decision for this loop iteration's batch; returns its
+        future. The queue holds ``limiter`` until the batch is answered."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         pending = self._pending.get(loop)
@@ -69,7 +71,7 @@ class Store:
             # Runs in the loop's next iteration, after every coroutine that is
             # ready now has had its turn to add to the batch.
             loop.call_soon(self._flush, loop)
-        pending.append((limiter_ptr, key, cost, result_type, future))
+        pending.append((limiter, key, cost, result_type, future))
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -77,9 +79,10 @@ class Store:
         if not items:
             return
         n = len(items)
-        # The array keeps a reference to each key's bytes until it is freed.
+        # The array keeps a reference to each key's bytes until it is freed;
+        # the items, kept by the batch until its callback, hold the limiters.
         requests = (_ffi.flux_request * n)(
-            *[(limiter_ptr, key, len(key), cost) for limiter_ptr, key, cost, _, _ in items]
+            *[(limiter, key, len(key), cost) for limiter, key, cost, _, _ in items]
         )
         batch = _Batch(self, loop, items, requests)
         token = next(_tokens)

@@ -298,10 +298,7 @@ def load_config(path: str | os.PathLike | None = None) -> FluxConfig:
         handle = _ffi.Config.from_file(path)
     else:
         handle = _ffi.Config.discover()
-    try:
-        cfg = _load_native(handle)
-    finally:
-        handle.close()
+    cfg = _load_native(handle)
     if cfg.origin is None and path is None and not cfg.uses_redis:
         _say_defaults_once()
     return cfg

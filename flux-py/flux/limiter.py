@@ -6,7 +6,6 @@ Python only passes the key (as bytes and a length) and reads the answer.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,7 +197,6 @@ class RateLimiter:
         )
         if scope is None:
             scope = default_scope(name, quota if (explicit or name is None) else None)
-            handle.close()
             handle = _ffi.Limiter.new(store.handle, config_handle, scope, name, params)
         self.name = name
         self.scope = scope
@@ -207,8 +205,9 @@ class RateLimiter:
         self._params = params
         self._config_handle = config_handle
         self._store = store
-        self._handle = handle
-        self._ptr = handle.ptr
+        # The native limiter, passed as is to every call (which keeps it
+        # alive until the call returns); None once closed.
+        self._handle: _ffi.Limiter | None = handle
         self._remote = not store.is_memory
         self._decide = (
             _ffi.flux_limiter_decide_gil if store.is_memory else _ffi.flux_limiter_decide
@@ -217,7 +216,6 @@ class RateLimiter:
             "RateLimitResult", (RateLimitResult,), {"quota": quota, "__module__": __name__}
         )
         self._endpoints: dict[str, _ffi.Limiter] = {}
-        self._endpoints_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, name: str, config: FluxConfig | None = None) -> RateLimiter:
@@ -253,23 +251,24 @@ class RateLimiter:
 
     # --- deciding ---
 
-    def _limiter_ptr(self, endpoint: str | None):
-        if endpoint is None:
-            return self._ptr
+    def _endpoint_handle(self, endpoint: str) -> _ffi.Limiter | None:
         handle = self._endpoints.get(endpoint)
         if handle is None:
-            with self._endpoints_lock:
-                handle = self._endpoints.get(endpoint)
-                if handle is None:
-                    handle = _ffi.Limiter.new(
-                        self._store.handle,
-                        self._config_handle,
-                        f"{self.scope}:{endpoint}",
-                        self.name,
-                        self._params,
-                    )
-                    self._endpoints[endpoint] = handle
-        return handle.ptr
+            if self._handle is None:
+                return None  # closed
+            # No lock (one held by another thread at a fork would stay held
+            # in the child): two threads may both make it, one is kept.
+            handle = self._endpoints.setdefault(
+                endpoint,
+                _ffi.Limiter.new(
+                    self._store.handle,
+                    self._config_handle,
+                    f"{self.scope}:{endpoint}",
+                    self.name,
+                    self._params,
+                ),
+            )
+        return handle
 
     def hit(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> RateLimitResult:
         """Decides one call of ``cost`` for ``key`` (and counts it when admitted).
@@ -289,7 +288,11 @@ class RateLimiter:
             cost = _cost(cost)
         result = self._result_type()
         self._decide(
-            self._ptr if endpoint is None else self._limiter_ptr(endpoint), key, len(key), cost, result
+            self._handle if endpoint is None else self._endpoint_handle(endpoint),
+            key,
+            len(key),
+            cost,
+            result,
         )
         # Only a remote store can fail open (reading a ctypes field is not free).
         if self._remote and result.source_code:
@@ -314,12 +317,10 @@ class RateLimiter:
             key = _key_bytes(key)
         if cost != 1:
             cost = _cost(cost)
-        return await self._store.submit(
-            self._ptr if endpoint is None else self._limiter_ptr(endpoint),
-            key,
-            cost,
-            self._result_type,
-        )
+        handle = self._handle if endpoint is None else self._endpoint_handle(endpoint)
+        if handle is None:
+            raise _ffi.closed_error()
+        return await self._store.submit(handle, key, cost, self._result_type)
 
     def _note_source(self, result: RateLimitResult) -> None:
         if result.source_code == _ffi.SOURCE_FAIL_OPEN:
@@ -350,17 +351,24 @@ class RateLimiter:
     def check_cost(self, cost: Any) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
         cost = _cost(cost)
-        _ffi.flux_limiter_check_cost(self._ptr, cost)
+        handle = self._handle
+        if handle is None:
+            raise _ffi.closed_error()
+        _ffi.flux_limiter_check_cost(handle, cost)
         return cost
 
     # --- lifetime ---
 
     def close(self) -> None:
-        """Frees the native limiter now (it is also freed when collected)."""
-        self._ptr = None
-        self._handle.close()
-        for handle in self._endpoints.values():
-            handle.close()
+        """Lets go of the native limiter: later calls raise ``FluxError``.
+
+        Calls still running, on other threads or queued by ``ahit``, finish
+        with it first: it is freed when the last of them returns. Closing
+        twice, or from two threads at once, is harmless; a limiter that is
+        collected is closed the same way.
+        """
+        self._handle = None
+        self._endpoints = {}
 
     def __enter__(self) -> RateLimiter:
         return self
