@@ -5,6 +5,10 @@ lazily the first time a limiter needs it and shared by every limiter of the
 same configuration. Its async side gathers the ``ahit`` calls made during one
 iteration of an event loop into a single non-blocking FFI call, so many
 coroutines cost one Redis pipeline rather than one round trip each.
+
+Process life: a forked child keeps using the stores (the library gives it
+its own connections and threads); what the parent had queued or in flight
+is the parent's to answer, so the child forgets it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import ctypes
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -179,6 +184,20 @@ def store_for(cfg: FluxConfig) -> Store:
                 _configure_logging(cfg)
                 store = _stores[text] = Store(cfg, handle)
     return store
+
+
+def _forget_parent_work() -> None:
+    # In a forked child: batches queued or in flight belong to the parent's
+    # loop and thread and are answered there; a lock another thread held at
+    # the fork would never be released here.
+    global _lock
+    _lock = threading.Lock()
+    _in_flight.clear()
+    for store in _stores.values():
+        store._pending = weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_forget_parent_work)
 
 
 def _configure_logging(cfg: FluxConfig) -> None:
