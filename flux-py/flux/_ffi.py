@@ -69,6 +69,7 @@ NULL_ARGUMENT = 2
 INVALID_UTF8 = 3
 INVALID_ARGUMENT = 4
 BUFFER_TOO_SMALL = 5
+SHUT_DOWN = 6
 CONFIG = 100
 INVALID_LIMIT = 101
 INVALID_COST = 102
@@ -94,6 +95,7 @@ _CODE_NAMES = {
     INVALID_UTF8: "a string that is not UTF-8",
     INVALID_ARGUMENT: "an invalid argument",
     BUFFER_TOO_SMALL: "a buffer too small",
+    SHUT_DOWN: "an async call after the process shut flux down",
     CONFIG: "an invalid configuration",
     INVALID_LIMIT: "an invalid limit",
     INVALID_COST: "an invalid cost",
@@ -314,6 +316,8 @@ flux_decide_batch_async = _declare(
         c_void_p,
     ],
 )
+# Releases the GIL: a callback running on Flux's thread needs it to finish.
+flux_async_shutdown = _declare(_lib, "flux_async_shutdown", c_bool, [c_uint64], None)
 
 
 # --- helpers -----------------------------------------------------------------

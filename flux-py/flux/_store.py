@@ -8,12 +8,14 @@ coroutines cost one Redis pipeline rather than one round trip each.
 
 Process life: a forked child keeps using the stores (the library gives it
 its own connections and threads); what the parent had queued or in flight
-is the parent's to answer, so the child forgets it.
+is the parent's to answer, so the child forgets it. At exit, async
+callbacks are stopped before the interpreter finalizes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import itertools
 import logging
@@ -159,6 +161,19 @@ def _on_batch_done(token: int | None) -> None:
 
 # Kept alive for the life of the process: the FFI may call it at any time.
 _ON_BATCH_DONE = _ffi.flux_batch_callback(_on_batch_done)
+
+# How long exit waits for a callback that another thread is running.
+SHUTDOWN_WAIT_MS = 2000
+
+
+def _stop_callbacks() -> None:
+    # atexit runs before the interpreter finalizes: a callback after that
+    # would call into a dead interpreter and abort the process. Flux's
+    # threads may finish deciding what is in flight, but answer nobody.
+    _ffi.flux_async_shutdown(SHUTDOWN_WAIT_MS)
+
+
+atexit.register(_stop_callbacks)
 
 
 def _describe(cfg: FluxConfig) -> str:

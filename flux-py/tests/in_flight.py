@@ -1,5 +1,5 @@
 """Scenarios that test_lifetime.py runs in a child interpreter: a limiter
-closed or dropped while its calls are still in flight.
+closed, dropped or left behind while its calls are still in flight.
 
 Run as ``python in_flight.py SCENARIO REDIS_PORT``. Each scenario prints
 ``ok`` when every answer was the right one; anything else (a wrong answer,
@@ -177,6 +177,32 @@ def close_from_two_threads() -> None:
             assert "closed" in str(exc), exc
         else:
             raise AssertionError("a closed limiter decided")
+
+
+class SlowFinalizer:
+    """Keeps the interpreter finalizing for a while, so that a callback
+    arriving then would find it finalizing."""
+
+    def __del__(self) -> None:
+        time.sleep(1.0)
+
+
+def exit_with_ahit_in_flight() -> None:
+    global slow_finalizer
+    limiter = RateLimiter(3, 60, config=config(timeout_ms=200))
+    limiter.hit("warm")
+    stall_redis(1.0)
+
+    async def leave() -> None:
+        for i in range(4):
+            asyncio.ensure_future(limiter.ahit(f"k{i}"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # sent: the answer comes after timeout_ms
+
+    asyncio.run(leave())
+    # Module globals go while the interpreter finalizes: this one takes a
+    # second, which the library's thread answers within.
+    slow_finalizer = SlowFinalizer()
 
 
 if __name__ == "__main__":

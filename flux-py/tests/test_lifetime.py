@@ -1,4 +1,5 @@
-"""A limiter outlives the calls made with it.
+"""A limiter outlives the calls made with it, and the process can exit with
+calls in flight.
 
 The scenarios in in_flight.py run in a child interpreter, so that a crash
 fails one test instead of the run, with ``MALLOC_PERTURB_`` set and glibc's
@@ -50,6 +51,14 @@ def wait_until_awake(redis_server) -> None:
 def test_calls_in_flight_keep_their_limiter(scenario, redis_server):
     done = run_scenario(scenario, redis_server.port)
     wait_until_awake(redis_server)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_the_process_exits_cleanly_with_ahit_in_flight(run, redis_server):
+    done = run_scenario("exit_with_ahit_in_flight", redis_server.port)
+    wait_until_awake(redis_server)
+    assert "FATAL" not in done.stderr, done.stderr[-2000:]
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
 
 
