@@ -15,7 +15,7 @@
 //! [`crate::fork`]).
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -23,8 +23,7 @@ use thiserror::Error;
 use crate::connection::{Conn, Manager};
 
 pub(crate) struct Pool {
-    /// Boxed: large, and only read to connect.
-    manager: Box<Manager>,
+    manager: Arc<Manager>,
     size: u32,
     timeout: Duration,
     state: Mutex<State>,
@@ -67,7 +66,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// An empty pool of up to `size` connections made by `manager`; a call
     /// waits at most `timeout` for one.
-    pub(crate) fn new(manager: Box<Manager>, size: u32, timeout: Duration) -> Pool {
+    pub(crate) fn new(manager: Arc<Manager>, size: u32, timeout: Duration) -> Pool {
         Pool {
             manager,
             size,

@@ -66,8 +66,8 @@ impl TimeSource {
 /// ```
 pub struct RedisStore {
     pool: PerProcess<Pool>,
-    /// What each process's pool connects with.
-    manager: Box<Manager>,
+    /// What each process's pool connects with: settings only, no connection.
+    manager: Arc<Manager>,
     config: RedisConfig,
     cluster: bool,
     time: TimeSource,
@@ -93,9 +93,10 @@ impl RedisStore {
         let cluster = matches!(target, crate::target::Target::Cluster(_));
         let manager = Manager::new(target, config.timeout())
             .map_err(|e| RedisError::Config(format!("{}: {e}", config.display_url())))?;
+        let manager = Arc::new(manager);
         Ok(RedisStore {
             pool: PerProcess::new(new_pool(&manager, config)),
-            manager: Box::new(manager),
+            manager,
             config: config.clone(),
             cluster,
             time: TimeSource::Redis,
@@ -308,12 +309,8 @@ impl RedisStore {
 
 /// A pool of `config.pool_size` connections made by `manager`, for the
 /// calling process.
-fn new_pool(manager: &Manager, config: &RedisConfig) -> Pool {
-    Pool::new(
-        Box::new(manager.clone()),
-        config.pool_size,
-        config.timeout(),
-    )
+fn new_pool(manager: &Arc<Manager>, config: &RedisConfig) -> Pool {
+    Pool::new(manager.clone(), config.pool_size, config.timeout())
 }
 
 impl Store for RedisStore {
