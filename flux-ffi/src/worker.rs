@@ -257,12 +257,12 @@ impl Gate {
         self.lock().closed
     }
 
-    /// Runs `reply` unless the gate is closed; returns whether it ran.
-    fn pass(&self, reply: impl FnOnce()) -> bool {
+    /// Runs `reply` unless the gate is closed.
+    fn pass(&self, reply: impl FnOnce()) {
         {
             let mut state = self.lock();
             if state.closed {
-                return false;
+                return;
             }
             state.running += 1;
         }
@@ -281,7 +281,6 @@ impl Gate {
         }
         let _done = Done(self);
         reply();
-        true
     }
 
     /// Closes the gate, then waits up to `timeout` for the replies running
