@@ -99,12 +99,19 @@ def reports_of(paths: list[Path]) -> list[dict]:
     return reports
 
 
-def test_children_of_a_process_with_redis_limiters_decide_on_their_own(redis_config, tmp_path):
+def test_children_of_a_process_with_redis_limiters_decide_on_their_own(
+    redis_server, prefix, tmp_path
+):
+    # Seven processes share two cores: a slow answer must not read as Redis
+    # failing (which would fail open).
+    cfg = FluxConfig(
+        redis_url=redis_server.url, key_prefix=prefix, jitter_enabled=False, timeout_ms=10_000
+    )
     limiters = {
-        name: RateLimiter(requests, 3600, config=redis_config, scope=name)
+        name: RateLimiter(requests, 3600, config=cfg, scope=name)
         for name, requests in LIMITS.items()
     }
-    shared = RateLimiter(SHARED_BOUND, 3600, config=redis_config, scope="shared")
+    shared = RateLimiter(SHARED_BOUND, 3600, config=cfg, scope="shared")
     # The parent leaves pooled connections and a running async thread behind.
     assert limiters["used_sync"].hit("parent").limit == LIMITS["used_sync"]
     assert limiters["used_sync_too"].hit("parent").limit == LIMITS["used_sync_too"]
