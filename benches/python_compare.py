@@ -100,7 +100,7 @@ def sync_rows(port: int) -> dict[str, callable]:
     counter = raw.register_script(COUNTER)
     counter(keys=["warm-up"], args=[60_000])
     kind = flux._ffi.flux_store_kind
-    store_ptr = flux_memory._store.handle.ptr
+    store_ptr = flux_memory._store.handle
     nk = len(KEYS)
 
     def loop(fn):

@@ -100,6 +100,10 @@ enum flux_result
      */
     FLUX_RESULT_BUFFER_TOO_SMALL = 5,
     /**
+     * An `_async` call after `flux_async_shutdown`.
+     */
+    FLUX_RESULT_SHUT_DOWN = 6,
+    /**
      * The configuration could not be read, parsed or validated.
      */
     FLUX_RESULT_CONFIG = 100,
@@ -350,6 +354,14 @@ typedef struct flux_limiter flux_limiter;
  * number of threads and limiters may use one store at once. Each limiter
  * keeps its store alive, so the store may be freed before its limiters;
  * the pool and the thread go when the store and all its limiters are freed.
+ *
+ * Fork-safe: a child process forked after the store was made may use it
+ * and its limiters. The child connects to Redis and starts its threads
+ * anew at its first call and never touches its parent's connections or
+ * threads (freeing the store in the child leaves them to the parent). A
+ * memory store is copied into the child with what it had counted, and
+ * from then on each process counts on its own. Requests queued by `_async`
+ * calls before the fork are answered in the parent only.
  */
 typedef struct flux_store flux_store;
 
@@ -508,6 +520,21 @@ typedef void (*flux_log_callback)(void *user_data, flux_log_level level, const c
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Stops every async callback of the process, for a host about to exit
+ * (Python calls it from `atexit`, before the interpreter finalizes).
+ *
+ * From the moment it is called, no `_async` call writes its outputs or
+ * calls its callback any more, and new `_async` calls return
+ * `FLUX_RESULT_SHUT_DOWN`; requests already queued are still decided (so a
+ * store freed afterwards still joins its thread) but not answered. It then
+ * waits up to `timeout_ms` for the callbacks that other threads are running
+ * right now, and returns true when none is left (false when one still runs
+ * after `timeout_ms`). Called from inside a callback, it does not wait for
+ * that callback. Synchronous calls are not affected. It cannot be undone.
+ */
+bool flux_async_shutdown(uint64_t timeout_ms);
 
 /**
  * Writes to `*out` the defaults Flux runs with when there is no flux.toml

@@ -24,6 +24,7 @@
 //! ```
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,7 @@ use thiserror::Error;
 
 use crate::analytics::{Analytics, Event, LimiterSeries};
 use crate::config::{Config, ConfigError, Storage};
+use crate::fork;
 use crate::key::{key_in, IdentityTag};
 use crate::warnings::Warnings;
 use crate::{
@@ -48,8 +50,8 @@ use crate::{
 pub struct Backend {
     store: Arc<dyn Store>,
     analytics: Arc<Analytics>,
-    /// Whether sampled decisions become events: only when a flusher takes them.
-    events: bool,
+    /// What takes sampled decisions as events (a flusher), when something does.
+    events: Option<Arc<dyn EventTaker>>,
     /// What lives as long as the backend: a flusher thread, a hold on the
     /// process's metrics server.
     _keep: Option<Arc<dyn Any + Send + Sync>>,
@@ -60,11 +62,20 @@ pub struct Backend {
     warnings: Warnings,
 }
 
+/// What takes a backend's sampled decisions from its analytics' event queue
+/// and sends them on (flux-redis's flusher).
+pub trait EventTaker: Send + Sync {
+    /// Whether this process takes events now. Asked before each decision is
+    /// counted, so a taker that belongs to one process may start its own in a
+    /// forked child here, from the counts it finds.
+    fn taking(&self) -> bool;
+}
+
 impl fmt::Debug for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Backend")
             .field("store", &self.store)
-            .field("events", &self.events)
+            .field("events", &self.events.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +86,7 @@ impl Backend {
         Backend {
             store,
             analytics,
-            events: false,
+            events: None,
             _keep: None,
             configured: Vec::new(),
             warnings: Warnings::default(),
@@ -94,13 +105,11 @@ impl Backend {
         Backend::new(Arc::new(MemoryStore::new()), Arc::new(Analytics::default()))
     }
 
-    /// The same backend sending sampled decisions as events to whatever
-    /// takes them from its analytics, which `keep` keeps alive (a flusher):
-    /// it lives as long as the backend, so its last flush sees every
-    /// decision.
-    pub fn with_events(mut self, keep: Arc<dyn Any + Send + Sync>) -> Backend {
-        self.events = true;
-        self._keep = Some(keep);
+    /// The same backend queueing sampled decisions as events in its
+    /// analytics for `taker` (a flusher), which lives as long as the
+    /// backend, so its last flush sees every decision.
+    pub fn with_events(mut self, taker: Arc<dyn EventTaker>) -> Backend {
+        self.events = Some(taker);
         self
     }
 
@@ -348,10 +357,13 @@ impl Limiter {
         decision: &Decision,
         latency: Duration,
     ) {
+        // Before counting: a forked child's taker starts from the counts it
+        // finds, and sends only what is added after.
+        let events = self.backend.events.as_ref().is_some_and(|t| t.taking());
         let stats = self.series.get(endpoint.filter(|e| !e.is_empty()));
         stats.record(decision, latency.as_nanos().try_into().unwrap_or(u64::MAX));
         let analytics = self.backend.analytics();
-        if self.backend.events && analytics.sample() {
+        if events && analytics.sample() {
             let index = decision.quota_index.min(self.quotas.len() - 1);
             analytics.push_event(Event::new(
                 now_us(),
@@ -377,7 +389,7 @@ impl Limiter {
                 ..decision
             }),
             Ok(decision) if self.jitter_max_us > 0 => {
-                let jitter = rand::rng().random_range(0..=self.jitter_max_us);
+                let jitter = jitter_us(self.jitter_max_us);
                 Ok(Decision {
                     retry_after_us: decision.retry_after_us + jitter,
                     ..decision
@@ -480,4 +492,22 @@ fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A random delay in `0..=max_us`. Each process draws its own: the thread
+/// that forked would otherwise give the same delays in every child (the
+/// thread's generator is copied with it), and refused clients of sibling
+/// workers would come back together.
+fn jitter_us(max_us: u64) -> u64 {
+    thread_local! {
+        /// The process generation this thread's generator was seeded in.
+        static SEEDED_IN: Cell<u64> = const { Cell::new(0) };
+    }
+    let mut rng = rand::rng();
+    let now = fork::generation();
+    if SEEDED_IN.replace(now) != now {
+        // Without a new seed the draws are the parent's: still a delay.
+        let _ = rng.reseed();
+    }
+    rng.random_range(0..=max_us)
 }

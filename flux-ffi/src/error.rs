@@ -28,6 +28,8 @@ pub enum flux_result {
     InvalidArgument = 4,
     /// The caller's buffer was too small; the size needed was written out.
     BufferTooSmall = 5,
+    /// An `_async` call after `flux_async_shutdown`.
+    ShutDown = 6,
     /// The configuration could not be read, parsed or validated.
     Config = 100,
     /// A limit's policy, requests, period, burst or max_wait is invalid.

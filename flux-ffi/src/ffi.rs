@@ -121,6 +121,18 @@ impl FfiDefault for u32 {
     }
 }
 
+/// Answers to a yes/no question (`flux_async_shutdown`): false.
+impl FfiDefault for bool {
+    fn null_argument(message: String) -> Self {
+        fail(flux_result::NullArgument, message);
+        false
+    }
+    fn panicked(message: String) -> Self {
+        fail(flux_result::Panic, message);
+        false
+    }
+}
+
 /// Functions without a result (`_free`): nothing to report but the message.
 impl FfiDefault for () {
     fn null_argument(message: String) {

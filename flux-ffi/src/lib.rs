@@ -26,6 +26,7 @@ pub mod ffi;
 mod config;
 mod decision;
 mod error;
+mod fork;
 mod limiter;
 mod logging;
 mod store;

@@ -4,6 +4,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use flux_core::config::Storage;
+use flux_core::fork::PerProcess;
 use flux_core::{Backend, LimiterError};
 use flux_redis::analytics::Reporting;
 
@@ -12,6 +13,7 @@ use crate::ffi::{
     arc_into_handle, ffi_panic_boundary, free_arc_handle, try_out, try_ref_from_ptr, write_text,
     ArcHandle, Handle,
 };
+use crate::fork::watch_forks;
 use crate::worker::Worker;
 
 /// The storage of a configuration: the in-process memory store, or a Redis
@@ -22,6 +24,14 @@ use crate::worker::Worker;
 /// number of threads and limiters may use one store at once. Each limiter
 /// keeps its store alive, so the store may be freed before its limiters;
 /// the pool and the thread go when the store and all its limiters are freed.
+///
+/// Fork-safe: a child process forked after the store was made may use it
+/// and its limiters. The child connects to Redis and starts its threads
+/// anew at its first call and never touches its parent's connections or
+/// threads (freeing the store in the child leaves them to the parent). A
+/// memory store is copied into the child with what it had counted, and
+/// from then on each process counts on its own. Requests queued by `_async`
+/// calls before the fork are answered in the parent only.
 #[derive(Debug)]
 pub struct flux_store {
     _private: [u8; 0],
@@ -30,10 +40,18 @@ pub struct flux_store {
 /// What a `flux_store` stands for.
 pub(crate) struct StoreInner {
     /// First, so that it is joined (its queue answered) before the rest goes.
-    pub(crate) worker: Worker,
+    /// Each process its own (see `flux_core::fork`).
+    worker: PerProcess<Worker>,
     pub(crate) backend: Arc<Backend>,
     reporting: Arc<Reporting>,
     key_prefix: String,
+}
+
+impl StoreInner {
+    /// This process's async thread (not yet started until the first request).
+    pub(crate) fn worker(&self) -> &Worker {
+        self.worker.get_or_init(Worker::default)
+    }
 }
 
 impl Handle for flux_store {
@@ -72,13 +90,14 @@ pub extern "C" fn flux_store_new(
     ffi_panic_boundary! {
         let config = try_ref_from_ptr!(config);
         let out = try_out!(out);
+        watch_forks();
         match flux_redis::open(config) {
             Ok(opened) => {
                 *out = arc_into_handle(Arc::new(StoreInner {
                     backend: opened.backend,
                     reporting: opened.reporting,
                     key_prefix: config.flux.key_prefix.clone(),
-                    worker: Worker::default(),
+                    worker: PerProcess::new(Worker::default()),
                 }));
                 flux_result::Ok
             }

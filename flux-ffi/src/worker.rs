@@ -5,15 +5,23 @@
 //! every request queued at that moment, from any number of callers, and
 //! decides them together (one pipeline per Redis store), then writes the
 //! outputs and calls each callback exactly once.
+//!
+//! Each process has its own thread: a forked child starts one at its first
+//! async request and leaves its parent's (and what was queued to it) alone.
+//! A host about to exit calls `flux_async_shutdown`, after which no output
+//! is written and no callback called: an interpreter that is finalizing
+//! must not be called into.
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
+use flux_core::fork::PerProcess;
 use flux_core::Decision;
 use flux_core::{apply_batch, BatchRequest, Limiter, LimiterError, Op};
 
@@ -102,7 +110,7 @@ thread_local! {
 }
 
 impl Worker {
-    fn submit(&self, job: Job) -> Result<(), String> {
+    fn submit(&self, job: Job) -> Result<(), (flux_result, String)> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if running.is_none() {
             static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -114,14 +122,17 @@ impl Worker {
                     SERVING.with(|serving| serving.set(id));
                     serve(receiver)
                 })
-                .map_err(|e| format!("cannot start the thread for async decisions: {e}"))?;
+                .map_err(|e| {
+                    let message = format!("cannot start the thread for async decisions: {e}");
+                    (flux_result::Storage, message)
+                })?;
             *running = Some(Running { sender, thread, id });
         }
         let running = running.as_ref().expect("started above");
-        running
-            .sender
-            .send(job)
-            .map_err(|_| "the thread for async decisions has stopped".to_owned())
+        running.sender.send(job).map_err(|_| {
+            let message = "the thread for async decisions has stopped".to_owned();
+            (flux_result::Storage, message)
+        })
     }
 }
 
@@ -212,8 +223,96 @@ fn error_parts(error: &LimiterError) -> (flux_result, String) {
     (code_of(error), error.to_string())
 }
 
-/// Writes a job's outputs and calls its callback, exactly once.
+/// Whether callers may still be called back: closed for good by
+/// `flux_async_shutdown`, which waits for the callbacks already running.
+/// Each process has its own (a callback running in the parent when it
+/// forked runs on in the parent only).
+struct Gate {
+    state: Mutex<GateState>,
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    /// Replies being written and called back right now.
+    running: usize,
+}
+
+thread_local! {
+    /// Whether this thread is inside a reply (so a shutdown called from a
+    /// callback does not wait for itself).
+    static REPLYING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn gate() -> &'static Gate {
+    static GATE: LazyLock<PerProcess<Gate>> = LazyLock::new(|| PerProcess::new(Gate::new()));
+    GATE.get_or_init(Gate::new)
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            state: Mutex::new(GateState::default()),
+            idle: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Runs `reply` unless the gate is closed.
+    fn pass(&self, reply: impl FnOnce()) {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            state.running += 1;
+        }
+        REPLYING.with(|r| r.set(true));
+        // Counted down even if the callback unwinds.
+        struct Done<'a>(&'a Gate);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                REPLYING.with(|r| r.set(false));
+                let mut state = self.0.lock();
+                state.running -= 1;
+                if state.running == 0 {
+                    self.0.idle.notify_all();
+                }
+            }
+        }
+        let _done = Done(self);
+        reply();
+    }
+
+    /// Closes the gate, then waits up to `timeout` for the replies running
+    /// on other threads; true when none is left.
+    fn close(&self, timeout: Duration) -> bool {
+        let own = usize::from(REPLYING.with(Cell::get));
+        let mut state = self.lock();
+        state.closed = true;
+        let (state, _) = self
+            .idle
+            .wait_timeout_while(state, timeout, |s| s.running > own)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.running <= own
+    }
+}
+
+/// Writes a job's outputs and calls its callback, exactly once, unless
+/// `flux_async_shutdown` was called: then neither.
 fn reply(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, String)>>) {
+    gate().pass(|| write_and_call(reply, outcomes));
+}
+
+fn write_and_call(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, String)>>) {
     match reply {
         Reply::One {
             callback,
@@ -264,10 +363,16 @@ fn reply(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, String)>>) {
 /// Sends `job` to the thread of the store of `limiter`, or answers it here
 /// when there is no limiter to say which store.
 fn dispatch(limiter: Option<&LimiterInner>, job: Job) -> flux_result {
+    if gate().closed() {
+        return fail(
+            flux_result::ShutDown,
+            "flux_async_shutdown was called: async decisions are no longer taken",
+        );
+    }
     match limiter {
-        Some(limiter) => match limiter.store.worker.submit(job) {
+        Some(limiter) => match limiter.store.worker().submit(job) {
             Ok(()) => flux_result::Ok,
-            Err(message) => fail(flux_result::Storage, message),
+            Err((code, message)) => fail(code, message),
         },
         None => {
             answer(vec![job]);
@@ -364,5 +469,23 @@ pub extern "C" fn flux_decide_batch_async(
             },
         };
         dispatch(first_limiter, job)
+    }
+}
+
+/// Stops every async callback of the process, for a host about to exit
+/// (Python calls it from `atexit`, before the interpreter finalizes).
+///
+/// From the moment it is called, no `_async` call writes its outputs or
+/// calls its callback any more, and new `_async` calls return
+/// `FLUX_RESULT_SHUT_DOWN`; requests already queued are still decided (so a
+/// store freed afterwards still joins its thread) but not answered. It then
+/// waits up to `timeout_ms` for the callbacks that other threads are running
+/// right now, and returns true when none is left (false when one still runs
+/// after `timeout_ms`). Called from inside a callback, it does not wait for
+/// that callback. Synchronous calls are not affected. It cannot be undone.
+#[no_mangle]
+pub extern "C" fn flux_async_shutdown(timeout_ms: u64) -> bool {
+    ffi_panic_boundary! {
+        gate().close(Duration::from_millis(timeout_ms))
     }
 }

@@ -3,7 +3,9 @@
 It loads the library once, declares ``argtypes``, ``restype`` and an
 ``errcheck`` for every symbol it uses, and turns every ``flux_result`` code
 into the mapped exception, so no other module ever sees an integer code.
-Handles are wrapped in :class:`Owned`, which frees them exactly once.
+Handles (:class:`Config`, :class:`Store`, :class:`Limiter`) are the ctypes
+pointers themselves: passing one to a call keeps it alive for that call,
+and it is freed once, when the last reference to it goes.
 
 The library is looked up in ``$FLUX_LIB`` first, then beside this file (where
 ``pip install`` puts it).
@@ -67,6 +69,7 @@ NULL_ARGUMENT = 2
 INVALID_UTF8 = 3
 INVALID_ARGUMENT = 4
 BUFFER_TOO_SMALL = 5
+SHUT_DOWN = 6
 CONFIG = 100
 INVALID_LIMIT = 101
 INVALID_COST = 102
@@ -94,6 +97,7 @@ _CODE_NAMES = {
     INVALID_UTF8: "a string that is not UTF-8",
     INVALID_ARGUMENT: "an invalid argument",
     BUFFER_TOO_SMALL: "a buffer too small",
+    SHUT_DOWN: "an async call after the process shut flux down",
     CONFIG: "an invalid configuration",
     INVALID_LIMIT: "an invalid limit",
     INVALID_COST: "an invalid cost",
@@ -295,13 +299,18 @@ _decide_gil = _declare(_lib_gil, "flux_limiter_decide", c_uint32, _DECIDE_ARGS, 
 def flux_limiter_decide(limiter, key, length, cost, out) -> None:
     code = _decide(limiter, key, length, cost, out)
     if code:
-        raise error_for(code)
+        raise closed_error() if limiter is None else error_for(code)
 
 
 def flux_limiter_decide_gil(limiter, key, length, cost, out) -> None:
     code = _decide_gil(limiter, key, length, cost, out)
     if code:
-        raise error_for(code)
+        raise closed_error() if limiter is None else error_for(code)
+
+
+def closed_error() -> FluxError:
+    """What a call on a closed limiter raises."""
+    return FluxError("this limiter was closed: it decides nothing more; make a new one")
 
 
 _DECIDE_ENDPOINT_ARGS = [
@@ -318,13 +327,14 @@ _decide_endpoint_gil = _declare(
 def flux_limiter_decide_endpoint(limiter, endpoint, key, cost, out) -> None:
     code = _decide_endpoint(limiter, endpoint, len(endpoint), key, len(key), cost, out)
     if code:
-        raise error_for(code)
+        raise closed_error() if limiter is None else error_for(code)
 
 
 def flux_limiter_decide_endpoint_gil(limiter, endpoint, key, cost, out) -> None:
     code = _decide_endpoint_gil(limiter, endpoint, len(endpoint), key, len(key), cost, out)
     if code:
-        raise error_for(code)
+        raise closed_error() if limiter is None else error_for(code)
+
 
 flux_decide_batch = _declare(
     _lib,
@@ -345,6 +355,8 @@ flux_decide_batch_async = _declare(
         c_void_p,
     ],
 )
+# Releases the GIL: a callback running on Flux's thread needs it to finish.
+flux_async_shutdown = _declare(_lib, "flux_async_shutdown", c_bool, [c_uint64], None)
 
 
 # --- helpers -----------------------------------------------------------------
@@ -364,56 +376,28 @@ def version() -> str:
     return flux_version()
 
 
-class Owned:
-    """A handle owned by Python: freed exactly once, by ``close()``, by leaving
-    a ``with`` block, or when garbage collected."""
-
-    __slots__ = ("_ptr", "__weakref__")
-    _free = None  # the flux_*_free function, set by each subclass
-
-    def __init__(self, ptr) -> None:
-        if not ptr:
-            raise FluxError(f"flux returned a NULL {type(self).__name__}")
-        self._ptr = ptr
-
-    @property
-    def ptr(self):
-        ptr = self._ptr
-        if ptr is None:
-            raise FluxError(f"this {type(self).__name__} was closed")
-        return ptr
-
-    @property
-    def closed(self) -> bool:
-        return self._ptr is None
-
-    def close(self) -> None:
-        ptr, self._ptr = self._ptr, None
-        if ptr:
-            type(self)._free(ptr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __del__(self) -> None:
+def _free_once(handle, free) -> None:
+    """Frees a handle that is no longer referenced (``__del__``)."""
+    if handle:  # NULL when its constructor failed
         try:
-            self.close()
-        except Exception:  # the interpreter may be shutting down
+            free(handle)
+        except Exception:  # the interpreter is shutting down: nothing to call
             pass
 
 
-class Config(Owned):
-    __slots__ = ()
-    _free = staticmethod(flux_config_free)
+class Config(ConfigPtr):
+    """A ``flux_config``, freed when the last reference to it goes."""
+
+    _type_ = flux_config
+
+    def __del__(self) -> None:
+        _free_once(self, flux_config_free)
 
     @classmethod
     def _make(cls, fill) -> Config:
-        ptr = ConfigPtr()
-        fill(ctypes.byref(ptr))
-        return cls(ptr)
+        handle = cls()
+        fill(ctypes.byref(handle))
+        return handle
 
     @classmethod
     def default(cls) -> Config:
@@ -439,7 +423,7 @@ class Config(Owned):
         size = 4096
         while True:
             buf = ctypes.create_string_buffer(size)
-            code = flux_config_to_json(self.ptr, buf, size, ctypes.byref(written))
+            code = flux_config_to_json(self, buf, size, ctypes.byref(written))
             if code == OK:
                 return buf.raw[: written.value].rstrip(b"\0").decode("utf-8")
             if code != BUFFER_TOO_SMALL or written.value < size:
@@ -447,22 +431,27 @@ class Config(Owned):
             size = written.value + 1
 
 
-class Store(Owned):
-    __slots__ = ()
-    _free = staticmethod(flux_store_free)
+class Store(StorePtr):
+    """A ``flux_store``, released when the last reference to it goes (its
+    limiters keep the native store alive after that)."""
+
+    _type_ = flux_store
+
+    def __del__(self) -> None:
+        _free_once(self, flux_store_free)
 
     @classmethod
     def new(cls, config: Config) -> Store:
-        ptr = StorePtr()
-        flux_store_new(config.ptr, ctypes.byref(ptr))
-        return cls(ptr)
+        handle = cls()
+        flux_store_new(config, ctypes.byref(handle))
+        return handle
 
     @property
     def kind(self) -> str:
-        return "redis" if flux_store_kind(self.ptr) == STORAGE_REDIS else "memory"
+        return "redis" if flux_store_kind(self) == STORAGE_REDIS else "memory"
 
     def preload(self) -> None:
-        flux_store_preload(self.ptr)
+        flux_store_preload(self)
 
     def metrics(self, fmt: int = METRICS_PROMETHEUS) -> str:
         """The store's counters: Prometheus text, or with ``METRICS_JSON`` the
@@ -471,7 +460,7 @@ class Store(Owned):
         size = 8192
         while True:
             buf = ctypes.create_string_buffer(size)
-            code = flux_store_metrics(self.ptr, fmt, buf, size, ctypes.byref(written))
+            code = flux_store_metrics(self, fmt, buf, size, ctypes.byref(written))
             if code == OK:
                 return buf.raw[: written.value].decode("utf-8")
             if code != BUFFER_TOO_SMALL:
@@ -481,13 +470,19 @@ class Store(Owned):
 
     def clear(self) -> int:
         deleted = c_uint64(0)
-        flux_store_clear(self.ptr, ctypes.byref(deleted))
+        flux_store_clear(self, ctypes.byref(deleted))
         return deleted.value
 
 
-class Limiter(Owned):
-    __slots__ = ()
-    _free = staticmethod(flux_limiter_free)
+class Limiter(LimiterPtr):
+    """A ``flux_limiter``, released when the last reference to it goes: a
+    call that was given it, or a queued async request holding it, keeps it
+    alive until done."""
+
+    _type_ = flux_limiter
+
+    def __del__(self) -> None:
+        _free_once(self, flux_limiter_free)
 
     @classmethod
     def new(
@@ -498,18 +493,18 @@ class Limiter(Owned):
         name: str | None,
         params: flux_limit_params | None,
     ) -> Limiter:
-        ptr = LimiterPtr()
+        handle = cls()
         flux_limiter_new(
-            store.ptr,
-            config.ptr,
+            store,
+            config,
             scope.encode("utf-8"),
             name.encode("utf-8") if name is not None else None,
             ctypes.byref(params) if params is not None else None,
-            ctypes.byref(ptr),
+            ctypes.byref(handle),
         )
-        return cls(ptr)
+        return handle
 
     def quota(self) -> flux_quota_info:
         info = flux_quota_info()
-        flux_limiter_quota(self.ptr, ctypes.byref(info))
+        flux_limiter_quota(self, ctypes.byref(info))
         return info

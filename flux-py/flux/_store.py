@@ -5,17 +5,23 @@ lazily the first time a limiter needs it and shared by every limiter of the
 same configuration. Its async side gathers the ``ahit`` calls made during one
 iteration of an event loop into a single non-blocking FFI call, so many
 coroutines cost one Redis pipeline rather than one round trip each.
+
+Process life: a forked child keeps using the stores (the library gives it
+its own connections and threads); what the parent had queued or in flight
+is the parent's to answer, so the child forgets it. At exit, async
+callbacks are stopped before the interpreter finalizes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import itertools
 import logging
+import os
 import threading
 import weakref
-from typing import Any
 
 from . import _ffi, _log
 from .config import FluxConfig, native, redact_url
@@ -41,9 +47,15 @@ class Store:
     # --- async batches ---
 
     def submit(
-        self, limiter_ptr: Any, key: bytes, cost: int, result_type: type, endpoint: bytes | None = None
+        self,
+        limiter: _ffi.Limiter,
+        key: bytes,
+        cost: int,
+        result_type: type,
+        endpoint: bytes | None = None,
     ) -> asyncio.Future:
-        """Queues one decision for this loop iteration's batch; returns its future."""
+        """Queues one decision for this loop iteration's batch; returns its
+        future. The queue holds ``limiter`` until the batch is answered."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         pending = self._pending.get(loop)
@@ -52,7 +64,7 @@ class Store:
             # Runs in the loop's next iteration, after every coroutine that is
             # ready now has had its turn to add to the batch.
             loop.call_soon(self._flush, loop)
-        pending.append((limiter_ptr, key, cost, endpoint, result_type, future))
+        pending.append((limiter, key, cost, endpoint, result_type, future))
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -60,11 +72,13 @@ class Store:
         if not items:
             return
         n = len(items)
-        # The array keeps a reference to each key's and endpoint's bytes until it is freed.
+        # The array keeps a reference to each key's and endpoint's bytes until
+        # it is freed; the items, kept by the batch until its callback, hold
+        # the limiters.
         requests = (_ffi.flux_request * n)(
             *[
-                (limiter_ptr, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
-                for limiter_ptr, key, cost, endpoint, _, _ in items
+                (limiter, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
+                for limiter, key, cost, endpoint, _, _ in items
             ]
         )
         batch = _Batch(self, loop, items, requests)
@@ -133,6 +147,19 @@ def _on_batch_done(token: int | None) -> None:
 # Kept alive for the life of the process: the FFI may call it at any time.
 _ON_BATCH_DONE = _ffi.flux_batch_callback(_on_batch_done)
 
+# How long exit waits for a callback that another thread is running.
+SHUTDOWN_WAIT_MS = 2000
+
+
+def _stop_callbacks() -> None:
+    # atexit runs before the interpreter finalizes: a callback after that
+    # would call into a dead interpreter and abort the process. Flux's
+    # threads may finish deciding what is in flight, but answer nobody.
+    _ffi.flux_async_shutdown(SHUTDOWN_WAIT_MS)
+
+
+atexit.register(_stop_callbacks)
+
 
 def _describe(cfg: FluxConfig) -> str:
     if cfg.redis_url:
@@ -156,6 +183,20 @@ def store_for(cfg: FluxConfig) -> Store:
                 _log.install()
                 store = _stores[text] = Store(cfg, handle)
     return store
+
+
+def _forget_parent_work() -> None:
+    # In a forked child: batches queued or in flight belong to the parent's
+    # loop and thread and are answered there; a lock another thread held at
+    # the fork would never be released here.
+    global _lock
+    _lock = threading.Lock()
+    _in_flight.clear()
+    for store in _stores.values():
+        store._pending = weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_forget_parent_work)
 
 
 def _configure_logging(cfg: FluxConfig) -> None:

@@ -308,7 +308,6 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
 
 # --- the native side of a FluxConfig -----------------------------------------
 
-_native_lock = threading.Lock()
 _natives: dict[str, _ffi.Config] = {}
 
 
@@ -316,11 +315,12 @@ def native(cfg: FluxConfig) -> tuple[str, _ffi.Config]:
     """The validated Rust configuration for ``cfg`` and the TOML text it came
     from (which identifies it: equal texts share one store)."""
     text = cfg.to_toml()
-    with _native_lock:
-        handle = _natives.get(text)
-        if handle is None:
-            origin = cfg.origin if cfg.origin else "FluxConfig"
-            handle = _natives[text] = _ffi.Config.from_toml(text, origin)
+    handle = _natives.get(text)
+    if handle is None:
+        origin = cfg.origin if cfg.origin else "FluxConfig"
+        # No lock (one held by another thread when the process forks would
+        # stay held in the child): two threads may both parse, one is kept.
+        handle = _natives.setdefault(text, _ffi.Config.from_toml(text, origin))
     return text, handle
 
 
@@ -351,10 +351,7 @@ def load_config(path: str | os.PathLike | None = None) -> FluxConfig:
         handle = _ffi.Config.from_file(path)
     else:
         handle = _ffi.Config.discover()
-    try:
-        cfg = _load_native(handle)
-    finally:
-        handle.close()
+    cfg = _load_native(handle)
     if cfg.origin is None and path is None and not cfg.uses_redis:
         _say_defaults_once()
     return cfg
@@ -375,6 +372,16 @@ def _say_defaults_once() -> None:
 
 _config_lock = threading.Lock()
 _config: FluxConfig | None = None
+
+
+def _new_lock_in_child() -> None:
+    # Another thread may have held it when the process forked: in the child
+    # it would stay held.
+    global _config_lock
+    _config_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def get_config() -> FluxConfig:

@@ -215,15 +215,15 @@ class RateLimiter:
         )
         if scope is None:
             scope = default_scope(name, quota if (explicit or name is None) else None)
-            handle.close()
             handle = _ffi.Limiter.new(store.handle, config_handle, scope, name, params)
         self.name = name
         self.scope = scope
         self.quota = quota
         self.config = cfg
         self._store = store
-        self._handle = handle
-        self._ptr = handle.ptr
+        # The native limiter, passed as is to every call (which keeps it
+        # alive until the call returns); None once closed.
+        self._handle: _ffi.Limiter | None = handle
         self._remote = not store.is_memory
         self._decide = (
             _ffi.flux_limiter_decide_gil if store.is_memory else _ffi.flux_limiter_decide
@@ -291,10 +291,11 @@ class RateLimiter:
         if cost != 1:
             cost = self._cost(cost)
         result = self._result_type()
+        handle = self._handle
         if endpoint:
-            self._decide_endpoint(self._ptr, _endpoint_bytes(endpoint), key, cost, result)
+            self._decide_endpoint(handle, _endpoint_bytes(endpoint), key, cost, result)
         else:
-            self._decide(self._ptr, key, len(key), cost, result)
+            self._decide(handle, key, len(key), cost, result)
         return result
 
     async def ahit(
@@ -315,8 +316,11 @@ class RateLimiter:
             key = _key_bytes(key)
         if cost != 1:
             cost = self._cost(cost)
+        handle = self._handle
+        if handle is None:
+            raise _ffi.closed_error()
         return await self._store.submit(
-            self._ptr, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
+            handle, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )
 
     def is_allowed(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> bool:
@@ -344,7 +348,10 @@ class RateLimiter:
     def check_cost(self, cost: Any) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
         cost = self._cost(cost)
-        _ffi.flux_limiter_check_cost(self._ptr, cost)
+        handle = self._handle
+        if handle is None:
+            raise _ffi.closed_error()
+        _ffi.flux_limiter_check_cost(handle, cost)
         return cost
 
     def _cost(self, cost: Any) -> int:
@@ -364,9 +371,14 @@ class RateLimiter:
     # --- lifetime ---
 
     def close(self) -> None:
-        """Frees the native limiter now (it is also freed when collected)."""
-        self._ptr = None
-        self._handle.close()
+        """Lets go of the native limiter: later calls raise ``FluxError``.
+
+        Calls still running, on other threads or queued by ``ahit``, finish
+        with it first: it is freed when the last of them returns. Closing
+        twice, or from two threads at once, is harmless; a limiter that is
+        collected is closed the same way.
+        """
+        self._handle = None
 
     def __enter__(self) -> RateLimiter:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 
 import pytest
@@ -30,24 +31,34 @@ def test_the_library_message_reaches_the_exception():
     assert ffi.last_error() == str(caught.value)
 
 
-def test_handles_are_freed_once():
+def test_a_handle_is_freed_once_when_its_last_reference_goes(monkeypatch):
+    freed = []
+    real_free = ffi.flux_config_free
+
+    def spy(handle):
+        freed.append(ctypes.cast(handle, ctypes.c_void_p).value)
+        real_free(handle)
+
+    monkeypatch.setattr(ffi, "flux_config_free", spy)
     config = ffi.Config.default()
-    config.close()
-    config.close()  # a second close does nothing
-    assert config.closed
-    with pytest.raises(FluxError, match="closed"):
-        config.to_json()
-    with ffi.Config.default() as config:
-        assert '"storage":"memory"' in config.to_json()
-    assert config.closed
-    ffi.Config.default()  # dropped: freed by the garbage collector
+    address = ctypes.cast(config, ctypes.c_void_p).value
+    also = config
+    del config
     gc.collect()
+    assert freed == [], "a reference is left"
+    assert '"storage":"memory"' in also.to_json()
+    del also
+    gc.collect()
+    assert freed == [address]
+    with pytest.raises(ConfigError):
+        ffi.Config.from_toml("[rate_limit]\nrequests = 0\n")
+    gc.collect()
+    assert freed == [address], "a handle that was never made is not freed"
 
 
 def test_json_larger_than_the_first_buffer():
     names = "".join(f"[rate_limits.limit_number_{i}]\nrequests = {i + 1}\n" for i in range(200))
-    with ffi.Config.from_toml(names) as config:
-        text = config.to_json()
+    text = ffi.Config.from_toml(names).to_json()
     assert len(text) > 4096 and "limit_number_199" in text
 
 

@@ -1,23 +1,17 @@
-//! Pooled connections to one Redis or to a Redis Cluster.
+//! Connections to one Redis or to a Redis Cluster, as the pool (pool.rs)
+//! and the analytics sink hold them.
 //!
-//! r2d2 checks a connection's health in two ways: `is_valid` (a PING on every
-//! checkout when `test_on_check_out` is on) and `has_broken` (on return). A
-//! PING per checkout doubles the cost of a decision, so the pool never does
-//! it; instead every connection remembers whether a call on it failed in a
-//! way that may have left it unusable (a timeout leaves a reply unread, a
-//! reset leaves no socket), and `has_broken` drops it when it comes back.
-//!
-//! What the pool cannot tell is kept beside it in [`Health`]: why the last
-//! connection could not be made (so a call that got no connection knows
-//! whether Redis was unreachable or every connection was in use), and
-//! whether connections that sat idle may have died unnoticed.
+//! A PING before each use would double the cost of a decision, so no
+//! connection is checked before use; instead every connection remembers
+//! whether a call on it failed in a way that may have left it unusable (a
+//! timeout leaves a reply unread, a reset leaves no socket), and
+//! [`Manager::has_broken`] says to drop it when it comes back. Whether
+//! connections that sat idle may have died unnoticed is kept in [`Health`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::io::tcp::TcpSettings;
@@ -27,7 +21,9 @@ use crate::error::breaks_connection;
 use crate::target::Target;
 
 /// Makes connections for the pool, each bounded by `timeout` on connect,
-/// read and write.
+/// read and write. Holds settings only, no connection, so a forked child
+/// may clone it to make connections of its own.
+#[derive(Clone)]
 pub(crate) struct Manager {
     kind: Kind,
     timeout: Duration,
@@ -37,18 +33,12 @@ pub(crate) struct Manager {
 /// What the pool's connections have in common.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
-    /// Why the last connection could not be made; cleared when one is.
-    connect_error: Mutex<Option<redis::RedisError>>,
     /// Bumped when a connection is found dead (Redis restarted, a proxy
     /// dropped it): those made before it may be dead too.
     generation: AtomicU64,
 }
 
 impl Health {
-    pub(crate) fn connect_error(&self) -> Option<redis::RedisError> {
-        self.connect_error.lock().clone()
-    }
-
     /// A connection was found closed or reset.
     pub(crate) fn found_dead(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
@@ -66,6 +56,7 @@ impl Health {
     }
 }
 
+#[derive(Clone)]
 enum Kind {
     Single(Client),
     Cluster(ClusterClient, Box<ConnectionInfo>),
@@ -121,10 +112,17 @@ impl Manager {
         &self.health
     }
 
-    fn make(&self) -> RedisResult<Conn> {
+    /// How long connecting, and each reply, may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A new connection, made within `within` (a cluster's within the
+    /// timeout it was built with).
+    pub(crate) fn connect(&self, within: Duration) -> RedisResult<Conn> {
         let link = match &self.kind {
             Kind::Single(client) => {
-                let conn = client.get_connection_with_timeout(self.timeout)?;
+                let conn = client.get_connection_with_timeout(within)?;
                 conn.set_read_timeout(Some(self.timeout))?;
                 conn.set_write_timeout(Some(self.timeout))?;
                 Link::Single(conn)
@@ -148,6 +146,11 @@ impl Manager {
             uses: 0,
             generation: self.health.generation.load(Ordering::Relaxed),
         })
+    }
+
+    /// Whether `conn` must not be used again.
+    pub(crate) fn has_broken(&self, conn: &Conn) -> bool {
+        conn.broken || !conn.link.is_open()
     }
 }
 
@@ -217,24 +220,5 @@ impl Link {
             Link::Single(conn) => conn.is_open(),
             Link::Cluster(link) => link.conn.is_open(),
         }
-    }
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = redis::RedisError;
-
-    fn connect(&self) -> RedisResult<Conn> {
-        let made = self.make();
-        *self.health.connect_error.lock() = made.as_ref().err().cloned();
-        made
-    }
-
-    fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {
-        conn.run(|link| redis::cmd("PING").query(link.as_dyn()))
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || !conn.link.is_open()
     }
 }

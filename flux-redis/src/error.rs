@@ -6,6 +6,8 @@ use flux_core::{Cause, QuotaError, StoreError, Unavailable};
 use redis::{ErrorKind, ServerErrorKind};
 use thiserror::Error;
 
+use crate::pool::PoolError;
+
 /// Why a Redis decision (or a maintenance call) failed.
 ///
 /// [`RedisError::redis_failed`] tells the failures that are Redis's: it could
@@ -101,6 +103,29 @@ impl RedisError {
             RedisError::Unreachable(err)
         } else {
             RedisError::Redis(err)
+        }
+    }
+
+    /// Sorts the reason a call got no connection from the pool.
+    pub(crate) fn from_pool(err: PoolError, pool_size: u32, timeout_ms: u64) -> Self {
+        match err {
+            PoolError::Busy => RedisError::Busy {
+                pool_size,
+                timeout_ms,
+            },
+            PoolError::Connect(err) => match RedisError::from_redis(err, timeout_ms) {
+                // Whatever Redis answered while we connected, it was not serving us.
+                RedisError::Redis(err) => RedisError::Unreachable(err),
+                other => other,
+            },
+            PoolError::Waiting => RedisError::Timeout {
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the other calls were still connecting",
+                )
+                .into(),
+                timeout_ms,
+            },
         }
     }
 }

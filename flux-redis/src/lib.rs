@@ -1,8 +1,9 @@
 //! Redis storage for Flux: flux-core's limits run as Lua scripts, one
 //! `EVALSHA` per decision on a caller's keys (one per quota, in one hash
-//! slot) with a TTL, through an r2d2 pool, against one Redis or a Redis
-//! Cluster; and the analytics that need Redis or a network (the event
-//! flusher, the `/metrics` server and its dashboard).
+//! slot) with a TTL, through a pool of connections (each process its own,
+//! see `flux_core::fork`), against one Redis or a Redis Cluster; and the analytics
+//! that need Redis or a network (the event flusher, the `/metrics` server
+//! and its dashboard).
 //!
 //! The scripts in `lua/` reproduce `flux_core::apply` step for step in
 //! integer arithmetic that stays exact in Lua's doubles; the differential test
@@ -22,6 +23,7 @@ mod backend;
 mod cluster;
 mod connection;
 mod error;
+mod pool;
 mod scripts;
 mod store;
 mod target;

@@ -1,4 +1,4 @@
-//! The Redis store: `flux_core::Store` over an r2d2 pool and the Lua scripts.
+//! The Redis store: `flux_core::Store` over a pool of connections and the Lua scripts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,10 +9,12 @@ use flux_core::{Call, Clock, Decision, Op, Quota, Request, Store, StoreError, MA
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Connection, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
-use crate::connection::{ClusterLink, Health, Link, Manager};
+use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::breaks_connection;
+use crate::pool::{Pool, Pooled};
 use crate::scripts::{Entry, LimitScript, ScriptCache};
 use crate::{cluster, scripts, RedisConfig, RedisError};
+use flux_core::fork::PerProcess;
 
 /// Where a decision's "now" comes from.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +53,9 @@ impl TimeSource {
 /// a Redis that is down (or comes back after a restart) is found by the calls
 /// themselves, each bounded by about `timeout_ms`.
 ///
+/// Each process has its own pool: a forked child (see [`flux_core::fork`]) makes
+/// a new one at its first call and never touches its parent's connections.
+///
 /// ```no_run
 /// use flux_core::{storage_key, Policy, QuotaSpec, Store};
 /// use flux_redis::{RedisConfig, RedisStore};
@@ -63,8 +68,9 @@ impl TimeSource {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore {
-    pool: r2d2::Pool<Manager>,
-    health: Arc<Health>,
+    pool: PerProcess<Pool>,
+    /// What each process's pool connects with: settings only, no connection.
+    manager: Arc<Manager>,
     config: RedisConfig,
     cluster: bool,
     time: TimeSource,
@@ -91,22 +97,10 @@ impl RedisStore {
         let cluster = matches!(target, crate::target::Target::Cluster(_));
         let manager = Manager::new(target, config.timeout())
             .map_err(|e| RedisError::Config(format!("{}: {e}", config.display_url())))?;
-        let health = manager.health().clone();
-        let pool = r2d2::Pool::builder()
-            .max_size(config.pool_size)
-            // Connections are made when calls need them, not kept topped up.
-            .min_idle(Some(0))
-            // A PING per checkout would double a decision's latency; broken
-            // connections are found by their errors instead (connection.rs).
-            .test_on_check_out(false)
-            .connection_timeout(config.timeout())
-            // Failures reach the caller as errors; r2d2 would also log each
-            // background reconnect attempt.
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(manager);
+        let manager = Arc::new(manager);
         Ok(RedisStore {
-            pool,
-            health,
+            pool: PerProcess::new(new_pool(&manager, config)),
+            manager,
             config: config.clone(),
             cluster,
             time: TimeSource::Redis,
@@ -379,7 +373,7 @@ impl RedisStore {
                     if is_dead(&err) {
                         // Those that sat idle as long may be dead too (a
                         // restarted Redis): each is checked before its next call.
-                        self.health.found_dead();
+                        self.manager.health().found_dead();
                         if resend == Resend::Idempotent && tries > 0 {
                             continue;
                         }
@@ -394,11 +388,17 @@ impl RedisStore {
     /// that may have died while idle answers a `PING` first: nothing of the
     /// caller's has been sent on it yet, so a dead one is dropped and the
     /// next taken.
-    fn checkout(&self) -> Result<r2d2::PooledConnection<Manager>, RedisError> {
+    fn checkout(&self) -> Result<Pooled<'_>, RedisError> {
+        let pool = self
+            .pool
+            .get_or_init(|| new_pool(&self.manager, &self.config));
+        let health = self.manager.health();
         let mut checks = self.config.pool_size;
         loop {
-            let mut conn = self.pool.get().map_err(|_| self.no_connection())?;
-            if checks == 0 || !self.health.suspects(&conn) {
+            let mut conn = pool.get().map_err(|e| {
+                RedisError::from_pool(e, self.config.pool_size, self.config.timeout_ms)
+            })?;
+            if checks == 0 || !health.suspects(&conn) {
                 return Ok(conn);
             }
             checks -= 1;
@@ -411,34 +411,10 @@ impl RedisStore {
                 }
                 // An answer, even an error reply, proves the socket works.
                 _ => {
-                    self.health.clear(&mut conn);
+                    health.clear(&mut conn);
                     return Ok(conn);
                 }
             }
-        }
-    }
-
-    /// Why the pool gave no connection within `timeout_ms`: the last attempt
-    /// to make one failed (Redis unreachable), or every connection was in
-    /// use (back-pressure), or the one being made did not finish in time.
-    fn no_connection(&self) -> RedisError {
-        let timeout_ms = self.config.timeout_ms;
-        if let Some(err) = self.health.connect_error() {
-            return match RedisError::from_redis(err, timeout_ms) {
-                // Whatever Redis answered while we connected, it was not serving us.
-                RedisError::Redis(err) => RedisError::Unreachable(err),
-                other => other,
-            };
-        }
-        if self.pool.state().connections >= self.config.pool_size {
-            return RedisError::Busy {
-                pool_size: self.config.pool_size,
-                timeout_ms,
-            };
-        }
-        RedisError::Timeout {
-            source: timed_out(),
-            timeout_ms,
         }
     }
 }
@@ -450,6 +426,12 @@ enum Resend {
     Never,
     /// Reads, script loads, deletes: running twice changes nothing.
     Idempotent,
+}
+
+/// A pool of `config.pool_size` connections made by `manager`, for the
+/// calling process.
+fn new_pool(manager: &Arc<Manager>, config: &RedisConfig) -> Pool {
+    Pool::new(manager.clone(), config.pool_size, config.timeout())
 }
 
 impl Store for RedisStore {

@@ -79,14 +79,13 @@ impl Sink {
     /// after sitting idle (Redis restarted) is replaced and `f` tried once
     /// more, as nothing reached the server.
     fn run<T>(&self, mut f: impl FnMut(&mut Link) -> RedisResult<T>) -> Result<T, RedisError> {
-        use r2d2::ManageConnection;
         let mut slot = self.conn.lock();
         for attempt in 0..2 {
             let conn = match slot.as_mut() {
                 Some(conn) => conn,
                 None => slot.insert(
                     self.manager
-                        .connect()
+                        .connect(self.manager.timeout())
                         .map_err(|e| RedisError::from_redis(e, self.timeout_ms))?,
                 ),
             };
@@ -101,6 +100,20 @@ impl Sink {
             }
         }
         unreachable!("the second attempt returns")
+    }
+
+    /// A sink to the same place with no connection yet: for a forked child,
+    /// which must not use its parent's.
+    pub(crate) fn fresh(&self) -> Sink {
+        Sink {
+            manager: self.manager.clone(),
+            conn: Mutex::new(None),
+            stream: self.stream.clone(),
+            totals_key: self.totals_key.clone(),
+            retention: self.retention,
+            timeout_ms: self.timeout_ms,
+            redis: self.redis.clone(),
+        }
     }
 
     /// Forgets the connection (after a `MOVED`: a new one reads the slot map anew).
@@ -189,6 +202,22 @@ impl Flusher {
             analytics,
             sink,
             sent: HashMap::new(),
+        }
+    }
+
+    /// A flusher that adds to the totals only what `analytics` counts from
+    /// now on: for a forked child, whose inherited counts its parent sends.
+    pub(crate) fn from_now_on(analytics: Arc<Analytics>, sink: Arc<Sink>) -> Flusher {
+        let sent = analytics
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .map(|(endpoint, ep)| (endpoint, ep.counts))
+            .collect();
+        Flusher {
+            analytics,
+            sink,
+            sent,
         }
     }
 

@@ -20,21 +20,29 @@
 //! long at most, and no scrape waits behind it. Stopping cuts the
 //! connections being answered instead of waiting for them. Pages are routed
 //! by path in one match ([`page`]).
+//!
+//! The server belongs to the process that started it. A forked child (see
+//! [`flux_core::fork`]) inherits the record of it but not its threads: it never
+//! serves, stops or joins it, and starts no server of its own while its
+//! parent's listener is open in it too (binding the port would fail). Its
+//! counters reach the Redis totals through its own flusher. Every lock here
+//! is a `std::sync::Mutex`: a thread parked on a parking_lot lock when the
+//! process forks leaves the child's parking table corrupt (see pool.rs).
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flux_core::analytics::{Analytics, Snapshot};
-use parking_lot::{const_mutex, Mutex};
 
 use super::flusher::Sink;
 use super::json;
+use flux_core::fork;
 use flux_core::LOG_TARGET;
 
 /// The Content-Type of the Prometheus text format.
@@ -48,7 +56,13 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// A request line and headers beyond this are refused.
 const MAX_REQUEST: usize = 8 * 1024;
 
-static REGISTRY: Mutex<Registry> = const_mutex(Registry::new());
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
+
+/// A lock that a thread which panicked while holding it leaves usable: every
+/// value here stays whole between statements.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 struct Registry {
     next_id: u64,
@@ -65,7 +79,10 @@ struct Registry {
 struct Member {
     id: u64,
     analytics: Arc<Analytics>,
+    /// Only read in the process generation that registered it: a child
+    /// must not use its parent's connection.
     sink: Option<Arc<Sink>>,
+    generation: u64,
 }
 
 impl Registry {
@@ -89,7 +106,9 @@ impl Registry {
 #[derive(Debug)]
 pub(crate) struct Registration {
     id: u64,
+    /// Whether it holds the server of the process it was made in.
     holds_server: bool,
+    generation: u64,
 }
 
 /// Registers `analytics` (with the sink its totals are read from, on Redis)
@@ -99,16 +118,19 @@ pub(crate) fn register(
     sink: Option<Arc<Sink>>,
     serve: Option<(&str, u16)>,
 ) -> Registration {
-    let mut registry = REGISTRY.lock();
+    let mut registry = lock(&REGISTRY);
     let id = registry.next_id;
     registry.next_id += 1;
     registry.members.push(Member {
         id,
         analytics,
         sink,
+        generation: fork::generation(),
     });
     let mut holds_server = false;
-    if let Some((host, port)) = serve {
+    // An ancestor's server: this process does not serve (see above).
+    let inherited = registry.server.as_ref().is_some_and(|s| !s.is_ours());
+    if let Some((host, port)) = serve.filter(|_| !inherited) {
         if registry.server.is_none() {
             match Server::start(host, port) {
                 Ok(server) => registry.server = Some(server),
@@ -131,18 +153,23 @@ pub(crate) fn register(
             holds_server = true;
         }
     }
-    Registration { id, holds_server }
+    Registration {
+        id,
+        holds_server,
+        generation: fork::generation(),
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut registry = REGISTRY.lock();
+        let mut registry = lock(&REGISTRY);
         if let Some(i) = registry.members.iter().position(|m| m.id == self.id) {
             let member = registry.members.swap_remove(i);
             registry.retired.merge(&member.analytics.snapshot());
         }
         let mut stopping = None;
-        if self.holds_server {
+        // A hold taken before a fork is on the parent's server.
+        if self.holds_server && self.generation == fork::generation() {
             registry.holders -= 1;
             if registry.holders == 0 {
                 stopping = registry.server.take();
@@ -158,18 +185,19 @@ impl Drop for Registration {
 
 /// Where the server listens, if it runs.
 pub fn metrics_address() -> Option<SocketAddr> {
-    REGISTRY.lock().server.as_ref().map(|s| s.addr)
+    lock(&REGISTRY).server.as_ref().map(|s| s.addr)
 }
 
 /// Every backend's counters, live and gone, as one snapshot; and the sinks
 /// whose totals to read (one per Redis and totals key).
 fn process_view() -> (Snapshot, Vec<Arc<Sink>>) {
-    let registry = REGISTRY.lock();
+    let registry = lock(&REGISTRY);
     let mut snapshot = registry.retired.clone();
     let mut sinks: Vec<Arc<Sink>> = Vec::new();
     for member in &registry.members {
         snapshot.merge(&member.analytics.snapshot());
-        if let Some(sink) = &member.sink {
+        let sink = member.sink.as_ref();
+        if let Some(sink) = sink.filter(|_| member.generation == fork::generation()) {
             if !sinks
                 .iter()
                 .any(|s| s.redis == sink.redis && s.totals_key == sink.totals_key)
@@ -190,6 +218,8 @@ struct Server {
     open: Arc<Mutex<Vec<(u64, TcpStream)>>>,
     acceptor: JoinHandle<()>,
     answerers: Vec<JoinHandle<()>>,
+    /// The process generation that runs its threads.
+    generation: u64,
 }
 
 /// Threads answering requests: a slow client holds one of them, never the
@@ -240,7 +270,13 @@ impl Server {
             open,
             acceptor,
             answerers,
+            generation: fork::generation(),
         })
+    }
+
+    /// Whether its threads run in this process rather than in an ancestor.
+    fn is_ours(&self) -> bool {
+        self.generation == fork::generation()
     }
 
     /// Stops accepting (waking the blocked `accept` with a connection of our
@@ -256,7 +292,7 @@ impl Server {
             });
         }
         let woken = TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
-        for (_, stream) in self.open.lock().iter() {
+        for (_, stream) in lock(&self.open).iter() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         // Joined, the acceptor has dropped the queue, so idle answerers
@@ -279,7 +315,7 @@ fn answer_queued(
 ) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     loop {
-        let Ok((stream, deadline)) = waiting.lock().recv() else {
+        let Ok((stream, deadline)) = lock(waiting).recv() else {
             return;
         };
         if stop.load(Ordering::Acquire) {
@@ -287,14 +323,14 @@ fn answer_queued(
         }
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         if let Ok(clone) = stream.try_clone() {
-            open.lock().push((id, clone));
+            lock(open).push((id, clone));
         }
         // Registered before this check, so `stop` cuts it if it came after.
         if !stop.load(Ordering::Acquire) {
             // A client that goes away mid-answer is its own problem.
             let _ = answer(stream, deadline);
         }
-        open.lock().retain(|(open_id, _)| *open_id != id);
+        lock(open).retain(|(open_id, _)| *open_id != id);
     }
 }
 
