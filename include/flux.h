@@ -427,18 +427,6 @@ typedef struct flux_decision {
 typedef void (*flux_batch_callback)(void *user_data);
 
 /**
- * Called once with the outcome of a `flux_limiter_decide_async`.
- *
- * `decision` is non-NULL only when `result` is `FLUX_RESULT_OK`; `message`
- * is NULL on `FLUX_RESULT_OK`, else the error's text. Both point at memory
- * valid only during the call: copy what you keep.
- */
-typedef void (*flux_decide_callback)(void *user_data,
-                                     flux_result result,
-                                     const struct flux_decision *decision,
-                                     const char *message);
-
-/**
  * Parameters that replace those of the configured limit.
  *
  * A field counts only when its bit (`FLUX_PARAM_*`) is set in `set`; the
@@ -486,6 +474,18 @@ typedef struct flux_limit_params {
      */
     bool shadow;
 } flux_limit_params;
+
+/**
+ * Called once with the outcome of a `flux_limiter_decide_async`.
+ *
+ * `decision` is non-NULL only when `result` is `FLUX_RESULT_OK`; `message`
+ * is NULL on `FLUX_RESULT_OK`, else the error's text. Both point at memory
+ * valid only during the call: copy what you keep.
+ */
+typedef void (*flux_decide_callback)(void *user_data,
+                                     flux_result result,
+                                     const struct flux_decision *decision,
+                                     const char *message);
 
 /**
  * The limit a limiter applies, resolved: what `RateLimit-Policy` headers
@@ -659,6 +659,28 @@ flux_result flux_decide_batch_async(const struct flux_request *reqs,
                                     flux_result *results,
                                     flux_batch_callback callback,
                                     void *user_data);
+
+/**
+ * Writes to `buf` (`len` bytes, NUL-terminated) the scope a limiter of the
+ * limit `name` of `config` (`[rate_limit]` when NULL) with `params` (may be
+ * NULL) is best given when the caller has none: `name` for a limit taken as
+ * configured; else `base` (e.g. the function the limit guards; when NULL,
+ * `name`, or "default") followed by `@` and the limit's numbers, e.g.
+ * "login@5/300s" or "app.views.search@10/1s;1000/86400s", so that limits
+ * written in code never share keys.
+ *
+ * Fails as `flux_limiter_new` would for a bad limit. On `FLUX_RESULT_OK`,
+ * `*written` is the scope's length (without the NUL); when `len` is too
+ * small, returns `FLUX_RESULT_BUFFER_TOO_SMALL` with `*written` the size
+ * needed, NUL included.
+ */
+flux_result flux_default_scope(const struct flux_config *config,
+                               const char *name,
+                               const struct flux_limit_params *params,
+                               const char *base,
+                               char *buf,
+                               size_t len,
+                               size_t *written);
 
 /**
  * Copies the calling thread's last error message into `buf` and returns

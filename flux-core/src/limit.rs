@@ -5,6 +5,7 @@
 //! rest from another.
 
 use crate::quota::seconds_to_us;
+use crate::rate::Seconds;
 use crate::{Policy, Quota, QuotaError, QuotaSpec, Rate, MAX_QUOTAS};
 
 /// A limit with every part known. Each limit in a loaded configuration
@@ -52,6 +53,35 @@ impl Limit {
         self.rates[0].period_secs()
     }
 
+    /// The scope a limiter of this limit takes when it is given none:
+    /// `head`, and when the limit was given in code (`in_code`), `@` and what
+    /// sets it apart: its rates (`100/60s`, several joined by `;`), `+b` and
+    /// the burst when it is not the requests, `+w` and the seconds a call may
+    /// wait. So two limits written in code never share keys, and a limit
+    /// taken from flux.toml by name keeps its keys when its numbers change.
+    ///
+    /// ```
+    /// use flux_core::{Limit, Policy};
+    /// let limit = Limit { burst: Some(20), ..Limit::default() };
+    /// assert_eq!(limit.default_scope("login", true), "login@100/60s+b20");
+    /// assert_eq!(limit.default_scope("login", false), "login");
+    /// ```
+    pub fn default_scope(&self, head: &str, in_code: bool) -> String {
+        if !in_code {
+            return head.to_owned();
+        }
+        let rates: Vec<String> = self.rates.iter().map(Rate::to_string).collect();
+        let mut scope = format!("{head}@{}", rates.join(";"));
+        if let Some(burst) = self.burst.filter(|&b| b != self.requests()) {
+            scope.push_str(&format!("+b{burst}"));
+        }
+        if self.max_wait > 0.0 {
+            let micros = (self.max_wait * 1e6).round() as u64;
+            scope.push_str(&format!("+w{}", Seconds(micros)));
+        }
+        scope
+    }
+
     /// The validated quotas, one per rate, in order.
     pub fn quotas(&self) -> Result<Vec<Quota>, QuotaError> {
         if self.rates.len() > 1 && self.burst.is_some() {
@@ -90,6 +120,11 @@ pub struct LimitSpec {
 }
 
 impl LimitSpec {
+    /// Whether nothing is given: the limit under it applies as it is.
+    pub fn is_empty(&self) -> bool {
+        *self == LimitSpec::default()
+    }
+
     /// `base` with these parts replaced: how every limit given in part takes
     /// the rest, in flux.toml, Python, C and Rust alike.
     ///

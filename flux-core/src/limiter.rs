@@ -214,9 +214,7 @@ impl Limiter {
                     .to_owned(),
             ));
         }
-        let base = config.limit(name).map_err(LimiterError::UnknownLimit)?;
-        let limit = spec.over(base).map_err(LimiterError::Limit)?;
-        let quotas = limit.quotas().map_err(LimiterError::Limit)?;
+        let (limit, quotas) = resolve(config, name, spec)?;
         let flux = &config.flux;
         let policy = limit.policy.name();
         let heads = limit
@@ -241,6 +239,27 @@ impl Limiter {
                 0
             },
         })
+    }
+
+    /// The scope [`Limiter::new`] is best given for the limit `name` of
+    /// `config` changed by `spec`, when the caller has none of its own (see
+    /// [`Limit::default_scope`]): `name` for a limit taken as configured,
+    /// else `base` (e.g. the function it guards; default: `name`, or
+    /// `"default"`) tagged with its numbers. Fails as `new` would on a bad
+    /// limit.
+    pub fn default_scope(
+        config: &Config,
+        name: Option<&str>,
+        spec: &LimitSpec,
+        base: Option<&str>,
+    ) -> Result<String, LimiterError> {
+        let (limit, _) = resolve(config, name, spec)?;
+        let in_code = name.is_none() || !spec.is_empty();
+        let head = match (in_code, base) {
+            (true, Some(base)) => base,
+            _ => name.unwrap_or("default"),
+        };
+        Ok(limit.default_scope(head, in_code))
     }
 
     /// The limit, resolved.
@@ -492,6 +511,18 @@ fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The limit `name` of `config` changed by `spec`, and its quotas.
+fn resolve(
+    config: &Config,
+    name: Option<&str>,
+    spec: &LimitSpec,
+) -> Result<(Limit, Vec<Quota>), LimiterError> {
+    let base = config.limit(name).map_err(LimiterError::UnknownLimit)?;
+    let limit = spec.over(base).map_err(LimiterError::Limit)?;
+    let quotas = limit.quotas().map_err(LimiterError::Limit)?;
+    Ok((limit, quotas))
 }
 
 /// A random delay in `0..=max_us`. Each process draws its own: the thread

@@ -79,7 +79,7 @@ impl fmt::Display for Rate {
 }
 
 /// Microseconds shown as seconds with no trailing zeros: 1500000 -> `1.5`.
-struct Seconds(u64);
+pub(crate) struct Seconds(pub(crate) u64);
 
 impl fmt::Display for Seconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

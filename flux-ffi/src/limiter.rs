@@ -8,7 +8,7 @@ use flux_core::{parse_rates, LimitSpec, Limiter, Policy};
 use crate::error::{fail, fail_with, flux_result};
 use crate::ffi::{
     arc_into_handle, c_str, ffi_panic_boundary, free_arc_handle, try_clone_arc, try_opt_str,
-    try_out, try_ref_from_ptr, try_slice_mut, try_str, ArcHandle, Handle,
+    try_out, try_ref_from_ptr, try_slice_mut, try_str, write_text, ArcHandle, Handle,
 };
 use crate::flux_config;
 use crate::store::{flux_store, StoreInner};
@@ -305,6 +305,46 @@ pub extern "C" fn flux_limiter_new(
                 *out = arc_into_handle(Arc::new(LimiterInner { limiter, store }));
                 flux_result::Ok
             }
+            Err(e) => fail_with(&e),
+        }
+    }
+}
+
+/// Writes to `buf` (`len` bytes, NUL-terminated) the scope a limiter of the
+/// limit `name` of `config` (`[rate_limit]` when NULL) with `params` (may be
+/// NULL) is best given when the caller has none: `name` for a limit taken as
+/// configured; else `base` (e.g. the function the limit guards; when NULL,
+/// `name`, or "default") followed by `@` and the limit's numbers, e.g.
+/// "login@5/300s" or "app.views.search@10/1s;1000/86400s", so that limits
+/// written in code never share keys.
+///
+/// Fails as `flux_limiter_new` would for a bad limit. On `FLUX_RESULT_OK`,
+/// `*written` is the scope's length (without the NUL); when `len` is too
+/// small, returns `FLUX_RESULT_BUFFER_TOO_SMALL` with `*written` the size
+/// needed, NUL included.
+#[no_mangle]
+pub extern "C" fn flux_default_scope(
+    config: *const flux_config,
+    name: *const c_char,
+    params: *const flux_limit_params,
+    base: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let config = try_ref_from_ptr!(config);
+        let name = try_opt_str!(name);
+        let base = try_opt_str!(base);
+        // SAFETY: `params` is NULL or points at a flux_limit_params (the C contract).
+        let params = unsafe { params.as_ref() }.copied().unwrap_or_default();
+        let written = try_out!(written);
+        let spec = match spec(&params) {
+            Ok(spec) => spec,
+            Err((code, message)) => return fail(code, message),
+        };
+        match Limiter::default_scope(config, name, &spec, base) {
+            Ok(scope) => write_text(&scope, buf, len, written, "the scope"),
             Err(e) => fail_with(&e),
         }
     }

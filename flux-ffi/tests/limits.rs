@@ -256,3 +256,89 @@ fn a_configuration_built_in_code_arrives_as_json() {
     flux_store_free(store);
     flux_config_free(config);
 }
+
+/// The scope `flux_default_scope` gives, or its error code and message.
+fn default_scope(
+    config: *const flux_config,
+    name: Option<&str>,
+    params: &flux_limit_params,
+    base: Option<&str>,
+) -> Result<String, (flux_result, String)> {
+    let name = name.map(|n| CString::new(n).unwrap());
+    let base = base.map(|b| CString::new(b).unwrap());
+    let as_ptr = |s: &Option<CString>| s.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+    let mut buf = [0 as std::ffi::c_char; 64];
+    let mut written = 0;
+    let rc = flux_default_scope(
+        config,
+        as_ptr(&name),
+        params,
+        as_ptr(&base),
+        buf.as_mut_ptr(),
+        buf.len(),
+        &mut written,
+    );
+    if rc != flux_result::Ok {
+        return Err((rc, last_error()));
+    }
+    let bytes: Vec<u8> = buf[..written].iter().map(|&c| c as u8).collect();
+    Ok(String::from_utf8(bytes).unwrap())
+}
+
+#[test]
+fn default_scopes_keep_limits_written_in_code_apart_and_named_ones_by_name() {
+    let config = config(
+        "[rate_limit]\nrequests = 100\nperiod = 60\n\
+         [rate_limits.login]\nrequests = 5\nperiod = 300\n",
+    );
+    let none = flux_limit_params::default();
+    let rate = CString::new("10/second;1000/day").unwrap();
+    let several = flux_limit_params {
+        set: FLUX_PARAM_RATE,
+        rate: rate.as_ptr(),
+        ..Default::default()
+    };
+    let burst = flux_limit_params {
+        set: FLUX_PARAM_REQUESTS | FLUX_PARAM_BURST,
+        requests: 5,
+        burst: 9,
+        ..Default::default()
+    };
+    let cases = [
+        (None, &none, None, "default@100/60s"),
+        (Some("login"), &none, None, "login"),
+        (Some("login"), &none, Some("app.views.login"), "login"),
+        (Some("login"), &burst, Some("app.views.login"), "app.views.login@5/300s+b9"),
+        (None, &several, Some("app.search"), "app.search@10/1s;1000/86400s"),
+        (None, &burst, None, "default@5/60s+b9"),
+    ];
+    for (name, params, base, scope) in cases {
+        assert_eq!(default_scope(config, name, params, base).as_deref(), Ok(scope));
+    }
+    // A bad limit fails as making its limiter would.
+    let (code, message) = default_scope(config, Some("nope"), &none, None).unwrap_err();
+    assert_eq!(code, flux_result::UnknownLimit);
+    assert!(message.contains("\"nope\""), "{message}");
+    let zero = flux_limit_params {
+        set: FLUX_PARAM_REQUESTS,
+        requests: 0,
+        ..Default::default()
+    };
+    let (code, message) = default_scope(config, None, &zero, None).unwrap_err();
+    assert_eq!(code, flux_result::InvalidLimit);
+    assert!(message.starts_with("requests must be"), "{message}");
+    // Too small a buffer says what it needs.
+    let mut tiny = [0 as std::ffi::c_char; 4];
+    let mut written = 0;
+    let rc = flux_default_scope(
+        config,
+        ptr::null(),
+        &none,
+        ptr::null(),
+        tiny.as_mut_ptr(),
+        tiny.len(),
+        &mut written,
+    );
+    assert_eq!((rc, written), (flux_result::BufferTooSmall, 16));
+    flux_config_free(config);
+}

@@ -159,6 +159,10 @@ PARAM_SHADOW = 64
 
 POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
 SOURCES = ("storage", "fail_open", "local_cache", "shadow")
+# flux_op: what flux_limiter_apply does.
+OP_DECIDE = 0
+OP_PEEK = 1
+OP_REFUND = 2
 STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
 METRICS_PROMETHEUS = 0
@@ -250,6 +254,9 @@ flux_config_from_file = _declare(
 flux_config_from_toml = _declare(
     _lib, "flux_config_from_toml", c_uint32, [c_char_p, c_size_t, c_char_p, POINTER(ConfigPtr)]
 )
+flux_config_from_json = _declare(
+    _lib, "flux_config_from_json", c_uint32, [c_char_p, c_size_t, c_char_p, POINTER(ConfigPtr)]
+)
 flux_config_discover = _declare(_lib, "flux_config_discover", c_uint32, [POINTER(ConfigPtr)])
 flux_config_to_json = _declare(
     _lib,
@@ -282,6 +289,52 @@ flux_limiter_new = _declare(
 flux_limiter_quota = _declare(
     _lib, "flux_limiter_quota", c_uint32, [LimiterPtr, POINTER(flux_quota_info)]
 )
+flux_limiter_quotas = _declare(
+    _lib,
+    "flux_limiter_quotas",
+    c_uint32,
+    [LimiterPtr, POINTER(flux_quota_info), c_size_t, POINTER(c_size_t)],
+    None,  # BUFFER_TOO_SMALL tells the count: Limiter.quotas() checks.
+)
+flux_default_scope = _declare(
+    _lib,
+    "flux_default_scope",
+    c_uint32,
+    [
+        ConfigPtr,
+        c_char_p,
+        POINTER(flux_limit_params),
+        c_char_p,
+        c_char_p,
+        c_size_t,
+        POINTER(c_size_t),
+    ],
+    None,  # BUFFER_TOO_SMALL is part of the protocol: _read_text() checks.
+)
+flux_policy_from_name = _declare(
+    _lib, "flux_policy_from_name", c_uint32, [c_char_p, POINTER(c_uint32)]
+)
+flux_limiter_apply = _declare(
+    _lib,
+    "flux_limiter_apply",
+    c_uint32,
+    [
+        LimiterPtr,
+        c_uint32,
+        c_char_p,
+        c_size_t,
+        c_char_p,
+        c_size_t,
+        c_uint64,
+        POINTER(flux_decision),
+    ],
+)
+flux_limiter_reset = _declare(
+    _lib,
+    "flux_limiter_reset",
+    c_uint32,
+    [LimiterPtr, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_uint64)],
+)
 flux_limiter_free = _declare(_lib, "flux_limiter_free", None, [LimiterPtr], None)
 flux_limiter_check_cost = _declare(_lib, "flux_limiter_check_cost", c_uint32, [LimiterPtr, c_uint64])
 
@@ -306,6 +359,14 @@ def flux_limiter_decide_gil(limiter, key, length, cost, out) -> None:
     code = _decide_gil(limiter, key, length, cost, out)
     if code:
         raise closed_error() if limiter is None else error_for(code)
+
+
+def policy_code(name: str) -> int:
+    """The ``flux_policy`` value of a policy name; any other name raises the
+    core's ``LimitError``, which lists the names."""
+    code = c_uint32(0)
+    flux_policy_from_name(name.encode("utf-8"), ctypes.byref(code))
+    return code.value
 
 
 def closed_error() -> FluxError:
@@ -376,6 +437,21 @@ def version() -> str:
     return flux_version()
 
 
+def _read_text(fill, size: int = 4096) -> str:
+    """The text a ``(buf, len, written) -> code`` function writes, in a
+    buffer grown until it fits."""
+    written = c_size_t(0)
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        code = fill(buf, size, ctypes.byref(written))
+        if code == OK:
+            return buf.raw[: written.value].decode("utf-8")
+        if code != BUFFER_TOO_SMALL or written.value < size:
+            raise error_for(code)
+        # What it writes may grow between two calls: ask for some room beyond.
+        size = written.value + 1024
+
+
 def _free_once(handle, free) -> None:
     """Frees a handle that is no longer referenced (``__del__``)."""
     if handle:  # NULL when its constructor failed
@@ -418,17 +494,28 @@ class Config(ConfigPtr):
         origin_raw = origin.encode("utf-8") if origin is not None else None
         return cls._make(lambda out: flux_config_from_toml(raw, len(raw), origin_raw, out))
 
+    @classmethod
+    def from_json(cls, text: str, origin: str | None = None) -> Config:
+        raw = text.encode("utf-8")
+        origin_raw = origin.encode("utf-8") if origin is not None else None
+        return cls._make(lambda out: flux_config_from_json(raw, len(raw), origin_raw, out))
+
     def to_json(self) -> str:
-        written = c_size_t(0)
-        size = 4096
-        while True:
-            buf = ctypes.create_string_buffer(size)
-            code = flux_config_to_json(self, buf, size, ctypes.byref(written))
-            if code == OK:
-                return buf.raw[: written.value].rstrip(b"\0").decode("utf-8")
-            if code != BUFFER_TOO_SMALL or written.value < size:
-                raise error_for(code)
-            size = written.value + 1
+        return _read_text(lambda buf, size, written: flux_config_to_json(self, buf, size, written))
+
+    def default_scope(
+        self, name: str | None, params: flux_limit_params | None, base: str | None
+    ) -> str:
+        """The scope a limiter of this limit is given when it has none of its own."""
+        name_raw = name.encode("utf-8") if name is not None else None
+        base_raw = base.encode("utf-8") if base is not None else None
+        by_ref = ctypes.byref(params) if params is not None else None
+        return _read_text(
+            lambda buf, size, written: flux_default_scope(
+                self, name_raw, by_ref, base_raw, buf, size, written
+            ),
+            256,
+        )
 
 
 class Store(StorePtr):
@@ -456,17 +543,9 @@ class Store(StorePtr):
     def metrics(self, fmt: int = METRICS_PROMETHEUS) -> str:
         """The store's counters: Prometheus text, or with ``METRICS_JSON`` the
         JSON ``/metrics.json`` serves."""
-        written = c_size_t(0)
-        size = 8192
-        while True:
-            buf = ctypes.create_string_buffer(size)
-            code = flux_store_metrics(self, fmt, buf, size, ctypes.byref(written))
-            if code == OK:
-                return buf.raw[: written.value].decode("utf-8")
-            if code != BUFFER_TOO_SMALL:
-                raise error_for(code)
-            # Counters may grow between two calls: ask for some room beyond.
-            size = written.value + 1024
+        return _read_text(
+            lambda buf, size, written: flux_store_metrics(self, fmt, buf, size, written), 8192
+        )
 
     def clear(self) -> int:
         deleted = c_uint64(0)
@@ -508,3 +587,15 @@ class Limiter(LimiterPtr):
         info = flux_quota_info()
         flux_limiter_quota(self, ctypes.byref(info))
         return info
+
+    def quotas(self) -> list[flux_quota_info]:
+        """Every quota of the limit, one per rate, in order."""
+        count = c_size_t(0)
+        code = flux_limiter_quotas(self, None, 0, ctypes.byref(count))
+        if code not in (OK, BUFFER_TOO_SMALL):
+            raise error_for(code)
+        infos = (flux_quota_info * count.value)()
+        code = flux_limiter_quotas(self, infos, count.value, ctypes.byref(count))
+        if code != OK:
+            raise error_for(code)
+        return list(infos)

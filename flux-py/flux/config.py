@@ -1,13 +1,18 @@
 """flux.toml as Python sees it.
 
 The schema lives in Rust (flux-core), so C and Python accept the same files
-and print the same errors. Python never parses flux.toml itself:
+and print the same errors, and a configuration is parsed and validated once,
+by Rust, then held as a native handle:
 
 * ``load_config(path)`` asks Rust to load and validate the file (or to find
-  one: ``$FLUX_CONFIG``, ``./flux.toml``, ``./config/flux.toml``), then reads
-  the normalized result back as JSON to fill a :class:`FluxConfig`.
-* A :class:`FluxConfig` built in code is rendered to TOML text and given to
-  the same Rust parser, so one schema validates both.
+  one: ``$FLUX_CONFIG``, ``./flux.toml``, ``./config/flux.toml``), keeps the
+  handle, and reads the normalized result back (as JSON, which Rust's
+  serializer writes) to fill a :class:`FluxConfig`.
+* A :class:`FluxConfig` built (or changed) in code goes to Rust once as data:
+  its sections as one JSON object, with flux.toml's keys.
+
+Either way the handle is found again by the configuration's data, so equal
+configurations share one handle and one store.
 """
 
 from __future__ import annotations
@@ -43,11 +48,18 @@ class RateLimitPolicy(str, enum.Enum):
 
 @dataclass
 class RateLimitDefaults:
-    """``[rate_limit]``: the limit used when none is named; named limits inherit it."""
+    """``[rate_limit]``: the limit used when none is named; named limits
+    inherit it. ``None`` leaves a key to flux.toml's default: 100 requests
+    per 60 s, a burst of ``requests``, no wait, enforced. ``rate``
+    (``"10/second"``, several joined by ``;`` or as a list) replaces
+    ``requests`` and ``period``; the policy is :attr:`FluxConfig.policy`."""
 
-    requests: int = 100
-    period: float = 60
-    burst: int | None = None  # None: the same as requests
+    requests: int | None = None
+    period: float | None = None
+    burst: int | None = None
+    rate: str | list[str] | None = None
+    max_wait: float | None = None
+    shadow: bool | None = None
 
 
 @dataclass
@@ -110,9 +122,11 @@ class FluxConfig:
             return self.storage == "redis"
         return any(v is not None for v in (self.redis_url, self.redis_host, self.redis_port))
 
-    def to_toml(self) -> str:
-        """This configuration as flux.toml text, every setting explicit."""
-        return _render_toml(self)
+    def to_document(self) -> dict[str, Any]:
+        """This configuration as flux.toml's sections and keys (what
+        ``flux_config_from_json`` takes); keys left at ``None`` are left out,
+        so they take the schema's defaults."""
+        return _document(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FluxConfig:
@@ -155,53 +169,40 @@ def redact_url(url: str) -> str:
     return "".join(out)
 
 
-# --- rendering to TOML -------------------------------------------------------
-
-
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, (str, os.PathLike)):
-        # JSON strings with ASCII escapes are valid TOML basic strings.
-        return json.dumps(os.fspath(value))
-    # Anything else is written as a string, so the schema reports the wrong type
-    # with the key's name instead of this renderer failing.
-    return json.dumps(str(value))
-
-
-def _toml_key(name: str) -> str:
-    bare = name and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
-    return name if bare else json.dumps(name)
+# --- the document Rust reads -------------------------------------------------
 
 
 def _limit_items(limit: Any) -> dict[str, Any]:
     if isinstance(limit, Mapping):
-        return dict(limit)
-    if dataclasses.is_dataclass(limit):
+        return {k: v for k, v in limit.items() if v is not None}
+    if dataclasses.is_dataclass(limit) and not isinstance(limit, type):
         return {k: v for k, v in dataclasses.asdict(limit).items() if v is not None}
-    raise TypeError(f"a rate limit must be a dict of requests, period, burst, policy, max_wait; got {limit!r}")
+    raise ConfigError(
+        "a rate limit must be a dict (or RateLimitDefaults) of rate, requests, period, "
+        f"burst, policy, max_wait, shadow; got {limit!r}"
+    )
 
 
-def _render_toml(cfg: FluxConfig) -> str:
-    lines: list[str] = []
+def _plain(value: Any) -> Any:
+    """``value`` as JSON carries it: enums by value, paths as text. Anything
+    else JSON cannot carry is sent as text, so that the schema names the key
+    whose type is wrong."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or infinity
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
-    def table(name: str, items: dict[str, Any]) -> None:
-        lines.append(f"[{name}]")
-        for key, value in items.items():
-            if value is not None:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value, f'{name}.{key}')}")
-        lines.append("")
 
+def _document(cfg: FluxConfig) -> dict[str, Any]:
     redis: dict[str, Any] = {"url": cfg.redis_url}
     if cfg.redis_url is None or any(
         v is not None for v in (cfg.redis_host, cfg.redis_port, cfg.redis_db)
@@ -214,10 +215,11 @@ def _render_toml(cfg: FluxConfig) -> str:
             password=cfg.redis_password,
         )
     redis.update(pool_size=cfg.pool_size, timeout_ms=cfg.timeout_ms, cluster=cfg.redis_cluster)
-    table("redis", redis)
-    table(
-        "flux",
-        {
+    defaults = _limit_items(cfg.rate_limit_defaults)
+    defaults.setdefault("policy", cfg.policy)
+    document = {
+        "redis": redis,
+        "flux": {
             "storage": "redis" if cfg.uses_redis else "memory",
             "key_prefix": cfg.key_prefix,
             "log_file": cfg.log_file,
@@ -227,10 +229,7 @@ def _render_toml(cfg: FluxConfig) -> str:
             "jitter_max_ms": cfg.jitter_max_ms,
             "ipv6_prefix": cfg.ipv6_prefix,
         },
-    )
-    table(
-        "analytics",
-        {
+        "analytics": {
             "enabled": cfg.analytics_enabled,
             "host": cfg.analytics_host,
             "port": cfg.analytics_port,
@@ -238,38 +237,48 @@ def _render_toml(cfg: FluxConfig) -> str:
             "retention": cfg.analytics_retention,
             "sample_rate": cfg.analytics_sample_rate,
         },
-    )
-    defaults = _limit_items(cfg.rate_limit_defaults)
-    defaults.setdefault("policy", cfg.policy)
-    table("rate_limit", {"policy": defaults.pop("policy"), **defaults})
-    for name, limit in cfg.rate_limits.items():
-        table(f"rate_limits.{_toml_key(name)}", _limit_items(limit))
-    return "\n".join(lines)
+        "rate_limit": defaults,
+        "rate_limits": {name: _limit_items(limit) for name, limit in cfg.rate_limits.items()},
+    }
+    return {
+        section: {k: _plain(v) for k, v in items.items() if v is not None}
+        for section, items in document.items()
+    }
 
 
 # --- reading the normalized JSON ---------------------------------------------
 
 
+def _limit_view(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved limit as Rust serialized it, with only what one would
+    write: ``requests`` and ``period`` for one rate, else ``rate``; ``burst``,
+    ``max_wait`` and ``shadow`` when they are not the defaults."""
+    several = ";" in raw.get("rate", "")
+    out: dict[str, Any] = {"policy": raw["policy"]}
+    if several:
+        out["rate"] = raw["rate"]
+    else:
+        out.update(requests=raw["requests"], period=raw["period"])
+    if raw.get("burst") is not None:
+        out["burst"] = raw["burst"]
+    if raw.get("max_wait"):
+        out["max_wait"] = raw["max_wait"]
+    if raw.get("shadow"):
+        out["shadow"] = True
+    return out
+
+
 def _from_json(data: Mapping[str, Any]) -> FluxConfig:
-    redis = data.get("redis", {})
-    flux = data.get("flux", {})
-    analytics = data.get("analytics", {})
-    default_limit = data.get("rate_limit", {})
+    redis = data["redis"]
+    flux = data["flux"]
+    analytics = data["analytics"]
+    default_limit = _limit_view(data["rate_limit"])
     url = redis.get("url")
-
-    def limit_dict(raw: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: raw[k] for k in ("policy", "requests", "period", "burst", "max_wait") if k in raw}
-        if out.get("burst") is None:
-            out.pop("burst", None)
-        if not out.get("max_wait"):
-            out.pop("max_wait", None)
-        return out
-
-    policy = default_limit.get("policy", "gcra")
+    policy_name = default_limit.pop("policy")
     try:
-        policy = RateLimitPolicy(policy)
-    except ValueError:
-        pass
+        policy: RateLimitPolicy | str = RateLimitPolicy(policy_name)
+    except ValueError:  # a policy this package predates: kept by name
+        policy = policy_name
     return FluxConfig(
         redis_url=url,
         # With a url the parts are not used (and may not be given at all).
@@ -278,30 +287,26 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         redis_db=None if url else redis.get("db"),
         redis_username=None if url else redis.get("username"),
         redis_password=None if url else redis.get("password"),
-        redis_cluster=bool(redis.get("cluster", False)),
-        pool_size=redis.get("pool_size", 5),
-        timeout_ms=redis.get("timeout_ms", 200),
-        storage=flux.get("storage"),
-        key_prefix=flux.get("key_prefix", "flux:"),
+        redis_cluster=bool(redis["cluster"]),
+        pool_size=redis["pool_size"],
+        timeout_ms=redis["timeout_ms"],
+        storage=flux["storage"],
+        key_prefix=flux["key_prefix"],
         log_file=flux.get("log_file"),
-        fail_silently=flux.get("fail_silently", True),
-        console_logging=flux.get("console_logging", False),
-        jitter_enabled=flux.get("jitter_enabled", True),
-        jitter_max_ms=flux.get("jitter_max_ms", 500),
-        ipv6_prefix=flux.get("ipv6_prefix", 64),
+        fail_silently=flux["fail_silently"],
+        console_logging=flux["console_logging"],
+        jitter_enabled=flux["jitter_enabled"],
+        jitter_max_ms=flux["jitter_max_ms"],
+        ipv6_prefix=flux["ipv6_prefix"],
         policy=policy,
-        rate_limit_defaults=RateLimitDefaults(
-            requests=default_limit.get("requests", 100),
-            period=default_limit.get("period", 60),
-            burst=default_limit.get("burst"),
-        ),
-        rate_limits={name: limit_dict(raw) for name, raw in data.get("rate_limits", {}).items()},
-        analytics_enabled=analytics.get("enabled", False),
-        analytics_host=analytics.get("host", "127.0.0.1"),
-        analytics_port=analytics.get("port", 4444),
-        analytics_stream=analytics.get("stream", "flux:events"),
-        analytics_retention=analytics.get("retention", 100_000),
-        analytics_sample_rate=analytics.get("sample_rate", 1.0),
+        rate_limit_defaults=RateLimitDefaults(**default_limit),
+        rate_limits={name: _limit_view(raw) for name, raw in data["rate_limits"].items()},
+        analytics_enabled=analytics["enabled"],
+        analytics_host=analytics["host"],
+        analytics_port=analytics["port"],
+        analytics_stream=analytics["stream"],
+        analytics_retention=analytics["retention"],
+        analytics_sample_rate=analytics["sample_rate"],
         origin=data.get("origin"),
     )
 
@@ -311,17 +316,23 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
 _natives: dict[str, _ffi.Config] = {}
 
 
+def identity(cfg: FluxConfig) -> str:
+    """What tells one configuration from another: its data, as the JSON
+    Rust is given (equal configurations share a native handle and a store)."""
+    return json.dumps(_document(cfg), sort_keys=True, separators=(",", ":"))
+
+
 def native(cfg: FluxConfig) -> tuple[str, _ffi.Config]:
-    """The validated Rust configuration for ``cfg`` and the TOML text it came
-    from (which identifies it: equal texts share one store)."""
-    text = cfg.to_toml()
-    handle = _natives.get(text)
+    """``cfg``'s identity and its validated native configuration: the one
+    it was loaded from, or made from its data on first use."""
+    key = identity(cfg)
+    handle = _natives.get(key)
     if handle is None:
         origin = cfg.origin if cfg.origin else "FluxConfig"
         # No lock (one held by another thread when the process forks would
-        # stay held in the child): two threads may both parse, one is kept.
-        handle = _natives.setdefault(text, _ffi.Config.from_toml(text, origin))
-    return text, handle
+        # stay held in the child): two threads may both make it, one is kept.
+        handle = _natives.setdefault(key, _ffi.Config.from_json(key, origin))
+    return key, handle
 
 
 def validate(cfg: FluxConfig) -> FluxConfig:
@@ -334,7 +345,10 @@ def validate(cfg: FluxConfig) -> FluxConfig:
 
 
 def _load_native(handle: _ffi.Config) -> FluxConfig:
-    return FluxConfig.from_json(json.loads(handle.to_json()))
+    """The FluxConfig ``handle`` holds; the handle is kept for it."""
+    cfg = FluxConfig.from_json(json.loads(handle.to_json()))
+    _natives.setdefault(identity(cfg), handle)
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None = None) -> FluxConfig:

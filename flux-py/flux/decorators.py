@@ -18,10 +18,10 @@ import time
 from typing import Any, Callable
 
 from . import frameworks
-from .config import FluxConfig, RateLimitPolicy
+from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .exceptions import RateLimitExceeded
 from .keys import client_key, remote_address
-from .limiter import RateLimiter, default_scope
+from .limiter import RateLimiter, _cost, limit_params
 
 #: The identity of calls made outside any framework with no ``key``: one
 #: limit shared by every caller of the function.
@@ -57,19 +57,22 @@ def rate_limit(
     if callable(name) and not isinstance(name, str):
         # Used bare, as @rate_limit.
         return rate_limit()(name)
-    explicit = any(v is not None for v in (requests, period, burst, policy)) or bool(max_wait)
-    # Built now so that a bad argument fails at decoration time.
-    checker = RateLimiter(
-        requests, period, burst=burst, policy=policy, max_wait=max_wait, config=config, name=name
+    cfg = config if config is not None else get_config()
+    params = limit_params(
+        requests, period, burst=burst, policy=policy, max_wait=max_wait or None
     )
-    cost = checker.check_cost(cost)
-    checker.close()  # its quota and config are all that is needed from it
-    identify = _key_function(key, checker.config.ipv6_prefix)
+    # Checked now, so that a bad argument fails where the decorator is written.
+    native(cfg)[1].default_scope(name, params, None)
+    cost = _cost(cost)
+    identify = _key_function(key, cfg.ipv6_prefix)
     limiters: dict[str, RateLimiter] = {}
+    # A limit taken from flux.toml as it is has the name for scope; one given
+    # in code is the view's own.
+    own = not name or bool(params.set)
 
     def limiter_for(func: Callable) -> RateLimiter:
-        base = None if (name and not explicit) else f"{func.__module__}.{func.__qualname__}"
-        scope = default_scope(name, checker.quota if base else None, base)
+        base = f"{func.__module__}.{func.__qualname__}" if own else None
+        scope = native(cfg)[1].default_scope(name, params, base)
         # Two identical limits stacked on one view are still two limits.
         below = getattr(func, "_flux_scopes", ())
         n = 1
@@ -80,16 +83,8 @@ def rate_limit(
         limiter = limiters.get(scope)
         if limiter is None:
             # Django's method_decorator decorates again on every call: reuse.
-            limiter = limiters[scope] = RateLimiter(
-                requests,
-                period,
-                burst=burst,
-                policy=policy,
-                max_wait=max_wait,
-                config=checker.config,
-                name=name,
-                scope=scope,
-            )
+            limiter = limiters[scope] = RateLimiter._with_params(cfg, name, params, scope, None)
+            limiter.check_cost(cost)
         return limiter
 
     def decorate(func: Callable) -> Callable:

@@ -6,11 +6,12 @@ up (a client told to come back in 0 s would come back too early).
 
 * ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` (seconds until the key
   is back to full), the de-facto headers.
-* ``RateLimit-Policy: "name";q=<requests>;w=<period>`` and
-  ``RateLimit: "name";r=<remaining>;t=<seconds>``, the IETF
-  draft-ietf-httpapi-ratelimit-headers structured fields. On a refusal ``t``
-  is the wait before this call would be admitted; otherwise the time until
-  the quota is whole again.
+* ``RateLimit-Policy: "name";q=<requests>;w=<period>``, one item per quota
+  (``"10per1";q=10;w=1, "1000per86400";q=1000;w=86400``), and
+  ``RateLimit: "name";r=<remaining>;t=<seconds>`` for the quota the
+  decision reports, the IETF draft-ietf-httpapi-ratelimit-headers
+  structured fields. On a refusal ``t`` is the wait before this call would
+  be admitted; otherwise the time until the quota is whole again.
 * ``Retry-After`` on refusals: at least 1 and never earlier than ``t``.
 """
 
@@ -31,20 +32,19 @@ def retry_after_seconds(result: RateLimitResult) -> int:
     return max(1, whole_seconds(result.retry_after))
 
 
-def _sf_string(name: str) -> str:
+def sf_string(name: str) -> str:
     # Structured-field strings allow printable ASCII with \\ and \" escaped.
     safe = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in name)
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def rate_limit_headers(result: RateLimitResult) -> dict[str, str]:
-    quota = result.quota
-    name = _sf_string(quota.policy_name)
+    name = sf_string(result.quota.policy_name)
     headers = {
         "X-RateLimit-Limit": str(result.limit),
         "X-RateLimit-Remaining": str(result.remaining),
         "X-RateLimit-Reset": str(whole_seconds(result.reset_after)),
-        "RateLimit-Policy": f"{name};q={quota.requests};w={max(1, whole_seconds(quota.period))}",
+        "RateLimit-Policy": result.policy_header,
     }
     if result.allowed:
         headers["RateLimit"] = f"{name};r={result.remaining};t={whole_seconds(result.reset_after)}"

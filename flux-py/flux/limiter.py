@@ -6,6 +6,7 @@ Python only passes the key (as bytes and a length) and reads the answer.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -13,20 +14,22 @@ from typing import Any
 from . import _ffi
 from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .exceptions import LimitError, RateLimitExceeded
-from .headers import rate_limit_headers
+from .headers import rate_limit_headers, sf_string, whole_seconds
 from ._store import Store, store_for
 
 
 @dataclass(frozen=True)
 class Quota:
-    """A limiter's resolved quota, as Rust validated it."""
+    """One quota of a limiter (one per rate), as Rust resolved it."""
 
     policy: str
     requests: int
     period: float
     burst: int
     max_wait: float
-    #: The name given in the IETF ``RateLimit-Policy`` header.
+    #: Its name in the IETF ``RateLimit-Policy`` header: the limit's name
+    #: (``"default"`` without one) for a limit of one rate, else the rate's
+    #: label, e.g. ``"10per1"``.
     policy_name: str = "default"
 
 
@@ -35,14 +38,25 @@ class RateLimitResult(_ffi.flux_decision):
     ``retry_after`` and ``delay`` (seconds, floats) and ``source``.
 
     It is the C ``flux_decision`` itself, filled in place by the library, so a
-    decision costs one allocation. ``quota`` is the limiter's quota.
+    decision costs one allocation. ``quotas`` are the limiter's; ``quota`` is
+    the one the decision reports (for a limit of several rates, the closest
+    to refusing, or the one that refused).
     """
 
-    quota: Quota = Quota("gcra", 0, 0.0, 0, 0.0)
+    quotas: tuple[Quota, ...] = (Quota("gcra", 0, 0.0, 0, 0.0),)
+    #: The ``RateLimit-Policy`` header, the same for every decision of a limiter.
+    policy_header: str = ""
+
+    @property
+    def quota(self) -> Quota:
+        quotas = self.quotas
+        index = self.quota_index
+        return quotas[index] if index < len(quotas) else quotas[0]
 
     @property
     def source(self) -> str:
-        """``"storage"``, or ``"fail_open"`` when Redis failed and the call was admitted."""
+        """``"storage"``; ``"fail_open"`` when Redis failed and the call was
+        admitted; ``"shadow"`` when a shadow limit would have refused it."""
         code = self.source_code
         return _ffi.SOURCES[code] if code < len(_ffi.SOURCES) else f"unknown({code})"
 
@@ -54,7 +68,7 @@ class RateLimitResult(_ffi.flux_decision):
     def __bool__(self) -> bool:
         return bool(self.allowed)
 
-    def _fields(self) -> tuple:
+    def _fields(self) -> tuple[Any, ...]:
         return (
             self.allowed,
             self.limit,
@@ -81,28 +95,36 @@ class RateLimitResult(_ffi.flux_decision):
         )
 
 
-def _policy_code(policy: RateLimitPolicy | str) -> int | str:
-    """The FFI code of a policy name; an unknown name is returned as is."""
-    name = policy.value if isinstance(policy, RateLimitPolicy) else policy
-    try:
-        return _ffi.POLICIES.index(name)
-    except ValueError:
-        return name
+#: What a limit may be given as: a rate string (``"10/second"``, several
+#: joined by ``;``) or a list of them.
+Rate = str | list[str] | tuple[str, ...]
 
 
-def _limit_params(requests, period, burst, policy, max_wait) -> _ffi.flux_limit_params:
-    """The explicit parts of a limit, for Rust to validate and complete.
-
-    Only types are checked here, so a bad value reaches Rust, whose message
-    names the argument."""
+def limit_params(
+    requests: Any = None,
+    period: Any = None,
+    *,
+    rate: Rate | None = None,
+    burst: Any = None,
+    policy: RateLimitPolicy | str | None = None,
+    max_wait: Any = None,
+    shadow: bool | None = None,
+) -> _ffi.flux_limit_params:
+    """The parts of a limit given in code, for Rust to validate and complete
+    over the configured limit. Only what C cannot carry is checked here (a
+    type, a whole number beyond 64 bits, a NUL); every value is Rust's to
+    judge, and its message names the argument."""
     params = _ffi.flux_limit_params()
     if policy is not None:
-        code = _policy_code(policy)
-        if isinstance(code, str):
-            allowed = ", ".join(f'"{p}"' for p in _ffi.POLICIES)
-            raise LimitError(f"policy must be one of {allowed}, got {code!r}")
+        name = policy.value if isinstance(policy, RateLimitPolicy) else policy
+        if not isinstance(name, str):
+            raise LimitError(f"policy must be a policy name, got {policy!r}")
+        _check_text("policy", name)
         params.set |= _ffi.PARAM_POLICY
-        params.policy = code
+        params.policy = _ffi.policy_code(name)
+    if rate is not None:
+        params.set |= _ffi.PARAM_RATE
+        params.rate = _rate_text(rate).encode("utf-8")
     if requests is not None:
         params.set |= _ffi.PARAM_REQUESTS
         params.requests = _whole("requests", requests)
@@ -112,10 +134,28 @@ def _limit_params(requests, period, burst, policy, max_wait) -> _ffi.flux_limit_
     if burst is not None:
         params.set |= _ffi.PARAM_BURST
         params.burst = _whole("burst", burst)
-    if max_wait:
+    if max_wait is not None:
         params.set |= _ffi.PARAM_MAX_WAIT
         params.max_wait = _seconds("max_wait", max_wait)
+    if shadow is not None:
+        if not isinstance(shadow, bool):
+            raise LimitError(f"shadow must be True or False, got {shadow!r}")
+        params.set |= _ffi.PARAM_SHADOW
+        params.shadow = shadow
     return params
+
+
+def _rate_text(rate: Any) -> str:
+    if isinstance(rate, str):
+        text = rate
+    elif isinstance(rate, (list, tuple)) and all(isinstance(r, str) for r in rate):
+        text = ";".join(rate)
+    else:
+        raise LimitError(
+            f'rate must be a rate string such as "10/second" or a list of them, got {rate!r}'
+        )
+    _check_text("rate", text)
+    return text
 
 
 def _whole(name: str, value: Any) -> int:
@@ -145,6 +185,16 @@ def _seconds(name: str, value: Any) -> float:
 _MAX_COST = 2**64 - 1
 
 
+def _cost(cost: Any) -> int:
+    """``cost`` as C carries it; whether a limit can ever admit it is Rust's
+    to say, when the call is decided."""
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
+    if not 0 <= cost <= _MAX_COST:
+        raise LimitError(f"cost must be a whole number from 1 to 2**64 - 1, got {cost}")
+    return cost
+
+
 def _check_text(name: str, value: str | None) -> None:
     """A name handed to C as a NUL-terminated string: a NUL inside would cut it short."""
     if value is not None and "\0" in value:
@@ -167,19 +217,31 @@ def _key_bytes(key: Any) -> bytes:
     raise TypeError(f"a rate limit key must be str or bytes, got {type(key).__name__}")
 
 
+def _label(info: _ffi.flux_quota_info) -> str:
+    """A rate's label, as Rust writes it in keys: ``10per1``, ``2per0.5``."""
+    period = info.period
+    return f"{info.requests}per{int(period) if period.is_integer() else repr(period)}"
+
+
 class RateLimiter:
     """A limit on a store: ``hit(key)`` decides one call for ``key``.
 
     ``RateLimiter(100, 60)`` admits 100 calls per 60 s per key (a burst of
-    100 by default). Arguments left out come from ``[rate_limit]`` of the
-    configuration, or from ``[rate_limits.NAME]`` with ``name=`` (or
-    :meth:`from_config`). Every argument is validated by the Rust core now,
-    not at the first call: a bad one raises ``LimitError`` (a ``ValueError``)
-    naming it.
+    100 by default); ``RateLimiter(rate="10/second;1000/day")`` admits a call
+    only when every rate does, and then charges every one. Arguments left
+    out come from ``[rate_limit]`` of the configuration, or from
+    ``[rate_limits.NAME]`` with ``name=`` (or :meth:`from_config`). Every
+    argument is validated by the Rust core now, not at the first call: a bad
+    one raises ``LimitError`` (a ``ValueError``) naming it.
+
+    ``shadow=True`` admits every call, charging only those the limit would
+    admit; the others say ``source == "shadow"``.
 
     The store is the process-wide one of ``config`` (default: the loaded
     flux.toml), made on first use. ``scope`` is the namespace of this
-    limiter's keys; limiters with the same scope and policy share state.
+    limiter's keys; limiters with the same scope and policy share state. By
+    default it is the limit's name, tagged with its numbers when they were
+    given in code.
     """
 
     def __init__(
@@ -187,38 +249,74 @@ class RateLimiter:
         requests: int | None = None,
         period: float | None = None,
         *,
+        rate: Rate | None = None,
         burst: int | None = None,
         policy: RateLimitPolicy | str | None = None,
-        max_wait: float = 0,
+        max_wait: float | None = None,
+        shadow: bool | None = None,
         config: FluxConfig | None = None,
         name: str | None = None,
         scope: str | None = None,
     ) -> None:
+        params = limit_params(
+            requests,
+            period,
+            rate=rate,
+            burst=burst,
+            policy=policy,
+            max_wait=max_wait or None,
+            shadow=shadow,
+        )
+        self._build(config, name, params, scope, None)
+
+    @classmethod
+    def _with_params(
+        cls,
+        config: FluxConfig | None,
+        name: str | None,
+        params: _ffi.flux_limit_params,
+        scope: str | None,
+        base: str | None,
+    ) -> RateLimiter:
+        """A limiter of ``params`` (see :func:`limit_params`), in ``scope``,
+        or by default in ``base`` (e.g. the function it guards) tagged with
+        the limit's numbers."""
+        limiter = cls.__new__(cls)
+        limiter._build(config, name, params, scope, base)
+        return limiter
+
+    def _build(
+        self,
+        config: FluxConfig | None,
+        name: str | None,
+        params: _ffi.flux_limit_params,
+        scope: str | None,
+        base: str | None,
+    ) -> None:
         cfg = config if config is not None else get_config()
         _check_text("scope", scope)
         _check_text("name", name)
-        params = _limit_params(requests, period, burst, policy, max_wait)
         _, config_handle = native(cfg)
         store = store_for(cfg)
-        explicit = params.set != 0
-        # Validate first under a throwaway scope to learn the resolved quota,
-        # which names the default scope.
-        handle = _ffi.Limiter.new(store.handle, config_handle, scope or "flux", name, params)
-        info = handle.quota()
-        quota = Quota(
-            policy=_ffi.POLICIES[info.policy] if info.policy < len(_ffi.POLICIES) else str(info.policy),
-            requests=info.requests,
-            period=info.period,
-            burst=info.burst,
-            max_wait=info.max_wait,
-            policy_name=name or "default",
-        )
         if scope is None:
-            scope = default_scope(name, quota if (explicit or name is None) else None)
-            handle = _ffi.Limiter.new(store.handle, config_handle, scope, name, params)
+            scope = config_handle.default_scope(name, params, base)
+        handle = _ffi.Limiter.new(store.handle, config_handle, scope, name, params)
+        infos = handle.quotas()
+        quotas = tuple(
+            Quota(
+                policy=_ffi.POLICIES[info.policy] if info.policy < len(_ffi.POLICIES) else str(info.policy),
+                requests=info.requests,
+                period=info.period,
+                burst=info.burst,
+                max_wait=info.max_wait,
+                policy_name=(name or "default") if len(infos) == 1 else _label(info),
+            )
+            for info in infos
+        )
         self.name = name
         self.scope = scope
-        self.quota = quota
+        self.quotas = quotas
+        self.quota = quotas[0]
         self.config = cfg
         self._store = store
         # The native limiter, passed as is to every call (which keeps it
@@ -234,7 +332,13 @@ class RateLimiter:
             else _ffi.flux_limiter_decide_endpoint
         )
         self._result_type = type(
-            "RateLimitResult", (RateLimitResult,), {"quota": quota, "__module__": __name__}
+            "RateLimitResult",
+            (RateLimitResult,),
+            {
+                "quotas": quotas,
+                "policy_header": policy_header(quotas),
+                "__module__": __name__,
+            },
         )
 
     @classmethod
@@ -274,22 +378,18 @@ class RateLimiter:
     def hit(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> RateLimitResult:
         """Decides one call of ``cost`` for ``key`` (and counts it when admitted).
 
-        ``endpoint`` gives the key a separate limit per endpoint, on this one
-        limiter (nothing is made per endpoint), and counts the decision under
-        the endpoint's name in the metrics; ``None`` or ``""`` is the
-        limiter's own limit, counted under its scope. Raises ``LimitError``
-        (a ``ValueError``) for a cost the limit can never admit, and
-        ``flux.exceptions.ConnectionError`` when Redis fails and
-        ``fail_silently`` is false. Never sleeps: an admitted
-        ``leaky_bucket`` call reports its wait in ``delay``.
+        ``endpoint`` gives ``key`` a separate limit per endpoint on this one
+        limiter, counted in the metrics under the endpoint's name. Several
+        rates decide together: admitted only when every one admits the call,
+        and then charged to every one; a refusal charges none.
         """
         cls = key.__class__
         if cls is str:
-            key = key.encode()
+            key = key.encode()  # type: ignore[union-attr]
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = self._cost(cost)
+            cost = _cost(cost)
         result = self._result_type()
         handle = self._handle
         if endpoint:
@@ -311,17 +411,54 @@ class RateLimiter:
             return self.hit(key, endpoint, cost)
         cls = key.__class__
         if cls is str:
-            key = key.encode()
+            key = key.encode()  # type: ignore[union-attr]
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = self._cost(cost)
+            cost = _cost(cost)
         handle = self._handle
         if handle is None:
             raise _ffi.closed_error()
         return await self._store.submit(
             handle, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )
+
+    def peek(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> RateLimitResult:
+        """What :meth:`hit` would answer now, without charging anything (and
+        without counting a decision in the metrics)."""
+        return self._apply(_ffi.OP_PEEK, key, endpoint, cost)
+
+    def refund(self, key: str | bytes, cost: int = 1, endpoint: str | None = None) -> RateLimitResult:
+        """Gives ``cost`` back to every rate of ``key``'s limit, never below
+        empty (a refund cannot admit more than the limit), and answers what
+        the next call of cost 1 would be told."""
+        return self._apply(_ffi.OP_REFUND, key, endpoint, cost)
+
+    def reset(self, key: str | bytes, endpoint: str | None = None) -> int:
+        """Forgets ``key``'s state (for ``endpoint``) under every rate: its
+        next call is decided as its first. Returns how many keys held one."""
+        key = _key_bytes(key)
+        ep = _endpoint_bytes(endpoint) if endpoint else None
+        removed = ctypes.c_uint64(0)
+        _ffi.flux_limiter_reset(
+            self._live(), ep, len(ep) if ep else 0, key, len(key), ctypes.byref(removed)
+        )
+        return removed.value
+
+    def _apply(self, op: int, key: Any, endpoint: str | None, cost: Any) -> RateLimitResult:
+        key = _key_bytes(key)
+        ep = _endpoint_bytes(endpoint) if endpoint else None
+        result = self._result_type()
+        _ffi.flux_limiter_apply(
+            self._live(), op, ep, len(ep) if ep else 0, key, len(key), _cost(cost), ctypes.byref(result)
+        )
+        return result
+
+    def _live(self) -> _ffi.Limiter:
+        handle = self._handle
+        if handle is None:
+            raise _ffi.closed_error()
+        return handle
 
     def is_allowed(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> bool:
         return bool(self.hit(key, endpoint, cost).allowed)
@@ -347,25 +484,8 @@ class RateLimiter:
 
     def check_cost(self, cost: Any) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
-        cost = self._cost(cost)
-        handle = self._handle
-        if handle is None:
-            raise _ffi.closed_error()
-        _ffi.flux_limiter_check_cost(handle, cost)
-        return cost
-
-    def _cost(self, cost: Any) -> int:
-        """``cost`` as the library takes it; what it can weigh is Rust's to check."""
-        if isinstance(cost, bool) or not isinstance(cost, int):
-            raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
-        if cost < 1:
-            raise LimitError(f"cost must be at least 1, got {cost}")
-        if cost > _MAX_COST:
-            # The burst in force is the most any policy holds at once (a
-            # window policy's burst is its requests).
-            raise LimitError(
-                f"cost {cost} can never be admitted: the limit holds at most {self.quota.burst} at once"
-            )
+        cost = _cost(cost)
+        _ffi.flux_limiter_check_cost(self._live(), cost)
         return cost
 
     # --- lifetime ---
@@ -395,26 +515,13 @@ class RateLimiter:
         )
 
 
-def default_scope(name: str | None, quota: Quota | None, base: str | None = None) -> str:
-    """The namespace of a limiter's keys: its name (or ``base``, a view's
-    module.qualname), plus its rate when that was given in code, so two
-    limits on one view never share state."""
-    head = base or name or "default"
-    if quota is None:
-        return head
-    rate = f"{quota.requests}/{_exact(quota.period)}s"
-    if quota.burst != quota.requests:
-        rate += f"+b{quota.burst}"
-    if quota.max_wait:
-        rate += f"+w{_exact(quota.max_wait)}"
-    return f"{head}@{rate}"
-
-
-def _exact(seconds: float) -> str:
-    """``60`` for 60.0, ``0.5`` for 0.5: the shortest text that reads back as
-    the same double, so two periods never share a scope (``:g`` kept six
-    digits, and 1,000,000 s and 1,000,001 s both read ``1e+06``)."""
-    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
+def policy_header(quotas: tuple[Quota, ...]) -> str:
+    """The IETF ``RateLimit-Policy`` header of a limiter: every quota, by
+    name, with its requests (``q``) and window in whole seconds (``w``)."""
+    return ", ".join(
+        f"{sf_string(q.policy_name)};q={q.requests};w={max(1, whole_seconds(q.period))}"
+        for q in quotas
+    )
 
 
 def preload_scripts(config: FluxConfig | None = None) -> None:
@@ -427,4 +534,4 @@ def store_of(limiter: RateLimiter) -> Store:
     return limiter._store
 
 
-__all__ = ["RateLimiter", "RateLimitResult", "Quota", "preload_scripts", "default_scope"]
+__all__ = ["RateLimiter", "RateLimitResult", "Quota", "preload_scripts", "limit_params"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from urllib.parse import quote, unquote
 
 import pytest
 
 import flux.config
+from flux import _ffi
 from flux.config import FluxConfig, RateLimitPolicy, get_config, load_config, reload_config
 from flux.exceptions import ConfigError
 from flux import RateLimiter
@@ -54,11 +57,16 @@ def test_load_config_fills_every_field(tmp_path, monkeypatch):
     assert (cfg.analytics_enabled, cfg.analytics_port, cfg.analytics_stream) == (False, 4444, "flux:events")
 
 
-def test_loaded_config_renders_back_to_the_same_config(tmp_path, monkeypatch):
+def test_a_loaded_config_keeps_its_handle_and_its_data_loads_back_the_same(tmp_path, monkeypatch):
     monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
     cfg = load_config(write(tmp_path, GOOD))
-    again = load_config(write(tmp_path, cfg.to_toml(), "again.toml"))
-    assert again == cfg
+    _, handle = flux.config.native(cfg)
+    # Equal data finds the handle the file was loaded into: not parsed again.
+    assert flux.config.native(dataclasses.replace(cfg))[1] is handle
+    again = _ffi.Config.from_json(flux.config.identity(cfg), "again")
+    assert FluxConfig.from_json(json.loads(again.to_json())) == cfg
+    changed = dataclasses.replace(cfg, key_prefix="other:")
+    assert flux.config.native(changed)[1] is not handle
 
 
 @pytest.mark.parametrize(
@@ -252,9 +260,9 @@ def test_no_password_in_log_lines(dead_redis_url, prefix, caplog):
     ],
 )
 def test_integers_beyond_their_type_are_refused_by_key_not_wrapped(field, key, value):
-    """Settings reach Rust as TOML text, never as C integers: a value beyond
+    """Settings reach Rust as JSON data, never as C integers: a value beyond
     its key's type is an error naming the key, not a number cut to fit."""
-    with pytest.raises(ConfigError, match=rf"FluxConfig:\d+: {key}: must be .*, got {value}$"):
+    with pytest.raises(ConfigError, match=rf"FluxConfig: {key}: must be .*, got {value}$"):
         flux.config.validate(FluxConfig(**{field: value}))
 
 

@@ -155,8 +155,11 @@ def test_bare_decorator_uses_the_default_limit(config):
     ],
 )
 def test_bad_arguments_raise_at_decoration_time(kwargs, argument):
+    def view():
+        return "ok"
+
     with pytest.raises(ValueError) as caught:
-        rate_limit(**kwargs)
+        rate_limit(**kwargs)(view)
     assert argument in str(caught.value).split(" ")[0] or str(caught.value).startswith(argument), str(caught.value)
 
 

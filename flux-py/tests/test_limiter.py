@@ -265,19 +265,34 @@ def test_result_is_readable(memory_config):
 @pytest.mark.parametrize("cost", [2**64, 2**64 + 1, 2**65 + 3, 10**30])
 def test_a_cost_too_large_for_the_library_is_refused_not_wrapped(cost, config):
     limiter = RateLimiter(3, 60, config=config)
+    message = f"cost must be a whole number from 1 to 2**64 - 1, got {cost}"
     with pytest.raises(LimitError) as caught:
         limiter.hit("k", cost=cost)
-    assert str(caught.value) == f"cost {cost} can never be admitted: the limit holds at most 3 at once"
-    with pytest.raises(LimitError, match=f"cost {cost} can never"):
-        limiter.check_cost(cost)
-    with pytest.raises(LimitError, match=f"cost {cost} can never"):
-        limiter.require("k", endpoint="e", cost=cost)
+    assert str(caught.value) == message
+    for refuse in (limiter.check_cost, lambda c: limiter.require("k", endpoint="e", cost=c)):
+        with pytest.raises(LimitError) as caught:
+            refuse(cost)
+        assert str(caught.value) == message
+    assert limiter.hit("k").remaining == 2, "nothing was charged"
+
+
+def test_costs_the_limit_can_never_admit_are_refused_with_the_cores_message(config):
+    limiter = RateLimiter(3, 60, config=config)
+    for cost in (4, 2**64 - 1):
+        with pytest.raises(LimitError) as caught:
+            limiter.hit("k", cost=cost)
+        assert str(caught.value) == f"cost {cost} can never be admitted: the limit holds at most 3 at once"
+    with pytest.raises(LimitError) as caught:
+        limiter.hit("k", cost=0)
+    assert str(caught.value).startswith("cost must be at least 1"), caught.value
     assert limiter.hit("k").remaining == 2, "nothing was charged"
 
 
 def test_a_cost_too_large_is_refused_by_ahit_too(config):
     limiter = RateLimiter(3, 60, config=config)
-    with pytest.raises(LimitError, match="can never be admitted"):
+    with pytest.raises(LimitError):
+        asyncio.run(limiter.ahit("k", cost=4))
+    with pytest.raises(LimitError, match="from 1 to 2\\*\\*64 - 1"):
         asyncio.run(limiter.ahit("k", cost=2**64 + 1))
 
 
@@ -305,13 +320,13 @@ def test_a_nul_in_a_scope_or_name_is_refused(argument, memory_config):
 
 
 def test_scopes_are_exact_for_any_period(memory_config):
-    from flux.limiter import default_scope
-
     day, longer = RateLimiter(1, 1_000_000, config=memory_config), RateLimiter(1, 1_000_001, config=memory_config)
     assert day.scope != longer.scope
     assert day.hit("k").allowed and longer.hit("k").allowed
-    assert default_scope("v", RateLimiter(5, 60, config=memory_config).quota) == "v@5/60s"
-    assert default_scope("v", RateLimiter(5, 0.5, config=memory_config).quota) == "v@5/0.5s"
+    assert RateLimiter(5, 60, config=memory_config).scope == "default@5/60s"
+    assert RateLimiter(5, 0.5, config=memory_config).scope == "default@5/0.5s"
+    assert RateLimiter(5, 60, burst=9, config=memory_config).scope == "default@5/60s+b9"
+    assert RateLimiter(rate="3/second;5/minute", config=memory_config).scope == "default@3/1s;5/60s"
     a = RateLimiter(1, 2, policy="leaky_bucket", max_wait=1_000_000, config=memory_config)
     b = RateLimiter(1, 2, policy="leaky_bucket", max_wait=1_000_001, config=memory_config)
     assert a.scope != b.scope
