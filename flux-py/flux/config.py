@@ -67,6 +67,10 @@ class FluxConfig:
     redis_username: str | None = None
     redis_password: str | None = field(default=None, repr=False)
     redis_cluster: bool = False
+    # Redis Sentinel: the sentinels' "host:port" addresses and the master's name
+    # (instead of redis_host and redis_port; or a redis+sentinel:// redis_url).
+    redis_sentinel: list[str] | None = None
+    redis_master_name: str | None = None
     pool_size: int = 5
     timeout_ms: int = 200
     # [flux]
@@ -108,7 +112,8 @@ class FluxConfig:
     def uses_redis(self) -> bool:
         if self.storage is not None:
             return self.storage == "redis"
-        return any(v is not None for v in (self.redis_url, self.redis_host, self.redis_port))
+        addresses = (self.redis_url, self.redis_host, self.redis_port, self.redis_sentinel)
+        return any(v is not None for v in addresses)
 
     def to_toml(self) -> str:
         """This configuration as flux.toml text, every setting explicit."""
@@ -174,6 +179,8 @@ def _toml_value(value: Any, where: str) -> str:
     if isinstance(value, (str, os.PathLike)):
         # JSON strings with ASCII escapes are valid TOML basic strings.
         return json.dumps(os.fspath(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
     # Anything else is written as a string, so the schema reports the wrong type
     # with the key's name instead of this renderer failing.
     return json.dumps(str(value))
@@ -213,6 +220,7 @@ def _render_toml(cfg: FluxConfig) -> str:
             username=cfg.redis_username,
             password=cfg.redis_password,
         )
+    redis.update(sentinel=cfg.redis_sentinel, master_name=cfg.redis_master_name)
     redis.update(pool_size=cfg.pool_size, timeout_ms=cfg.timeout_ms, cluster=cfg.redis_cluster)
     table("redis", redis)
     table(
@@ -256,6 +264,9 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
     analytics = data.get("analytics", {})
     default_limit = data.get("rate_limit", {})
     url = redis.get("url")
+    sentinel = redis.get("sentinel") or None
+    # With a url or sentinels, the host and port are not used (and may not be given).
+    parts = url is None and sentinel is None
 
     def limit_dict(raw: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: raw[k] for k in ("policy", "requests", "period", "burst", "max_wait") if k in raw}
@@ -272,13 +283,14 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         pass
     return FluxConfig(
         redis_url=url,
-        # With a url the parts are not used (and may not be given at all).
-        redis_host=None if url else redis.get("host"),
-        redis_port=None if url else redis.get("port"),
+        redis_host=redis.get("host") if parts else None,
+        redis_port=redis.get("port") if parts else None,
         redis_db=None if url else redis.get("db"),
         redis_username=None if url else redis.get("username"),
         redis_password=None if url else redis.get("password"),
         redis_cluster=bool(redis.get("cluster", False)),
+        redis_sentinel=sentinel,
+        redis_master_name=redis.get("master_name"),
         pool_size=redis.get("pool_size", 5),
         timeout_ms=redis.get("timeout_ms", 200),
         storage=flux.get("storage"),

@@ -131,6 +131,22 @@ def test_config_in_code_is_validated_by_the_same_schema():
         flux.config.validate(FluxConfig(redis_url="http://nope"))
 
 
+def test_sentinel_in_code_and_in_a_file_is_the_same_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
+    cfg = FluxConfig(redis_sentinel=["10.0.0.1:26379", "10.0.0.2:26379"], redis_master_name="mymaster",
+                     redis_password="pw", redis_db=2)
+    assert cfg.uses_redis
+    assert flux.config.validate(cfg) == cfg
+    loaded = load_config(write(tmp_path, cfg.to_toml()))
+    assert (loaded.redis_sentinel, loaded.redis_master_name) == (["10.0.0.1:26379", "10.0.0.2:26379"], "mymaster")
+    assert (loaded.redis_host, loaded.redis_port, loaded.redis_db) == (None, None, 2)
+    assert load_config(write(tmp_path, loaded.to_toml(), "again.toml")) == loaded
+    with pytest.raises(ConfigError, match=r"redis\.master_name: must be set with sentinel"):
+        flux.config.validate(FluxConfig(redis_sentinel=["10.0.0.1:26379"]))
+    with pytest.raises(ConfigError, match=r"redis\.sentinel: .*leave out host"):
+        flux.config.validate(FluxConfig(redis_sentinel=["h:1"], redis_master_name="m", redis_host="h"))
+
+
 def test_policy_enum_and_strings_both_work():
     cfg = FluxConfig(policy="fixed_window", key_prefix="enum-a:")
     assert RateLimiter(config=cfg).policy == "fixed_window"

@@ -23,6 +23,7 @@ mod cluster;
 mod connection;
 mod error;
 mod scripts;
+mod sentinel;
 mod store;
 mod target;
 

@@ -46,6 +46,8 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
         ("redis", "username" | "password") => "a string",
         ("redis", "pool_size") => "a whole number of connections of at least 1",
         ("redis", "timeout_ms") => "a whole number of milliseconds of at least 1",
+        ("redis", "sentinel") => "a list of \"host:port\" addresses of sentinels",
+        ("redis", "master_name") => "the master's name in quotes",
         ("flux", "storage") => "\"memory\" or \"redis\"",
         ("flux", "key_prefix") | ("analytics", "stream") => "a string",
         ("flux", "log_file") => "a file path in quotes",
@@ -71,11 +73,13 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
     Some(words.to_owned())
 }
 
-const URL_SCHEMES: [&str; 6] = [
+const URL_SCHEMES: [&str; 8] = [
     "redis",
     "rediss",
     "redis+cluster",
     "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
     "redis+unix",
     "unix",
 ];
