@@ -11,6 +11,7 @@ mod decision;
 mod key;
 mod limit;
 mod limiter;
+mod local_cache;
 mod memory;
 pub mod policy;
 mod quota;
@@ -18,7 +19,7 @@ mod rate;
 mod store;
 mod warnings;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use decision::{Decision, Source};
 pub use key::{endpoint_storage_key, hash_tag, key_in, storage_key, IdentityTag, ENDPOINT_MARKER};
 pub use limit::{Limit, LimitSpec};

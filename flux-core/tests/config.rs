@@ -181,6 +181,7 @@ fn no_file_means_memory_storage_and_the_documented_defaults() {
     assert!(!config.flux.console_logging);
     assert_eq!(config.flux.jitter_max_ms, 500);
     assert_eq!(config.flux.ipv6_prefix, 64);
+    assert_eq!(config.flux.local_cache_size, 10_000);
     assert!(!config.analytics.enabled);
     assert_eq!(
         (config.analytics.host.as_str(), config.analytics.port),
@@ -462,6 +463,17 @@ fn sentinel_keys_say_what_is_wrong() {
     ] {
         assert_eq!(error(&text), says, "{text}");
     }
+}
+
+#[test]
+fn the_local_cache_size_is_a_count_of_entries() {
+    let off = parse("[flux]\nlocal_cache_size = 0\n").unwrap();
+    assert_eq!(off.flux.local_cache_size, 0);
+    assert_eq!(
+        error("[flux]\nlocal_cache_size = -1\n"),
+        "flux.toml:2: flux.local_cache_size: must be a whole number of entries of at least 0 \
+         (0 turns the local deny cache off), got -1"
+    );
 }
 
 #[test]
@@ -1000,7 +1012,7 @@ requests = 5
     assert_eq!(
         bad(r#"{"flux": {"bogus": 1}}"#),
         "FluxConfig: flux.bogus: unknown key; [flux] allows storage, key_prefix, log_file, \
-         fail_silently, console_logging, jitter_enabled, jitter_max_ms, ipv6_prefix"
+         fail_silently, console_logging, jitter_enabled, jitter_max_ms, ipv6_prefix, local_cache_size"
     );
     assert_eq!(
         bad(r#"{"redis": {"url": "http://u:s3cret@host"}}"#),

@@ -42,6 +42,7 @@ console_logging = false     # log Flux's messages to stderr
 jitter_enabled = true       # spread Retry-After so refused clients do not return at once
 jitter_max_ms = 500         # the most jitter added, in milliseconds
 ipv6_prefix = 64            # an IPv6 client is its /64 by default (1 to 128; 128: the full address)
+local_cache_size = 10000    # refusals answered in-process until their Retry-After passes (Redis only; 0: off)
 
 # -----------------------------------------------------------------------------
 # Analytics: counters per endpoint, a Redis stream and a /metrics server.

@@ -82,6 +82,7 @@ class FluxConfig:
     jitter_enabled: bool = True
     jitter_max_ms: int = 500
     ipv6_prefix: int = 64  # leading bits of an IPv6 peer that identify a client
+    local_cache_size: int = 10_000  # refusals answered in-process (Redis only); 0: off
     # [rate_limit] and [rate_limits.NAME]
     policy: RateLimitPolicy | str = RateLimitPolicy.GCRA
     rate_limit_defaults: RateLimitDefaults = field(default_factory=RateLimitDefaults)
@@ -234,6 +235,7 @@ def _render_toml(cfg: FluxConfig) -> str:
             "jitter_enabled": cfg.jitter_enabled,
             "jitter_max_ms": cfg.jitter_max_ms,
             "ipv6_prefix": cfg.ipv6_prefix,
+            "local_cache_size": cfg.local_cache_size,
         },
     )
     table(
@@ -301,6 +303,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         jitter_enabled=flux.get("jitter_enabled", True),
         jitter_max_ms=flux.get("jitter_max_ms", 500),
         ipv6_prefix=flux.get("ipv6_prefix", 64),
+        local_cache_size=flux.get("local_cache_size", 10_000),
         policy=policy,
         rate_limit_defaults=RateLimitDefaults(
             requests=default_limit.get("requests", 100),

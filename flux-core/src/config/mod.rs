@@ -276,6 +276,9 @@ pub struct FluxSettings {
     /// by default (1 to 128): one network hands out a whole /64 (or more),
     /// so the full address would let a client rotate through its own keys.
     pub ipv6_prefix: u8,
+    /// Refusals this process answers itself until their `retry_after` has
+    /// passed, without asking the store; 0 turns the local deny cache off.
+    pub local_cache_size: usize,
 }
 
 impl Default for FluxSettings {
@@ -289,6 +292,7 @@ impl Default for FluxSettings {
             jitter_enabled: true,
             jitter_max_ms: 500,
             ipv6_prefix: 64,
+            local_cache_size: 10_000,
         }
     }
 }

@@ -53,6 +53,9 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
         ("flux", "log_file") => "a file path in quotes",
         ("flux", "jitter_max_ms") => "a whole number of milliseconds of at least 0",
         ("flux", "ipv6_prefix") => "a prefix length from 1 to 128",
+        ("flux", "local_cache_size") => {
+            "a whole number of entries of at least 0 (0 turns the local deny cache off)"
+        }
         ("analytics", "retention") => "a whole number of events of at least 1",
         ("analytics", "sample_rate") => "a number from 0.0 to 1.0",
         ("rate_limit", "policy") => return Some(format!("one of {}", Policy::allowed_names())),
