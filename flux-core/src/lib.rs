@@ -12,6 +12,7 @@ pub mod fork;
 mod key;
 mod limit;
 mod limiter;
+mod local_cache;
 mod memory;
 pub mod policy;
 mod quota;
@@ -19,7 +20,7 @@ mod rate;
 mod store;
 mod warnings;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use decision::{Decision, Source};
 pub use key::{endpoint_storage_key, hash_tag, key_in, storage_key, IdentityTag, ENDPOINT_MARKER};
 pub use limit::{Limit, LimitSpec};

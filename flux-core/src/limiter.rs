@@ -7,7 +7,10 @@
 //! and applies what the configuration says around the store's answer:
 //! failing open when the store is unavailable and `fail_silently` is set,
 //! admitting what a shadow limit would refuse, and spreading the
-//! `retry_after` of refused calls by a random jitter.
+//! `retry_after` of refused calls by a random jitter. A backend may keep a
+//! local deny cache ([`Backend::with_local_cache`]): refusals are then
+//! answered in-process until their `retry_after` has passed, exactly as the
+//! store would answer them (see `local_cache.rs` for why that is exact).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -25,6 +28,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +40,7 @@ use crate::analytics::{Analytics, Event, LimiterSeries};
 use crate::config::{Config, ConfigError, Storage};
 use crate::fork;
 use crate::key::{key_in, IdentityTag};
+use crate::local_cache::{limit_fingerprint, LocalCache};
 use crate::warnings::Warnings;
 use crate::{
     Call, Clock, Decision, Limit, LimitSpec, MemoryStore, Op, Quota, QuotaError, Source, Store,
@@ -60,6 +65,8 @@ pub struct Backend {
     configured: Vec<Vec<Quota>>,
     /// Failing open and a busy store, said in the log once per interval.
     warnings: Warnings,
+    /// Refusals answered without asking the store; `None` when off.
+    local_cache: Option<LocalCache>,
 }
 
 /// What takes a backend's sampled decisions from its analytics' event queue
@@ -90,6 +97,7 @@ impl Backend {
             _keep: None,
             configured: Vec::new(),
             warnings: Warnings::default(),
+            local_cache: None,
         }
     }
 
@@ -98,6 +106,24 @@ impl Backend {
     pub fn with_warning_clock(mut self, clock: Arc<dyn Clock>) -> Backend {
         self.warnings = Warnings::with_clock(clock);
         self
+    }
+
+    /// The same backend answering refusals from a local deny cache of
+    /// `size` entries (0: none) until their `retry_after` has passed, timed
+    /// by `clock` (a [`crate::MonotonicClock`] outside tests; the same
+    /// `ManualClock` as the store's in tests).
+    ///
+    /// It saves a store call per refusal, so it pays on a store with round
+    /// trips (Redis); on the memory store a cache hit costs about what
+    /// deciding does, and it is better left off.
+    pub fn with_local_cache(mut self, size: usize, clock: Arc<dyn Clock>) -> Backend {
+        self.local_cache = LocalCache::new(size, clock);
+        self
+    }
+
+    /// How many refusals the local deny cache can hold (0 when it is off).
+    pub fn local_cache_capacity(&self) -> usize {
+        self.local_cache.as_ref().map_or(0, LocalCache::capacity)
     }
 
     /// A backend on a fresh memory store, counting every decision.
@@ -151,7 +177,11 @@ impl Backend {
 
     /// Forgets every key under `prefix`; returns how many.
     pub fn clear_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        self.store.clear_prefix(prefix)
+        let cleared = self.store.clear_prefix(prefix);
+        if let Some(cache) = &self.local_cache {
+            cache.clear();
+        }
+        cleared
     }
 }
 
@@ -195,6 +225,9 @@ pub struct Limiter {
     fail_silently: bool,
     /// The largest random delay added to a refused call's `retry_after`; 0 adds none.
     jitter_max_us: u64,
+    /// The limit's quotas, hashed: which limit an entry of the local deny
+    /// cache belongs to.
+    fingerprint: u64,
 }
 
 impl Limiter {
@@ -226,6 +259,7 @@ impl Limiter {
             })
             .collect();
         Ok(Limiter {
+            fingerprint: limit_fingerprint(&quotas),
             series: LimiterSeries::new(backend.analytics().clone(), scope),
             backend,
             limit,
@@ -359,11 +393,28 @@ impl Limiter {
     /// next call is decided as its first. Returns how many keys held one.
     pub fn reset(&self, endpoint: Option<&str>, identity: &[u8]) -> Result<u64, LimiterError> {
         let keys = self.keys(endpoint, identity);
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.backend
-            .store
-            .remove(&keys)
-            .map_err(LimiterError::Store)
+        let removed = {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            self.backend.store.remove(&keys)
+        };
+        self.forget_refusals(&keys[0]);
+        removed.map_err(LimiterError::Store)
+    }
+
+    /// The local deny cache, when refusals of this limiter may be answered
+    /// from it: never for a shadow limit, whose refusals admit.
+    fn local_cache(&self) -> Option<&LocalCache> {
+        match self.limit.shadow {
+            true => None,
+            false => self.backend.local_cache.as_ref(),
+        }
+    }
+
+    /// Forgets the cached refusals of the caller whose first key is `key`.
+    fn forget_refusals(&self, key: &str) {
+        if let Some(cache) = self.local_cache() {
+            cache.forget(key, self.fingerprint);
+        }
     }
 
     /// Counts a decision under its endpoint's series (and queues it as an
@@ -443,6 +494,38 @@ pub struct BatchRequest<'a> {
     pub op: Op,
 }
 
+impl BatchRequest<'_> {
+    /// The refusal the local deny cache holds for this call, if any;
+    /// `first_key` is the caller's key under the first quota.
+    fn cached_refusal(&self, first_key: &str) -> Option<Decision> {
+        let cache = self.limiter.local_cache()?;
+        match self.op {
+            Op::Decide | Op::Peek => cache.get(first_key, self.limiter.fingerprint, self.cost),
+            Op::Refund => None,
+        }
+    }
+
+    /// Tells the local deny cache what the store answered, asked at
+    /// `asked_at`: a refusal may be kept; a refund or an admission clears
+    /// the caller's entries, since the store would now tell a refused call
+    /// other fields (a refund perhaps no refusal at all).
+    fn remember(&self, first_key: &str, asked_at: u64, answer: &Result<Decision, StoreError>) {
+        let Some(cache) = self.limiter.local_cache() else {
+            return;
+        };
+        let fingerprint = self.limiter.fingerprint;
+        match (self.op, answer) {
+            (Op::Refund, _) | (Op::Decide, Ok(Decision { allowed: true, .. })) => {
+                cache.forget(first_key, fingerprint)
+            }
+            (Op::Decide | Op::Peek, Ok(decision)) => {
+                cache.put(first_key, fingerprint, self.cost, asked_at, decision)
+            }
+            (_, Err(_)) => {}
+        }
+    }
+}
+
 /// Applies many calls, on any mix of limiters, with one `apply_many` (one
 /// round trip on Redis) per store. Results are in the order of `requests`.
 pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, LimiterError>> {
@@ -458,15 +541,38 @@ pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limite
         .map(|keys| keys.iter().map(String::as_str).collect())
         .collect();
     let mut pending: Vec<usize> = Vec::with_capacity(requests.len());
+    // A call whose caller comes earlier in the batch is not answered from
+    // the cache: what the earlier one does (admitted, refunded) would
+    // change the answer.
+    let mut callers: HashSet<&str> = HashSet::new();
     for (i, request) in requests.iter().enumerate() {
         let checked = match request.op {
             Op::Refund if request.cost == 0 => Err(LimiterError::Cost(QuotaError::CostZero)),
             Op::Refund => Ok(()),
             Op::Decide | Op::Peek => request.limiter.check_cost(request.cost),
         };
-        match checked {
-            Ok(()) => pending.push(i),
-            Err(e) => results[i] = Some(Err(e)),
+        if let Err(e) = checked {
+            results[i] = Some(Err(e));
+            continue;
+        }
+        let first_key = keys[i][0].as_str();
+        let repeated = requests.len() > 1 && !callers.insert(first_key);
+        let cached = match repeated {
+            false => request.cached_refusal(first_key),
+            true => None,
+        };
+        match cached {
+            Some(decision) => {
+                let decision = request.limiter.finish(Ok(decision), request.op);
+                if let (Ok(decision), Op::Decide) = (&decision, request.op) {
+                    // No store call: nothing waited.
+                    request
+                        .limiter
+                        .record(request.endpoint, &keys[i], decision, Duration::ZERO);
+                }
+                results[i] = Some(decision);
+            }
+            None => pending.push(i),
         }
     }
     while let Some(&first) = pending.first() {
@@ -483,6 +589,7 @@ pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limite
                 op: requests[i].op,
             })
             .collect();
+        let asked_at = backend.local_cache.as_ref().map(LocalCache::now);
         let started = Instant::now();
         let answers = backend.store.apply_many(&calls);
         // Each decision of a batch waited for the whole batch.
@@ -490,6 +597,9 @@ pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limite
         debug_assert_eq!(answers.len(), group.len());
         for (&i, answer) in group.iter().zip(answers) {
             let request = &requests[i];
+            if let Some(asked_at) = asked_at {
+                request.remember(&keys[i][0], asked_at, &answer);
+            }
             let decision = request.limiter.finish(answer, request.op);
             if let (Ok(decision), Op::Decide) = (&decision, request.op) {
                 request

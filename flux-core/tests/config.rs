@@ -181,6 +181,7 @@ fn no_file_means_memory_storage_and_the_documented_defaults() {
     assert!(!config.flux.console_logging);
     assert_eq!(config.flux.jitter_max_ms, 500);
     assert_eq!(config.flux.ipv6_prefix, 64);
+    assert_eq!(config.flux.local_cache_size, 10_000);
     assert!(!config.analytics.enabled);
     assert_eq!(
         (config.analytics.host.as_str(), config.analytics.port),
@@ -248,7 +249,7 @@ fn flux_redis_url_replaces_the_address_and_defaults_storage_to_redis() {
     assert_eq!(
         bad.to_string(),
         "FLUX_REDIS_URL: must be a URL starting with redis://, rediss://, redis+cluster://, \
-         rediss+cluster://, redis+unix://, unix://, got \"http://cache:6379\""
+         rediss+cluster://, redis+sentinel://, rediss+sentinel://, redis+unix://, unix://, got \"http://cache:6379\""
     );
     assert_eq!(untouched, Config::default(), "a refused URL is not applied");
 }
@@ -395,6 +396,87 @@ fn cluster_comes_from_the_flag_or_the_url_scheme() {
 }
 
 #[test]
+fn sentinel_comes_from_the_url_scheme_or_the_sentinel_keys() {
+    let url =
+        parse("[redis]\nurl = \"redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2\"\n")
+            .unwrap();
+    assert!(url.redis.is_sentinel() && !url.redis.is_cluster());
+    assert_eq!(url.flux.storage, Storage::Redis);
+    let tls = parse("[redis]\nurl = \"rediss+sentinel://10.0.0.1:26379/mymaster\"\n").unwrap();
+    assert!(tls.redis.is_sentinel());
+
+    let keys = parse(
+        "[redis]\nsentinel = [\"10.0.0.1:26379\", \"[::1]:26380\"]\nmaster_name = \"mymaster\"\n\
+         password = \"pw\"\ndb = 2\n",
+    )
+    .unwrap();
+    assert!(keys.redis.is_sentinel());
+    assert_eq!(
+        keys.redis.url(),
+        "redis+sentinel://:pw@10.0.0.1:26379,[::1]:26380/mymaster/2"
+    );
+    assert_eq!(
+        keys.redis.display_url(),
+        "redis+sentinel://:***@10.0.0.1:26379,[::1]:26380/mymaster/2"
+    );
+}
+
+#[test]
+fn sentinel_keys_say_what_is_wrong() {
+    let head = "[redis]\nsentinel = [\"10.0.0.1:26379\"]\n";
+    for (text, says) in [
+        (
+            head.to_owned(),
+            "flux.toml:1: redis.master_name: must be set with sentinel: the name the sentinels \
+             monitor the master under (sentinel monitor NAME ...)",
+        ),
+        (
+            "[redis]\nmaster_name = \"m\"\n".to_owned(),
+            "flux.toml:2: redis.master_name: is only used with sentinel = [\"host:port\", ...] \
+             (a redis+sentinel:// URL names the master in its path)",
+        ),
+        (
+            "[redis]\nsentinel = []\nmaster_name = \"m\"\n".to_owned(),
+            "flux.toml:2: redis.sentinel: must name at least one sentinel, as in \
+             [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]",
+        ),
+        (
+            format!("{head}master_name = \"m\"\nhost = \"10.0.0.9\"\n"),
+            "flux.toml:2: redis.sentinel: the sentinels say where the master is: leave out host \
+             (db, username and password are the master's)",
+        ),
+        (
+            "[redis]\nsentinel = [\"10.0.0.1\"]\nmaster_name = \"m\"\n".to_owned(),
+            "flux.toml:2: redis.sentinel: must be a list of \"host:port\" addresses (port 1 to \
+             65535), got \"10.0.0.1\"",
+        ),
+        (
+            "[redis]\nsentinel = \"10.0.0.1:26379\"\n".to_owned(),
+            "flux.toml:2: redis.sentinel: must be a list of \"host:port\" addresses of sentinels, \
+             got \"10.0.0.1:26379\"",
+        ),
+        (
+            "[redis]\nurl = \"redis+sentinel://h:26379/m\"\ncluster = true\n".to_owned(),
+            "flux.toml:3: redis.cluster: Redis Sentinel watches one master, not a cluster: use \
+             one or the other",
+        ),
+    ] {
+        assert_eq!(error(&text), says, "{text}");
+    }
+}
+
+#[test]
+fn the_local_cache_size_is_a_count_of_entries() {
+    let off = parse("[flux]\nlocal_cache_size = 0\n").unwrap();
+    assert_eq!(off.flux.local_cache_size, 0);
+    assert_eq!(
+        error("[flux]\nlocal_cache_size = -1\n"),
+        "flux.toml:2: flux.local_cache_size: must be a whole number of entries of at least 0 \
+         (0 turns the local deny cache off), got -1"
+    );
+}
+
+#[test]
 fn debug_output_never_shows_a_password() {
     let config = parse("[redis]\nurl = \"redis://app:hunter2@cache:6379/0\"\n").unwrap();
     let debug = format!("{config:?}");
@@ -491,7 +573,7 @@ fn an_unknown_key_lists_the_keys_its_table_allows() {
     assert_eq!(
         error("[redis]\nhostname = \"cache\"\n"),
         "flux.toml:2: redis.hostname: unknown key; [redis] allows url, host, port, db, \
-         username, password, pool_size, timeout_ms, cluster"
+         username, password, pool_size, timeout_ms, cluster, sentinel, master_name"
     );
 }
 
@@ -648,7 +730,7 @@ fn a_redis_url_must_be_a_redis_url_and_stand_alone() {
     assert_eq!(
         error("[redis]\nurl = \"cache:6379\"\n"),
         "flux.toml:2: redis.url: must be a URL starting with redis://, rediss://, \
-         redis+cluster://, rediss+cluster://, redis+unix://, unix://, got \"cache:6379\""
+         redis+cluster://, rediss+cluster://, redis+sentinel://, rediss+sentinel://, redis+unix://, unix://, got \"cache:6379\""
     );
     assert_eq!(
         error("[redis]\nurl = \"redis://cache\"\nport = 6380\n"),
@@ -930,12 +1012,12 @@ requests = 5
     assert_eq!(
         bad(r#"{"flux": {"bogus": 1}}"#),
         "FluxConfig: flux.bogus: unknown key; [flux] allows storage, key_prefix, log_file, \
-         fail_silently, console_logging, jitter_enabled, jitter_max_ms, ipv6_prefix"
+         fail_silently, console_logging, jitter_enabled, jitter_max_ms, ipv6_prefix, local_cache_size"
     );
     assert_eq!(
         bad(r#"{"redis": {"url": "http://u:s3cret@host"}}"#),
         "FluxConfig: redis.url: must be a URL starting with redis://, rediss://, \
-         redis+cluster://, rediss+cluster://, redis+unix://, unix://, got \"http://u:***@host\""
+         redis+cluster://, rediss+cluster://, redis+sentinel://, rediss+sentinel://, redis+unix://, unix://, got \"http://u:***@host\""
     );
     assert!(bad("[1]").contains("must be an object of sections"));
     assert!(bad("{").contains("not valid JSON"));

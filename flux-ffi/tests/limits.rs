@@ -308,12 +308,25 @@ fn default_scopes_keep_limits_written_in_code_apart_and_named_ones_by_name() {
         (None, &none, None, "default@100/60s"),
         (Some("login"), &none, None, "login"),
         (Some("login"), &none, Some("app.views.login"), "login"),
-        (Some("login"), &burst, Some("app.views.login"), "app.views.login@5/300s+b9"),
-        (None, &several, Some("app.search"), "app.search@10/1s;1000/86400s"),
+        (
+            Some("login"),
+            &burst,
+            Some("app.views.login"),
+            "app.views.login@5/300s+b9",
+        ),
+        (
+            None,
+            &several,
+            Some("app.search"),
+            "app.search@10/1s;1000/86400s",
+        ),
         (None, &burst, None, "default@5/60s+b9"),
     ];
     for (name, params, base, scope) in cases {
-        assert_eq!(default_scope(config, name, params, base).as_deref(), Ok(scope));
+        assert_eq!(
+            default_scope(config, name, params, base).as_deref(),
+            Ok(scope)
+        );
     }
     // A bad limit fails as making its limiter would.
     let (code, message) = default_scope(config, Some("nope"), &none, None).unwrap_err();

@@ -13,7 +13,8 @@ TEMPLATE = """\
 # -----------------------------------------------------------------------------
 [redis]
 # A URL replaces host, port, db, username and password (leave those out then):
-# redis://user:password@host:6379/0, rediss:// for TLS, redis+cluster:// for a cluster.
+# redis://user:password@host:6379/0, rediss:// for TLS, redis+cluster:// for a cluster,
+# redis+sentinel://[:password@]host1:26379,host2:26379/mymaster[/db] for Redis Sentinel.
 # FLUX_REDIS_URL in the environment overrides the address.
 # url = "redis://127.0.0.1:6379/0"
 host = "127.0.0.1"          # Redis server host name or address
@@ -24,6 +25,9 @@ db = 0                      # database number (must be 0 with Redis Cluster)
 pool_size = 5               # connections kept open per process
 timeout_ms = 200            # upper bound on every Redis call, connecting included
 cluster = false             # speak the Redis Cluster protocol
+# Redis Sentinel, instead of host and port (db, username and password are the master's):
+# sentinel = ["10.0.0.1:26379", "10.0.0.2:26379"]  # sentinels asked where the master is
+# master_name = "mymaster"  # the name they monitor the master under
 
 # -----------------------------------------------------------------------------
 # Flux: how the limiter behaves around its store.
@@ -38,6 +42,7 @@ console_logging = false     # log Flux's messages to stderr
 jitter_enabled = true       # spread Retry-After so refused clients do not return at once
 jitter_max_ms = 500         # the most jitter added, in milliseconds
 ipv6_prefix = 64            # an IPv6 client is its /64 by default (1 to 128; 128: the full address)
+local_cache_size = 10000    # refusals answered in-process until their Retry-After passes (Redis only; 0: off)
 
 # -----------------------------------------------------------------------------
 # Analytics: counters per endpoint, a Redis stream and a /metrics server.

@@ -79,6 +79,10 @@ class FluxConfig:
     redis_username: str | None = None
     redis_password: str | None = field(default=None, repr=False)
     redis_cluster: bool = False
+    # Redis Sentinel: the sentinels' "host:port" addresses and the master's name
+    # (instead of redis_host and redis_port; or a redis+sentinel:// redis_url).
+    redis_sentinel: list[str] | None = None
+    redis_master_name: str | None = None
     pool_size: int = 5
     timeout_ms: int = 200
     # [flux]
@@ -90,6 +94,7 @@ class FluxConfig:
     jitter_enabled: bool = True
     jitter_max_ms: int = 500
     ipv6_prefix: int = 64  # leading bits of an IPv6 peer that identify a client
+    local_cache_size: int = 10_000  # refusals answered in-process (Redis only); 0: off
     # [rate_limit] and [rate_limits.NAME]
     policy: RateLimitPolicy | str = RateLimitPolicy.GCRA
     rate_limit_defaults: RateLimitDefaults = field(default_factory=RateLimitDefaults)
@@ -120,7 +125,8 @@ class FluxConfig:
     def uses_redis(self) -> bool:
         if self.storage is not None:
             return self.storage == "redis"
-        return any(v is not None for v in (self.redis_url, self.redis_host, self.redis_port))
+        addresses = (self.redis_url, self.redis_host, self.redis_port, self.redis_sentinel)
+        return any(v is not None for v in addresses)
 
     def to_document(self) -> dict[str, Any]:
         """This configuration as flux.toml's sections and keys (what
@@ -214,6 +220,7 @@ def _document(cfg: FluxConfig) -> dict[str, Any]:
             username=cfg.redis_username,
             password=cfg.redis_password,
         )
+    redis.update(sentinel=cfg.redis_sentinel, master_name=cfg.redis_master_name)
     redis.update(pool_size=cfg.pool_size, timeout_ms=cfg.timeout_ms, cluster=cfg.redis_cluster)
     defaults = _limit_items(cfg.rate_limit_defaults)
     defaults.setdefault("policy", cfg.policy)
@@ -228,6 +235,7 @@ def _document(cfg: FluxConfig) -> dict[str, Any]:
             "jitter_enabled": cfg.jitter_enabled,
             "jitter_max_ms": cfg.jitter_max_ms,
             "ipv6_prefix": cfg.ipv6_prefix,
+            "local_cache_size": cfg.local_cache_size,
         },
         "analytics": {
             "enabled": cfg.analytics_enabled,
@@ -275,19 +283,23 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
     default_limit = _limit_view(data["rate_limit"])
     url = redis.get("url")
     policy_name = default_limit.pop("policy")
+    sentinel = redis.get("sentinel") or None
+    # With a url or sentinels, the host and port are not used (and may not be given).
+    parts = url is None and sentinel is None
     try:
         policy: RateLimitPolicy | str = RateLimitPolicy(policy_name)
     except ValueError:  # a policy this package predates: kept by name
         policy = policy_name
     return FluxConfig(
         redis_url=url,
-        # With a url the parts are not used (and may not be given at all).
-        redis_host=None if url else redis.get("host"),
-        redis_port=None if url else redis.get("port"),
+        redis_host=redis.get("host") if parts else None,
+        redis_port=redis.get("port") if parts else None,
         redis_db=None if url else redis.get("db"),
         redis_username=None if url else redis.get("username"),
         redis_password=None if url else redis.get("password"),
         redis_cluster=bool(redis["cluster"]),
+        redis_sentinel=sentinel,
+        redis_master_name=redis.get("master_name"),
         pool_size=redis["pool_size"],
         timeout_ms=redis["timeout_ms"],
         storage=flux["storage"],
@@ -298,6 +310,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         jitter_enabled=flux["jitter_enabled"],
         jitter_max_ms=flux["jitter_max_ms"],
         ipv6_prefix=flux["ipv6_prefix"],
+        local_cache_size=flux["local_cache_size"],
         policy=policy,
         rate_limit_defaults=RateLimitDefaults(**default_limit),
         rate_limits={name: _limit_view(raw) for name, raw in data["rate_limits"].items()},
@@ -313,26 +326,43 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
 
 # --- the native side of a FluxConfig -----------------------------------------
 
-_natives: dict[str, _ffi.Config] = {}
+#: A FluxConfig's document (as sent) -> its identity and native handle.
+_natives: dict[str, tuple[str, _ffi.Config]] = {}
+#: Identity -> the one native handle kept for it.
+_handles: dict[str, _ffi.Config] = {}
 
 
-def identity(cfg: FluxConfig) -> str:
-    """What tells one configuration from another: its data, as the JSON
-    Rust is given (equal configurations share a native handle and a store)."""
-    return json.dumps(_document(cfg), sort_keys=True, separators=(",", ":"))
+def _canonical(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _adopt(handle: _ffi.Config) -> tuple[str, _ffi.Config, dict[str, Any]]:
+    """The identity of a native configuration (its data as Rust normalized
+    it: defaults filled in, inherited values resolved), the handle kept for
+    that identity, and the data."""
+    data = json.loads(handle.to_json())
+    identity = _canonical({k: v for k, v in data.items() if k != "origin"})
+    # No lock (one held by another thread when the process forks would stay
+    # held in the child): two threads may both make one, one is kept.
+    return identity, _handles.setdefault(identity, handle), data
 
 
 def native(cfg: FluxConfig) -> tuple[str, _ffi.Config]:
-    """``cfg``'s identity and its validated native configuration: the one
-    it was loaded from, or made from its data on first use."""
-    key = identity(cfg)
-    handle = _natives.get(key)
-    if handle is None:
-        origin = cfg.origin if cfg.origin else "FluxConfig"
-        # No lock (one held by another thread when the process forks would
-        # stay held in the child): two threads may both make it, one is kept.
-        handle = _natives.setdefault(key, _ffi.Config.from_json(key, origin))
-    return key, handle
+    """``cfg``'s identity (what tells configurations apart: equal ones share a
+    native handle and a store) and its validated native configuration: the
+    one it was loaded from, or one made from its data on first use."""
+    document = _canonical(_document(cfg))
+    found = _natives.get(document)
+    if found is None:
+        handle = _ffi.Config.from_json(document, cfg.origin or "FluxConfig")
+        identity, handle, _ = _adopt(handle)
+        found = _natives.setdefault(document, (identity, handle))
+    return found
+
+
+def identity(cfg: FluxConfig) -> str:
+    """What tells ``cfg`` from other configurations: its data as Rust sees it."""
+    return native(cfg)[0]
 
 
 def validate(cfg: FluxConfig) -> FluxConfig:
@@ -345,9 +375,11 @@ def validate(cfg: FluxConfig) -> FluxConfig:
 
 
 def _load_native(handle: _ffi.Config) -> FluxConfig:
-    """The FluxConfig ``handle`` holds; the handle is kept for it."""
-    cfg = FluxConfig.from_json(json.loads(handle.to_json()))
-    _natives.setdefault(identity(cfg), handle)
+    """The FluxConfig ``handle`` holds; the handle is kept for it, so the
+    configuration is not made again from its data."""
+    identity, handle, data = _adopt(handle)
+    cfg = FluxConfig.from_json(data)
+    _natives.setdefault(_canonical(_document(cfg)), (identity, handle))
     return cfg
 
 

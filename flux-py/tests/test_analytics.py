@@ -155,7 +155,9 @@ def test_with_redis_totals_and_events_reach_redis(redis_analytics, redis_server,
         if flushed.get("total") == 5 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert (flushed["allowed"], flushed["blocked"], flushed["fail_open"]) == (3, 2, 0)
+    # The second refusal is answered from the local deny cache, without Redis.
+    counts = (flushed["allowed"], flushed["blocked"], flushed["local_cache"], flushed["fail_open"])
+    assert counts == (3, 1, 1, 0)
     assert totals[0]["error"] is None
     assert doc["endpoints"][endpoint]["total"] == 5
     reply = redis_server.command("XLEN", redis_analytics.analytics_stream)
@@ -273,12 +275,14 @@ def test_decisions_are_labelled_by_their_endpoint_everywhere(
     limiter.hit("k")  # no endpoint: the limiter's scope
 
     text = get(analytics_port, "/metrics")[2]
-    assert requests_by_outcome(text, "search") == {"allowed": 3, "blocked": 2, "fail_open": 0, "local_cache": 0, "shadow": 0}
+    # The second refusal is answered from the local deny cache, without Redis.
+    assert requests_by_outcome(text, "search") == {"allowed": 3, "blocked": 1, "fail_open": 0, "local_cache": 1, "shadow": 0}
     assert histogram_count(text, "search") == 5
     assert requests_by_outcome(text, limiter.scope) == {"allowed": 1, "blocked": 0, "fail_open": 0, "local_cache": 0, "shadow": 0}
 
     doc = json.loads(get(analytics_port, "/metrics.json")[2])
-    assert (doc["endpoints"]["search"]["allowed"], doc["endpoints"]["search"]["blocked"]) == (3, 2)
+    search = doc["endpoints"]["search"]
+    assert (search["allowed"], search["blocked"], search["local_cache"]) == (3, 1, 1)
 
     # The flusher sends every 250 ms.
     deadline = time.monotonic() + 5

@@ -63,7 +63,7 @@ def test_a_loaded_config_keeps_its_handle_and_its_data_loads_back_the_same(tmp_p
     _, handle = flux.config.native(cfg)
     # Equal data finds the handle the file was loaded into: not parsed again.
     assert flux.config.native(dataclasses.replace(cfg))[1] is handle
-    again = _ffi.Config.from_json(flux.config.identity(cfg), "again")
+    again = _ffi.Config.from_json(json.dumps(cfg.to_document()), "again")
     assert FluxConfig.from_json(json.loads(again.to_json())) == cfg
     changed = dataclasses.replace(cfg, key_prefix="other:")
     assert flux.config.native(changed)[1] is not handle
@@ -137,6 +137,29 @@ def test_config_in_code_is_validated_by_the_same_schema():
         flux.config.validate(FluxConfig(rate_limits={"api": {"requests": 1, "speed": 3}}))
     with pytest.raises(ConfigError, match=r"redis\.url"):
         flux.config.validate(FluxConfig(redis_url="http://nope"))
+
+
+def test_sentinel_in_code_and_in_a_file_is_the_same_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
+    cfg = FluxConfig(redis_sentinel=["10.0.0.1:26379", "10.0.0.2:26379"], redis_master_name="mymaster",
+                     redis_password="pw", redis_db=2)
+    assert cfg.uses_redis
+    assert flux.config.validate(cfg) == cfg
+    text = """[redis]
+sentinel = ["10.0.0.1:26379", "10.0.0.2:26379"]
+master_name = "mymaster"
+password = "pw"
+db = 2
+"""
+    loaded = load_config(write(tmp_path, text))
+    assert (loaded.redis_sentinel, loaded.redis_master_name) == (["10.0.0.1:26379", "10.0.0.2:26379"], "mymaster")
+    assert (loaded.redis_host, loaded.redis_port, loaded.redis_db) == (None, None, 2)
+    # The file and the code describe one configuration: one handle, one store.
+    assert flux.config.identity(loaded) == flux.config.identity(cfg)
+    with pytest.raises(ConfigError, match=r"redis\.master_name: must be set with sentinel"):
+        flux.config.validate(FluxConfig(redis_sentinel=["10.0.0.1:26379"]))
+    with pytest.raises(ConfigError, match=r"redis\.sentinel: .*leave out host"):
+        flux.config.validate(FluxConfig(redis_sentinel=["h:1"], redis_master_name="m", redis_host="h"))
 
 
 def test_policy_enum_and_strings_both_work():

@@ -122,7 +122,10 @@ def shown_counts(card: dict[str, Any]) -> dict[str, int]:
 
 
 def served_counts(raw: dict[str, Any]) -> dict[str, int]:
-    return {k: raw[k] for k in ("allowed", "blocked", "fail_open", "total")}
+    """What the page should show: refused by Redis or from the local deny cache."""
+    counts = {k: raw[k] for k in ("allowed", "blocked", "fail_open", "total")}
+    counts["blocked"] += raw["local_cache"]
+    return counts
 
 
 def quantile(q: float, buckets: list[dict[str, Any]]) -> float:
@@ -269,7 +272,8 @@ def test_with_redis_the_page_shows_every_processes_totals(browser, feeders, redi
 
     def totals_in(doc: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
         [entry] = doc["redis_totals"]
-        return {name: (c["allowed"], c["blocked"], c["fail_open"]) for name, c in entry["endpoints"].items()}
+        refused = lambda c: c["blocked"] + c.get("local_cache", 0)  # noqa: E731
+        return {name: (c["allowed"], refused(c), c["fail_open"]) for name, c in entry["endpoints"].items()}
 
     doc = eventually(lambda: metrics(port), lambda d: totals_in(d) == expected)
     assert totals_in(doc) == expected

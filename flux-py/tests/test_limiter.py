@@ -348,3 +348,22 @@ def test_a_nul_in_an_endpoint_does_not_merge_endpoints(config):
     assert not limiter.hit("k", endpoint="a\0b").allowed
 
 
+
+
+def test_refusals_on_redis_are_answered_from_the_local_cache_until_retry_after(redis_config):
+    limiter = RateLimiter(1, 60, policy="fixed_window", config=redis_config)
+    assert limiter.hit("k").allowed
+    refused = limiter.hit("k")
+    assert (refused.allowed, refused.source) == (False, "storage")
+    cached = limiter.hit("k")
+    assert (cached.allowed, cached.source) == (False, "local_cache")
+    # Counted down from the store's answer.
+    assert 0 < cached.retry_after <= refused.retry_after
+    assert (cached.limit, cached.remaining) == (refused.limit, refused.remaining)
+
+
+def test_a_local_cache_size_of_0_asks_redis_every_time(redis_config):
+    redis_config.local_cache_size = 0
+    limiter = RateLimiter(1, 60, policy="fixed_window", config=redis_config)
+    limiter.hit("k")
+    assert {limiter.hit("k").source for _ in range(5)} == {"storage"}

@@ -268,6 +268,9 @@ def test_a_busy_pool_never_admits_beyond_the_limit(server, prefix, caplog):
             timeout_ms=150, fail_silently=True, jitter_enabled=False,
         )
         limiter = RateLimiter(10, 3600, config=cfg, scope="busy")
+        # The connection is made first: the calls meet a busy pool, not a
+        # pool still connecting to a Redis it never reached.
+        assert limiter.hit("someone else").source == "storage"
         caplog.set_level(logging.WARNING, logger="flux")
         outcomes = {"admitted": 0, "refused": 0, "fail_open": 0, "busy": 0}
         lock = threading.Lock()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use flux_core::config::{Config, Storage};
-use flux_core::{Backend, MemoryStore, Store, StoreError};
+use flux_core::{Backend, MemoryStore, MonotonicClock, Store, StoreError};
 
 use crate::analytics::Reporting;
 use crate::RedisStore;
@@ -50,10 +50,17 @@ pub fn open(config: &Config) -> Result<Opened, StoreError> {
 }
 
 /// A backend on `store` (which is `redis` when it is a Redis store), with
-/// the analytics and the limits `config` names.
+/// the analytics and the limits `config` names, and on Redis the local deny
+/// cache of `[flux] local_cache_size` refusals. (On the memory store a
+/// refusal answered from the cache costs about what deciding it does, so
+/// there is none.)
 pub fn assemble(store: Arc<dyn Store>, redis: Option<&RedisStore>, config: &Config) -> Opened {
     let reporting = Arc::new(Reporting::start(&config.analytics, redis));
-    let backend = Backend::new(store, reporting.analytics().clone()).with_configured(config);
+    let mut backend = Backend::new(store, reporting.analytics().clone()).with_configured(config);
+    if redis.is_some() {
+        let clock = Arc::new(MonotonicClock::new());
+        backend = backend.with_local_cache(config.flux.local_cache_size, clock);
+    }
     let backend = if reporting.has_flusher() {
         backend.with_events(reporting.clone())
     } else {

@@ -7,23 +7,29 @@
 //! timeout leaves a reply unread, a reset leaves no socket), and
 //! [`Manager::has_broken`] says to drop it when it comes back. Whether
 //! connections that sat idle may have died unnoticed is kept in [`Health`].
+//!
+//! With Redis Sentinel, a connection is made to the master the sentinels
+//! name (sentinel.rs) and must stay the master's: one that answers
+//! `READONLY` (its server was demoted by a failover) is dropped like a dead
+//! one, and those as old as it answer `ROLE`, not `PING`, before their next
+//! call, so a connection to a replica is never reused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::io::tcp::TcpSettings;
 use redis::{Client, Connection, ConnectionInfo, ConnectionLike, RedisResult};
 
-use crate::error::breaks_connection;
+use crate::error::{breaks_connection, is_readonly};
+use crate::sentinel::{self, Sentinels};
 use crate::target::Target;
 
 /// Makes connections for the pool, each bounded by `timeout` on connect,
-/// read and write. Holds settings only, no connection, so a forked child
-/// may clone it to make connections of its own.
-#[derive(Clone)]
+/// read and write. Holds settings only, no connection, so the pool of each
+/// process (a forked child makes its own) shares it.
 pub(crate) struct Manager {
     kind: Kind,
     timeout: Duration,
@@ -56,10 +62,10 @@ impl Health {
     }
 }
 
-#[derive(Clone)]
 enum Kind {
     Single(Client),
     Cluster(ClusterClient, Box<ConnectionInfo>),
+    Sentinel(Sentinels),
 }
 
 impl std::fmt::Debug for Manager {
@@ -67,6 +73,7 @@ impl std::fmt::Debug for Manager {
         let kind = match self.kind {
             Kind::Single(_) => "single",
             Kind::Cluster(..) => "cluster",
+            Kind::Sentinel(_) => "sentinel",
         };
         f.debug_struct("Manager")
             .field("kind", &kind)
@@ -100,6 +107,7 @@ impl Manager {
                     .build()?,
                 Box::new(nodelay(nodes[0].clone())),
             ),
+            Target::Sentinel(target) => Kind::Sentinel(Sentinels::new(*target)),
         };
         Ok(Manager {
             kind,
@@ -127,6 +135,12 @@ impl Manager {
                 conn.set_write_timeout(Some(self.timeout))?;
                 Link::Single(conn)
             }
+            Kind::Sentinel(sentinels) => {
+                let conn = sentinels.connect_master(Instant::now() + within)?;
+                conn.set_read_timeout(Some(self.timeout))?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Link::Single(conn)
+            }
             Kind::Cluster(client, seed) => {
                 // Connect and read timeouts come from the client's builder.
                 let conn = client.get_connection()?;
@@ -142,6 +156,7 @@ impl Manager {
         };
         Ok(Conn {
             link,
+            master_only: matches!(self.kind, Kind::Sentinel(_)),
             broken: false,
             uses: 0,
             generation: self.health.generation.load(Ordering::Relaxed),
@@ -157,6 +172,9 @@ impl Manager {
 /// One pooled connection and whether it is still fit to hand out.
 pub(crate) struct Conn {
     link: Link,
+    /// Made to the master the sentinels named: a `READONLY` reply means it
+    /// no longer is, and breaks the connection.
+    master_only: bool,
     broken: bool,
     /// Calls made on it: a connection that has served calls before may have
     /// gone stale while it sat in the pool (a Redis restart).
@@ -199,11 +217,21 @@ impl Conn {
         self.uses += 1;
         let result = f(&mut self.link);
         if let Err(err) = &result {
-            if breaks_connection(err) {
+            if breaks_connection(err) || (self.master_only && is_readonly(err)) {
                 self.broken = true;
             }
         }
         result
+    }
+
+    /// Whether the connection still serves: a `PING`, or for a master found
+    /// through Sentinel a `ROLE` that must say `master`.
+    pub(crate) fn probe(&mut self) -> RedisResult<()> {
+        let master_only = self.master_only;
+        self.run(|link| match link {
+            Link::Single(conn) if master_only => sentinel::verify_master(conn),
+            _ => redis::cmd("PING").query(link.as_dyn()),
+        })
     }
 }
 

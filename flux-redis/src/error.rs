@@ -163,6 +163,12 @@ fn cannot_serve(err: &redis::RedisError) -> bool {
     }
 }
 
+/// A `READONLY` reply: the server is a replica (after a failover, the old
+/// master).
+pub(crate) fn is_readonly(err: &redis::RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
 /// Whether a connection that returned `err` must not be used again: anything
 /// but a clean error reply may leave a reply unread on the socket (a timeout)
 /// or the socket dead, and the next caller would read the wrong answer.

@@ -25,6 +25,7 @@ mod connection;
 mod error;
 mod pool;
 mod scripts;
+mod sentinel;
 mod store;
 mod target;
 

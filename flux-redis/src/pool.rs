@@ -2,7 +2,7 @@
 //!
 //! Up to `size` connections, made on the calling thread when a call needs
 //! one and none is idle; a call that finds every one in use waits for one to
-//! come back, until `timeout`. A connection that broke is dropped when it
+//! come back, until the caller's deadline. A connection that broke is dropped when it
 //! comes back (connection.rs).
 //!
 //! The pool has no thread of its own and waits on `std::sync` only. A pool
@@ -16,7 +16,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use thiserror::Error;
 
@@ -25,7 +25,6 @@ use crate::connection::{Conn, Manager};
 pub(crate) struct Pool {
     manager: Arc<Manager>,
     size: u32,
-    timeout: Duration,
     state: Mutex<State>,
     /// Signalled when a connection comes back, or a place for one frees up.
     returned: Condvar,
@@ -38,6 +37,10 @@ struct State {
     in_use: u32,
     /// Connections being made by callers right now.
     connecting: u32,
+    /// Whether the last connection made (or tried) came up: a call that
+    /// waited in vain behind others connecting met back-pressure then, and
+    /// a Redis failing else.
+    last_connected: bool,
 }
 
 /// Why a call got no connection within the timeout.
@@ -49,28 +52,24 @@ pub(crate) enum PoolError {
     /// Connecting failed, or did not finish in time.
     #[error("could not connect: {0}")]
     Connect(#[source] redis::RedisError),
-    /// The other calls were still connecting when the time was up.
+    /// The other calls were still connecting when the time was up, and the
+    /// last connection tried (if any) did not come up.
     #[error("timed out waiting for a connection being made")]
     Waiting,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("size", &self.size)
-            .field("timeout", &self.timeout)
-            .finish()
+        f.debug_struct("Pool").field("size", &self.size).finish()
     }
 }
 
 impl Pool {
-    /// An empty pool of up to `size` connections made by `manager`; a call
-    /// waits at most `timeout` for one.
-    pub(crate) fn new(manager: Arc<Manager>, size: u32, timeout: Duration) -> Pool {
+    /// An empty pool of up to `size` connections made by `manager`.
+    pub(crate) fn new(manager: Arc<Manager>, size: u32) -> Pool {
         Pool {
             manager,
             size,
-            timeout,
             state: Mutex::new(State::default()),
             returned: Condvar::new(),
         }
@@ -80,10 +79,9 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An idle connection, a new one, or the first to come back within the
-    /// timeout.
-    pub(crate) fn get(&self) -> Result<Pooled<'_>, PoolError> {
-        let deadline = Instant::now() + self.timeout;
+    /// An idle connection, a new one, or the first to come back before
+    /// `deadline`.
+    pub(crate) fn get(&self, deadline: Instant) -> Result<Pooled<'_>, PoolError> {
         let mut state = self.lock();
         loop {
             if let Some(conn) = state.idle.pop() {
@@ -92,7 +90,7 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(if state.in_use > 0 {
+                return Err(if state.in_use > 0 || state.last_connected {
                     PoolError::Busy
                 } else {
                     PoolError::Waiting
@@ -104,6 +102,7 @@ impl Pool {
                 let made = self.manager.connect(deadline - now);
                 let mut state = self.lock();
                 state.connecting -= 1;
+                state.last_connected = made.is_ok();
                 return match made {
                     Ok(conn) => {
                         state.in_use += 1;

@@ -10,7 +10,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Connection, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{ClusterLink, Link, Manager};
-use crate::error::breaks_connection;
+use crate::error::{breaks_connection, is_readonly};
 use crate::pool::{Pool, Pooled};
 use crate::scripts::{Entry, LimitScript, ScriptCache};
 use crate::{cluster, scripts, RedisConfig, RedisError};
@@ -370,9 +370,10 @@ impl RedisStore {
                 Ok(value) => return Ok(value),
                 Err(err) => {
                     tries -= 1;
-                    if is_dead(&err) {
+                    if is_dead(&err) || (conn.is_broken() && is_readonly(&err)) {
                         // Those that sat idle as long may be dead too (a
-                        // restarted Redis): each is checked before its next call.
+                        // restarted Redis), or connected to a master that a
+                        // failover demoted: each is checked before its next call.
                         self.manager.health().found_dead();
                         if resend == Resend::Idempotent && tries > 0 {
                             continue;
@@ -385,26 +386,28 @@ impl RedisStore {
     }
 
     /// A connection from the pool, waiting up to `timeout_ms` for one. One
-    /// that may have died while idle answers a `PING` first: nothing of the
-    /// caller's has been sent on it yet, so a dead one is dropped and the
-    /// next taken.
+    /// that may have died while idle answers a `PING` (a `ROLE` on Sentinel)
+    /// first: nothing of the caller's has been sent on it yet, so a dead one
+    /// (or one to a demoted master) is dropped and the next taken.
     fn checkout(&self) -> Result<Pooled<'_>, RedisError> {
         let pool = self
             .pool
             .get_or_init(|| new_pool(&self.manager, &self.config));
         let health = self.manager.health();
+        // One wait in all, however many connections are found dead on the way.
+        let deadline = Instant::now() + self.config.timeout();
         let mut checks = self.config.pool_size;
         loop {
-            let mut conn = pool.get().map_err(|e| {
+            let mut conn = pool.get(deadline).map_err(|e| {
                 RedisError::from_pool(e, self.config.pool_size, self.config.timeout_ms)
             })?;
             if checks == 0 || !health.suspects(&conn) {
                 return Ok(conn);
             }
             checks -= 1;
-            match conn.run(|link| redis::cmd("PING").query::<()>(link.as_dyn())) {
+            match conn.probe() {
                 Err(err) if conn.is_broken() => {
-                    if !is_dead(&err) {
+                    if !is_dead(&err) && !is_readonly(&err) {
                         // Not dead but silent (a timeout): the next would be too.
                         return Err(RedisError::from_redis(err, self.config.timeout_ms));
                     }
@@ -431,7 +434,7 @@ enum Resend {
 /// A pool of `config.pool_size` connections made by `manager`, for the
 /// calling process.
 fn new_pool(manager: &Arc<Manager>, config: &RedisConfig) -> Pool {
-    Pool::new(manager.clone(), config.pool_size, config.timeout())
+    Pool::new(manager.clone(), config.pool_size)
 }
 
 impl Store for RedisStore {
@@ -571,7 +574,22 @@ fn run_batch(
     timeout: Duration,
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let replies = match link {
-        Link::Single(conn) => run_single(conn, calls, deadline, timeout)?,
+        Link::Single(conn) => {
+            let replies = run_single(conn, calls, deadline, timeout)?;
+            // A replica's answer (a failover demoted this server) is the
+            // connection's, not one call's: every call of the batch fails
+            // with it, and the connection is told (see connection.rs).
+            let readonly = replies.iter().find_map(|reply| match reply {
+                Ok(Value::ServerError(e)) if e.kind() == Some(ServerErrorKind::ReadOnly) => {
+                    Some(Value::ServerError(e.clone()).extract_error())
+                }
+                _ => None,
+            });
+            if let Some(Err(err)) = readonly {
+                return Err(err);
+            }
+            replies
+        }
         Link::Cluster(link) => cluster::run(link, calls, deadline)?,
     };
     Ok(replies

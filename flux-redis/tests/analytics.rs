@@ -247,11 +247,18 @@ fn every_decision_is_an_event_at_sample_rate_one() {
         "ts {ts} is milliseconds since the epoch"
     );
 
-    // As many refusals in the stream as counted.
+    // As many refusals in the stream as counted: by Redis, or (repeated
+    // refusals of one caller) from the local deny cache.
     let refused = entries.iter().filter(|(_, f)| f["d"] == "0").count() as u64;
+    let login = &backend.backend.analytics().snapshot().endpoints["login"];
     assert_eq!(
         refused,
-        backend.backend.analytics().snapshot().endpoints["login"].count(Outcome::Blocked)
+        login.count(Outcome::Blocked) + login.count(Outcome::LocalCache)
+    );
+    assert_eq!(
+        login.count(Outcome::Blocked),
+        20,
+        "one per caller reached Redis"
     );
     assert_eq!(refused, 200 - 20 * 3);
 }
@@ -298,17 +305,20 @@ fn a_call_that_names_an_endpoint_is_limited_counted_and_streamed_under_it() {
 
     let snapshot = backend.backend.analytics().snapshot();
     let search = &snapshot.endpoints["search"];
+    // The second refusal came from the local deny cache.
     assert_eq!(
         (
             search.count(Outcome::Allowed),
-            search.count(Outcome::Blocked)
+            search.count(Outcome::Blocked),
+            search.count(Outcome::LocalCache)
         ),
-        (3, 2)
+        (3, 1, 1)
     );
     assert_eq!(snapshot.endpoints["login"].count(Outcome::Allowed), 2);
     assert_eq!(snapshot.endpoints["browse"].count(Outcome::Allowed), 1);
     let text = backend.reporting.prometheus();
-    assert!(text.contains("flux_requests_total{endpoint=\"search\",decision=\"blocked\"} 2\n"));
+    assert!(text.contains("flux_requests_total{endpoint=\"search\",decision=\"blocked\"} 1\n"));
+    assert!(text.contains("flux_requests_total{endpoint=\"search\",decision=\"local_cache\"} 1\n"));
 
     backend.reporting.flush().unwrap();
     assert_eq!(
@@ -316,7 +326,14 @@ fn a_call_that_names_an_endpoint_is_limited_counted_and_streamed_under_it() {
         ["search", "search", "search", "search", "search", "login", "login", "browse"]
     );
     let totals = totals(&redis, "s-ep");
-    assert_eq!((totals["search:allowed"], totals["search:blocked"]), (3, 2));
+    assert_eq!(
+        (
+            totals["search:allowed"],
+            totals["search:blocked"],
+            totals["search:local_cache"]
+        ),
+        (3, 1, 1)
+    );
     // No endpoint name is stored in a key.
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("s-ep:*")
@@ -469,6 +486,7 @@ fn totals_add_up_across_processes() {
             for (outcome, n) in [
                 ("allowed", ep.count(Outcome::Allowed)),
                 ("blocked", ep.count(Outcome::Blocked)),
+                ("local_cache", ep.count(Outcome::LocalCache)),
             ] {
                 *expected.entry(format!("{name}:{outcome}")).or_default() += n;
             }
@@ -482,13 +500,17 @@ fn totals_add_up_across_processes() {
     // Every key gets 3 per minute: one process admitted all 5 calls (two
     // keys), the other 3 of its 5 (one key).
     assert_eq!(stored["login:allowed"], 5 + 3);
-    assert_eq!(stored["login:blocked"], 2);
+    // The second refusal of "b" came from the second process's deny cache.
+    assert_eq!(
+        (stored["login:blocked"], stored["login:local_cache"]),
+        (1, 1)
+    );
 
     // A later flush adds what changed since, not everything again.
     login_two.decide(b"b", 1).unwrap();
     let report = two.reporting.flush().unwrap();
     assert_eq!((report.totals, report.round_trips), (1, 1));
-    assert_eq!(totals(&redis, "s4")["login:blocked"], 3);
+    assert_eq!(totals(&redis, "s4")["login:local_cache"], 2);
     assert_eq!(two.reporting.flush().unwrap().round_trips, 0, "nothing new");
 
     // /metrics.json gives the same cross-process totals.
@@ -496,7 +518,8 @@ fn totals_add_up_across_processes() {
     let redis_totals = &json["redis_totals"][0];
     assert_eq!(redis_totals["totals_key"], "{s4}:totals");
     assert_eq!(redis_totals["endpoints"]["login"]["allowed"], 8);
-    assert_eq!(redis_totals["endpoints"]["login"]["blocked"], 3);
+    assert_eq!(redis_totals["endpoints"]["login"]["blocked"], 1);
+    assert_eq!(redis_totals["endpoints"]["login"]["local_cache"], 2);
     assert_eq!(redis_totals["endpoints"]["login"]["total"], 11);
     assert_eq!(redis_totals["endpoints"]["api"]["allowed"], 1);
     assert_eq!(json["endpoints"]["login"]["total"], 5, "this process's own");

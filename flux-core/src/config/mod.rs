@@ -84,6 +84,7 @@ impl fmt::Display for Storage {
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://`, `rediss://` (TLS), `redis+cluster://`, `rediss+cluster://`,
+    /// `redis+sentinel://`, `rediss+sentinel://`,
     /// `unix://` or `redis+unix://`. Excludes host, port, db, username and password.
     pub url: Option<String>,
     pub host: String,
@@ -98,6 +99,15 @@ pub struct RedisConfig {
     pub timeout_ms: u64,
     /// Use the Redis Cluster protocol even though `url` does not say so.
     pub cluster: bool,
+    /// Redis Sentinel: the sentinels' `host:port` addresses, asked for the
+    /// master named `master_name`. Excludes `url`, `host` and `port`; `db`,
+    /// `username` and `password` are the master's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinel: Vec<String>,
+    /// The name the sentinels monitor the master under (their `sentinel
+    /// monitor NAME ...`); needed with `sentinel`, and only then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -112,6 +122,8 @@ impl Default for RedisConfig {
             pool_size: 5,
             timeout_ms: 200,
             cluster: false,
+            sentinel: Vec::new(),
+            master_name: None,
         }
     }
 }
@@ -119,9 +131,11 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// The address to give the Redis client.
     ///
-    /// Built from host, port, db and credentials when `url` is unset. A
-    /// `+cluster` in the scheme is dropped, because Redis clients do not know
-    /// it: [`RedisConfig::is_cluster`] carries that instead.
+    /// Built from host, port, db and credentials when `url` is unset (from
+    /// `sentinel`, `master_name`, db and credentials as a
+    /// `redis+sentinel://` URL when `sentinel` is set). A `+cluster` in the
+    /// scheme is dropped, because Redis clients do not know it:
+    /// [`RedisConfig::is_cluster`] carries that instead.
     pub fn url(&self) -> String {
         if let Some(url) = &self.url {
             return match url.split_once("://") {
@@ -132,7 +146,12 @@ impl RedisConfig {
                 None => url.clone(),
             };
         }
-        let mut url = String::from("redis://");
+        let sentinel = !self.sentinel.is_empty();
+        let mut url = String::from(if sentinel {
+            "redis+sentinel://"
+        } else {
+            "redis://"
+        });
         let username = self.username.as_deref().filter(|u| !u.is_empty());
         let password = self.password.as_deref().filter(|p| !p.is_empty());
         if let Some(username) = username {
@@ -145,6 +164,17 @@ impl RedisConfig {
         }
         if username.is_some() || password.is_some() {
             url.push('@');
+        }
+        if sentinel {
+            let master = self.master_name.as_deref().unwrap_or_default();
+            let _ = write!(
+                url,
+                "{}/{}/{}",
+                self.sentinel.join(","),
+                percent_encode(master),
+                self.db
+            );
+            return url;
         }
         if self.host.contains(':') && !self.host.starts_with('[') {
             // An IPv6 address, which a URL must bracket.
@@ -171,6 +201,17 @@ impl RedisConfig {
             port,
             ..RedisConfig::default()
         }
+    }
+
+    /// Whether the master is found through Redis Sentinel: `sentinel` is
+    /// set, or `url` is `redis+sentinel://` or `rediss+sentinel://`.
+    pub fn is_sentinel(&self) -> bool {
+        !self.sentinel.is_empty()
+            || self
+                .url
+                .as_deref()
+                .and_then(|url| url.split_once("://"))
+                .is_some_and(|(scheme, _)| strip_suffix_ignore_case(scheme, "+sentinel").is_some())
     }
 
     /// The bound on every Redis call.
@@ -207,6 +248,8 @@ impl fmt::Debug for RedisConfig {
             .field("pool_size", &self.pool_size)
             .field("timeout_ms", &self.timeout_ms)
             .field("cluster", &self.cluster)
+            .field("sentinel", &self.sentinel)
+            .field("master_name", &self.master_name)
             .finish()
     }
 }
@@ -233,6 +276,9 @@ pub struct FluxSettings {
     /// by default (1 to 128): one network hands out a whole /64 (or more),
     /// so the full address would let a client rotate through its own keys.
     pub ipv6_prefix: u8,
+    /// Refusals this process answers itself until their `retry_after` has
+    /// passed, without asking the store; 0 turns the local deny cache off.
+    pub local_cache_size: usize,
 }
 
 impl Default for FluxSettings {
@@ -246,6 +292,7 @@ impl Default for FluxSettings {
             jitter_enabled: true,
             jitter_max_ms: 500,
             ipv6_prefix: 64,
+            local_cache_size: 10_000,
         }
     }
 }
@@ -528,6 +575,13 @@ impl Config {
                 ));
             }
         }
+        check_sentinel(doc, redis)?;
+        if redis.is_sentinel() && redis.is_cluster() {
+            return Err(doc.error(
+                &["redis", "cluster"],
+                "Redis Sentinel watches one master, not a cluster: use one or the other".to_owned(),
+            ));
+        }
         if redis.port == 0 {
             return Err(doc.invalid(&["redis", "port"], &0));
         }
@@ -568,6 +622,68 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `[redis] sentinel` and `master_name`: both or neither, each address a
+/// `host:port`, and nothing that names another way to reach Redis.
+fn check_sentinel(doc: &dyn Written, redis: &RedisConfig) -> Result<(), ConfigError> {
+    let sentinel = ["redis", "sentinel"];
+    let master_name = ["redis", "master_name"];
+    if redis.sentinel.is_empty() {
+        if doc.contains(&sentinel) {
+            return Err(doc.error(
+                &sentinel,
+                "must name at least one sentinel, as in [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]"
+                    .to_owned(),
+            ));
+        }
+        if redis.master_name.is_some() {
+            return Err(doc.error(
+                &master_name,
+                "is only used with sentinel = [\"host:port\", ...] (a redis+sentinel:// URL names \
+                 the master in its path)"
+                    .to_owned(),
+            ));
+        }
+        return Ok(());
+    }
+    let others = ["url", "host", "port"];
+    if let Some(other) = others.iter().find(|o| doc.contains(&["redis", o])) {
+        return Err(doc.error(
+            &sentinel,
+            format!(
+                "the sentinels say where the master is: leave out {other} (db, username and \
+                 password are the master's)"
+            ),
+        ));
+    }
+    if let Some(bad) = redis.sentinel.iter().find(|a| !is_host_port(a)) {
+        return Err(doc.error(
+            &sentinel,
+            format!("must be a list of \"host:port\" addresses (port 1 to 65535), got {bad:?}"),
+        ));
+    }
+    match redis.master_name.as_deref() {
+        Some(name) if !name.is_empty() => Ok(()),
+        _ => Err(doc.error(
+            &master_name,
+            "must be set with sentinel: the name the sentinels monitor the master under \
+             (sentinel monitor NAME ...)"
+                .to_owned(),
+        )),
+    }
+}
+
+/// `host:port`, or `[v6 address]:port`, with a port from 1 to 65535.
+fn is_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6.ends_with(']') && v6.len() > 1,
+        None => !host.is_empty() && !host.contains([':', '/', '@', ',']),
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// The limit `table` says over `base`, or the error naming its key.

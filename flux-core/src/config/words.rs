@@ -46,11 +46,16 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
         ("redis", "username" | "password") => "a string",
         ("redis", "pool_size") => "a whole number of connections of at least 1",
         ("redis", "timeout_ms") => "a whole number of milliseconds of at least 1",
+        ("redis", "sentinel") => "a list of \"host:port\" addresses of sentinels",
+        ("redis", "master_name") => "the master's name in quotes",
         ("flux", "storage") => "\"memory\" or \"redis\"",
         ("flux", "key_prefix") | ("analytics", "stream") => "a string",
         ("flux", "log_file") => "a file path in quotes",
         ("flux", "jitter_max_ms") => "a whole number of milliseconds of at least 0",
         ("flux", "ipv6_prefix") => "a prefix length from 1 to 128",
+        ("flux", "local_cache_size") => {
+            "a whole number of entries of at least 0 (0 turns the local deny cache off)"
+        }
         ("analytics", "retention") => "a whole number of events of at least 1",
         ("analytics", "sample_rate") => "a number from 0.0 to 1.0",
         ("rate_limit", "policy") => return Some(format!("one of {}", Policy::allowed_names())),
@@ -71,11 +76,13 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
     Some(words.to_owned())
 }
 
-const URL_SCHEMES: [&str; 6] = [
+const URL_SCHEMES: [&str; 8] = [
     "redis",
     "rediss",
     "redis+cluster",
     "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
     "redis+unix",
     "unix",
 ];

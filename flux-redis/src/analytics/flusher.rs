@@ -38,7 +38,8 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// a slow flush never holds a connection a decision is waiting for. Shared
 /// by the flusher and the metrics server (which reads the totals).
 pub(crate) struct Sink {
-    manager: Manager,
+    /// Shared with the sinks of forked children: settings only.
+    manager: Arc<Manager>,
     conn: Mutex<Option<Conn>>,
     pub(crate) stream: String,
     pub(crate) totals_key: String,
@@ -64,7 +65,7 @@ impl Sink {
         let manager = Manager::new(crate::target::resolve(redis)?, redis.timeout())
             .map_err(|e| RedisError::Config(format!("{}: {e}", redis.display_url())))?;
         Ok(Sink {
-            manager,
+            manager: Arc::new(manager),
             conn: Mutex::new(None),
             stream: config.stream.clone(),
             totals_key: totals_key(&config.stream),

@@ -451,3 +451,71 @@ impl log::Log for Capture {
 
     fn flush(&self) {}
 }
+
+/// A `redis-server --sentinel` started by this test process, watching one
+/// master under `name` with a quorum of `quorum`; killed by pid when dropped.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisSentinel {
+    /// Marks the master down after `down_after_ms` without an answer; a
+    /// failover that has not finished within `failover_timeout_ms` is tried
+    /// again.
+    pub fn start(
+        name: &str,
+        master_port: u16,
+        quorum: u32,
+        down_after_ms: u64,
+        failover_timeout_ms: u64,
+    ) -> Self {
+        let dir = temp_dir();
+        let port = free_port();
+        // Sentinel rewrites its file (what it learns), so it gets its own.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                 sentinel failover-timeout {name} {failover_timeout_ms}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for these tests: run `make deps`");
+        let sentinel = RedisSentinel { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(port) {
+            assert!(
+                Instant::now() < deadline,
+                "sentinel on {port} did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sentinel
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
