@@ -90,3 +90,68 @@ fn batches_from_four_threads_admit_exactly_the_bound() {
     let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(admitted, bound);
 }
+
+/// For each policy, threads of separate stores hammer one caller of
+/// "3/second;5/minute" until two seconds have passed: the minute's 5 is the
+/// bound, met exactly, and a refusal charges no quota, so the minute window
+/// holds exactly the calls admitted and no second window more than 3.
+#[test]
+fn several_rates_admit_exactly_their_bound_under_contention() {
+    use flux_core::config::Config;
+    use flux_core::{LimitSpec, Limiter};
+    use std::time::{Duration, Instant};
+
+    const POLICIES: [&str; 4] = ["gcra", "token_bucket", "fixed_window", "sliding_window"];
+    const PER_POLICY: usize = 2;
+    let server = RedisServer::start();
+    let config = Config::from_toml_str(
+        &format!(
+            "[redis]\nurl = \"{}\"\ntimeout_ms = 2000\n[flux]\nkey_prefix = \"several:\"\n\
+             jitter_enabled = false\nlocal_cache_size = 0\n",
+            server.url()
+        ),
+        None,
+    )
+    .unwrap();
+    let barrier = Arc::new(Barrier::new(POLICIES.len() * PER_POLICY));
+    // Past the second window's weight on a sliding window's first (at 1.67 s
+    // of 3/second, the fifth call fits).
+    let until = Instant::now() + Duration::from_millis(2200);
+    let threads: Vec<_> = POLICIES
+        .iter()
+        .flat_map(|&policy| std::iter::repeat_n(policy, PER_POLICY))
+        .map(|policy| {
+            let spec = LimitSpec {
+                rate: Some(flux_core::parse_rates("3/second;5/minute").unwrap()),
+                policy: Some(policy.parse().unwrap()),
+                ..LimitSpec::default()
+            };
+            let backend = flux_redis::open(&config).unwrap().backend;
+            let limiter = Limiter::new(backend, &config, policy, None, &spec).unwrap();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                let mut admitted = 0;
+                while Instant::now() < until {
+                    admitted += usize::from(limiter.decide(b"one caller", 1).unwrap().allowed);
+                }
+                (policy, admitted, limiter.keys(None, b"one caller"))
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for policy in POLICIES {
+        let of_policy: Vec<_> = results.iter().filter(|(p, ..)| *p == policy).collect();
+        let admitted: usize = of_policy.iter().map(|(_, n, _)| n).sum();
+        assert_eq!(admitted, 5, "{policy}: {admitted} admitted");
+        if policy == "fixed_window" {
+            // "count end": the minute's window counted exactly the calls admitted.
+            let keys = &of_policy[0].2;
+            let minute = server.cli(&["GET", &keys[1]]);
+            assert_eq!(minute.split_whitespace().next(), Some("5"), "the minute holds {minute}");
+            let second = server.cli(&["GET", &keys[0]]);
+            let count: usize = second.split_whitespace().next().map_or(0, |c| c.parse().unwrap());
+            assert!(count <= 3, "a second's window holds {second}");
+        }
+    }
+}

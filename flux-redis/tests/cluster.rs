@@ -2,7 +2,8 @@
 //! land on every primary, single and batched decisions enforce limits
 //! exactly, scripts missing on a node are loaded there, clearing a prefix
 //! reaches every node, a slot that moved is followed, and redirects that
-//! never settle hold no call beyond `timeout_ms`.
+//! never settle hold no call beyond `timeout_ms`. A limit of several rates
+//! keeps each caller's keys on one node and decides them all or none.
 
 mod support;
 
@@ -20,8 +21,89 @@ const BOUND: u64 = 5;
 fn a_three_primary_cluster() {
     let cluster = RedisCluster::start(3);
     spreads_keys_and_enforces_limits_exactly(&cluster);
+    several_rates_decide_together_on_every_primary(&cluster);
     a_batch_follows_a_slot_that_moved_to_another_primary(&cluster);
     redirects_that_never_settle_hold_no_call_beyond_timeout_ms(&cluster);
+}
+
+/// Callers of "3/hour;5/day" spread over every primary, decided one by one
+/// and in batches: each caller's keys share a slot (one script call each),
+/// three are admitted, and a refusal leaves both keys as they were.
+fn several_rates_decide_together_on_every_primary(cluster: &RedisCluster) {
+    use flux_core::config::Config;
+    use flux_core::{apply_batch, hash_tag, BatchRequest, LimitSpec, Limiter, Op};
+
+    let config = Config::from_toml_str(
+        &format!(
+            "[redis]\nurl = \"{}\"\ncluster = true\ntimeout_ms = 2000\n\
+             [flux]\njitter_enabled = false\nlocal_cache_size = 0\n",
+            cluster.url()
+        ),
+        None,
+    )
+    .unwrap();
+    let spec = LimitSpec {
+        rate: Some(flux_core::parse_rates("3/hour;5/day").unwrap()),
+        ..LimitSpec::default()
+    };
+    let backend = flux_redis::open(&config).unwrap().backend;
+    let limiter = Limiter::new(backend, &config, "several", None, &spec).unwrap();
+    let callers: Vec<String> = (0..30).map(|i| format!("caller-{i}")).collect();
+    let mut nodes = std::collections::HashSet::new();
+    for caller in &callers {
+        let keys = limiter.keys(None, caller.as_bytes());
+        assert_eq!(hash_tag(keys[0].as_bytes()), hash_tag(keys[1].as_bytes()), "{keys:?}");
+        let slot: u16 = cluster.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", &keys[0]])
+            .parse()
+            .unwrap();
+        nodes.insert(owner(cluster, slot));
+    }
+    assert_eq!(nodes.len(), 3, "the callers reach every primary");
+    // Both keys of every caller, as the node holding them has them.
+    let state = || -> Vec<String> {
+        callers
+            .iter()
+            .flat_map(|c| limiter.keys(None, c.as_bytes()))
+            .map(|key| {
+                let slot: u16 = cluster.nodes[0]
+                    .cli(&["CLUSTER", "KEYSLOT", &key])
+                    .parse()
+                    .unwrap();
+                cluster.nodes[owner(cluster, slot)].cli(&["GET", &key])
+            })
+            .collect()
+    };
+    let mut after_admissions = Vec::new();
+    for round in 0..5 {
+        if round == 3 {
+            after_admissions = state();
+            assert!(after_admissions.iter().all(|v| !v.is_empty()));
+        }
+        let decisions: Vec<bool> = if round % 2 == 0 {
+            let requests: Vec<BatchRequest<'_>> = callers
+                .iter()
+                .map(|c| BatchRequest {
+                    limiter: &limiter,
+                    endpoint: None,
+                    identity: c.as_bytes(),
+                    cost: 1,
+                    op: Op::Decide,
+                })
+                .collect();
+            apply_batch(&requests)
+                .into_iter()
+                .map(|d| d.unwrap().allowed)
+                .collect()
+        } else {
+            callers
+                .iter()
+                .map(|c| limiter.decide(c.as_bytes(), 1).unwrap().allowed)
+                .collect()
+        };
+        assert!(decisions.iter().all(|&a| a == (round < 3)), "round {round}");
+    }
+    assert_eq!(state(), after_admissions, "a refusal charged a quota");
 }
 
 fn spreads_keys_and_enforces_limits_exactly(cluster: &RedisCluster) {
