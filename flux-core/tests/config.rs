@@ -6,66 +6,10 @@ use std::path::{Path, PathBuf};
 use flux_core::config::{Config, ConfigError, Discovered, RedisConfig, Storage};
 use flux_core::{Limit, Policy, Rate};
 
-/// The "Complete Configuration Example" from flux-limiter 0.1.19's README,
-/// unchanged: files users already have must keep loading.
-const SEED_EXAMPLE: &str = r#"
-# =============================================================================
-# Flux Configuration
-# =============================================================================
-
-# -----------------------------------------------------------------------------
-# Redis Connection Settings
-# -----------------------------------------------------------------------------
-[redis]
-host = "127.0.0.1"
-port = 6379
-pool_size = 5
-timeout_ms = 200
-
-# -----------------------------------------------------------------------------
-# Flux Core Settings
-# -----------------------------------------------------------------------------
-[flux]
-key_prefix = "flux:"
-log_file = "flux_debug.log"
-fail_silently = true        # Fail Open: Allow requests if Redis is down
-console_logging = false     # Enable for dev debugging
-
-# Jitter prevents Thundering Herd
-jitter_enabled = true
-jitter_max_ms = 500
-
-# -----------------------------------------------------------------------------
-# Analytics & Monitoring
-# -----------------------------------------------------------------------------
-[analytics]
-enabled = true
-port = 4444
-stream = "flux:events"
-retention = 100000
-sample_rate = 1.0           # 1.0 = Log 100% of requests
-
-# -----------------------------------------------------------------------------
-# Default Rate Limiting Settings
-# -----------------------------------------------------------------------------
-[rate_limit]
-policy = "gcra"             # Recommended: Smooths out traffic
-requests = 100              # 100 requests...
-period = 60                 # ...per 60 seconds
-
-# -----------------------------------------------------------------------------
-# Named Rate Limits
-# -----------------------------------------------------------------------------
-[rate_limits.api_tier_1]
-requests = 1000
-period = 3600
-policy = "gcra"
-
-[rate_limits.strict_login]
-requests = 5
-period = 300
-policy = "token_bucket"
-"#;
+/// Every key of flux-limiter 0.1's flux.toml, with the values of its complete
+/// example: files users already have must keep loading. flux-py's tests read
+/// the same file, so Python, C and Rust are checked against one text.
+const SEED_EXAMPLE: &str = include_str!("data/flux-limiter-0.1.toml");
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, Some(Path::new("flux.toml")))

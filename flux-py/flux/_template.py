@@ -64,8 +64,10 @@ sample_rate = 1.0           # share of events sent to the stream, 0.0 to 1.0
 policy = "gcra"
 requests = 100              # calls admitted per period
 period = 60                 # seconds (fractions allowed)
+# rate = "100/minute"       # instead of requests and period; several: "10/second;1000/day"
 # burst = 100               # calls admitted at once (bucket policies); default: requests
 max_wait = 0                # leaky_bucket only: seconds a call may be delayed instead of refused
+shadow = false              # true: admit every call, only count those it would have refused
 
 # -----------------------------------------------------------------------------
 # Named limits: @rate_limit(name="api") or RateLimiter.from_config("api").

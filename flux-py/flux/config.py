@@ -280,7 +280,12 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
     redis = data["redis"]
     flux = data["flux"]
     analytics = data["analytics"]
-    default_limit = _limit_view(data["rate_limit"])
+    # The default limit says every value; named ones only what one would write.
+    default_limit = {
+        **_limit_view(data["rate_limit"]),
+        "max_wait": data["rate_limit"]["max_wait"],
+        "shadow": data["rate_limit"]["shadow"],
+    }
     url = redis.get("url")
     policy_name = default_limit.pop("policy")
     sentinel = redis.get("sentinel") or None
