@@ -148,9 +148,16 @@ fn several_rates_admit_exactly_their_bound_under_contention() {
             // "count end": the minute's window counted exactly the calls admitted.
             let keys = &of_policy[0].2;
             let minute = server.cli(&["GET", &keys[1]]);
-            assert_eq!(minute.split_whitespace().next(), Some("5"), "the minute holds {minute}");
+            assert_eq!(
+                minute.split_whitespace().next(),
+                Some("5"),
+                "the minute holds {minute}"
+            );
             let second = server.cli(&["GET", &keys[0]]);
-            let count: usize = second.split_whitespace().next().map_or(0, |c| c.parse().unwrap());
+            let count: usize = second
+                .split_whitespace()
+                .next()
+                .map_or(0, |c| c.parse().unwrap());
             assert!(count <= 3, "a second's window holds {second}");
         }
     }

@@ -52,7 +52,11 @@ fn several_rates_decide_together_on_every_primary(cluster: &RedisCluster) {
     let mut nodes = std::collections::HashSet::new();
     for caller in &callers {
         let keys = limiter.keys(None, caller.as_bytes());
-        assert_eq!(hash_tag(keys[0].as_bytes()), hash_tag(keys[1].as_bytes()), "{keys:?}");
+        assert_eq!(
+            hash_tag(keys[0].as_bytes()),
+            hash_tag(keys[1].as_bytes()),
+            "{keys:?}"
+        );
         let slot: u16 = cluster.nodes[0]
             .cli(&["CLUSTER", "KEYSLOT", &keys[0]])
             .parse()
