@@ -92,10 +92,10 @@ def test_every_key_reads_the_same_in_python_and_through_the_c_abi(path):
 def test_every_limit_reaches_its_limiter_from_the_file_and_from_code(path, prefix):
     written = tomllib.loads(path.read_text())
     loaded = load_config(path)
-    # The same data, sent back to Rust from Python (memory store and no
-    # metrics server, so that building limiters needs nothing running).
+    # The same data, sent back to Rust from Python (memory store, no metrics
+    # server and no log file, so that building limiters leaves nothing behind).
     in_code = dataclasses.replace(
-        loaded, storage="memory", analytics_enabled=False, key_prefix=prefix
+        loaded, storage="memory", analytics_enabled=False, key_prefix=prefix, log_file=None
     )
     configs = [in_code] if loaded.uses_redis or loaded.analytics_enabled else [loaded, in_code]
     for cfg in configs:
