@@ -143,9 +143,13 @@ uninstall:
 test-install: deps lib
 	CC="$(CC)" CXX="$(CXX)" MAKE="$(MAKE)" BUILD_DIR=$(RELEASE_DIR) flux-ffi/install/test-install.sh
 
-## bench: criterion benches (not part of `make test`: speed is measured, never asserted)
+## bench: the benches (not part of `make test`: speed is measured, never asserted): flux-core's
+## policies and memory store; Redis's own time per script against a minimal script doing the
+## same reads and writes (instructions per call too, under callgrind, when valgrind is installed);
+## round trips and batches; analytics off against on
 bench: bench-py
 	$(CARGO) bench -p flux-core --bench core
+	$(CARGO) bench -p flux-redis --bench scripts
 	$(CARGO) bench -p flux-redis --bench redis
 	$(CARGO) bench -p flux-redis --bench analytics
 

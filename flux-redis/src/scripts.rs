@@ -139,6 +139,13 @@ pub(crate) fn script(quotas: &[Quota], op: Op) -> LimitScript {
     }
 }
 
+/// The Lua that applies `op` under `quotas` (one policy, 1 to
+/// [`MAX_QUOTAS`] quotas), as a store sends it: for tools that read it and
+/// for `benches/scripts.rs`, which holds it to a minimal script's cost.
+pub fn script_source(quotas: &[Quota], op: Op) -> String {
+    script(quotas, op).code
+}
+
 /// Scripts that evicting everything makes room again for: each is a few
 /// kilobytes, and only a process making limits without end gets there.
 const MAX_CACHED: usize = 4096;
