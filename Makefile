@@ -143,10 +143,15 @@ uninstall:
 test-install: deps lib
 	CC="$(CC)" CXX="$(CXX)" MAKE="$(MAKE)" BUILD_DIR=$(RELEASE_DIR) flux-ffi/install/test-install.sh
 
-## bench: criterion benches (not part of `make test`: speed is measured, never asserted)
+## bench: the benches (not part of `make test`: speed is measured, never asserted): flux-core's
+## policies, memory store and local deny cache; Redis's own time per script against a minimal
+## script doing the same reads and writes (instructions per call too, under callgrind, when
+## valgrind is installed); round trips and batches; analytics off against on; the deny cache
+## against Redis from four processes
 bench: bench-py bench-deny-cache
 	$(CARGO) bench -p flux-core --bench core
 	$(CARGO) bench -p flux-core --bench local_cache
+	$(CARGO) bench -p flux-redis --bench scripts
 	$(CARGO) bench -p flux-redis --bench redis
 	$(CARGO) bench -p flux-redis --bench analytics
 

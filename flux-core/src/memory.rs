@@ -1,6 +1,8 @@
 //! The in-process store: zero setup, limits per process.
 
 mod key_hash;
+mod keys;
+mod table;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -10,9 +12,11 @@ use parking_lot::Mutex;
 
 use crate::config::Storage;
 use crate::key::hash_tag;
-use crate::policy::{apply, Op, State};
+use crate::policy::{apply, decide, Op, State};
 use crate::{Call, Clock, Decision, Quota, QuotaError, Store, StoreError, SystemClock, MAX_QUOTAS};
 use key_hash::KeyHash;
+use keys::{Heads, Parts, TaggedKey};
+use table::Table;
 
 const SHARDS: usize = 64;
 /// A shard drops its expired entries at least this often (µs of store time)…
@@ -46,7 +50,13 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Shard {
-    entries: HashMap<Box<str>, Entry, KeyHash>,
+    /// Limiters' keys, held in place (see keys.rs and table.rs).
+    tagged: Table,
+    /// Any other key, as its text.
+    text: HashMap<Box<str>, Entry, KeyHash>,
+    /// The heads of the keys in `tagged`.
+    heads: Heads,
+    hash: KeyHash,
     next_sweep: u64,
     len_after_sweep: usize,
 }
@@ -57,15 +67,111 @@ struct Entry {
     expires_at: u64,
 }
 
+impl Entry {
+    /// What a free slot of a table holds.
+    const NONE: Entry = Entry {
+        state: State::FixedWindow { count: 0, end: 0 },
+        expires_at: 0,
+    };
+}
+
 impl Shard {
+    fn new(hash: KeyHash) -> Self {
+        Shard {
+            tagged: Table::new(),
+            text: HashMap::with_hasher(hash),
+            heads: Heads::new(hash),
+            hash,
+            next_sweep: 0,
+            len_after_sweep: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tagged.len() + self.text.len()
+    }
+
+    /// Drops the expired entries, and the heads no entry has any more.
     fn sweep(&mut self, now: u64) {
-        self.entries.retain(|_, e| e.expires_at > now);
-        self.len_after_sweep = self.entries.len();
+        let mut used = vec![false; self.heads.count()];
+        self.tagged.retain(|key, e| {
+            let live = e.expires_at > now;
+            used[key.head as usize] |= live;
+            live
+        });
+        self.text.retain(|_, e| e.expires_at > now);
+        self.heads.keep(&used);
+        self.len_after_sweep = self.len();
         self.next_sweep = now.saturating_add(SWEEP_EVERY_US);
     }
 
     fn due_for_sweep(&self, now: u64) -> bool {
-        now >= self.next_sweep || self.entries.len() > 2 * self.len_after_sweep + SWEEP_SLACK
+        now >= self.next_sweep || self.len() > 2 * self.len_after_sweep + SWEEP_SLACK
+    }
+
+    /// What `key` holds at `now`: `None` when nothing, or only an expired state.
+    fn state(&self, key: Parts<'_>, now: u64) -> Option<State> {
+        self.get(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.state)
+    }
+
+    /// Stores `state` under `key` until `expires_at`; a state expired at
+    /// `now` goes.
+    fn store(&mut self, key: Parts<'_>, (state, expires_at): (State, u64), now: u64) {
+        if expires_at <= now {
+            self.remove(key);
+        } else {
+            self.put(key, Entry { state, expires_at });
+        }
+    }
+
+    fn get(&self, key: Parts<'_>) -> Option<&Entry> {
+        match key {
+            Parts::Tagged { head, digest, hash } => {
+                let head = self.heads.find(head)?;
+                let hash = self.hash.tagged(hash, head);
+                self.tagged.get(&TaggedKey { digest, head }, hash)
+            }
+            Parts::Text(key) => self.text.get(key),
+        }
+    }
+
+    /// Stores `entry` under `key`.
+    fn put(&mut self, key: Parts<'_>, entry: Entry) {
+        match key {
+            Parts::Tagged { head, digest, hash } => {
+                let head = self.heads.intern(head);
+                let hash = self.hash.tagged(hash, head);
+                self.tagged.insert(TaggedKey { digest, head }, hash, entry);
+            }
+            Parts::Text(key) => match self.text.get_mut(key) {
+                Some(held) => *held = entry,
+                None => {
+                    self.text.insert(key.into(), entry);
+                }
+            },
+        }
+    }
+
+    fn remove(&mut self, key: Parts<'_>) -> Option<Entry> {
+        match key {
+            Parts::Tagged { head, digest, hash } => {
+                let head = self.heads.find(head)?;
+                let hash = self.hash.tagged(hash, head);
+                self.tagged.remove(&TaggedKey { digest, head }, hash)
+            }
+            Parts::Text(key) => self.text.remove(key),
+        }
+    }
+
+    /// Forgets every key whose text starts with `prefix`; returns how many.
+    fn clear_prefix(&mut self, prefix: &str) -> usize {
+        let before = self.len();
+        let heads = &self.heads;
+        self.tagged.retain(|key, _| !heads.starts_with(key, prefix));
+        self.text.retain(|key, _| !key.starts_with(prefix));
+        before - self.len()
     }
 }
 
@@ -83,15 +189,8 @@ impl MemoryStore {
 
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let hash = KeyHash::random();
-        let shard = || {
-            Mutex::new(Shard {
-                entries: HashMap::with_hasher(hash),
-                next_sweep: 0,
-                len_after_sweep: 0,
-            })
-        };
         Self {
-            shards: (0..SHARDS).map(|_| shard()).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new(hash))).collect(),
             clock,
             hash,
         }
@@ -103,7 +202,7 @@ impl MemoryStore {
 
     /// Entries held, including expired ones not yet swept.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,11 +219,23 @@ impl MemoryStore {
 
     /// The shard of `key`: chosen by its hash tag (see [`hash_tag`]), so the
     /// keys of one caller under one limit share a shard and one lock, as
-    /// they share a node on a Redis Cluster.
-    fn shard_of(&self, key: &str) -> usize {
-        // Bits 51 to 56 of the tag's hash: spread like the rest of the hash,
-        // and unrelated to the buckets the shard's map picks for whole keys.
-        (self.hash.hash_one(hash_tag(key.as_bytes())) >> 51) as usize % SHARDS
+    /// they share a node on a Redis Cluster. A tag of 32 hex digits counts
+    /// by the bytes they spell, which a tagged key has at hand.
+    fn shard_of(&self, key: &str, parts: Parts<'_>) -> usize {
+        // The top 6 bits of the tag's hash: unrelated to the slots a shard's
+        // table picks for whole keys, from the low bits of another hash.
+        let tag_hash = match parts {
+            // No `{` before the caller's: that one is the key's tag.
+            Parts::Tagged { head, hash, .. } if !head.contains('{') => hash,
+            _ => {
+                let tag = hash_tag(key.as_bytes());
+                match keys::decode(tag) {
+                    Some(digest) => self.hash.digest(&digest),
+                    None => self.hash.hash_one(tag),
+                }
+            }
+        };
+        (tag_hash >> 58) as usize % SHARDS
     }
 
     /// Applies `op` to one caller's keys, one per quota, atomically: see
@@ -137,11 +248,26 @@ impl MemoryStore {
         op: Op,
     ) -> Result<Decision, QuotaError> {
         assert_eq!(keys.len(), quotas.len(), "one key per quota");
+        if let ([key], [quota], Op::Decide | Op::Peek) = (keys, quotas, op) {
+            // Most calls: what `apply` does for one quota, without its room
+            // for several.
+            let key = Parts::of(key, &self.hash);
+            let mut shard = self.shards[self.shard_of(keys[0], key)].lock();
+            let now = self.now_sweeping(&mut [&mut shard]);
+            let out = decide(quota, shard.state(key, now), now, cost)?;
+            if let (Some(update), Op::Decide) = (out.update, op) {
+                shard.store(key, update, now);
+            }
+            return Ok(out.decision);
+        }
+        let mut parts = [Parts::Text(""); MAX_QUOTAS];
         let mut order = [0usize; MAX_QUOTAS];
         let order = &mut order[..keys.len()];
-        for (slot, key) in order.iter_mut().zip(keys) {
-            *slot = self.shard_of(key);
+        for ((slot, parts), key) in order.iter_mut().zip(&mut parts).zip(keys) {
+            *parts = Parts::of(key, &self.hash);
+            *slot = self.shard_of(key, *parts);
         }
+        let keys = &parts[..keys.len()];
         if order.iter().all(|&s| s == order[0]) {
             let mut shard = self.shards[order[0]].lock();
             return self.apply_locked(&mut [&mut shard], &[0; MAX_QUOTAS], keys, quotas, cost, op);
@@ -167,11 +293,27 @@ impl MemoryStore {
         &self,
         shards: &mut [&mut Shard],
         which: &[usize; MAX_QUOTAS],
-        keys: &[&str],
+        keys: &[Parts<'_>],
         quotas: &[Quota],
         cost: u64,
         op: Op,
     ) -> Result<Decision, QuotaError> {
+        let now = self.now_sweeping(shards);
+        let mut states = [None; MAX_QUOTAS];
+        for (i, &key) in keys.iter().enumerate() {
+            states[i] = shards[which[i]].state(key, now);
+        }
+        let applied = apply(quotas, &states[..keys.len()], now, cost, op)?;
+        for (i, &key) in keys.iter().enumerate() {
+            if let Some(update) = applied.updates[i] {
+                shards[which[i]].store(key, update, now);
+            }
+        }
+        Ok(applied.decision)
+    }
+
+    /// The time of a call on the locked `shards`, which sweep when due.
+    fn now_sweeping(&self, shards: &mut [&mut Shard]) -> u64 {
         // Read under the lock, as the Redis script reads TIME: a key's
         // decisions then see its times in order. A time read before the lock
         // can be older than the state another thread stored meanwhile, and a
@@ -182,29 +324,7 @@ impl MemoryStore {
                 shard.sweep(now);
             }
         }
-        let mut states = [None; MAX_QUOTAS];
-        for (i, key) in keys.iter().enumerate() {
-            states[i] = shards[which[i]]
-                .entries
-                .get(*key)
-                .filter(|e| e.expires_at > now)
-                .map(|e| e.state);
-        }
-        let applied = apply(quotas, &states[..keys.len()], now, cost, op)?;
-        for (i, key) in keys.iter().enumerate() {
-            let Some((state, expires_at)) = applied.updates[i] else {
-                continue;
-            };
-            let entries = &mut shards[which[i]].entries;
-            if expires_at <= now {
-                entries.remove(*key);
-            } else if let Some(entry) = entries.get_mut(*key) {
-                *entry = Entry { state, expires_at };
-            } else {
-                entries.insert((*key).into(), Entry { state, expires_at });
-            }
-        }
-        Ok(applied.decision)
+        now
     }
 }
 
@@ -220,11 +340,9 @@ impl Store for MemoryStore {
     fn remove(&self, keys: &[&str]) -> Result<u64, StoreError> {
         let now = self.clock.now_us();
         let live = keys.iter().filter(|key| {
-            let mut shard = self.shards[self.shard_of(key)].lock();
-            shard
-                .entries
-                .remove(**key)
-                .is_some_and(|e| e.expires_at > now)
+            let parts = Parts::of(key, &self.hash);
+            let mut shard = self.shards[self.shard_of(key, parts)].lock();
+            shard.remove(parts).is_some_and(|e| e.expires_at > now)
         });
         Ok(live.count() as u64)
     }
@@ -233,17 +351,36 @@ impl Store for MemoryStore {
         let cleared: usize = self
             .shards
             .iter()
-            .map(|shard| {
-                let mut shard = shard.lock();
-                let before = shard.entries.len();
-                shard.entries.retain(|k, _| !k.starts_with(prefix));
-                before - shard.entries.len()
-            })
+            .map(|shard| shard.lock().clear_prefix(prefix))
             .sum();
         Ok(cleared as u64)
     }
 
     fn storage(&self) -> Storage {
         Storage::Memory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ManualClock, Policy, QuotaSpec};
+
+    #[test]
+    fn a_head_goes_with_the_last_of_its_keys() {
+        let clock = ManualClock::new(0);
+        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        let quota = QuotaSpec::new(Policy::Gcra, 1, 1.0).build().unwrap();
+        // A scope per tenant, as a process making limits without end has.
+        for i in 0..1000u32 {
+            let key = format!("flux:tenant{i}:gcra:{{{i:032x}}}");
+            assert!(store.decide(&key, &quota, 1).unwrap().allowed);
+        }
+        let heads = || -> usize { store.shards.iter().map(|s| s.lock().heads.len()).sum() };
+        assert_eq!(heads(), 1000);
+        clock.set_us(1_000_000);
+        store.sweep();
+        assert!(store.is_empty());
+        assert_eq!(heads(), 0);
     }
 }

@@ -2,7 +2,7 @@
 -- (flux-core policy.rs, `bucket`), inline between head.lua and tail.lua. It
 -- reads `value` (the key's, nil when absent), `judged` (the cost) and q, and
 -- sets ok, rem, reset, retry and dl, and when admitted new_value and keep_us
--- (what to store, and for how long).
+-- (what to store, and for how long: keep.lua makes that a TTL).
 --
 -- Q holds four numbers per quota:
 --   unit:     scaled units one call of cost 1 weighs (period_us / gcd)
@@ -28,49 +28,61 @@
       local i = (q - 1) * 4
       unit, rate, capacity, room = Q[i + 1], Q[i + 2], Q[i + 3], Q[i + 4]
     end
-    local a, b
-    if value then
-      a = tonumber(value)
-      if not a then
-        a, b = numbers(value)
-      end
-    end
     local level, last = 0, nil
-    if POLICY == 'gcra' then
-      if a and a >= now then
-        level = (a - now) * rate + (b or 0)
+    if value then
+      -- Two numbers "a b", or for gcra often one.
+      local a, b
+      if POLICY == 'gcra' then
+        a, b = tonumber(value), 0
       end
-    elseif a and b then
-      last = b
-      local held = a
-      if POLICY == 'token_bucket' then
-        if held > capacity then
-          held = capacity
+      if not a then
+        local space = string.find(value, ' ', 1, true)
+        if space then
+          a, b = tonumber(string.sub(value, 1, space - 1)), tonumber(string.sub(value, space + 1))
         end
-        held = capacity - held
       end
-      if now > last then
-        held = held - (now - last) * rate
-      end
-      if held > 0 then
-        level = held
+      if not (a and b) then
+        -- Not a state Flux wrote: none.
+      elseif POLICY == 'gcra' then
+        if a >= now then
+          level = (a - now) * rate + b
+        end
+      else
+        last = b
+        local held = a
+        if POLICY == 'token_bucket' then
+          if held > capacity then
+            held = capacity
+          end
+          held = capacity - held
+        end
+        if now > last then
+          held = held - (now - last) * rate
+        end
+        if held > 0 then
+          level = held
+        end
       end
     end
     local after = level + judged * unit
     if after > room then
       if room > level then
-        rem = idiv(room - level, unit)
+        rem = (room - level) / unit
+        rem = rem - rem % 1
       end
       reset, retry = level, after - room
       if rate ~= 1 then
-        reset, retry = -idiv(-reset, rate), -idiv(-retry, rate)
+        reset, retry = reset / rate, retry / rate
+        reset, retry = reset + (-reset) % 1, retry + (-retry) % 1
       end
     else
       ok = true
-      rem = idiv(room - after, unit)
+      rem = (room - after) / unit
+      rem = rem - rem % 1
       local whole, frac = after, 0
       if rate ~= 1 then
-        whole = idiv(after, rate)
+        whole = after / rate
+        whole = whole - whole % 1
         frac = after - whole * rate
       end
       reset = whole
@@ -80,13 +92,14 @@
       if after > capacity then
         dl = after - capacity
         if rate ~= 1 then
-          dl = -idiv(-dl, rate)
+          dl = dl / rate
+          dl = dl + (-dl) % 1
         end
       end
       if POLICY == 'gcra' then
         new_value, keep_us = now + whole, reset
         if frac > 0 then
-          new_value = format('%d %d', now + whole, frac)
+          new_value = string.format('%d %d', now + whole, frac)
         end
       else
         -- Stamped no earlier than the stored `last`: a clock that steps
@@ -103,6 +116,6 @@
             held = 0
           end
         end
-        new_value, keep_us = format('%d %d', held, stamp), stamp - now + reset
+        new_value, keep_us = string.format('%d %d', held, stamp), stamp - now + reset
       end
     end

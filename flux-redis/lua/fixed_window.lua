@@ -9,7 +9,13 @@
     if q > 1 then
       n, period = Q[2 * q - 1], Q[2 * q]
     end
-    local count, window_end = numbers(value)
+    local count, window_end
+    if value then
+      local space = string.find(value, ' ', 1, true)
+      if space then
+        count, window_end = tonumber(string.sub(value, 1, space - 1)), tonumber(string.sub(value, space + 1))
+      end
+    end
     if not (count and window_end and now < window_end) then
       count, window_end = 0, now + period
     end
@@ -24,5 +30,5 @@
       ok = true
       count = count + judged
       rem = n - count
-      new_value, keep_us = format('%d %d', count, window_end), reset
+      new_value, keep_us = string.format('%d %d', count, window_end), reset
     end

@@ -10,7 +10,7 @@
 
 local calls = #KEYS / NQ
 local first_cost = #ARGV - calls
-local out = {}
+local out
 
 for call = 1, calls do
   local cost = ARGV[first_cost + call]
@@ -27,7 +27,8 @@ for call = 1, calls do
   for q = 1, NQ do
     local key = KEYS[(call - 1) * NQ + q]
     local value = redis.pcall('GET', key)
-    if type(value) == 'table' then
+    -- A key of another type answers GET with an error table (one_head.lua).
+    if value and value.err then
       foreign = q - 1
       break
     end

@@ -8,6 +8,46 @@
 -- the one in bucket.lua and the window files, as functions: refunds are
 -- rare enough not to need inlining.
 
+local format, floor = string.format, math.floor
+
+-- floor(a / b) for integers a and b > 0, exact as prelude.lua says; ceil(a / b)
+-- is -idiv(-a, b).
+local function idiv(a, b)
+  return floor(a / b)
+end
+
+-- The numbers of a stored state ("a b c", "a b" or "a"); nothing when the
+-- key is absent or not in Flux's format.
+local function numbers(value)
+  if not value then
+    return nil
+  end
+  local a = tonumber(value)
+  if a then
+    return a
+  end
+  local first = string.find(value, ' ', 1, true)
+  if not first then
+    return nil
+  end
+  local second = string.find(value, ' ', first + 1, true)
+  local sub = string.sub
+  if second then
+    return tonumber(sub(value, 1, first - 1)), tonumber(sub(value, first + 1, second - 1)),
+      tonumber(sub(value, second + 1))
+  end
+  return tonumber(sub(value, 1, first - 1)), tonumber(sub(value, first + 1))
+end
+
+-- Stores `value` for `keep_us` microseconds, as keep.lua says.
+local function put(key, value, keep_us)
+  local ttl = -idiv(-keep_us, 1000)
+  if injected and ttl < 60000 then
+    ttl = 60000
+  end
+  redis.call('SET', key, value, 'PX', ttl)
+end
+
 local function refund(key, value, q, cost)
   local a, b, c = numbers(value)
   local new_value, expires_at

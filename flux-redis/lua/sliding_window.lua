@@ -15,12 +15,21 @@
     end
     -- The counts at now: the stored ones moved on by the windows that ended
     -- since (policy.rs, `windows_at`; refund.lua does the same).
-    local prev, curr, start = numbers(value)
+    local prev, curr, start
+    if value then
+      local first = string.find(value, ' ', 1, true)
+      local second = first and string.find(value, ' ', first + 1, true)
+      if second then
+        prev, curr, start = tonumber(string.sub(value, 1, first - 1)),
+          tonumber(string.sub(value, first + 1, second - 1)), tonumber(string.sub(value, second + 1))
+      end
+    end
     if not (prev and curr and start) then
       prev, curr, start = 0, 0, now
     end
     if now >= start + period then
-      local windows = idiv(now - start, period)
+      local windows = (now - start) / period
+      windows = windows - windows % 1
       if windows == 1 then
         prev = curr
       else
@@ -45,10 +54,12 @@
     if weighted_prev + (curr + judged) * period > budget then
       if curr + judged <= n then
         -- Within this window, as the previous window's weight slides out.
-        retry = -idiv((n - curr - judged) * period - weighted_prev, prev)
+        retry = (weighted_prev - (n - curr - judged) * period) / prev
+        retry = retry + (-retry) % 1
       else
         -- Only after this window ends, as the current count slides out.
-        retry = left - idiv(-(curr + judged - n) * period, curr)
+        retry = (curr + judged - n) * period / curr
+        retry = left + retry + (-retry) % 1
       end
       if curr > 0 then
         reset = left + period
@@ -60,8 +71,9 @@
       curr = curr + judged
       -- curr > 0 now: the state matters until this window and the next are over.
       reset = left + period
-      new_value, keep_us = format('%d %d %d', prev, curr, start), reset
+      new_value, keep_us = string.format('%d %d %d', prev, curr, start), reset
     end
     if budget > weighted_prev + curr * period then
-      rem = idiv(budget - weighted_prev - curr * period, period)
+      rem = (budget - weighted_prev - curr * period) / period
+      rem = rem - rem % 1
     end

@@ -1,14 +1,11 @@
--- tail.lua: after the policy's file has decided quota q of a call.
+-- tail.lua: after the policy's file and keep.lua have decided quota q of
+-- a call.
 
     if ok and OP == 'd' then
-      if NQ == 1 then
-        put(key, new_value, keep_us)
-      else
-        pending = pending or {}
-        pending[#pending + 1] = key
-        pending[#pending + 1] = new_value
-        pending[#pending + 1] = keep_us
-      end
+      pending = pending or {}
+      pending[#pending + 1] = key
+      pending[#pending + 1] = new_value
+      pending[#pending + 1] = ttl
     end
     if not ok then
       all_ok = false
@@ -28,7 +25,7 @@
     status = 1
     if pending then
       for p = 1, #pending, 3 do
-        put(pending[p], pending[p + 1], pending[p + 2])
+        redis.call('SET', pending[p], pending[p + 1], 'PX', pending[p + 2])
       end
     end
     if OP ~= 'r' then
@@ -38,6 +35,7 @@
   if calls == 1 then
     return {status, r_q, r_rem, r_reset, r_retry, r_delay}
   end
+  out = out or {}
   local at = 6 * (call - 1)
   out[at + 1], out[at + 2], out[at + 3] = status, r_q, r_rem
   out[at + 4], out[at + 5], out[at + 6] = r_reset, r_retry, r_delay

@@ -35,4 +35,5 @@ pub use backend::{assemble, open, Opened};
 pub use error::RedisError;
 /// The Redis settings a store is made from: the `[redis]` table of flux.toml.
 pub use flux_core::config::RedisConfig;
+pub use scripts::script_source;
 pub use store::{RedisStore, TimeSource};

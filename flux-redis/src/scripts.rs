@@ -4,8 +4,9 @@
 //! limit's constants, then `prelude.lua`, `refund.lua` for refunds,
 //! `head.lua` (`one_head.lua` for a limit of one quota), the file that
 //! decides one quota of the policy inline (`bucket.lua` for gcra,
-//! token_bucket and leaky_bucket), then `tail.lua` (`one_tail.lua`); see
-//! prelude.lua for KEYS, ARGV and the reply. The constants live in the script rather than
+//! token_bucket and leaky_bucket), `keep.lua` (the TTL of what it stores),
+//! then `tail.lua` (`one_tail.lua`); see prelude.lua for KEYS, ARGV and the
+//! reply, and why nothing in them is a function. The constants live in the script rather than
 //! in ARGV because Redis copies and the script parses every argument of
 //! every call: with them in the header a call carries only its keys, the
 //! time and its costs, and costs Redis what a minimal hand-written script
@@ -37,6 +38,7 @@ const HEAD: &str = lua!("head.lua");
 const TAIL: &str = lua!("tail.lua");
 const ONE_HEAD: &str = lua!("one_head.lua");
 const ONE_TAIL: &str = lua!("one_tail.lua");
+const KEEP: &str = lua!("keep.lua");
 
 /// The file that decides one quota of `policy` inline.
 fn deciding(policy: Policy) -> &'static str {
@@ -129,11 +131,19 @@ pub(crate) fn script(quotas: &[Quota], op: Op) -> LimitScript {
     };
     text.push_str(head);
     text.push_str(deciding(policy));
+    text.push_str(KEEP);
     text.push_str(tail);
     LimitScript {
         script: Script::new(&text),
         code: text,
     }
+}
+
+/// The Lua that applies `op` under `quotas` (one policy, 1 to
+/// [`MAX_QUOTAS`] quotas), as a store sends it: for tools that read it and
+/// for `benches/scripts.rs`, which holds it to a minimal script's cost.
+pub fn script_source(quotas: &[Quota], op: Op) -> String {
+    script(quotas, op).code
 }
 
 /// Scripts that evicting everything makes room again for: each is a few

@@ -462,6 +462,40 @@ fn the_stream_is_trimmed_near_retention() {
 }
 
 #[test]
+fn a_flush_of_many_events_is_trimmed_near_retention_too() {
+    let redis = RedisServer::start();
+    // An approximate trim removes at most 100 nodes by default (LIMIT):
+    // here 1,000 entries, a fifth of what this one flush adds.
+    redis.cli(&["CONFIG", "SET", "stream-node-max-entries", "10"]);
+    let config = analytics_config(&redis.url(), "s5", 100, 1.0);
+    let backend = flux_redis::open(&config).unwrap();
+    let limiter = Limiter::new(
+        backend.backend.clone(),
+        &config,
+        "api",
+        None,
+        &rate(1_000_000, 1.0),
+    )
+    .unwrap();
+    let identities: Vec<Vec<u8>> = (0..5_000).map(|i| format!("u{i}").into_bytes()).collect();
+    let batch: Vec<BatchRequest<'_>> = identities
+        .iter()
+        .map(|identity| BatchRequest {
+            limiter: &limiter,
+            endpoint: None,
+            identity,
+            cost: 1,
+            op: Op::Decide,
+        })
+        .collect();
+    apply_batch(&batch);
+    let report = backend.reporting.flush().unwrap();
+    assert_eq!(report.events, 5_000);
+    let length = xlen(&redis, "s5");
+    assert!((100..110).contains(&length), "XLEN {length}");
+}
+
+#[test]
 fn totals_add_up_across_processes() {
     let redis = RedisServer::start();
     let config = analytics_config(&redis.url(), "s4", 1000, 0.0);

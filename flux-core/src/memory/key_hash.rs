@@ -51,6 +51,26 @@ impl KeyHash {
     }
 }
 
+impl KeyHash {
+    /// The hash of a caller's digest (the 16 bytes of its tag, see keys.rs):
+    /// it picks the shard. One multiply, with both operands secret: the
+    /// digest is a SHA-256's already, and the key keeps callers who grind
+    /// identities from knowing where theirs land.
+    #[inline]
+    pub(crate) fn digest(&self, digest: &[u8; 16]) -> u64 {
+        fold(
+            word(&digest[..8]) ^ self.secret,
+            word(&digest[8..]) ^ self.seed,
+        )
+    }
+
+    /// The hash of a tagged key: its digest's hash and its head's number.
+    #[inline]
+    pub(crate) fn tagged(&self, digest: u64, head: u32) -> u64 {
+        fold(digest ^ u64::from(head), self.secret ^ SPREAD)
+    }
+}
+
 impl std::fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyHash { .. }") // the key stays secret
