@@ -166,9 +166,17 @@ $(VENV)/.test-deps: $(PY) flux-py/requirements-test.txt
 py-install: $(VENV)/.test-deps
 	$(PY) -m pip install -q --no-build-isolation ./flux-py
 
-## test-py: pytest over real Django, Flask and FastAPI apps, on the memory store and on redis-servers it starts
-test-py: deps py-install
+## The HTTP benchmark's servers and peers (benches/http/requirements.txt)
+$(VENV)/.bench-http-deps: $(PY) benches/http/requirements.txt
+	$(PY) -m pip install -q -r benches/http/requirements.txt
+	touch $@
+
+## test-py: pytest over real Django, Flask and FastAPI apps, on the memory store and on
+## redis-servers it starts; then the HTTP benchmark's apps answer once through their test
+## clients (in a process of their own: Django's settings are set once per process)
+test-py: deps py-install $(VENV)/.bench-http-deps
 	$(PY) -m pytest -q flux-py/tests
+	$(PY) -m pytest -q benches/http/test_apps.py
 
 ## demo: the example FastAPI app on the memory store, driven by two clients
 demo: py-install

@@ -1,0 +1,56 @@
+"""What every benchmark app shares: the limit, the body, the floor's header, the stores.
+
+The runner starts each app as a server with two environment variables:
+``BENCH_VARIANT`` (which of the app's variants to build; ``base`` serves
+most rows, a variant holds what acts on every route of its app, such as
+Flask-Limiter) and ``BENCH_REDIS_URL`` (the redis-server of this run).
+"""
+
+from __future__ import annotations
+
+import os
+
+from flux.config import FluxConfig
+
+#: A limit nothing reaches, so every request takes a limiter's whole
+#: admitting path: 10**9 per hour is 277,000 requests per second.
+REQUESTS = 1_000_000_000
+PERIOD = 3600
+#: The same limit as the peers write it.
+RATE_TEXT = f"{REQUESTS}/hour"
+
+#: Every route answers this JSON body.
+BODY = {"message": "hello"}
+
+#: The floor route's one header: a limiter must read the client's address
+#: and set a header, and this is the least that does both.
+FLOOR_HEADER = "X-Client-Address"
+
+#: Keys of this benchmark in its own redis-server.
+KEY_PREFIX = "bench:"
+
+
+def variant() -> str:
+    return os.environ.get("BENCH_VARIANT", "base")
+
+
+def redis_url() -> str:
+    url = os.environ.get("BENCH_REDIS_URL")
+    if not url:
+        raise RuntimeError(
+            "BENCH_REDIS_URL is not set: the apps are started by benches/http/run.py, "
+            "which starts a redis-server and passes its URL"
+        )
+    return url
+
+
+def flux_config(store: str) -> FluxConfig:
+    """Flux on ``"memory"`` or ``"redis"``; Redis failing fails the request
+    (instead of admitting it unseen), so a Redis row always measures Redis."""
+    if store == "memory":
+        return FluxConfig(storage="memory", key_prefix=KEY_PREFIX)
+    return FluxConfig(redis_url=redis_url(), key_prefix=KEY_PREFIX, fail_silently=False)
+
+
+def unknown_variant(name: str, known) -> ValueError:
+    return ValueError(f"BENCH_VARIANT must be one of {', '.join(sorted(known))}, got {name!r}")

@@ -1,0 +1,118 @@
+"""The processes of a benchmark run: one redis-server and the app servers.
+
+Each is started on a free loopback port, optionally pinned to CPUs with
+``taskset``, waited for until it answers, and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+#: How each framework is served, as a command for (port); the app module reads
+#: its variant and Redis URL from the environment.
+SERVERS = {
+    "fastapi": (
+        "uvicorn, 1 worker, uvloop, httptools",
+        lambda port: [
+            "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(APPS),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        ],
+    ),
+    "flask": ("gunicorn, 2 sync workers", lambda port: gunicorn("flask_app:app", port)),
+    "django": ("gunicorn, 2 sync workers", lambda port: gunicorn("django_app:application", port)),
+}
+
+
+def gunicorn(app: str, port: int) -> list[str]:
+    return [
+        "-m", "gunicorn", app, "--chdir", str(APPS), "--bind", f"127.0.0.1:{port}",
+        "--workers", "2", "--worker-class", "sync", "--log-level", "warning",
+        # Workers signal they are alive through a file; keep that off the disk.
+        "--worker-tmp-dir", "/dev/shm",
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(argv: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+@dataclass
+class Process:
+    name: str
+    port: int
+    popen: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.popen.poll() is not None:
+            return
+        os.kill(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def start_redis(cpus: str | None) -> Process:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (make deps installs it)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = Process("redis-server", port, subprocess.Popen(pinned(argv, cpus), stdout=subprocess.DEVNULL))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return process
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.popen.poll() is not None:
+            process.stop()
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)
+
+
+def start_app(framework: str, variant: str, redis_url: str, cpus: str | None) -> Process:
+    """The framework's app in ``variant``, served as the benchmark serves it; returns once
+    it answers ``/plain``."""
+    port = free_port()
+    _, command = SERVERS[framework]
+    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_REDIS_URL": redis_url}
+    argv = pinned([sys.executable, *command(port)], cpus)
+    process = Process(f"{framework} ({variant})", port, subprocess.Popen(argv, env=env))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/plain", timeout=2) as reply:
+                if reply.status == 200:
+                    return process
+        except (OSError, urllib.error.URLError):
+            pass
+        if process.popen.poll() is not None:
+            raise SystemExit(f"{process.name} exited with code {process.popen.returncode} at start")
+        if time.monotonic() > deadline:
+            process.stop()
+            raise SystemExit(f"{process.name} did not answer within 60 s")
+        time.sleep(0.2)
