@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py screenshots
+.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py bench-http screenshots
 
 ## test: install what the tests need, then check formatting, lints and every test
 test: deps lint test-rust test-c test-install test-py
@@ -192,3 +192,9 @@ screenshots: deps py-install
 ## bench-py: per-decision cost from Python against `limits` and redis-py (see README, Benchmarks)
 bench-py: deps py-install
 	$(PY) benches/python_compare.py
+
+## bench-http: req/s end to end, wrk against FastAPI, Flask and Django servers with Flux and
+## its peers (benches/http/run.py; about 10 minutes; BENCH_ROUNDS, BENCH_DURATION... there)
+bench-http: EXTRA_PACKAGES = wrk
+bench-http: deps py-install $(VENV)/.bench-http-deps
+	$(PY) benches/http/run.py
