@@ -11,6 +11,12 @@ every row alike. It prints, per row, the median requests per second over the
 rounds, their spread, and the ratio to the plain route measured in the same
 round (and for limiter rows, to the floor route), as Markdown tables.
 
+Beside them, the server's CPU time per request (user + system, all its
+processes and threads, from /proc): requests per second fall when other work
+shares the server's CPU, its CPU time per request much less, so this column
+stays readable on a busy machine, and a difference of two rows is what one
+costs over the other in microseconds.
+
 With 2 or more CPUs, the servers run on all but the first (``taskset``) and
 wrk and redis-server on the first, so the load generator does not take CPU
 from the server it measures.
@@ -32,6 +38,7 @@ The defaults take about 10 minutes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -40,11 +47,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from importlib import metadata
 
 from rows import DECORATOR, FLOOR, PEER, PLAIN, ROWS, Row
 from servers import SERVERS, Process, start_app, start_redis
-from wrk import Load, Measured, measure, wrk_binary
+from wrk import Load, measure, wrk_binary
 
 PACKAGES = (
     "flux-limiter", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "flask", "werkzeug",
@@ -78,8 +86,26 @@ def check(row: Row, server: Process) -> None:
             raise SystemExit(f"{row.label}: {url} answered without {row.header}")
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One row's wrk run."""
+
+    requests_per_second: float
+    #: The server's CPU time over the run divided by the requests wrk completed.
+    cpu_us_per_request: float
+    socket_errors: str | None
+
+
+def sample(row: Row, server: Process, load: Load) -> Sample:
+    before = server.cpu_seconds()
+    measured = measure(f"http://127.0.0.1:{server.port}{row.path}", load)
+    cpu = server.cpu_seconds() - before
+    per_request = cpu / measured.requests * 1e6 if measured.requests else math.nan
+    return Sample(measured.requests_per_second, per_request, measured.socket_errors)
+
+
 def run_framework(framework: str, redis_url: str, load: Load, server_cpus: str | None, warmup: int,
-                  rounds: int) -> dict[Row, list[Measured]]:
+                  rounds: int) -> dict[Row, list[Sample]]:
     rows = [row for row in ROWS[framework] if row.pending is None]
     variants = list(dict.fromkeys(row.variant for row in rows))
     servers: dict[str, Process] = {}
@@ -87,12 +113,13 @@ def run_framework(framework: str, redis_url: str, load: Load, server_cpus: str |
         for variant in variants:
             servers[variant] = start_app(framework, variant, redis_url, server_cpus)
         for row in rows:
-            check(row, servers[row.variant])
-            measure(url(row, servers), load, seconds=warmup)
-        results: dict[Row, list[Measured]] = {row: [] for row in rows}
+            server = servers[row.variant]
+            check(row, server)
+            measure(f"http://127.0.0.1:{server.port}{row.path}", load, seconds=warmup)
+        results: dict[Row, list[Sample]] = {row: [] for row in rows}
         for n in range(rounds):
             for row in rows if n % 2 == 0 else reversed(rows):
-                results[row].append(measure(url(row, servers), load))
+                results[row].append(sample(row, servers[row.variant], load))
             print(f"  {NAMES[framework]}: round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
         return results
     finally:
@@ -100,29 +127,26 @@ def run_framework(framework: str, redis_url: str, load: Load, server_cpus: str |
             server.stop()
 
 
-def url(row: Row, servers: dict[str, Process]) -> str:
-    return f"http://127.0.0.1:{servers[row.variant].port}{row.path}"
-
-
 def spread(values: list[float], fmt: str) -> str:
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
 
 
-def table(framework: str, results: dict[Row, list[Measured]]) -> str:
+def table(framework: str, results: dict[Row, list[Sample]]) -> str:
     by_kind = {row.kind: row for row in results if row.kind in (PLAIN, FLOOR)}
     plain = [m.requests_per_second for m in results[by_kind[PLAIN]]]
     floor = [m.requests_per_second for m in results[by_kind[FLOOR]]]
     lines = [
         f"| {NAMES[framework]} ({SERVERS[framework][0]}) | req/s, median (min–max) "
-        "| ÷ plain, median (min–max) | ÷ floor, median (min–max) |",
-        "|---|---:|---:|---:|",
+        "| ÷ plain, median (min–max) | ÷ floor, median (min–max) | server CPU µs per request |",
+        "|---|---:|---:|---:|---:|",
     ]
     notes = []
     for row in ROWS[framework]:
         if row.pending:
-            lines.append(f"| {row.label} | skipped: {row.pending} | | |")
+            lines.append(f"| {row.label} | skipped: {row.pending} | | | |")
             continue
         rps = [m.requests_per_second for m in results[row]]
+        cpu = [m.cpu_us_per_request for m in results[row]]
         vs_plain = [r / p for r, p in zip(rps, plain)]
         vs_floor = [r / f for r, f in zip(rps, floor)] if row.kind in (DECORATOR, PEER) else None
         errors = [m.socket_errors for m in results[row] if m.socket_errors]
@@ -131,7 +155,7 @@ def table(framework: str, results: dict[Row, list[Measured]]) -> str:
             notes.append(f"† {row.label}: wrk's socket errors in {len(errors)} run(s): {errors[0]}")
         lines.append(
             f"| {row.label}{mark} | {spread(rps, ',.0f')} | {spread(vs_plain, '.2f')} "
-            f"| {spread(vs_floor, '.2f') if vs_floor else ''} |"
+            f"| {spread(vs_floor, '.2f') if vs_floor else ''} | {spread(cpu, '.0f')} |"
         )
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -201,7 +225,13 @@ def main() -> None:
         with open(out, "w") as f:
             json.dump(
                 {
-                    framework: {row.label: [m.requests_per_second for m in rows] for row, rows in res.items()}
+                    framework: {
+                        row.label: {
+                            "requests_per_second": [m.requests_per_second for m in samples],
+                            "cpu_us_per_request": [m.cpu_us_per_request for m in samples],
+                        }
+                        for row, samples in res.items()
+                    }
                     for framework, res in results.items()
                 },
                 f,

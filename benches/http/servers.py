@@ -61,6 +61,22 @@ class Process:
     port: int
     popen: subprocess.Popen
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and every process under it
+        (gunicorn's workers), all threads included."""
+        ticks, pids = 0, [self.popen.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                # Fields after the command's closing parenthesis; utime and stime are 14th and 15th.
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += map(int, (task / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.popen.poll() is not None:
             return

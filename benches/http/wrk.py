@@ -30,6 +30,7 @@ def wrk_binary() -> str:
 @dataclass(frozen=True)
 class Measured:
     requests_per_second: float
+    requests: int
     #: wrk's "Socket errors" line (connect, read, write, timeout), if it had one.
     socket_errors: str | None
 
@@ -56,4 +57,7 @@ def measure(url: str, load: Load, seconds: int | None = None) -> Measured:
     if refused:
         raise RuntimeError(f"{url}: {refused.group(0)}")
     errors = re.search(r"Socket errors: (.*)", out)
-    return Measured(float(rate.group(1)), errors.group(1).strip() if errors else None)
+    requests = re.search(r"^\s*(\d+) requests in", out, re.M)
+    return Measured(
+        float(rate.group(1)), int(requests.group(1)) if requests else 0, errors.group(1).strip() if errors else None
+    )
