@@ -6,8 +6,10 @@ django-ratelimit's cache setting, an app-wide middleware) is a variant of
 that app, started as a server of its own, and its row is measured there.
 
 Every row is compared with the ``plain`` route of the base app in the same
-round; decorator and peer rows also with the ``floor`` route (what any
-limiter needs, without the limiter).
+round; limiter rows also with the ``floor`` route (what any limiter needs,
+without the limiter). The "inline" rows are the floor plus one decision,
+Flux's ``RateLimiter`` beside `limits`: the decorator's row less its inline
+row is what the decorator itself costs (its headers included).
 
 Flux's app-wide middleware does not exist yet: its rows are listed, and
 printed as skipped. To measure it, give each app the variants
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 
 from apps.common import FLOOR_HEADER
 
-PLAIN, FLOOR, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "decorator", "middleware", "peer"
+PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", "decorator", "middleware", "peer"
+#: The rows compared with the floor route as well as with the plain one.
+LIMITERS = (INLINE, DECORATOR, PEER)
 
 #: The header every Flux response carries (and Flask-Limiter's and slowapi's
 #: with headers on): its presence shows the limiter ran.
@@ -52,12 +56,14 @@ def flux_middleware(store: str) -> Row:
     )
 
 
-def common_rows(limits: str = "limits") -> list[Row]:
-    """The rows every framework has, in the order they are printed; ``limits``
-    names the flavour of `limits` its app calls."""
+def common_rows(hit: str, limits: str) -> list[Row]:
+    """The rows every framework has, in the order they are printed; ``hit`` and
+    ``limits`` name what its app calls inline."""
     return [
         Row("plain", "/plain", PLAIN),
         Row("floor (no limiter)", "/floor", FLOOR, header=FLOOR_HEADER),
+        Row(f"Flux {hit} inline, memory", "/flux-inline/memory", INLINE, header=FLOOR_HEADER),
+        Row(f"Flux {hit} inline, Redis", "/flux-inline/redis", INLINE, header=FLOOR_HEADER),
         Row("Flux decorator, memory", "/flux/memory", DECORATOR, header=RATE_LIMIT_HEADER),
         Row("Flux decorator, Redis", "/flux/redis", DECORATOR, header=RATE_LIMIT_HEADER),
         flux_middleware("memory"),
@@ -69,12 +75,12 @@ def common_rows(limits: str = "limits") -> list[Row]:
 
 ROWS: dict[str, list[Row]] = {
     "fastapi": [
-        *common_rows("limits.aio"),
+        *common_rows("ahit", "limits.aio"),
         Row("slowapi, memory", "/slowapi/memory", PEER, header=RATE_LIMIT_HEADER),
         Row("slowapi, Redis", "/slowapi/redis", PEER, header=RATE_LIMIT_HEADER),
     ],
     "flask": [
-        *common_rows(),
+        *common_rows("hit", "limits"),
         Row(
             "Flask-Limiter, memory",
             "/flask-limiter",
@@ -91,7 +97,7 @@ ROWS: dict[str, list[Row]] = {
         ),
     ],
     "django": [
-        *common_rows(),
+        *common_rows("hit", "limits"),
         # django-ratelimit sends no headers.
         Row("django-ratelimit, memory (LocMemCache)", "/django-ratelimit", PEER),
         Row("django-ratelimit, Redis (RedisCache)", "/django-ratelimit", PEER, variant="django-ratelimit-redis"),

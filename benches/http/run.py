@@ -3,8 +3,10 @@
     make bench-http      (or: .venv/bin/python benches/http/run.py)
 
 For each framework (FastAPI on uvicorn, Flask and Django on gunicorn) the
-runner starts its apps as real servers on loopback, against one redis-server
-of its own, and loads each row's route with wrk. Rows are interleaved: every
+runner starts one real server per row on loopback, holding that row's route
+alone (a router tries routes in order, so a shared app would charge the
+later rows for the routes before them), against one redis-server of its
+own; each is warmed up, then loaded with wrk. Rows are interleaved: every
 row of a framework runs once per round before the next round begins, in an
 order that reverses every round, so slow spells of a shared machine fall on
 every row alike. It prints, per row, the median requests per second over the
@@ -23,9 +25,9 @@ from the server it measures.
 
 Settings (environment):
 
-    BENCH_ROUNDS=7          rounds per framework
+    BENCH_ROUNDS=6          rounds per framework
     BENCH_DURATION=3        seconds of wrk per row and round (whole seconds, as wrk takes them)
-    BENCH_WARMUP=2          seconds of wrk per route before the first round
+    BENCH_WARMUP=2          seconds of wrk per server before the first round
     BENCH_CONNECTIONS=32    wrk -c
     BENCH_THREADS=1         wrk -t
     BENCH_FRAMEWORKS=fastapi,flask,django
@@ -50,7 +52,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 
-from rows import DECORATOR, FLOOR, PEER, PLAIN, ROWS, Row
+from rows import FLOOR, LIMITERS, PLAIN, ROWS, Row
 from servers import SERVERS, Process, start_app, start_redis
 from wrk import Load, measure, wrk_binary
 
@@ -107,19 +109,18 @@ def sample(row: Row, server: Process, load: Load) -> Sample:
 def run_framework(framework: str, redis_url: str, load: Load, server_cpus: str | None, warmup: int,
                   rounds: int) -> dict[Row, list[Sample]]:
     rows = [row for row in ROWS[framework] if row.pending is None]
-    variants = list(dict.fromkeys(row.variant for row in rows))
-    servers: dict[str, Process] = {}
+    servers: dict[Row, Process] = {}
     try:
-        for variant in variants:
-            servers[variant] = start_app(framework, variant, redis_url, server_cpus)
         for row in rows:
-            server = servers[row.variant]
+            servers[row] = start_app(framework, row.variant, row.path, redis_url, server_cpus)
+        for row, server in servers.items():
+            server.wait_until_answering(row.path)
             check(row, server)
             measure(f"http://127.0.0.1:{server.port}{row.path}", load, seconds=warmup)
         results: dict[Row, list[Sample]] = {row: [] for row in rows}
         for n in range(rounds):
             for row in rows if n % 2 == 0 else reversed(rows):
-                results[row].append(sample(row, servers[row.variant], load))
+                results[row].append(sample(row, servers[row], load))
             print(f"  {NAMES[framework]}: round {n + 1}/{rounds} done", file=sys.stderr, flush=True)
         return results
     finally:
@@ -148,7 +149,7 @@ def table(framework: str, results: dict[Row, list[Sample]]) -> str:
         rps = [m.requests_per_second for m in results[row]]
         cpu = [m.cpu_us_per_request for m in results[row]]
         vs_plain = [r / p for r, p in zip(rps, plain)]
-        vs_floor = [r / f for r, f in zip(rps, floor)] if row.kind in (DECORATOR, PEER) else None
+        vs_floor = [r / f for r, f in zip(rps, floor)] if row.kind in LIMITERS else None
         errors = [m.socket_errors for m in results[row] if m.socket_errors]
         mark = " †" if errors else ""
         if errors:
@@ -173,7 +174,7 @@ def versions() -> str:
 
 
 def main() -> None:
-    rounds = int(setting("BENCH_ROUNDS", "7"))
+    rounds = int(setting("BENCH_ROUNDS", "6"))
     warmup = int(setting("BENCH_WARMUP", "2"))
     frameworks = [f.strip() for f in setting("BENCH_FRAMEWORKS", "fastapi,flask,django").split(",") if f.strip()]
     for framework in frameworks:
@@ -213,7 +214,7 @@ def main() -> None:
     )
     print(
         f"wrk -t{load.threads} -c{load.connections} -d{load.duration:g}s on loopback, {rounds} rounds "
-        f"interleaved, {warmup:g} s warm-up per route; {os.cpu_count()} CPUs, {pinning}; "
+        f"interleaved, {warmup:g} s warm-up per server (one per row); {os.cpu_count()} CPUs, {pinning}; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         f"{(time.monotonic() - started) / 60:.1f} minutes.\n"
         f"Python {platform.python_version()}; {versions()}.\n"

@@ -77,6 +77,22 @@ class Process:
                 continue  # exited meanwhile
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def wait_until_answering(self, path: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if self.popen.poll() is not None:
+                raise SystemExit(f"{self.name} exited with code {self.popen.returncode} at start")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"{self.name} did not answer within {timeout:g} s")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         if self.popen.poll() is not None:
             return
@@ -110,25 +126,11 @@ def start_redis(cpus: str | None) -> Process:
         time.sleep(0.05)
 
 
-def start_app(framework: str, variant: str, redis_url: str, cpus: str | None) -> Process:
-    """The framework's app in ``variant``, served as the benchmark serves it; returns once
-    it answers ``/plain``."""
+def start_app(framework: str, variant: str, path: str, redis_url: str, cpus: str | None) -> Process:
+    """A server of the framework's app in ``variant`` keeping the route ``path`` alone, as the
+    benchmark serves it; call :meth:`Process.wait_until_answering` before using it."""
     port = free_port()
     _, command = SERVERS[framework]
-    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_REDIS_URL": redis_url}
+    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_ROUTE": path, "BENCH_REDIS_URL": redis_url}
     argv = pinned([sys.executable, *command(port)], cpus)
-    process = Process(f"{framework} ({variant})", port, subprocess.Popen(argv, env=env))
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/plain", timeout=2) as reply:
-                if reply.status == 200:
-                    return process
-        except (OSError, urllib.error.URLError):
-            pass
-        if process.popen.poll() is not None:
-            raise SystemExit(f"{process.name} exited with code {process.popen.returncode} at start")
-        if time.monotonic() > deadline:
-            process.stop()
-            raise SystemExit(f"{process.name} did not answer within 60 s")
-        time.sleep(0.2)
+    return Process(f"{framework} ({variant}) {path}", port, subprocess.Popen(argv, env=env))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -40,17 +41,20 @@ def apps():
 
 
 def get(apps, framework: str, row: Row):
-    """``row``'s route answered by its app's variant, through the framework's test client."""
+    """``row``'s route answered by its app's variant holding that route alone, as its
+    server does, through the framework's test client."""
     module = apps[framework]
     if framework == "fastapi":
         from fastapi.testclient import TestClient
 
-        return TestClient(module.build(row.variant)).get(row.path)
+        return TestClient(module.build(row.variant, row.path)).get(row.path)
     if framework == "flask":
-        return module.build(row.variant).test_client().get(row.path)
+        return module.build(row.variant, row.path).test_client().get(row.path)
     from django.test import Client, override_settings
 
-    with override_settings(**module.variant_settings(row.variant)):
+    urls = types.ModuleType("urls")
+    urls.urlpatterns = module.urls_for(row.path)
+    with override_settings(ROOT_URLCONF=urls, **module.variant_settings(row.variant)):
         return Client().get(row.path)
 
 

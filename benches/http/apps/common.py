@@ -1,14 +1,18 @@
 """What every benchmark app shares: the limit, the body, the floor's header, the stores.
 
-The runner starts each app as a server with two environment variables:
+The runner starts one server per row, with three environment variables:
 ``BENCH_VARIANT`` (which of the app's variants to build; ``base`` serves
 most rows, a variant holds what acts on every route of its app, such as
-Flask-Limiter) and ``BENCH_REDIS_URL`` (the redis-server of this run).
+Flask-Limiter), ``BENCH_ROUTE`` (the row's path: the server keeps that route
+alone, because FastAPI and Django try routes in order, and each route tried
+before the right one costs about a microsecond) and ``BENCH_REDIS_URL`` (the
+redis-server of this run).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
 
 from flux.config import FluxConfig
 
@@ -32,6 +36,21 @@ KEY_PREFIX = "bench:"
 
 def variant() -> str:
     return os.environ.get("BENCH_VARIANT", "base")
+
+
+def route() -> str | None:
+    return os.environ.get("BENCH_ROUTE") or None
+
+
+Route = TypeVar("Route")
+
+
+def only(routes: list[Route], path: str, path_of: Callable[[Route], str | None]) -> list[Route]:
+    """The routes of ``path``: what a server keeps of its app."""
+    kept = [r for r in routes if path_of(r) == path]
+    if not kept:
+        raise ValueError(f"BENCH_ROUTE: the app has no route {path!r}")
+    return kept
 
 
 def redis_url() -> str:

@@ -17,8 +17,8 @@ from django_ratelimit.decorators import ratelimit
 from limits import parse, storage, strategies
 
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
-from common import unknown_variant, variant
-from flux import rate_limit
+from common import only, route, unknown_variant, variant
+from flux import RateLimiter, rate_limit
 
 #: The settings each variant adds to the base ones.
 VARIANTS = {
@@ -70,6 +70,21 @@ def flux_redis(request):
     return JsonResponse(BODY)
 
 
+def flux_inline_view(store: str):
+    """Flux's limiter called inline, as `limits` is below: the floor plus one decision."""
+    limiter = RateLimiter(REQUESTS, PERIOD, config=flux_config(store))
+
+    def flux_inline(request):
+        address = request.META["REMOTE_ADDR"]
+        if not limiter.hit(address).allowed:
+            return HttpResponse(status=429)
+        response = JsonResponse(BODY)
+        response[FLOOR_HEADER] = address
+        return response
+
+    return flux_inline
+
+
 def limits_view(backend):
     """`limits` called inline, as a hand-written limiter would: the floor plus one decision."""
     limiter = strategies.FixedWindowRateLimiter(backend)
@@ -91,15 +106,25 @@ def django_ratelimited(request):
     return JsonResponse(BODY)
 
 
-urlpatterns = [
+ROUTES = [
     path("plain", plain),
     path("floor", floor),
+    path("flux-inline/memory", flux_inline_view("memory")),
+    path("flux-inline/redis", flux_inline_view("redis")),
     path("flux/memory", flux_memory),
     path("flux/redis", flux_redis),
     path("limits/memory", limits_view(storage.MemoryStorage())),
     path("limits/redis", limits_view(storage.RedisStorage(redis_url()))),
     path("django-ratelimit", django_ratelimited),
 ]
+
+
+def urls_for(route_path: str | None) -> list:
+    """The URL patterns a server keeps: all, or those of ``route_path`` alone."""
+    return ROUTES if route_path is None else only(ROUTES, route_path, lambda p: f"/{p.pattern}")
+
+
+urlpatterns = urls_for(route())
 
 if not settings.configured:
     settings.configure(**base_settings(), **variant_settings(variant()))

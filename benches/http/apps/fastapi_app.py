@@ -14,8 +14,8 @@ from slowapi import Limiter
 from slowapi.util import get_remote_address
 
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
-from common import unknown_variant, variant
-from flux import rate_limit
+from common import only, route, unknown_variant, variant
+from flux import RateLimiter, rate_limit
 
 
 def base(app: FastAPI) -> None:
@@ -27,6 +27,9 @@ def base(app: FastAPI) -> None:
     async def floor(request: Request, response: Response):
         response.headers[FLOOR_HEADER] = request.client.host
         return BODY
+
+    flux_inline_route(app, "/flux-inline/memory", "memory")
+    flux_inline_route(app, "/flux-inline/redis", "redis")
 
     @app.get("/flux/memory")
     @rate_limit(requests=REQUESTS, period=PERIOD, config=flux_config("memory"))
@@ -44,6 +47,19 @@ def base(app: FastAPI) -> None:
     )
     slowapi_route(app, "/slowapi/memory", "memory://")
     slowapi_route(app, "/slowapi/redis", redis_url())
+
+
+def flux_inline_route(app: FastAPI, path: str, store: str) -> None:
+    """Flux's limiter called inline, as `limits` is below: the floor plus one decision."""
+    limiter = RateLimiter(REQUESTS, PERIOD, config=flux_config(store))
+
+    @app.get(path)
+    async def flux_inline(request: Request, response: Response):
+        address = request.client.host
+        if not (await limiter.ahit(address)).allowed:
+            raise HTTPException(429)
+        response.headers[FLOOR_HEADER] = address
+        return BODY
 
 
 def limits_route(app: FastAPI, path: str, backend) -> None:
@@ -75,12 +91,15 @@ def slowapi_route(app: FastAPI, path: str, storage_uri: str) -> None:
 VARIANTS = {"base": base}
 
 
-def build(name: str) -> FastAPI:
+def build(name: str, path: str | None = None) -> FastAPI:
+    """The app of variant ``name``; with ``path``, that route alone."""
     if name not in VARIANTS:
         raise unknown_variant(name, VARIANTS)
     app = FastAPI()
     VARIANTS[name](app)
+    if path is not None:
+        app.router.routes[:] = only(app.router.routes, path, lambda r: getattr(r, "path", None))
     return app
 
 
-app = build(variant())
+app = build(variant(), route())

@@ -12,8 +12,8 @@ from flask_limiter.util import get_remote_address
 from limits import parse, storage, strategies
 
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
-from common import unknown_variant, variant
-from flux import rate_limit
+from common import only, route, unknown_variant, variant
+from flux import RateLimiter, rate_limit
 
 
 def base(app: Flask) -> None:
@@ -27,6 +27,9 @@ def base(app: Flask) -> None:
         response.headers[FLOOR_HEADER] = request.remote_addr
         return response
 
+    flux_inline_route(app, "/flux-inline/memory", "memory")
+    flux_inline_route(app, "/flux-inline/redis", "redis")
+
     @app.get("/flux/memory")
     @rate_limit(requests=REQUESTS, period=PERIOD, config=flux_config("memory"))
     def flux_memory():
@@ -39,6 +42,20 @@ def base(app: Flask) -> None:
 
     limits_route(app, "/limits/memory", storage.MemoryStorage())
     limits_route(app, "/limits/redis", storage.RedisStorage(redis_url()))
+
+
+def flux_inline_route(app: Flask, path: str, store: str) -> None:
+    """Flux's limiter called inline, as `limits` is below: the floor plus one decision."""
+    limiter = RateLimiter(REQUESTS, PERIOD, config=flux_config(store))
+
+    @app.get(path, endpoint=path)
+    def flux_inline():
+        address = request.remote_addr
+        if not limiter.hit(address).allowed:
+            abort(429)
+        response = make_response(BODY)
+        response.headers[FLOOR_HEADER] = address
+        return response
 
 
 def limits_route(app: Flask, path: str, backend) -> None:
@@ -79,12 +96,18 @@ VARIANTS = {
 }
 
 
-def build(name: str) -> Flask:
+def build(name: str, path: str | None = None) -> Flask:
+    """The app of variant ``name``; with ``path``, that route alone."""
     if name not in VARIANTS:
         raise unknown_variant(name, VARIANTS)
     app = Flask(__name__)
     VARIANTS[name](app)
+    if path is not None:
+        url_map = app.url_map_class()
+        for rule in only(list(app.url_map.iter_rules()), path, lambda r: r.rule):
+            url_map.add(rule.empty())
+        app.url_map = url_map
     return app
 
 
-app = build(variant())
+app = build(variant(), route())
