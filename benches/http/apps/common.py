@@ -64,11 +64,14 @@ def redis_url() -> str:
 
 
 def flux_config(store: str) -> FluxConfig:
-    """Flux on ``"memory"`` or ``"redis"``; Redis failing fails the request
-    (instead of admitting it unseen), so a Redis row always measures Redis."""
+    """Flux on ``"memory"`` or ``"redis"``. Redis failing fails the request
+    (instead of admitting it unseen), so a Redis row always measures Redis;
+    its timeout is long, so that a stall of a busy machine slows a row rather
+    than failing the run (at the default 200 ms, some calls timed out when
+    the machine's load average was 10)."""
     if store == "memory":
         return FluxConfig(storage="memory", key_prefix=KEY_PREFIX)
-    return FluxConfig(redis_url=redis_url(), key_prefix=KEY_PREFIX, fail_silently=False)
+    return FluxConfig(redis_url=redis_url(), key_prefix=KEY_PREFIX, fail_silently=False, timeout_ms=5000)
 
 
 def unknown_variant(name: str, known) -> ValueError:
