@@ -25,7 +25,7 @@ from the server it measures.
 
 Settings (environment):
 
-    BENCH_ROUNDS=6          rounds per framework
+    BENCH_ROUNDS=5          rounds per framework
     BENCH_DURATION=3        seconds of wrk per row and round (whole seconds, as wrk takes them)
     BENCH_WARMUP=2          seconds of wrk per server before the first round
     BENCH_CONNECTIONS=32    wrk -c
@@ -174,7 +174,7 @@ def versions() -> str:
 
 
 def main() -> None:
-    rounds = int(setting("BENCH_ROUNDS", "6"))
+    rounds = int(setting("BENCH_ROUNDS", "5"))
     warmup = int(setting("BENCH_WARMUP", "2"))
     frameworks = [f.strip() for f in setting("BENCH_FRAMEWORKS", "fastapi,flask,django").split(",") if f.strip()]
     for framework in frameworks:
