@@ -21,7 +21,7 @@ from pathlib import Path
 APPS = Path(__file__).resolve().parent / "apps"
 
 #: How each framework is served, as a command for (port); the app module reads
-#: its variant and Redis URL from the environment.
+#: its variant, route and Redis URL from the environment (apps/common.py).
 SERVERS = {
     "fastapi": (
         "uvicorn, 1 worker, uvloop, httptools",
