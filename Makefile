@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py bench-deny-cache screenshots
+.PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py bench-deny-cache bench-http screenshots
 
 ## test: install what the tests need, then check formatting, lints and every test
 test: deps lint test-rust test-c test-install test-py
@@ -172,9 +172,17 @@ $(VENV)/.test-deps: $(PY) flux-py/requirements-test.txt
 py-install: $(VENV)/.test-deps
 	$(PY) -m pip install -q --no-build-isolation ./flux-py
 
-## test-py: pytest over real Django, Flask and FastAPI apps, on the memory store and on redis-servers it starts
-test-py: deps py-install
+## The HTTP benchmark's servers and peers (benches/http/requirements.txt)
+$(VENV)/.bench-http-deps: $(PY) benches/http/requirements.txt
+	$(PY) -m pip install -q -r benches/http/requirements.txt
+	touch $@
+
+## test-py: pytest over real Django, Flask and FastAPI apps, on the memory store and on
+## redis-servers it starts; then the HTTP benchmark's apps answer once through their test
+## clients (in a process of their own: Django's settings are set once per process)
+test-py: deps py-install $(VENV)/.bench-http-deps
 	$(PY) -m pytest -q flux-py/tests
+	$(PY) -m pytest -q benches/http/test_apps.py
 
 ## demo: the example FastAPI app on the memory store, driven by two clients
 demo: py-install
@@ -195,3 +203,9 @@ bench-py: deps py-install
 ## under a 10x attack from 4 processes, and µs per refusal (see README, Benchmarks)
 bench-deny-cache: deps py-install
 	$(PY) benches/deny_cache.py
+
+## bench-http: req/s end to end, wrk against FastAPI, Flask and Django servers with Flux and
+## its peers (benches/http/run.py; about 10 minutes; BENCH_ROUNDS, BENCH_DURATION... there)
+bench-http: EXTRA_PACKAGES = wrk
+bench-http: deps py-install $(VENV)/.bench-http-deps
+	$(PY) benches/http/run.py

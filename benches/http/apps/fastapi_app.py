@@ -1,0 +1,105 @@
+"""The FastAPI app of the HTTP benchmark (served by uvicorn: 1 worker, uvloop, httptools).
+
+Every endpoint is async, as a FastAPI app written for speed has them (a sync
+endpoint costs a thread hand-off of its own).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from limits import parse
+from limits.aio import storage as aio_storage
+from limits.aio import strategies as aio_strategies
+from slowapi import Limiter
+from slowapi.util import get_remote_address
+
+from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
+from common import only, route, unknown_variant, variant
+from flux import RateLimiter, rate_limit
+
+
+def base(app: FastAPI) -> None:
+    @app.get("/plain")
+    async def plain():
+        return BODY
+
+    @app.get("/floor")
+    async def floor(request: Request, response: Response):
+        response.headers[FLOOR_HEADER] = request.client.host
+        return BODY
+
+    flux_inline_route(app, "/flux-inline/memory", "memory")
+    flux_inline_route(app, "/flux-inline/redis", "redis")
+
+    @app.get("/flux/memory")
+    @rate_limit(requests=REQUESTS, period=PERIOD, config=flux_config("memory"))
+    async def flux_memory():
+        return BODY
+
+    @app.get("/flux/redis")
+    @rate_limit(requests=REQUESTS, period=PERIOD, config=flux_config("redis"))
+    async def flux_redis():
+        return BODY
+
+    limits_route(app, "/limits/memory", aio_storage.MemoryStorage())
+    limits_route(
+        app, "/limits/redis", aio_storage.RedisStorage(f"async+{redis_url()}", implementation="redispy")
+    )
+    slowapi_route(app, "/slowapi/memory", "memory://")
+    slowapi_route(app, "/slowapi/redis", redis_url())
+
+
+def flux_inline_route(app: FastAPI, path: str, store: str) -> None:
+    """Flux's limiter called inline, as `limits` is below: the floor plus one decision."""
+    limiter = RateLimiter(REQUESTS, PERIOD, config=flux_config(store))
+
+    @app.get(path)
+    async def flux_inline(request: Request, response: Response):
+        address = request.client.host
+        if not (await limiter.ahit(address)).allowed:
+            raise HTTPException(429)
+        response.headers[FLOOR_HEADER] = address
+        return BODY
+
+
+def limits_route(app: FastAPI, path: str, backend) -> None:
+    """`limits` called inline, as a hand-written limiter would: the floor plus one decision."""
+    limiter = aio_strategies.FixedWindowRateLimiter(backend)
+    item = parse(RATE_TEXT)
+
+    @app.get(path)
+    async def limits_inline(request: Request, response: Response):
+        address = request.client.host
+        if not await limiter.hit(item, address):
+            raise HTTPException(429)
+        response.headers[FLOOR_HEADER] = address
+        return BODY
+
+
+def slowapi_route(app: FastAPI, path: str, storage_uri: str) -> None:
+    """slowapi with its rate-limit headers on: it needs ``request``, and ``response``
+    to put them on a returned dict. Nothing is refused, so no 429 handler."""
+    limiter = Limiter(key_func=get_remote_address, storage_uri=storage_uri, headers_enabled=True)
+
+    @app.get(path)
+    @limiter.limit(RATE_TEXT)
+    async def slowapi_limited(request: Request, response: Response):
+        return BODY
+
+
+#: What each variant builds. Only ``base`` exists: everything here acts per route.
+VARIANTS = {"base": base}
+
+
+def build(name: str, path: str | None = None) -> FastAPI:
+    """The app of variant ``name``; with ``path``, that route alone."""
+    if name not in VARIANTS:
+        raise unknown_variant(name, VARIANTS)
+    app = FastAPI()
+    VARIANTS[name](app)
+    if path is not None:
+        app.router.routes[:] = only(app.router.routes, path, lambda r: getattr(r, "path", None))
+    return app
+
+
+app = build(variant(), route())

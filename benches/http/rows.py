@@ -1,0 +1,105 @@
+"""What the HTTP benchmark measures: per framework, its rows.
+
+A row is one route of one server. Most rows are routes of a framework's
+``base`` app; what acts on every route of an app (Flask-Limiter's hooks,
+django-ratelimit's cache setting, an app-wide middleware) is a variant of
+that app, started as a server of its own, and its row is measured there.
+
+Every row is compared with the ``plain`` route of the base app in the same
+round; limiter rows also with the ``floor`` route (what any limiter needs,
+without the limiter). The "inline" rows are the floor plus one decision,
+Flux's ``RateLimiter`` beside `limits`: the decorator's row less its inline
+row is what the decorator itself costs (its headers included).
+
+Flux's app-wide middleware does not exist yet: its rows are listed, and
+printed as skipped. To measure it, give each app the variants
+``flux-middleware-memory`` and ``flux-middleware-redis`` (the base app with
+the middleware installed at the benchmark's limit) and delete the
+``pending`` line in :func:`flux_middleware`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apps.common import FLOOR_HEADER
+
+PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", "decorator", "middleware", "peer"
+#: The rows compared with the floor route as well as with the plain one.
+LIMITERS = (INLINE, DECORATOR, PEER)
+
+#: The header every Flux response carries (and Flask-Limiter's and slowapi's
+#: with headers on): its presence shows the limiter ran.
+RATE_LIMIT_HEADER = "X-RateLimit-Remaining"
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    path: str
+    kind: str
+    variant: str = "base"
+    #: A header the route's response must carry, checked before measuring.
+    header: str | None = None
+    #: Why the row is not measured yet; None: it is.
+    pending: str | None = None
+
+
+def flux_middleware(store: str) -> Row:
+    return Row(
+        f"Flux middleware, {store}",
+        "/plain",
+        MIDDLEWARE,
+        variant=f"flux-middleware-{store.lower()}",
+        header=RATE_LIMIT_HEADER,
+        pending="Flux's app-wide middleware does not exist yet",
+    )
+
+
+def common_rows(hit: str, limits: str) -> list[Row]:
+    """The rows every framework has, in the order they are printed; ``hit`` and
+    ``limits`` name what its app calls inline."""
+    return [
+        Row("plain", "/plain", PLAIN),
+        Row("floor (no limiter)", "/floor", FLOOR, header=FLOOR_HEADER),
+        Row(f"Flux {hit} inline, memory", "/flux-inline/memory", INLINE, header=FLOOR_HEADER),
+        Row(f"Flux {hit} inline, Redis", "/flux-inline/redis", INLINE, header=FLOOR_HEADER),
+        Row("Flux decorator, memory", "/flux/memory", DECORATOR, header=RATE_LIMIT_HEADER),
+        Row("Flux decorator, Redis", "/flux/redis", DECORATOR, header=RATE_LIMIT_HEADER),
+        flux_middleware("memory"),
+        flux_middleware("Redis"),
+        Row(f"{limits} inline, memory", "/limits/memory", PEER, header=FLOOR_HEADER),
+        Row(f"{limits} inline, Redis", "/limits/redis", PEER, header=FLOOR_HEADER),
+    ]
+
+
+ROWS: dict[str, list[Row]] = {
+    "fastapi": [
+        *common_rows("ahit", "limits.aio"),
+        Row("slowapi, memory", "/slowapi/memory", PEER, header=RATE_LIMIT_HEADER),
+        Row("slowapi, Redis", "/slowapi/redis", PEER, header=RATE_LIMIT_HEADER),
+    ],
+    "flask": [
+        *common_rows("hit", "limits"),
+        Row(
+            "Flask-Limiter, memory",
+            "/flask-limiter",
+            PEER,
+            variant="flask-limiter-memory",
+            header=RATE_LIMIT_HEADER,
+        ),
+        Row(
+            "Flask-Limiter, Redis",
+            "/flask-limiter",
+            PEER,
+            variant="flask-limiter-redis",
+            header=RATE_LIMIT_HEADER,
+        ),
+    ],
+    "django": [
+        *common_rows("hit", "limits"),
+        # django-ratelimit sends no headers.
+        Row("django-ratelimit, memory (LocMemCache)", "/django-ratelimit", PEER),
+        Row("django-ratelimit, Redis (RedisCache)", "/django-ratelimit", PEER, variant="django-ratelimit-redis"),
+    ],
+}
