@@ -423,6 +423,8 @@ typedef struct flux_decision {
 
 /**
  * Called once when a `flux_decide_batch_async` has filled its arrays.
+ * While it runs, `flux_batch_error` gives the message of each request
+ * that failed.
  */
 typedef void (*flux_batch_callback)(void *user_data);
 
@@ -537,6 +539,21 @@ extern "C" {
 bool flux_async_shutdown(uint64_t timeout_ms);
 
 /**
+ * Inside a `flux_batch_callback`: copies the message of request `index`
+ * of the batch being answered into `buf`, as `flux_last_error` copies
+ * its message, and returns the message's full length in bytes (not
+ * counting the NUL).
+ *
+ * Each request whose `results[index]` is not `FLUX_RESULT_OK` has a
+ * message, the one the same call alone would have left for
+ * `flux_last_error` (Redis's reply included). 0 (and nothing copied, the
+ * buffer left as it was) for a request that succeeded, an `index` beyond
+ * the batch, or a call outside a batch callback: the messages live only
+ * while the callback runs, on its thread. Copy what you keep.
+ */
+size_t flux_batch_error(size_t index, char *buf, size_t len);
+
+/**
  * Writes to `*out` the defaults Flux runs with when there is no flux.toml
  * (the memory store: limits are per process).
  *
@@ -643,7 +660,9 @@ flux_result flux_decide_batch(const struct flux_request *reqs,
  * Like `flux_decide_batch`, but returns at once: the calls are decided on
  * a thread owned by the store of the first request's limiter, which fills
  * `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
- * and then calls `callback(user_data)` exactly once.
+ * and then calls `callback(user_data)` exactly once. Inside the callback,
+ * `flux_batch_error(i, ...)` gives the message of each request `i` that
+ * failed.
  *
  * The requests, their keys and endpoints are copied and the limiters kept alive, so
  * they may be released as soon as this returns; `decisions` and `results`
