@@ -91,30 +91,12 @@ _EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
     UNAVAILABLE: ConnectionError,
 }
 
-_CODE_NAMES = {
-    PANIC: "a panic inside flux",
-    NULL_ARGUMENT: "a NULL argument",
-    INVALID_UTF8: "a string that is not UTF-8",
-    INVALID_ARGUMENT: "an invalid argument",
-    BUFFER_TOO_SMALL: "a buffer too small",
-    SHUT_DOWN: "an async call after the process shut flux down",
-    CONFIG: "an invalid configuration",
-    INVALID_LIMIT: "an invalid limit",
-    INVALID_COST: "an invalid cost",
-    UNKNOWN_LIMIT: "an unknown limit name",
-    STORAGE: "a storage (Redis) error",
-    TIMEOUT: "a storage (Redis) timeout",
-    POOL: "no free Redis connection in time (back-pressure)",
-    UNAVAILABLE: "Redis answering that it cannot serve now",
-}
-
-
 def error_for(code: int, message: str | None = None) -> FluxError:
     """The exception for ``code``; ``message`` defaults to the thread's last error."""
     if message is None:
         message = last_error()
-    if not message:
-        message = f"flux failed with {_CODE_NAMES.get(code, 'an unknown error')} (code {code})"
+    if not message:  # every failing call leaves one: this is only a safety net
+        message = f"flux failed with code {code} and no message"
     exc = _EXCEPTION_FOR_CODE.get(code, FluxError)(message)
     exc.code = code  # type: ignore[attr-defined]
     return exc
@@ -236,6 +218,9 @@ def _decode_static(result, func, args) -> str:
 # Infallible functions return no code: they get no errcheck, or one that
 # converts their value.
 flux_last_error = _declare(_lib, "flux_last_error", c_size_t, [c_char_p, c_size_t], None)
+flux_batch_error = _declare(
+    _lib, "flux_batch_error", c_size_t, [c_size_t, c_char_p, c_size_t], None
+)
 flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
 # Through CDLL, which releases the GIL: unsetting waits for callbacks running
 # on Flux's threads, which need the GIL to finish.
@@ -362,14 +347,23 @@ flux_async_shutdown = _declare(_lib, "flux_async_shutdown", c_bool, [c_uint64], 
 # --- helpers -----------------------------------------------------------------
 
 
-def last_error() -> str:
-    """The calling thread's last error message from flux."""
-    size = flux_last_error(None, 0)
+def _message(read, *args) -> str:
+    size = read(*args, None, 0)
     if size == 0:
         return ""
     buf = ctypes.create_string_buffer(size + 1)
-    flux_last_error(buf, size + 1)
+    read(*args, buf, size + 1)
     return buf.value.decode("utf-8", "replace")
+
+
+def last_error() -> str:
+    """The calling thread's last error message from flux."""
+    return _message(flux_last_error)
+
+
+def batch_error(index: int) -> str:
+    """Inside a batch callback: the message of request ``index`` ("" when it succeeded)."""
+    return _message(flux_batch_error, index)
 
 
 def version() -> str:
