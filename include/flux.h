@@ -860,6 +860,15 @@ flux_result flux_limiter_reset(const struct flux_limiter *limiter,
 flux_result flux_policy_from_name(const char *name, uint32_t *out);
 
 /**
+ * The name of the policy whose `flux_policy` value is `policy` ("gcra",
+ * "token_bucket", ...: the names `flux_policy_from_name` takes), a static
+ * NUL-terminated string never to be freed; NULL for any other value. The
+ * values are 0, 1, 2, ... without gaps, so a caller can list every policy
+ * by asking from 0 until NULL.
+ */
+const char *flux_policy_name(uint32_t policy);
+
+/**
  * Sets the function that receives Flux's log records (warnings such as
  * "Redis failed, calls are admitted without a decision", each kind at most
  * once a minute per store), replacing any set before; NULL stops them.
@@ -884,6 +893,14 @@ flux_result flux_policy_from_name(const char *name, uint32_t *out);
  * own, records go to that logger and the callback is never called.
  */
 flux_result flux_set_log_callback(flux_log_callback callback, void *user_data);
+
+/**
+ * The name of the source whose `flux_source` value is `source`
+ * ("storage", "fail_open", "local_cache", "shadow": what metrics and
+ * logs call it), a static NUL-terminated string never to be freed; NULL
+ * for any other value. The values are 0, 1, 2, ... without gaps.
+ */
+const char *flux_source_name(uint32_t source);
 
 /**
  * Deletes every key under the configuration's `key_prefix` (on Redis with
