@@ -8,7 +8,9 @@ pointers themselves: passing one to a call keeps it alive for that call,
 and it is freed once, when the last reference to it goes.
 
 The library is looked up in ``$FLUX_LIB`` first, then beside this file (where
-``pip install`` puts it).
+``pip install`` puts it). The names of policies and sources are read from
+it; the codes and struct layouts below mirror include/flux.h, which
+tests/test_header.py compares them with.
 """
 
 from __future__ import annotations
@@ -139,12 +141,16 @@ PARAM_MAX_WAIT = 16
 PARAM_RATE = 32
 PARAM_SHADOW = 64
 
-POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
-SOURCES = ("storage", "fail_open", "local_cache", "shadow")
 STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
 METRICS_PROMETHEUS = 0
 METRICS_JSON = 1
+
+LOG_LEVEL_ERROR = 1
+LOG_LEVEL_WARN = 2
+LOG_LEVEL_INFO = 3
+LOG_LEVEL_DEBUG = 4
+LOG_LEVEL_TRACE = 5
 
 
 class flux_limit_params(Structure):
@@ -222,6 +228,8 @@ flux_batch_error = _declare(
     _lib, "flux_batch_error", c_size_t, [c_size_t, c_char_p, c_size_t], None
 )
 flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
+flux_policy_name = _declare(_lib, "flux_policy_name", c_char_p, [c_uint32], None)
+flux_source_name = _declare(_lib, "flux_source_name", c_char_p, [c_uint32], None)
 # Through CDLL, which releases the GIL: unsetting waits for callbacks running
 # on Flux's threads, which need the GIL to finish.
 flux_set_log_callback = _declare(
@@ -364,6 +372,20 @@ def last_error() -> str:
 def batch_error(index: int) -> str:
     """Inside a batch callback: the message of request ``index`` ("" when it succeeded)."""
     return _message(flux_batch_error, index)
+
+
+def _names(name_of) -> tuple[str, ...]:
+    """The names the library gives the values 0, 1, 2, ... of one of its enums."""
+    names = []
+    while (name := name_of(len(names))) is not None:
+        names.append(name.decode("ascii"))
+    return tuple(names)
+
+
+#: Policy names by ``flux_policy`` value, and source names by ``flux_source``
+#: value: the core's lists, read from the library.
+POLICIES = _names(flux_policy_name)
+SOURCES = _names(flux_source_name)
 
 
 def version() -> str:
