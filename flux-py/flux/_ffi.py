@@ -8,8 +8,9 @@ pointers themselves: passing one to a call keeps it alive for that call,
 and it is freed once, when the last reference to it goes.
 
 The library is looked up in ``$FLUX_LIB`` first, then beside this file (where
-``pip install`` puts it). The names of policies and sources are read from
-it; the codes and struct layouts below mirror include/flux.h, which
+``pip install`` puts it), and refused unless its version is one this module
+was written for. The names of policies and sources are read from it; the
+codes and struct layouts below mirror include/flux.h, which
 tests/test_header.py compares them with.
 """
 
@@ -61,6 +62,44 @@ LIB_PATH = _library_path()
 # the GIL, so it is also bound through PyDLL, which keeps the GIL.
 _lib = ctypes.CDLL(LIB_PATH)
 _lib_gil = ctypes.PyDLL(LIB_PATH)
+
+# The version of include/flux.h this module declares. The library must be of
+# the same series (same major; for 0.x, same minor, as a 0.x release may break
+# the ABI) and at least this, or it may lack a function or lay a struct out
+# otherwise. Checked before anything else is read from the library.
+EXPECTED_VERSION = "0.2.0"
+
+
+def _check_version() -> str:
+    try:
+        read = _lib.flux_version
+    except AttributeError:
+        raise FluxError(f"{LIB_PATH} is not a Flux library: it has no flux_version") from None
+    read.restype = c_char_p
+    read.argtypes = []
+    found = (read() or b"").decode("utf-8", "replace")
+    want = _numbers(EXPECTED_VERSION)
+    series = want[:2] if want[0] == 0 else want[:1]
+    have = _numbers(found)
+    if have is None or have[: len(series)] != series or have < want:
+        raise FluxError(
+            f"the Flux library {LIB_PATH} is version {found or '(none)'}, but this flux "
+            f"package needs version {EXPECTED_VERSION} or a later "
+            f"{'.'.join(map(str, series))}.x: reinstall the package (`pip install ./flux-py` "
+            "builds its library), or point FLUX_LIB at a build of the same version"
+        )
+    return found
+
+
+def _numbers(version: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) of "1.2.3", "1.2.3-rc.1" or "1.2.3+build"; None for others."""
+    parts = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(map(int, parts))
+
+
+LIB_VERSION = _check_version()
 
 
 # --- result codes (flux_result) ----------------------------------------------
@@ -209,7 +248,14 @@ flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 
 
 def _declare(lib, name: str, restype, argtypes, errcheck=_check):
-    func = getattr(lib, name)
+    try:
+        func = getattr(lib, name)
+    except AttributeError:
+        raise FluxError(
+            f"the Flux library {LIB_PATH} (version {LIB_VERSION}) has no function {name}, "
+            f"which this flux package (written for {EXPECTED_VERSION}) calls: reinstall the "
+            "package, or point FLUX_LIB at a build of the same sources"
+        ) from None
     func.restype = restype
     func.argtypes = argtypes
     if errcheck is not None:

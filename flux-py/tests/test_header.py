@@ -16,11 +16,13 @@ import ctypes
 import re
 import shutil
 import subprocess
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import flux
 import flux._ffi as ffi
 import flux._log as log
 
@@ -58,6 +60,7 @@ class Header:
     layouts: dict[str, int] = field(default_factory=dict)  # "flux_x" sizeof, "flux_x.f" offsetof
     callbacks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # name -> (return, params)
     functions: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    version: str = ""
 
 
 def _compiler() -> str:
@@ -117,7 +120,7 @@ def header(tmp_path_factory) -> Header:
     work = tmp_path_factory.mktemp("header")
     (work / "probe.c").write_text(
         '#include <stddef.h>\n#include <stdio.h>\n#include "flux.h"\n'
-        "int main(void) {\n" + "\n".join(lines) + "\nreturn 0;\n}\n"
+        "int main(void) {\n" + "\n".join(lines) + '\nprintf("version %s\\n", FLUX_VERSION_STRING);\nreturn 0;\n}\n'
     )
     subprocess.run(
         [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{HEADER.parent}", "probe.c", "-o", "probe"],
@@ -125,7 +128,9 @@ def header(tmp_path_factory) -> Header:
     )
     for line in subprocess.run([work / "probe"], capture_output=True, text=True, check=True).stdout.splitlines():
         name, value = line.split(" ", 1)
-        if name.startswith("FLUX_"):
+        if name == "version":
+            h.version = value
+        elif name.startswith("FLUX_"):
             h.constants[name] = int(value)
         else:
             h.layouts[name] = int(value)
@@ -186,6 +191,12 @@ def test_policy_and_source_names_come_from_the_library_in_the_header_order(heade
 def test_every_log_level_has_a_python_level(header):
     levels = {header.constants[c] for c in header.groups["flux_log_level"]}
     assert set(log._LEVELS) == levels
+
+
+def test_the_package_and_the_header_have_one_version(header):
+    pyproject = tomllib.loads((ROOT / "flux-py" / "pyproject.toml").read_text())
+    assert header.version == ffi.EXPECTED_VERSION == flux.__version__ == pyproject["project"]["version"]
+    assert ffi.LIB_VERSION == header.version, "the library loaded is not built from these sources"
 
 
 # --- structs, callbacks and functions -----------------------------------------
