@@ -81,7 +81,7 @@ class Store:
                 for limiter, key, cost, endpoint, _, _ in items
             ]
         )
-        batch = _Batch(self, loop, items, requests)
+        batch = _Batch(loop, items, requests)
         token = next(_tokens)
         _in_flight[token] = batch
         try:
@@ -98,11 +98,10 @@ class Store:
 class _Batch:
     """Everything the FFI writes into or reads from until its callback runs."""
 
-    __slots__ = ("store", "loop", "items", "requests", "decisions", "results", "messages")
+    __slots__ = ("loop", "items", "requests", "decisions", "results", "messages")
 
-    def __init__(self, store: Store, loop, items, requests) -> None:
+    def __init__(self, loop, items, requests) -> None:
         n = len(items)
-        self.store = store
         self.loop = loop
         self.items = items
         self.requests = requests
