@@ -25,6 +25,8 @@ import pytest
 import flux
 import flux._ffi as ffi
 import flux._log as log
+from flux._template import TEMPLATE
+from flux.config import RateLimitPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "include" / "flux.h"
@@ -186,6 +188,13 @@ def test_policy_and_source_names_come_from_the_library_in_the_header_order(heade
         by_value = sorted((header.constants[c], c.removeprefix(prefix).lower()) for c in header.groups[enum])
         assert [value for value, _ in by_value] == list(range(len(by_value))), f"{enum} has gaps"
         assert getattr(ffi, attribute) == tuple(name for _, name in by_value), enum
+
+
+def test_the_python_names_of_policies_are_the_librarys():
+    # Copies a user reads: the public enum, and the file `flux init` writes.
+    assert [p.value for p in RateLimitPolicy] == list(ffi.POLICIES)
+    for name in ffi.POLICIES:
+        assert f'"{name}"' in TEMPLATE, f"flux init's flux.toml does not name {name}"
 
 
 def test_every_log_level_has_a_python_level(header):
