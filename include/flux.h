@@ -423,6 +423,8 @@ typedef struct flux_decision {
 
 /**
  * Called once when a `flux_decide_batch_async` has filled its arrays.
+ * While it runs, `flux_batch_error` gives the message of each request
+ * that failed.
  */
 typedef void (*flux_batch_callback)(void *user_data);
 
@@ -537,6 +539,21 @@ extern "C" {
 bool flux_async_shutdown(uint64_t timeout_ms);
 
 /**
+ * Inside a `flux_batch_callback`: copies the message of request `index`
+ * of the batch being answered into `buf`, as `flux_last_error` copies
+ * its message, and returns the message's full length in bytes (not
+ * counting the NUL).
+ *
+ * Each request whose `results[index]` is not `FLUX_RESULT_OK` has a
+ * message, the one the same call alone would have left for
+ * `flux_last_error` (Redis's reply included). 0 (and nothing copied, the
+ * buffer left as it was) for a request that succeeded, an `index` beyond
+ * the batch, or a call outside a batch callback: the messages live only
+ * while the callback runs, on its thread. Copy what you keep.
+ */
+size_t flux_batch_error(size_t index, char *buf, size_t len);
+
+/**
  * Writes to `*out` the defaults Flux runs with when there is no flux.toml
  * (the memory store: limits are per process).
  *
@@ -643,7 +660,9 @@ flux_result flux_decide_batch(const struct flux_request *reqs,
  * Like `flux_decide_batch`, but returns at once: the calls are decided on
  * a thread owned by the store of the first request's limiter, which fills
  * `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
- * and then calls `callback(user_data)` exactly once.
+ * and then calls `callback(user_data)` exactly once. Inside the callback,
+ * `flux_batch_error(i, ...)` gives the message of each request `i` that
+ * failed.
  *
  * The requests, their keys and endpoints are copied and the limiters kept alive, so
  * they may be released as soon as this returns; `decisions` and `results`
@@ -863,6 +882,15 @@ flux_result flux_limiter_reset(const struct flux_limiter *limiter,
 flux_result flux_policy_from_name(const char *name, uint32_t *out);
 
 /**
+ * The name of the policy whose `flux_policy` value is `policy` ("gcra",
+ * "token_bucket", ...: the names `flux_policy_from_name` takes), a static
+ * NUL-terminated string never to be freed; NULL for any other value. The
+ * values are 0, 1, 2, ... without gaps, so a caller can list every policy
+ * by asking from 0 until NULL.
+ */
+const char *flux_policy_name(uint32_t policy);
+
+/**
  * Sets the function that receives Flux's log records (warnings such as
  * "Redis failed, calls are admitted without a decision", each kind at most
  * once a minute per store), replacing any set before; NULL stops them.
@@ -887,6 +915,14 @@ flux_result flux_policy_from_name(const char *name, uint32_t *out);
  * own, records go to that logger and the callback is never called.
  */
 flux_result flux_set_log_callback(flux_log_callback callback, void *user_data);
+
+/**
+ * The name of the source whose `flux_source` value is `source`
+ * ("storage", "fail_open", "local_cache", "shadow": what metrics and
+ * logs call it), a static NUL-terminated string never to be freed; NULL
+ * for any other value. The values are 0, 1, 2, ... without gaps.
+ */
+const char *flux_source_name(uint32_t source);
 
 /**
  * Deletes every key under the configuration's `key_prefix` (on Redis with

@@ -17,6 +17,13 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Storage,
+        Source::FailOpen,
+        Source::LocalCache,
+        Source::Shadow,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Source::Storage => "storage",

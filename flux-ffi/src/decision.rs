@@ -1,11 +1,14 @@
 //! Deciding calls: one at a time, or many at once.
 
+use std::ffi::{c_char, CString};
+use std::sync::LazyLock;
+
 use flux_core::{apply_batch, BatchRequest, Decision, Op, Source};
 
 use crate::error::{code_of, fail, fail_with, flux_result};
 use crate::ffi::{
-    ffi_panic_boundary, handle_ref, slice_parts, try_out, try_ref_from_ptr, try_slice,
-    try_slice_mut, try_str_from_buf,
+    c_name, ffi_panic_boundary, handle_ref, slice_parts, static_name, try_out, try_ref_from_ptr,
+    try_slice, try_slice_mut, try_str_from_buf,
 };
 use crate::limiter::{flux_limiter, LimiterInner};
 
@@ -49,14 +52,38 @@ pub struct flux_decision {
     pub quota: u32,
 }
 
-impl From<Decision> for flux_decision {
-    fn from(d: Decision) -> Self {
-        let source = match d.source {
+impl flux_source {
+    /// The C value of `source`. A new source must be given a value here
+    /// (and in include/flux.h) before anything compiles.
+    fn of(source: Source) -> flux_source {
+        match source {
             Source::Storage => flux_source::Storage,
             Source::FailOpen => flux_source::FailOpen,
             Source::LocalCache => flux_source::LocalCache,
             Source::Shadow => flux_source::Shadow,
-        };
+        }
+    }
+}
+
+/// The name of the source whose `flux_source` value is `source`
+/// ("storage", "fail_open", "local_cache", "shadow": what metrics and
+/// logs call it), a static NUL-terminated string never to be freed; NULL
+/// for any other value. The values are 0, 1, 2, ... without gaps.
+#[no_mangle]
+pub extern "C" fn flux_source_name(source: u32) -> *const c_char {
+    ffi_panic_boundary! {
+        static NAMES: LazyLock<Vec<(u32, CString)>> = LazyLock::new(|| {
+            Source::ALL
+                .map(|s| (flux_source::of(s) as u32, c_name(s.name())))
+                .into()
+        });
+        static_name(&NAMES, source)
+    }
+}
+
+impl From<Decision> for flux_decision {
+    fn from(d: Decision) -> Self {
+        let source = flux_source::of(d.source);
         flux_decision {
             allowed: d.allowed,
             limit: d.limit,

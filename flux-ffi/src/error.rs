@@ -117,22 +117,69 @@ pub(crate) fn last_error() -> String {
 #[no_mangle]
 pub extern "C" fn flux_last_error(buf: *mut c_char, len: usize) -> usize {
     ffi_panic_boundary! {
-        LAST_ERROR.with(|last| {
-            let message = last.borrow();
-            if !buf.is_null() && len > 0 {
-                let mut n = message.len().min(len - 1);
-                while !message.is_char_boundary(n) {
-                    n -= 1;
-                }
-                // SAFETY: the caller gives `len` writable bytes at `buf`; n < len.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
-                    *buf.add(n) = 0;
-                }
+        LAST_ERROR.with(|last| copy_message(&last.borrow(), buf, len))
+    }
+}
+
+thread_local! {
+    /// The message of each request of the batch whose callback runs on this
+    /// thread (`None` where it succeeded); `None` outside such a callback.
+    static BATCH_ERRORS: RefCell<Option<Vec<Option<String>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `callback` with `messages` readable through `flux_batch_error`
+/// on this thread, then puts back what was readable before (a callback
+/// may run a batch of its own, whose callback runs inside it).
+pub(crate) fn with_batch_errors(messages: Vec<Option<String>>, callback: impl FnOnce()) {
+    struct Restore(Option<Vec<Option<String>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BATCH_ERRORS.with(|errors| *errors.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(BATCH_ERRORS.with(|errors| errors.replace(Some(messages))));
+    callback();
+}
+
+/// Inside a `flux_batch_callback`: copies the message of request `index`
+/// of the batch being answered into `buf`, as `flux_last_error` copies
+/// its message, and returns the message's full length in bytes (not
+/// counting the NUL).
+///
+/// Each request whose `results[index]` is not `FLUX_RESULT_OK` has a
+/// message, the one the same call alone would have left for
+/// `flux_last_error` (Redis's reply included). 0 (and nothing copied, the
+/// buffer left as it was) for a request that succeeded, an `index` beyond
+/// the batch, or a call outside a batch callback: the messages live only
+/// while the callback runs, on its thread. Copy what you keep.
+#[no_mangle]
+pub extern "C" fn flux_batch_error(index: usize, buf: *mut c_char, len: usize) -> usize {
+    ffi_panic_boundary! {
+        BATCH_ERRORS.with(|errors| {
+            let errors = errors.borrow();
+            match errors.as_ref().and_then(|e| e.get(index)) {
+                Some(Some(message)) => copy_message(message, buf, len),
+                _ => 0,
             }
-            message.len()
         })
     }
+}
+
+/// Copies `message` into the caller's `buf` of `len` bytes, NUL-terminated
+/// and truncated at a character boundary; returns its full length.
+fn copy_message(message: &str, buf: *mut c_char, len: usize) -> usize {
+    if !buf.is_null() && len > 0 {
+        let mut n = message.len().min(len - 1);
+        while !message.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: the caller gives `len` writable bytes at `buf`; n < len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    message.len()
 }
 
 #[cfg(test)]

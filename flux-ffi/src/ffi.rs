@@ -10,7 +10,7 @@
 //! or `FLUX_RESULT_INVALID_UTF8` and a message naming the argument.
 
 use std::any::Any;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::sync::Arc;
 
 use crate::error::{fail, flux_result};
@@ -130,6 +130,18 @@ impl FfiDefault for bool {
     fn panicked(message: String) -> Self {
         fail(flux_result::Panic, message);
         false
+    }
+}
+
+/// Static strings (`flux_policy_name`): NULL.
+impl FfiDefault for *const c_char {
+    fn null_argument(message: String) -> Self {
+        fail(flux_result::NullArgument, message);
+        std::ptr::null()
+    }
+    fn panicked(message: String) -> Self {
+        fail(flux_result::Panic, message);
+        std::ptr::null()
     }
 }
 
@@ -347,6 +359,20 @@ pub(crate) fn write_text(
     buf[text.len()] = 0;
     *written = text.len();
     flux_result::Ok
+}
+
+/// `name` as a C string, for a table of names kept for the process's life.
+pub(crate) fn c_name(name: &str) -> CString {
+    CString::new(name).expect("names have no NUL")
+}
+
+/// The name of the C value `value` in a table of (value, name), as the
+/// static string the `flux_*_name` functions return; NULL when absent.
+pub(crate) fn static_name(names: &'static [(u32, CString)], value: u32) -> *const c_char {
+    names
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map_or(std::ptr::null(), |(_, name)| name.as_ptr())
 }
 
 /// # Safety

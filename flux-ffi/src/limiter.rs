@@ -1,14 +1,15 @@
 //! Limiters: a quota and a scope on a store.
 
-use std::ffi::c_char;
-use std::sync::Arc;
+use std::ffi::{c_char, CString};
+use std::sync::{Arc, LazyLock};
 
 use flux_core::{parse_rates, LimitSpec, Limiter, Policy};
 
 use crate::error::{fail, fail_with, flux_result};
 use crate::ffi::{
-    arc_into_handle, c_str, ffi_panic_boundary, free_arc_handle, try_clone_arc, try_opt_str,
-    try_out, try_ref_from_ptr, try_slice_mut, try_str, write_text, ArcHandle, Handle,
+    arc_into_handle, c_name, c_str, ffi_panic_boundary, free_arc_handle, static_name,
+    try_clone_arc, try_opt_str, try_out, try_ref_from_ptr, try_slice_mut, try_str, write_text,
+    ArcHandle, Handle,
 };
 use crate::flux_config;
 use crate::store::{flux_store, StoreInner};
@@ -66,6 +67,17 @@ impl flux_policy {
             .find(|&p| flux_policy::of(p) as u32 == value)
     }
 
+    /// What a `flux_policy` value may be, for messages: "FLUX_POLICY_GCRA
+    /// (0), ..." from the core's list, so a new policy is named at once.
+    fn allowed_values() -> String {
+        Policy::ALL
+            .map(|p| {
+                let code = flux_policy::of(p) as u32;
+                format!("FLUX_POLICY_{} ({code})", p.name().to_ascii_uppercase())
+            })
+            .join(", ")
+    }
+
     /// The C value of `policy`. A new policy must be given a value here
     /// (and in include/flux.h) before anything compiles.
     fn of(policy: Policy) -> flux_policy {
@@ -96,6 +108,23 @@ pub extern "C" fn flux_policy_from_name(name: *const c_char, out: *mut u32) -> f
             }
             Err(e) => fail(flux_result::InvalidLimit, e.to_string()),
         }
+    }
+}
+
+/// The name of the policy whose `flux_policy` value is `policy` ("gcra",
+/// "token_bucket", ...: the names `flux_policy_from_name` takes), a static
+/// NUL-terminated string never to be freed; NULL for any other value. The
+/// values are 0, 1, 2, ... without gaps, so a caller can list every policy
+/// by asking from 0 until NULL.
+#[no_mangle]
+pub extern "C" fn flux_policy_name(policy: u32) -> *const c_char {
+    ffi_panic_boundary! {
+        static NAMES: LazyLock<Vec<(u32, CString)>> = LazyLock::new(|| {
+            Policy::ALL
+                .map(|p| (flux_policy::of(p) as u32, c_name(p.name())))
+                .into()
+        });
+        static_name(&NAMES, policy)
     }
 }
 
@@ -205,9 +234,8 @@ fn spec(params: &flux_limit_params) -> Result<LimitSpec, (flux_result, String)> 
             Some(policy) => Some(policy),
             None => {
                 return invalid(format!(
-                    "policy must be one of FLUX_POLICY_GCRA (0), FLUX_POLICY_TOKEN_BUCKET (1), \
-                     FLUX_POLICY_LEAKY_BUCKET (2), FLUX_POLICY_FIXED_WINDOW (3), \
-                     FLUX_POLICY_SLIDING_WINDOW (4), got {}",
+                    "policy must be one of {}, got {}",
+                    flux_policy::allowed_values(),
                     params.policy
                 ))
             }

@@ -26,13 +26,15 @@ use flux_core::Decision;
 use flux_core::{apply_batch, BatchRequest, Limiter, LimiterError, Op};
 
 use crate::decision::{flux_decision, flux_request, request_parts};
-use crate::error::{code_of, fail, flux_result};
+use crate::error::{code_of, fail, flux_result, with_batch_errors};
 use crate::ffi::{
     ffi_panic_boundary, panic_message, try_callback, try_ref_from_ptr, try_slice, try_slice_mut,
 };
 use crate::limiter::{flux_limiter, LimiterInner};
 
 /// Called once when a `flux_decide_batch_async` has filled its arrays.
+/// While it runs, `flux_batch_error` gives the message of each request
+/// that failed.
 pub type flux_batch_callback = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
 /// Called once with the outcome of a `flux_limiter_decide_async`.
@@ -341,6 +343,7 @@ fn write_and_call(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, Str
             decisions,
             results,
         } => {
+            let mut messages = Vec::with_capacity(outcomes.len());
             for (i, outcome) in outcomes.into_iter().enumerate() {
                 // SAFETY: the caller keeps both arrays (one slot per request) valid
                 // until the callback, which comes after this.
@@ -349,13 +352,17 @@ fn write_and_call(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, Str
                         Ok(decision) => {
                             *decisions.0.add(i) = decision.into();
                             *results.0.add(i) = flux_result::Ok;
+                            messages.push(None);
                         }
-                        Err((code, _)) => *results.0.add(i) = code,
+                        Err((code, message)) => {
+                            *results.0.add(i) = code;
+                            messages.push(Some(message));
+                        }
                     }
                 }
             }
             // SAFETY: a C function pointer given for this; user_data is the caller's.
-            unsafe { callback(user_data.0) }
+            with_batch_errors(messages, || unsafe { callback(user_data.0) })
         }
     }
 }
@@ -419,7 +426,9 @@ pub extern "C" fn flux_limiter_decide_async(
 /// Like `flux_decide_batch`, but returns at once: the calls are decided on
 /// a thread owned by the store of the first request's limiter, which fills
 /// `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
-/// and then calls `callback(user_data)` exactly once.
+/// and then calls `callback(user_data)` exactly once. Inside the callback,
+/// `flux_batch_error(i, ...)` gives the message of each request `i` that
+/// failed.
 ///
 /// The requests, their keys and endpoints are copied and the limiters kept alive, so
 /// they may be released as soon as this returns; `decisions` and `results`

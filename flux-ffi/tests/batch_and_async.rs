@@ -367,6 +367,94 @@ fn a_batch_decides_each_request_across_limiters_and_stores() {
     flux_config_free(config);
 }
 
+/// What a batch callback read with `flux_batch_error`, per request.
+struct BatchErrors {
+    n: usize,
+    messages: Mutex<Option<Vec<Option<String>>>>,
+}
+
+/// `flux_batch_error(index)`, whole: `None` for a length of 0.
+fn batch_error(index: usize) -> Option<String> {
+    let len = flux_batch_error(index, ptr::null_mut(), 0);
+    if len == 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; len + 1];
+    let full = flux_batch_error(index, buf.as_mut_ptr().cast::<c_char>(), buf.len());
+    assert_eq!(full, len);
+    buf.truncate(len);
+    Some(String::from_utf8(buf).expect("messages are UTF-8"))
+}
+
+unsafe extern "C" fn read_batch_errors(user_data: *mut c_void) {
+    // SAFETY: the test keeps its BatchErrors alive until `messages` is set.
+    let errors = unsafe { &*(user_data as *const BatchErrors) };
+    // One index beyond the batch too: it has no message.
+    let messages = (0..=errors.n).map(batch_error).collect();
+    *errors.messages.lock().unwrap() = Some(messages);
+}
+
+#[test]
+fn a_batch_callback_reads_the_message_of_each_failed_request() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let two = limiter(store, config, "two", &params(2, 60.0, None));
+    let reqs = [
+        request(two, b"k", 1),
+        request(two, b"k", 0),
+        flux_request {
+            key: ptr::null(),
+            key_len: 4,
+            ..request(two, b"k", 1)
+        },
+        request(two, b"k", 3),
+    ];
+    let errors = BatchErrors {
+        n: reqs.len(),
+        messages: Mutex::new(None),
+    };
+    let mut decisions = [flux_decision::default(); 4];
+    let mut results = [flux_result::Panic; 4];
+    let rc = flux_decide_batch_async(
+        reqs.as_ptr(),
+        reqs.len(),
+        decisions.as_mut_ptr(),
+        results.as_mut_ptr(),
+        Some(read_batch_errors),
+        &errors as *const BatchErrors as *mut c_void,
+    );
+    assert_eq!(rc, flux_result::Ok);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let messages = loop {
+        if let Some(messages) = errors.messages.lock().unwrap().take() {
+            break messages;
+        }
+        assert!(Instant::now() < deadline, "the callback never came");
+        thread::sleep(Duration::from_millis(1));
+    };
+    use flux_result::{InvalidCost, NullArgument, Ok as OK};
+    assert_eq!(results, [OK, InvalidCost, NullArgument, InvalidCost]);
+    // Each message is the one the same call alone leaves for flux_last_error.
+    let alone = |cost| decide(two, b"k", cost).unwrap_err().1;
+    assert_eq!(
+        messages,
+        [
+            None,
+            Some(alone(0)),
+            Some("reqs[2].key is NULL but reqs[2].key_len is 4".to_owned()),
+            Some(alone(3)),
+            None,
+        ]
+    );
+    assert_eq!(alone(0), "cost must be at least 1, got 0");
+    // Outside a batch callback there is nothing to read.
+    assert_eq!(batch_error(1), None);
+
+    flux_limiter_free(two);
+    flux_store_free(store);
+    flux_config_free(config);
+}
+
 #[test]
 fn batched_requests_may_name_an_endpoint() {
     let config = config(MEMORY_NO_JITTER);

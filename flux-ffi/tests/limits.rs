@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::ffi::CString;
+use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 
 use flux_ffi::*;
@@ -211,6 +211,80 @@ fn policies_are_named_by_the_core() {
         "policy must be one of \"gcra\", \"token_bucket\", \"leaky_bucket\", \"fixed_window\", \
          \"sliding_window\", got \"bogus\""
     );
+}
+
+/// The names `flux_policy_name` and `flux_source_name` give for 0, 1, 2, ...
+/// until the first NULL, and the NULL's value.
+fn names(name_of: extern "C" fn(u32) -> *const c_char) -> Vec<String> {
+    (0..)
+        .map_while(|value| {
+            let name = name_of(value);
+            // SAFETY: a static NUL-terminated string when not NULL.
+            (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_policy_and_source_has_a_name_for_its_value() {
+    let policies = names(flux_policy_name);
+    assert_eq!(
+        policies,
+        [
+            "gcra",
+            "token_bucket",
+            "leaky_bucket",
+            "fixed_window",
+            "sliding_window"
+        ]
+    );
+    for (value, name) in policies.iter().enumerate() {
+        let mut out = u32::MAX;
+        let name = CString::new(name.as_str()).unwrap();
+        assert_eq!(
+            flux_policy_from_name(name.as_ptr(), &mut out),
+            flux_result::Ok
+        );
+        assert_eq!(out as usize, value, "{name:?}");
+    }
+    assert!(flux_policy_name(u32::MAX).is_null());
+    assert_eq!(
+        names(flux_source_name),
+        ["storage", "fail_open", "local_cache", "shadow"]
+    );
+    assert!(flux_source_name(u32::MAX).is_null());
+}
+
+#[test]
+fn an_unknown_policy_value_is_refused_with_every_value_allowed() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let allowed = names(flux_policy_name)
+        .iter()
+        .enumerate()
+        .map(|(value, name)| format!("FLUX_POLICY_{} ({value})", name.to_uppercase()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let first_unknown = names(flux_policy_name).len() as u32;
+    for value in [first_unknown, u32::MAX] {
+        let params = flux_limit_params {
+            set: FLUX_PARAM_POLICY | FLUX_PARAM_REQUESTS | FLUX_PARAM_PERIOD,
+            policy: value,
+            requests: 5,
+            period: 60.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            try_limiter(store, config, "s", None, Some(&params)),
+            Err((
+                flux_result::InvalidLimit,
+                format!("policy must be one of {allowed}, got {value}")
+            )),
+            "never a limiter of some other policy"
+        );
+    }
+    flux_store_free(store);
+    flux_config_free(config);
 }
 
 #[test]

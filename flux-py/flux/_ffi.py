@@ -8,7 +8,10 @@ pointers themselves: passing one to a call keeps it alive for that call,
 and it is freed once, when the last reference to it goes.
 
 The library is looked up in ``$FLUX_LIB`` first, then beside this file (where
-``pip install`` puts it).
+``pip install`` puts it), and refused unless its version is one this module
+was written for. The names of policies and sources are read from it; the
+codes and struct layouts below mirror include/flux.h, which
+tests/test_header.py compares them with.
 """
 
 from __future__ import annotations
@@ -60,6 +63,44 @@ LIB_PATH = _library_path()
 _lib = ctypes.CDLL(LIB_PATH)
 _lib_gil = ctypes.PyDLL(LIB_PATH)
 
+# The version of include/flux.h this module declares. The library must be of
+# the same series (same major; for 0.x, same minor, as a 0.x release may break
+# the ABI) and at least this, or it may lack a function or lay a struct out
+# otherwise. Checked before anything else is read from the library.
+EXPECTED_VERSION = "0.2.0"
+
+
+def _check_version() -> str:
+    try:
+        read = _lib.flux_version
+    except AttributeError:
+        raise FluxError(f"{LIB_PATH} is not a Flux library: it has no flux_version") from None
+    read.restype = c_char_p
+    read.argtypes = []
+    found = (read() or b"").decode("utf-8", "replace")
+    want = _numbers(EXPECTED_VERSION)
+    series = want[:2] if want[0] == 0 else want[:1]
+    have = _numbers(found)
+    if have is None or have[: len(series)] != series or have < want:
+        raise FluxError(
+            f"the Flux library {LIB_PATH} is version {found or '(none)'}, but this flux "
+            f"package needs version {EXPECTED_VERSION} or a later "
+            f"{'.'.join(map(str, series))}.x: reinstall the package (`pip install ./flux-py` "
+            "builds its library), or point FLUX_LIB at a build of the same version"
+        )
+    return found
+
+
+def _numbers(version: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) of "1.2.3", "1.2.3-rc.1" or "1.2.3+build"; None for others."""
+    parts = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(map(int, parts))
+
+
+LIB_VERSION = _check_version()
+
 
 # --- result codes (flux_result) ----------------------------------------------
 
@@ -91,30 +132,12 @@ _EXCEPTION_FOR_CODE: dict[int, type[FluxError]] = {
     UNAVAILABLE: ConnectionError,
 }
 
-_CODE_NAMES = {
-    PANIC: "a panic inside flux",
-    NULL_ARGUMENT: "a NULL argument",
-    INVALID_UTF8: "a string that is not UTF-8",
-    INVALID_ARGUMENT: "an invalid argument",
-    BUFFER_TOO_SMALL: "a buffer too small",
-    SHUT_DOWN: "an async call after the process shut flux down",
-    CONFIG: "an invalid configuration",
-    INVALID_LIMIT: "an invalid limit",
-    INVALID_COST: "an invalid cost",
-    UNKNOWN_LIMIT: "an unknown limit name",
-    STORAGE: "a storage (Redis) error",
-    TIMEOUT: "a storage (Redis) timeout",
-    POOL: "no free Redis connection in time (back-pressure)",
-    UNAVAILABLE: "Redis answering that it cannot serve now",
-}
-
-
 def error_for(code: int, message: str | None = None) -> FluxError:
     """The exception for ``code``; ``message`` defaults to the thread's last error."""
     if message is None:
         message = last_error()
-    if not message:
-        message = f"flux failed with {_CODE_NAMES.get(code, 'an unknown error')} (code {code})"
+    if not message:  # every failing call leaves one: this is only a safety net
+        message = f"flux failed with code {code} and no message"
     exc = _EXCEPTION_FOR_CODE.get(code, FluxError)(message)
     exc.code = code  # type: ignore[attr-defined]
     return exc
@@ -157,8 +180,6 @@ PARAM_MAX_WAIT = 16
 PARAM_RATE = 32
 PARAM_SHADOW = 64
 
-POLICIES = ("gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window")
-SOURCES = ("storage", "fail_open", "local_cache", "shadow")
 # flux_op: what flux_limiter_apply does.
 OP_DECIDE = 0
 OP_PEEK = 1
@@ -167,6 +188,12 @@ STORAGE_MEMORY = 0
 STORAGE_REDIS = 1
 METRICS_PROMETHEUS = 0
 METRICS_JSON = 1
+
+LOG_LEVEL_ERROR = 1
+LOG_LEVEL_WARN = 2
+LOG_LEVEL_INFO = 3
+LOG_LEVEL_DEBUG = 4
+LOG_LEVEL_TRACE = 5
 
 
 class flux_limit_params(Structure):
@@ -225,7 +252,14 @@ flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 
 
 def _declare(lib, name: str, restype, argtypes, errcheck=_check):
-    func = getattr(lib, name)
+    try:
+        func = getattr(lib, name)
+    except AttributeError:
+        raise FluxError(
+            f"the Flux library {LIB_PATH} (version {LIB_VERSION}) has no function {name}, "
+            f"which this flux package (written for {EXPECTED_VERSION}) calls: reinstall the "
+            "package, or point FLUX_LIB at a build of the same sources"
+        ) from None
     func.restype = restype
     func.argtypes = argtypes
     if errcheck is not None:
@@ -240,7 +274,12 @@ def _decode_static(result, func, args) -> str:
 # Infallible functions return no code: they get no errcheck, or one that
 # converts their value.
 flux_last_error = _declare(_lib, "flux_last_error", c_size_t, [c_char_p, c_size_t], None)
+flux_batch_error = _declare(
+    _lib, "flux_batch_error", c_size_t, [c_size_t, c_char_p, c_size_t], None
+)
 flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
+flux_policy_name = _declare(_lib, "flux_policy_name", c_char_p, [c_uint32], None)
+flux_source_name = _declare(_lib, "flux_source_name", c_char_p, [c_uint32], None)
 # Through CDLL, which releases the GIL: unsetting waits for callbacks running
 # on Flux's threads, which need the GIL to finish.
 flux_set_log_callback = _declare(
@@ -423,14 +462,37 @@ flux_async_shutdown = _declare(_lib, "flux_async_shutdown", c_bool, [c_uint64], 
 # --- helpers -----------------------------------------------------------------
 
 
-def last_error() -> str:
-    """The calling thread's last error message from flux."""
-    size = flux_last_error(None, 0)
+def _message(read, *args) -> str:
+    size = read(*args, None, 0)
     if size == 0:
         return ""
     buf = ctypes.create_string_buffer(size + 1)
-    flux_last_error(buf, size + 1)
+    read(*args, buf, size + 1)
     return buf.value.decode("utf-8", "replace")
+
+
+def last_error() -> str:
+    """The calling thread's last error message from flux."""
+    return _message(flux_last_error)
+
+
+def batch_error(index: int) -> str:
+    """Inside a batch callback: the message of request ``index`` ("" when it succeeded)."""
+    return _message(flux_batch_error, index)
+
+
+def _names(name_of) -> tuple[str, ...]:
+    """The names the library gives the values 0, 1, 2, ... of one of its enums."""
+    names = []
+    while (name := name_of(len(names))) is not None:
+        names.append(name.decode("ascii"))
+    return tuple(names)
+
+
+#: Policy names by ``flux_policy`` value, and source names by ``flux_source``
+#: value: the core's lists, read from the library.
+POLICIES = _names(flux_policy_name)
+SOURCES = _names(flux_source_name)
 
 
 def version() -> str:

@@ -22,11 +22,11 @@ from . import _ffi
 logger = logging.getLogger("flux")
 
 _LEVELS = {
-    1: logging.ERROR,
-    2: logging.WARNING,
-    3: logging.INFO,
-    4: logging.DEBUG,
-    5: logging.DEBUG,
+    _ffi.LOG_LEVEL_ERROR: logging.ERROR,
+    _ffi.LOG_LEVEL_WARN: logging.WARNING,
+    _ffi.LOG_LEVEL_INFO: logging.INFO,
+    _ffi.LOG_LEVEL_DEBUG: logging.DEBUG,
+    _ffi.LOG_LEVEL_TRACE: logging.DEBUG,
 }
 
 

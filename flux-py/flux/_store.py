@@ -81,7 +81,7 @@ class Store:
                 for limiter, key, cost, endpoint, _, _ in items
             ]
         )
-        batch = _Batch(self, loop, items, requests)
+        batch = _Batch(loop, items, requests)
         token = next(_tokens)
         _in_flight[token] = batch
         try:
@@ -98,16 +98,24 @@ class Store:
 class _Batch:
     """Everything the FFI writes into or reads from until its callback runs."""
 
-    __slots__ = ("store", "loop", "items", "requests", "decisions", "results")
+    __slots__ = ("loop", "items", "requests", "decisions", "results", "messages")
 
-    def __init__(self, store: Store, loop, items, requests) -> None:
+    def __init__(self, loop, items, requests) -> None:
         n = len(items)
-        self.store = store
         self.loop = loop
         self.items = items
         self.requests = requests
         self.decisions = (_ffi.flux_decision * n)()
         self.results = (ctypes.c_uint32 * n)()
+        # The message of each failed request, by index.
+        self.messages: dict[int, str] = {}
+
+    def read_messages(self) -> None:
+        """In the batch's callback, the only time the library gives them:
+        copies the message of each request that failed."""
+        self.messages = {
+            i: _ffi.batch_error(i) for i, code in enumerate(self.results) if code != _ffi.OK
+        }
 
     def complete(self) -> None:
         """On the loop's thread: resolves each caller's future."""
@@ -120,13 +128,7 @@ class _Batch:
             if code == _ffi.OK:
                 future.set_result(result_type.from_buffer_copy(decisions, i * size))
             else:
-                future.set_exception(_ffi.error_for(code, _batch_message(code, self.store)))
-
-
-def _batch_message(code: int, store: Store) -> str:
-    # The worker thread's message is not readable from here; say what is known.
-    what = _ffi._CODE_NAMES.get(code, f"error code {code}")
-    return f"flux: deciding through {store.kind} store at {store.where} failed with {what}"
+                future.set_exception(_ffi.error_for(code, self.messages.get(i, "")))
 
 
 _tokens = itertools.count(1)
@@ -138,6 +140,7 @@ def _on_batch_done(token: int | None) -> None:
     batch = _in_flight.pop(token or 0, None)
     if batch is None:
         return
+    batch.read_messages()
     try:
         batch.loop.call_soon_threadsafe(batch.complete)
     except RuntimeError:

@@ -1,4 +1,8 @@
-"""``python -m flux.cli init [PATH] [--force]`` and ``python -m flux.cli clear``."""
+"""Flux's commands: ``flux init``, ``flux clear`` and ``flux monitor``.
+
+One parser serves the ``flux`` console script, ``python -m flux`` and
+``python -m flux.cli``, so each offers every command with the same options.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import monitor
 from .exceptions import FluxError
 
 
@@ -42,19 +47,46 @@ def _clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flux.cli", description="Flux rate limiter")
-    commands = parser.add_subparsers(dest="command", required=True)
-    init = commands.add_parser("init", help="write a flux.toml with every option explained")
-    init.add_argument("path", nargs="?", default="flux.toml", help="where to write (default: ./flux.toml)")
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``prog`` is how the user called it
+    (by default the name of the running script, e.g. ``flux``)."""
+    top = argparse.ArgumentParser(prog=prog, description="Flux rate limiter")
+    commands = top.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    init = commands.add_parser(
+        "init", help="write a flux.toml with every option explained", description="Write a flux.toml "
+        "with every option explained; never overwrites a file without --force."
+    )
+    init.add_argument("path", nargs="?", default="flux.toml", metavar="PATH", help="where to write (default: ./flux.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(run=_init)
-    clear = commands.add_parser("clear", help="delete every key under key_prefix in Redis (SCAN, never KEYS)")
+    clear = commands.add_parser(
+        "clear", help="delete Flux's keys in Redis", description="Delete every key under key_prefix "
+        "in Redis (SCAN, never KEYS)."
+    )
     clear.add_argument(
-        "--config", default=os.environ.get("FLUX_CONFIG") or None, help="flux.toml to use (default: discovered)"
+        "--config", default=os.environ.get("FLUX_CONFIG") or None, metavar="FILE",
+        help="flux.toml to use (default: $FLUX_CONFIG, ./flux.toml, ./config/flux.toml)",
     )
     clear.set_defaults(run=_clear)
-    args = parser.parse_args(argv)
+    live = commands.add_parser(
+        "monitor", help="live view of a running app's limits (needs [analytics] enabled = true in the app)",
+        description=monitor.DESCRIPTION,
+    )
+    monitor.add_arguments(live)
+    live.set_defaults(run=monitor.run)
+    # The usage line of each command, so a bare call shows how to use them all.
+    top.usage = "\n       ".join(
+        sub.format_usage().removeprefix("usage: ").strip() for sub in (init, clear, live)
+    )
+    return top
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    commands = parser(prog)
+    args = commands.parse_args(argv)
+    if args.command is None:
+        commands.print_help()
+        return 0
     try:
         return args.run(args)
     except FluxError as exc:
@@ -63,4 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m flux.cli"))

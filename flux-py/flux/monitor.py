@@ -1,4 +1,4 @@
-"""``python -m flux monitor``: a live terminal view of a running app's limits.
+"""``flux monitor``: a live terminal view of a running app's limits.
 
 It reads ``/metrics.json`` from the metrics server that Flux runs inside the
 application (``[analytics] enabled = true``) once a second and draws, per
@@ -184,19 +184,25 @@ def _configured_address() -> tuple[str, int]:
     return cfg.analytics_host, cfg.analytics_port
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flux monitor",
-        description="Live view of the rate limits of a running application "
-        "(its [analytics] metrics server).",
+DESCRIPTION = "Live view of the rate limits of a running application (its [analytics] metrics server)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``flux monitor``."""
+    parser.add_argument(
+        "--host", metavar="HOST",
+        help="where the app serves /metrics.json (default: [analytics] host, else 127.0.0.1)",
     )
-    parser.add_argument("--host", help="where the app serves /metrics.json (default: [analytics] host, else 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="its port (default: [analytics] port, else 4444)")
+    parser.add_argument("--port", type=int, metavar="PORT", help="its port (default: [analytics] port, else 4444)")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument(
-        "--interval", type=float, default=REFRESH_SECONDS, help="seconds between frames (default: 1)"
+        "--interval", type=float, default=REFRESH_SECONDS, metavar="SECONDS",
+        help="seconds between frames (default: 1)",
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``flux monitor`` with the options :func:`add_arguments` declares."""
     host, port = args.host, args.port
     if host is None or port is None:
         configured_host, configured_port = _configured_address()

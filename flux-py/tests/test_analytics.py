@@ -252,7 +252,7 @@ def test_python_m_flux_lists_monitor(tmp_path):
         [sys.executable, "-m", "flux"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0
-    assert re.search(r"python -m flux monitor \[--host H\] \[--port N\] \[--once\]", done.stdout)
+    assert re.search(r"python -m flux monitor \[-h\] \[--host HOST\] \[--port PORT\] \[--once\]", done.stdout)
 
 
 # --- endpoints ---------------------------------------------------------------

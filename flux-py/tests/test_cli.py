@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
 
 from flux import RateLimiter
 from flux.config import FluxConfig, load_config
+
+from conftest import free_port
 
 
 def run(*args, cwd, env=None):
@@ -79,4 +85,64 @@ def test_bad_config_is_reported_by_the_cli(tmp_path):
 def test_python_m_flux_prints_usage(tmp_path):
     done = run("-m", "flux", cwd=tmp_path)
     assert done.returncode == 0
-    assert "python -m flux.cli init" in done.stdout and "monitor" in done.stdout
+    for command in ("init [-h] [--force] [PATH]", "clear [-h] [--config FILE]", "monitor [-h] [--host HOST]"):
+        assert f"python -m flux {command}" in done.stdout, done.stdout
+
+
+# --- the `flux` command that `pip install ./flux-py` installs -----------------
+
+
+def flux_command() -> str:
+    path = Path(sysconfig.get_path("scripts")) / "flux"
+    assert path.is_file(), f"{path} is missing: `pip install ./flux-py` installs the flux command"
+    return str(path)
+
+
+def run_flux(*args, cwd, env=None):
+    return subprocess.run(
+        [flux_command(), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+@pytest.mark.parametrize("command", [[], ["init"], ["clear"], ["monitor"]])
+def test_the_flux_command_offers_what_python_m_flux_does(tmp_path, command):
+    # Same commands, same options, same words: one parser behind both.
+    installed = run_flux(*command, "--help", cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    for module in ("flux", "flux.cli"):
+        done = run("-m", module, *command, "--help", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        # Alike but for the name (argparse wraps lines by its length).
+        assert words(installed.stdout) == words(done.stdout.replace(f"python -m {module}", "flux"))
+    if not command:
+        for name in ("init", "clear", "monitor"):
+            assert f"flux {name} [-h]" in installed.stdout
+
+
+def test_flux_init_writes_a_file_that_loads(tmp_path):
+    done = run_flux("init", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "wrote flux.toml\n"), done.stderr
+    cfg = load_config(tmp_path / "flux.toml")
+    assert cfg.storage == "memory"
+    assert set(cfg.rate_limits) == {"api", "login"}
+    again = run_flux("init", cwd=tmp_path)
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_flux_clear_and_monitor_run_from_the_installed_command(tmp_path):
+    cleared = run_flux("clear", cwd=tmp_path, env={"FLUX_CONFIG": "", "FLUX_REDIS_URL": ""})
+    assert cleared.returncode == 0, cleared.stderr
+    assert "memory store" in cleared.stdout
+    port = free_port()
+    nobody = run_flux("monitor", "--once", "--port", str(port), cwd=tmp_path, env={"FLUX_CONFIG": ""})
+    assert nobody.returncode == 1
+    assert f"nothing answered at http://127.0.0.1:{port}/metrics.json" in nobody.stderr

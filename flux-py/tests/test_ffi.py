@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -63,4 +66,68 @@ def test_json_larger_than_the_first_buffer():
 
 
 def test_version():
-    assert ffi.version().count(".") == 2
+    assert ffi.version() == ffi.LIB_VERSION == ffi.EXPECTED_VERSION
+
+
+def _fake_library(tmp_path, version: str | None) -> str:
+    """A shared library that is not Flux: ``flux_version`` (when given) and nothing else."""
+    source = tmp_path / "fake.c"
+    body = f'const char *flux_version(void) {{ return "{version}"; }}\n' if version else "int nothing;\n"
+    source.write_text(body)
+    library = tmp_path / f"libfake-{version}.so"
+    subprocess.run(["cc", "-shared", "-fPIC", str(source), "-o", str(library)], check=True)
+    return str(library)
+
+
+def _import_flux_with(library: str) -> subprocess.CompletedProcess:
+    script = "import flux"
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "FLUX_LIB": library},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor, _ = version.split(".")
+    return int(major), int(minor)
+
+
+def _refused_versions() -> list[str]:
+    major, minor = _major_minor(ffi.EXPECTED_VERSION)
+    versions = [f"{major + 1}.0.0", f"{major}.{minor - 1}.9"]  # another major; older
+    if major == 0:
+        versions.append(f"0.{minor + 1}.0")  # a 0.x minor may break the ABI
+    return versions
+
+
+@pytest.mark.parametrize("version", _refused_versions())
+def test_a_library_of_another_version_is_refused_at_import(tmp_path, version):
+    library = _fake_library(tmp_path, version)
+    done = _import_flux_with(library)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("flux.exceptions.FluxError: the Flux library "), done.stderr
+    assert library in last and f"version {version}" in last and ffi.EXPECTED_VERSION in last, last
+
+
+def test_a_library_of_the_same_series_missing_a_function_names_it(tmp_path):
+    major, minor = _major_minor(ffi.EXPECTED_VERSION)
+    library = _fake_library(tmp_path, f"{major}.{minor}.999")
+    done = _import_flux_with(library)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"flux.exceptions.FluxError: the Flux library {library} (version {major}.{minor}.999) "
+        "has no function flux_last_error"
+    ), done.stderr
+
+
+def test_a_library_that_is_not_flux_is_refused(tmp_path):
+    library = _fake_library(tmp_path, None)
+    done = _import_flux_with(library)
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"flux.exceptions.FluxError: {library} is not a Flux library: it has no flux_version"
+    ), done.stderr

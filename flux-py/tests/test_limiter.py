@@ -290,8 +290,9 @@ def test_costs_the_limit_can_never_admit_are_refused_with_the_cores_message(conf
 
 def test_a_cost_too_large_is_refused_by_ahit_too(config):
     limiter = RateLimiter(3, 60, config=config)
-    with pytest.raises(LimitError):
+    with pytest.raises(LimitError) as caught:
         asyncio.run(limiter.ahit("k", cost=4))
+    assert str(caught.value) == "cost 4 can never be admitted: the limit holds at most 3 at once"
     with pytest.raises(LimitError, match="from 1 to 2\\*\\*64 - 1"):
         asyncio.run(limiter.ahit("k", cost=2**64 + 1))
 

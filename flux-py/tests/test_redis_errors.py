@@ -11,6 +11,7 @@ never an admitted call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import signal
@@ -208,6 +209,35 @@ def test_an_error_reply_fails_open_or_raises_and_keeps_the_connection(
     assert opened.hit("after").source == "storage"
     assert closed.hit("after").source == "storage"
     assert server.clients() == connections
+
+
+@pytest.mark.parametrize("code", ["OOM", "READONLY"])
+def test_ahit_raises_the_message_hit_raises(server, prefix, code):
+    # A batch decided on the store's thread carries each call's own message
+    # (Redis's reply) to the coroutine awaiting it.
+    cfg = FluxConfig(
+        redis_url=server.url, key_prefix=prefix, timeout_ms=2000, fail_silently=False,
+        jitter_enabled=False,
+    )
+    limiter = RateLimiter(1000, 86400, config=cfg, scope="async-replies")
+    assert limiter.hit("warm").source == "storage"
+
+    async def both_ways():
+        with pytest.raises(ConnectionError) as sync:
+            limiter.hit("sync")
+        with pytest.raises(ConnectionError) as batched:
+            await limiter.ahit("async")
+        return sync.value, batched.value
+
+    condition = CASES[code](server)
+    next(condition)
+    try:
+        sync, batched = asyncio.run(both_ways())
+    finally:
+        next(condition, None)
+
+    assert str(sync).startswith(f"Redis cannot serve now: {code} "), sync
+    assert (type(batched), batched.code, str(batched)) == (type(sync), sync.code, str(sync))
 
 
 class SlowProxy:
