@@ -1,11 +1,8 @@
 //! Result codes and the calling thread's last error message.
 
 use std::cell::RefCell;
-use std::ffi::c_char;
 
 use flux_core::{LimiterError, StoreError, Unavailable};
-
-use crate::ffi::ffi_panic_boundary;
 
 /// What a fallible `flux_*` function returns. `FLUX_RESULT_OK` is 0; every
 /// other code comes with a message, read with `flux_last_error`.
@@ -102,23 +99,9 @@ pub(crate) fn last_error() -> String {
     LAST_ERROR.with(|last| last.borrow().clone())
 }
 
-/// Copies the calling thread's last error message into `buf` and returns
-/// the message's full length in bytes (not counting the NUL).
-///
-/// The copy is NUL-terminated and truncated to fit `len` bytes (at a UTF-8
-/// character boundary); it is complete when the returned length is below
-/// `len`. With `buf` NULL or `len` 0 nothing is copied, which tells the size
-/// to allocate (return value + 1). The message is the one set by the last
-/// `flux_*` call on this thread that did not return `FLUX_RESULT_OK`; a
-/// successful call leaves it as it was. An empty message (0) means no call
-/// on this thread has failed yet.
-///
-/// Thread-safe: each thread has its own last error.
-#[no_mangle]
-pub extern "C" fn flux_last_error(buf: *mut c_char, len: usize) -> usize {
-    ffi_panic_boundary! {
-        LAST_ERROR.with(|last| copy_message(&last.borrow(), buf, len))
-    }
+/// Runs `read` on the calling thread's last error message.
+pub(crate) fn read_last_error<R>(read: impl FnOnce(&str) -> R) -> R {
+    LAST_ERROR.with(|last| read(&last.borrow()))
 }
 
 thread_local! {
@@ -141,75 +124,17 @@ pub(crate) fn with_batch_errors(messages: Vec<Option<String>>, callback: impl Fn
     callback();
 }
 
-/// Inside a `flux_batch_callback`: copies the message of request `index`
-/// of the batch being answered into `buf`, as `flux_last_error` copies
-/// its message, and returns the message's full length in bytes (not
-/// counting the NUL).
-///
-/// Each request whose `results[index]` is not `FLUX_RESULT_OK` has a
-/// message, the one the same call alone would have left for
-/// `flux_last_error` (Redis's reply included). 0 (and nothing copied, the
-/// buffer left as it was) for a request that succeeded, an `index` beyond
-/// the batch, or a call outside a batch callback: the messages live only
-/// while the callback runs, on its thread. Copy what you keep.
-#[no_mangle]
-pub extern "C" fn flux_batch_error(index: usize, buf: *mut c_char, len: usize) -> usize {
-    ffi_panic_boundary! {
-        BATCH_ERRORS.with(|errors| {
-            let errors = errors.borrow();
-            match errors.as_ref().and_then(|e| e.get(index)) {
-                Some(Some(message)) => copy_message(message, buf, len),
-                _ => 0,
-            }
-        })
-    }
-}
-
-/// Copies `message` into the caller's `buf` of `len` bytes, NUL-terminated
-/// and truncated at a character boundary; returns its full length.
-fn copy_message(message: &str, buf: *mut c_char, len: usize) -> usize {
-    if !buf.is_null() && len > 0 {
-        let mut n = message.len().min(len - 1);
-        while !message.is_char_boundary(n) {
-            n -= 1;
-        }
-        // SAFETY: the caller gives `len` writable bytes at `buf`; n < len.
-        unsafe {
-            std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
-            *buf.add(n) = 0;
-        }
-    }
-    message.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(len: usize) -> (usize, Vec<u8>) {
-        let mut buf = vec![0x7f_u8; len];
-        let full = flux_last_error(buf.as_mut_ptr().cast(), len);
-        (full, buf)
-    }
-
-    #[test]
-    fn message_is_copied_whole_or_truncated_at_a_character() {
-        fail(flux_result::Config, "héllo");
-        assert_eq!(flux_last_error(std::ptr::null_mut(), 0), 6);
-        let (full, buf) = read(16);
-        assert_eq!(full, 6);
-        assert_eq!(&buf[..7], "héllo\0".as_bytes());
-        // 3 bytes of room: "h" and the 2-byte "é" do not both fit with the NUL.
-        let (_, buf) = read(3);
-        assert_eq!(&buf[..2], b"h\0");
-    }
-
-    #[test]
-    fn each_thread_has_its_own_message() {
-        fail(flux_result::Config, "here");
-        std::thread::spawn(|| assert_eq!(last_error(), ""))
-            .join()
-            .unwrap();
-        assert_eq!(last_error(), "here");
-    }
+/// Runs `read` on the message of request `index` of the batch whose
+/// callback runs on this thread: `None` where it succeeded, beyond the
+/// batch, or outside a batch callback.
+pub(crate) fn read_batch_error<R>(index: usize, read: impl FnOnce(Option<&str>) -> R) -> R {
+    BATCH_ERRORS.with(|errors| {
+        let errors = errors.borrow();
+        read(
+            errors
+                .as_ref()
+                .and_then(|e| e.get(index))
+                .and_then(Option::as_deref),
+        )
+    })
 }

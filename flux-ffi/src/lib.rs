@@ -11,7 +11,10 @@
 //! the boundary ([`ffi_panic_boundary!`]) and becomes `FLUX_RESULT_PANIC`.
 //!
 //! All raw-pointer handling lives in `ffi.rs`; each other module holds the
-//! functions of one topic.
+//! functions of one topic, and modules depend on each other in one
+//! direction only: `error` and `decision` (plain types) below `ffi`, then
+//! `worker` (the async thread), `store`, `limiter`, and the calls on top
+//! (`decide`, `decide_async`, `messages`).
 
 // The exported names are C names, and they are what cbindgen writes.
 #![allow(non_camel_case_types)]
@@ -24,19 +27,25 @@
 pub mod ffi;
 
 mod config;
+mod decide;
+mod decide_async;
 mod decision;
 mod error;
 mod fork;
 mod limiter;
 mod logging;
+mod messages;
 mod store;
 mod worker;
 
 pub use config::*;
+pub use decide::*;
+pub use decide_async::*;
 pub use decision::*;
 pub use error::*;
 pub use limiter::*;
 pub use logging::*;
+pub use messages::*;
 pub use store::*;
 pub use worker::*;
 

@@ -25,12 +25,9 @@ use flux_core::fork::PerProcess;
 use flux_core::Decision;
 use flux_core::{apply_batch, BatchRequest, Limiter, LimiterError, Op};
 
-use crate::decision::{flux_decision, flux_request, request_parts};
+use crate::decision::flux_decision;
 use crate::error::{code_of, fail, flux_result, with_batch_errors};
-use crate::ffi::{
-    ffi_panic_boundary, panic_message, try_callback, try_ref_from_ptr, try_slice, try_slice_mut,
-};
-use crate::limiter::{flux_limiter, LimiterInner};
+use crate::ffi::{ffi_panic_boundary, panic_message};
 
 /// Called once when a `flux_decide_batch_async` has filled its arrays.
 /// While it runs, `flux_batch_error` gives the message of each request
@@ -57,21 +54,21 @@ const MAX_ROUND: usize = 4096;
 
 /// A caller's pointer, carried to the store's thread. The caller promises it
 /// stays valid until its callback.
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: the pointee is only touched by the store's thread, before the callback.
 unsafe impl<T> Send for SendPtr<T> {}
 
 /// One request, owned: the limiter is kept alive, the endpoint and key copied.
-type Owned = Result<OwnedRequest, (flux_result, String)>;
+pub(crate) type Owned = Result<OwnedRequest, (flux_result, String)>;
 
-struct OwnedRequest {
-    limiter: Arc<Limiter>,
-    endpoint: Option<Box<str>>,
-    key: Vec<u8>,
-    cost: u64,
+pub(crate) struct OwnedRequest {
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) endpoint: Option<Box<str>>,
+    pub(crate) key: Vec<u8>,
+    pub(crate) cost: u64,
 }
 
-enum Reply {
+pub(crate) enum Reply {
     One {
         callback:
             unsafe extern "C" fn(*mut c_void, flux_result, *const flux_decision, *const c_char),
@@ -86,8 +83,8 @@ enum Reply {
 }
 
 pub(crate) struct Job {
-    requests: Vec<Owned>,
-    reply: Reply,
+    pub(crate) requests: Vec<Owned>,
+    pub(crate) reply: Reply,
 }
 
 /// The store's async thread, started at its first request and joined when
@@ -367,17 +364,17 @@ fn write_and_call(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, Str
     }
 }
 
-/// Sends `job` to the thread of the store of `limiter`, or answers it here
-/// when there is no limiter to say which store.
-fn dispatch(limiter: Option<&LimiterInner>, job: Job) -> flux_result {
+/// Sends `job` to `worker` (the thread of the store its requests name), or
+/// answers it here when no request names one.
+pub(crate) fn dispatch(worker: Option<&Worker>, job: Job) -> flux_result {
     if gate().closed() {
         return fail(
             flux_result::ShutDown,
             "flux_async_shutdown was called: async decisions are no longer taken",
         );
     }
-    match limiter {
-        Some(limiter) => match limiter.store.worker().submit(job) {
+    match worker {
+        Some(worker) => match worker.submit(job) {
             Ok(()) => flux_result::Ok,
             Err((code, message)) => fail(code, message),
         },
@@ -385,99 +382,6 @@ fn dispatch(limiter: Option<&LimiterInner>, job: Job) -> flux_result {
             answer(vec![job]);
             flux_result::Ok
         }
-    }
-}
-
-/// Like `flux_limiter_decide`, but returns at once: the decision is made on
-/// a thread owned by the limiter's store, which then calls
-/// `callback(user_data, result, decision, message)` exactly once.
-///
-/// The key is copied, and the limiter is kept alive until the callback, so
-/// both may be released as soon as this returns. Requests queued by many
-/// threads at the same moment go to Redis as one pipeline. Returns
-/// `FLUX_RESULT_OK` when the request was queued; any other result means the
-/// callback will not be called.
-#[no_mangle]
-pub extern "C" fn flux_limiter_decide_async(
-    limiter: *const flux_limiter,
-    key: *const u8,
-    key_len: usize,
-    cost: u64,
-    callback: flux_decide_callback,
-    user_data: *mut c_void,
-) -> flux_result {
-    ffi_panic_boundary! {
-        let limiter = try_ref_from_ptr!(limiter);
-        let key = try_slice!(key, key_len);
-        let callback = try_callback!(callback);
-        let job = Job {
-            requests: vec![Ok(OwnedRequest {
-                limiter: limiter.limiter.clone(),
-                endpoint: None,
-                key: key.to_vec(),
-                cost,
-            })],
-            reply: Reply::One { callback, user_data: SendPtr(user_data) },
-        };
-        dispatch(Some(limiter), job)
-    }
-}
-
-/// Like `flux_decide_batch`, but returns at once: the calls are decided on
-/// a thread owned by the store of the first request's limiter, which fills
-/// `results[i]` (and `decisions[i]` where the result is `FLUX_RESULT_OK`)
-/// and then calls `callback(user_data)` exactly once. Inside the callback,
-/// `flux_batch_error(i, ...)` gives the message of each request `i` that
-/// failed.
-///
-/// The requests, their keys and endpoints are copied and the limiters kept alive, so
-/// they may be released as soon as this returns; `decisions` and `results`
-/// (`n` entries each) must stay valid until the callback. When no request
-/// has a limiter (`n` is 0, or every limiter is NULL) the arrays are filled
-/// and the callback called before this returns, on the calling thread.
-/// Returns `FLUX_RESULT_OK` when the batch was accepted; any other result
-/// means the callback will not be called.
-#[no_mangle]
-pub extern "C" fn flux_decide_batch_async(
-    reqs: *const flux_request,
-    n: usize,
-    decisions: *mut flux_decision,
-    results: *mut flux_result,
-    callback: flux_batch_callback,
-    user_data: *mut c_void,
-) -> flux_result {
-    ffi_panic_boundary! {
-        let reqs = try_slice!(reqs, n);
-        // Checked now, so a bad array is reported here rather than by the thread.
-        let _ = try_slice_mut!(decisions, n);
-        let _ = try_slice_mut!(results, n);
-        let callback = try_callback!(callback);
-        let mut first_limiter: Option<&LimiterInner> = None;
-        let requests: Vec<Owned> = reqs
-            .iter()
-            .enumerate()
-            .map(|(i, request)| {
-                // SAFETY: the caller's requests hold live limiters and keys during this call.
-                let parts = unsafe { request_parts(request, i) }?;
-                first_limiter.get_or_insert(parts.limiter);
-                Ok(OwnedRequest {
-                    limiter: parts.limiter.limiter.clone(),
-                    endpoint: parts.endpoint.map(Box::from),
-                    key: parts.key.to_vec(),
-                    cost: request.cost,
-                })
-            })
-            .collect();
-        let job = Job {
-            requests,
-            reply: Reply::Batch {
-                callback,
-                user_data: SendPtr(user_data),
-                decisions: SendPtr(decisions),
-                results: SendPtr(results),
-            },
-        };
-        dispatch(first_limiter, job)
     }
 }
 
