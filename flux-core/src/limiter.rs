@@ -44,7 +44,7 @@ use crate::local_cache::{limit_fingerprint, LocalCache};
 use crate::warnings::Warnings;
 use crate::{
     Call, Clock, Decision, Limit, LimitSpec, MemoryStore, Op, Quota, QuotaError, Source, Store,
-    StoreError,
+    StoreError, MAX_QUOTAS,
 };
 
 /// A store and what it counts. Thread-safe; share it in an `Arc`.
@@ -378,15 +378,34 @@ impl Limiter {
         cost: u64,
         op: Op,
     ) -> Result<Decision, LimiterError> {
-        apply_batch(&[BatchRequest {
+        // One call takes the path of a batch of one, without its vectors:
+        // this is the hot path of every synchronous decision.
+        let request = BatchRequest {
             limiter: self,
             endpoint,
             identity,
             cost,
             op,
-        }])
-        .pop()
-        .expect("one answer per request")
+        };
+        request.check()?;
+        let keys = self.keys(endpoint, identity);
+        if let Some(decision) = request.cached_refusal(&keys[0]) {
+            return request.answer_cached(&keys, decision);
+        }
+        let mut refs = [""; MAX_QUOTAS];
+        for (slot, key) in refs.iter_mut().zip(&keys) {
+            *slot = key;
+        }
+        let backend = &self.backend;
+        let asked_at = backend.local_cache.as_ref().map(LocalCache::now);
+        let started = Instant::now();
+        let answer = backend.store.apply(&Call {
+            keys: &refs[..keys.len()],
+            quotas: &self.quotas,
+            cost,
+            op,
+        });
+        request.settle(&keys, asked_at, answer, started.elapsed())
     }
 
     /// Forgets `identity`'s state (for `endpoint`) under every quota: its
@@ -495,6 +514,47 @@ pub struct BatchRequest<'a> {
 }
 
 impl BatchRequest<'_> {
+    /// Whether the cost can be applied at all: a decision or a peek needs a
+    /// cost some moment could admit, a refund any cost above 0.
+    fn check(&self) -> Result<(), LimiterError> {
+        match self.op {
+            Op::Refund if self.cost == 0 => Err(LimiterError::Cost(QuotaError::CostZero)),
+            Op::Refund => Ok(()),
+            Op::Decide | Op::Peek => self.limiter.check_cost(self.cost),
+        }
+    }
+
+    /// The answer for a refusal the local deny cache holds, counted as a
+    /// decision that waited for nothing.
+    fn answer_cached(&self, keys: &[String], cached: Decision) -> Result<Decision, LimiterError> {
+        let decision = self.limiter.finish(Ok(cached), self.op);
+        if let (Ok(decision), Op::Decide) = (&decision, self.op) {
+            self.limiter
+                .record(self.endpoint, keys, decision, Duration::ZERO);
+        }
+        decision
+    }
+
+    /// The answer for what the store said (asked at `asked_at` by the local
+    /// cache's clock, after `latency`): the cache told, fail-open, shadow and
+    /// jitter applied, the decision counted.
+    fn settle(
+        &self,
+        keys: &[String],
+        asked_at: Option<u64>,
+        answer: Result<Decision, StoreError>,
+        latency: Duration,
+    ) -> Result<Decision, LimiterError> {
+        if let Some(asked_at) = asked_at {
+            self.remember(&keys[0], asked_at, &answer);
+        }
+        let decision = self.limiter.finish(answer, self.op);
+        if let (Ok(decision), Op::Decide) = (&decision, self.op) {
+            self.limiter.record(self.endpoint, keys, decision, latency);
+        }
+        decision
+    }
+
     /// The refusal the local deny cache holds for this call, if any;
     /// `first_key` is the caller's key under the first quota.
     fn cached_refusal(&self, first_key: &str) -> Option<Decision> {
@@ -546,12 +606,7 @@ pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limite
     // change the answer.
     let mut callers: HashSet<&str> = HashSet::new();
     for (i, request) in requests.iter().enumerate() {
-        let checked = match request.op {
-            Op::Refund if request.cost == 0 => Err(LimiterError::Cost(QuotaError::CostZero)),
-            Op::Refund => Ok(()),
-            Op::Decide | Op::Peek => request.limiter.check_cost(request.cost),
-        };
-        if let Err(e) = checked {
+        if let Err(e) = request.check() {
             results[i] = Some(Err(e));
             continue;
         }
@@ -562,16 +617,7 @@ pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limite
             true => None,
         };
         match cached {
-            Some(decision) => {
-                let decision = request.limiter.finish(Ok(decision), request.op);
-                if let (Ok(decision), Op::Decide) = (&decision, request.op) {
-                    // No store call: nothing waited.
-                    request
-                        .limiter
-                        .record(request.endpoint, &keys[i], decision, Duration::ZERO);
-                }
-                results[i] = Some(decision);
-            }
+            Some(decision) => results[i] = Some(request.answer_cached(&keys[i], decision)),
             None => pending.push(i),
         }
     }
@@ -596,17 +642,7 @@ pub fn apply_batch(requests: &[BatchRequest<'_>]) -> Vec<Result<Decision, Limite
         let latency = started.elapsed();
         debug_assert_eq!(answers.len(), group.len());
         for (&i, answer) in group.iter().zip(answers) {
-            let request = &requests[i];
-            if let Some(asked_at) = asked_at {
-                request.remember(&keys[i][0], asked_at, &answer);
-            }
-            let decision = request.limiter.finish(answer, request.op);
-            if let (Ok(decision), Op::Decide) = (&decision, request.op) {
-                request
-                    .limiter
-                    .record(request.endpoint, &keys[i], decision, latency);
-            }
-            results[i] = Some(decision);
+            results[i] = Some(requests[i].settle(&keys[i], asked_at, answer, latency));
         }
         pending = rest;
     }

@@ -393,9 +393,12 @@ class RateLimiter:
         result = self._result_type()
         handle = self._handle
         if endpoint:
-            self._decide_endpoint(handle, _endpoint_bytes(endpoint), key, cost, result)
+            ep = _endpoint_bytes(endpoint)
+            code = self._decide_endpoint(handle, ep, len(ep), key, len(key), cost, result)
         else:
-            self._decide(handle, key, len(key), cost, result)
+            code = self._decide(handle, key, len(key), cost, result)
+        if code:
+            raise _ffi.decide_error(code, handle)
         return result
 
     async def ahit(

@@ -61,10 +61,11 @@ def churn() -> list[RateLimiter]:
 
 
 def in_native_call(thread: threading.Thread) -> None:
-    """Returns once `thread` is inside the library's decision call."""
+    """Returns once `thread` is inside the library's decision call (made
+    from `RateLimiter.hit`'s own frame)."""
     while True:
         frame = sys._current_frames().get(thread.ident)
-        if frame is not None and frame.f_code.co_name == "flux_limiter_decide":
+        if frame is not None and frame.f_code.co_name == "hit":
             break
         time.sleep(0.001)
     # It gives up the GIL inside the call: this sleep lets it get there.
