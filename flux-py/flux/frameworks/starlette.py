@@ -1,9 +1,10 @@
 """Starlette and FastAPI endpoints, sync or async.
 
 A FastAPI endpoint that declares no ``Request`` still needs one to find the
-client: the wrapper's ``__signature__`` adds a keyword-only ``Request``
-parameter (and a ``Response`` one, whose headers FastAPI copies onto the
-response it builds from a returned dict), so FastAPI's dependency injection
+client: the wrapper's ``__signature__`` adds a keyword-only
+``HTTPConnection`` parameter (a Request, or the WebSocket of a WebSocket
+route), and a ``Response`` one, whose headers FastAPI copies onto the
+response it builds from a returned dict, so FastAPI's dependency injection
 hands them over; the wrapper removes them before calling the endpoint.
 """
 
@@ -13,11 +14,12 @@ import inspect
 import typing
 from typing import Any, Callable
 
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
 
-from ..headers import too_many_requests_body
-from . import keeps_existing
+from ..exceptions import RateLimitExceeded
+from ..headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
 
 REQUEST_PARAM = "flux_request_"
 RESPONSE_PARAM = "flux_response_"
@@ -45,33 +47,66 @@ def peer(request: HTTPConnection) -> str | None:
     return client.host if client else None
 
 
+def method(request: HTTPConnection) -> str:
+    return request.scope.get("method", "GET")
+
+
 def header_values(request: HTTPConnection, name: str) -> list[str]:
     return request.headers.getlist(name)
 
 
-def too_many_requests(result) -> JSONResponse:
-    return JSONResponse(too_many_requests_body(result), status_code=429, headers=result.to_headers())
+def too_many_requests(result, headers: bool = True) -> JSONResponse:
+    response = JSONResponse(too_many_requests_body(result), status_code=429)
+    if headers:
+        response.raw_headers.extend(raw_header_items(result))
+    return response
 
 
-def with_headers(response: Any, headers: dict[str, str], kwargs: dict) -> Any:
+def as_response(value: Any) -> Any:
+    return value
+
+
+def with_headers(response: Any, result, kwargs: dict) -> Any:
+    # A plain value is turned into a response by FastAPI, which copies onto
+    # it the headers of the Response parameter the endpoint was given.
     target = response if isinstance(response, Response) else kwargs.get(RESPONSE_PARAM)
     if target is None:
         target = next((v for v in kwargs.values() if isinstance(v, Response)), None)
-    if target is not None and not keeps_existing(
-        target.headers.get("X-RateLimit-Remaining"), headers
-    ):
-        target.headers.update(headers)
+    if target is not None:
+        set_raw_headers(target.raw_headers, result)
     return response
+
+
+def raises_exceeded(request: HTTPConnection) -> bool:
+    """Whether the application has an exception handler for
+    :class:`RateLimitExceeded` (``app.exception_handler(RateLimitExceeded)``)."""
+    handlers = getattr(request.scope.get("app"), "exception_handlers", None)
+    return bool(handlers) and RateLimitExceeded in handlers
+
+
+def is_websocket(request: Any) -> bool:
+    return isinstance(request, WebSocket)
+
+
+async def close(websocket: WebSocket, result) -> None:
+    """Closes a WebSocket over its limit with code 1008 (policy violation)
+    and the reason. It is accepted first: a close before the handshake
+    completes reaches the client as an HTTP 403 and an abnormal closure
+    (1006), with neither the code nor the reason."""
+    await websocket.accept()
+    await websocket.close(code=1008, reason=close_reason(result))
 
 
 def _is(annotation: Any, cls: type) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, cls)
 
 
-def endpoint_signature(func: Callable) -> tuple[inspect.Signature | None, frozenset[str]]:
-    """``func``'s signature with annotations resolved, plus the Request and
-    Response parameters it lacks, and the names of those added; (None, {})
-    when it needs neither.
+def endpoint_signature(
+    func: Callable, response: bool = True
+) -> tuple[inspect.Signature | None, frozenset[str]]:
+    """``func``'s signature with annotations resolved, plus the connection
+    (Request or WebSocket) and, with ``response``, the Response parameters it
+    lacks, and the names of those added; (None, {}) when it needs neither.
 
     A function that already takes them (an endpoint that declares them, or
     another Flux wrapper, which added them) gets them passed through."""
@@ -86,8 +121,10 @@ def endpoint_signature(func: Callable) -> tuple[inspect.Signature | None, frozen
     params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
     added = []
     if not any(_is(p.annotation, HTTPConnection) for p in params):
-        added.append(inspect.Parameter(REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request))
-    if not any(_is(p.annotation, Response) for p in params):
+        added.append(
+            inspect.Parameter(REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=HTTPConnection)
+        )
+    if response and not any(_is(p.annotation, Response) for p in params):
         added.append(inspect.Parameter(RESPONSE_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Response))
     if not added:
         return None, frozenset()
