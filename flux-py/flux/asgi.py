@@ -94,9 +94,9 @@ class RateLimitMiddleware:
                 if identity is None:
                     return await self.app(scope, receive, send)
         if limiter._remote:  # type: ignore[union-attr]
-            result = await limiter.ahit(identity, cost=guard.cost)  # type: ignore[union-attr]
+            result = await limiter.ahit(identity, None, guard.cost)  # type: ignore[union-attr]
         else:
-            result = limiter.hit(identity, cost=guard.cost)  # type: ignore[union-attr]
+            result = limiter.hit(identity, None, guard.cost)  # type: ignore[union-attr]
         if not result.allowed:
             return await self._refuse(guard, scope, receive, send, request, identity, result)
         frame = token = None
@@ -168,14 +168,14 @@ async def _settled(answer: Any) -> Any:
 def _with_headers(send: Callable, result: Any, frame: _stack.Frame | None) -> Callable:
     async def send_with_headers(message: dict) -> None:
         if message["type"] == "http.response.start" and not (
-            frame is not None and _stack.keeps_inner(frame, result.remaining)
+            frame is not None and (frame.refused or _stack.keeps_inner(frame, result.remaining))
         ):
-            headers = list(message.get("headers") or ())
             if frame is not None and frame.remaining is not None:  # an inner limit's, replaced
+                headers = list(message.get("headers") or ())
                 set_raw_headers(headers, result)
+                message["headers"] = headers
             else:
-                headers += raw_header_items(result)
-            message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *raw_header_items(result)]
         await send(message)
 
     return send_with_headers

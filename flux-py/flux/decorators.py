@@ -146,14 +146,19 @@ def rate_limit(
         guard = guard_for(func)
         _stack.inner_limits = True
         scope = guard.limiter.scope if guard.limiter is not None else guard.choice.base
-        signature, injected = None, frozenset()
+        signature, injected, given = None, _Injected(), None
         if "starlette" in sys.modules and not isinstance(func, functools.partial):
             from .frameworks import starlette
 
-            signature, injected = starlette.endpoint_signature(func, response=headers)
+            signature, added = starlette.endpoint_signature(func, response=headers)
+            injected = _Injected(
+                starlette.REQUEST_PARAM if starlette.REQUEST_PARAM in added else None,
+                starlette.RESPONSE_PARAM if starlette.RESPONSE_PARAM in added else None,
+            )
+            given = starlette if injected.request is not None else None
         nested = _wraps_a_limit(func)
         make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
-        wrapper = make(func, guard, injected, nested)
+        wrapper = make(func, guard, injected, given, nested)
         wrapper.rate_limiter = guard.limiter  # type: ignore[attr-defined]
         wrapper._flux_scopes = (*getattr(func, "_flux_scopes", ()), scope)  # type: ignore[attr-defined]
         if signature is not None:
@@ -190,23 +195,33 @@ def _wraps_a_limit(func: Callable) -> bool:
     return False
 
 
-def _without(kwargs: dict, injected: frozenset) -> dict:
-    """The endpoint's own keyword arguments: those this wrapper added are removed."""
-    if injected and not injected.isdisjoint(kwargs):
-        return {k: v for k, v in kwargs.items() if k not in injected}
-    return kwargs
+class _Injected:
+    """The parameters a wrapper's signature added for FastAPI to fill (see
+    :mod:`flux.frameworks.starlette`): taken out of the call's keyword
+    arguments before the endpoint gets them."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: str | None = None, response: str | None = None) -> None:
+        self.request = request
+        self.response = response
 
 
-def _sync_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
-    adapter = None  # the framework of the first call that carried a request
+def _sync_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: bool):
+    adapter = given  # the framework of the first call that carried a request
     plain, fixed, cost = guard.plain, guard.limiter, guard.cost
     deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
+    request_param, response_param = injected.request, injected.response
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         nonlocal adapter
         found = adapter
-        request = found.find_request(args, kwargs) if found is not None else None
+        if request_param is not None:
+            request = kwargs.pop(request_param, None)
+        else:
+            request = found.find_request(args, kwargs) if found is not None else None
+        sub = kwargs.pop(response_param, None) if response_param is not None else None
         if request is None:
             found, request = frameworks.detect(args, kwargs)
             if found is not None:
@@ -216,9 +231,9 @@ def _sync_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
         else:
             subject = guard.resolve(found, request, args[0] if args else None)
             if subject is None:
-                return func(*args, **_without(kwargs, injected))
+                return func(*args, **kwargs)
             limiter, identity = subject
-        result = limiter.hit(identity, cost=cost)
+        result = limiter.hit(identity, None, cost)
         if not result.allowed:
             _stack.refused()
             answer = guard.breach(found, request, args[0] if args else None, result)
@@ -230,7 +245,7 @@ def _sync_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
         frame = _stack.Frame() if nested else None
         token = _stack.current.set(frame) if nested else None
         try:
-            response = func(*args, **_without(kwargs, injected))
+            response = func(*args, **kwargs)
         except Exception as exc:
             if token is not None:
                 _stack.current.reset(token)
@@ -254,22 +269,27 @@ def _sync_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
             if not deduct_when(response):
                 result = limiter.refund(identity, cost)
         if headers:
-            response = _report(found, response, result, kwargs, frame)
+            response = _report(found, response, result, kwargs, sub, frame)
         return response
 
     return wrapper
 
 
-def _async_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
-    adapter = None  # the framework of the first call that carried a request
+def _async_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: bool):
+    adapter = given  # the framework of the first call that carried a request
     plain, fixed, cost = guard.plain, guard.limiter, guard.cost
     deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
+    request_param, response_param = injected.request, injected.response
 
     @functools.wraps(func)
     async def wrapper(*args, **kwargs):
         nonlocal adapter
         found = adapter
-        request = found.find_request(args, kwargs) if found is not None else None
+        if request_param is not None:
+            request = kwargs.pop(request_param, None)
+        else:
+            request = found.find_request(args, kwargs) if found is not None else None
+        sub = kwargs.pop(response_param, None) if response_param is not None else None
         if request is None:
             found, request = frameworks.detect(args, kwargs)
             if found is not None:
@@ -279,16 +299,16 @@ def _async_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
         else:
             subject = guard.resolve(found, request, args[0] if args else None)
             if subject is None:
-                return await func(*args, **_without(kwargs, injected))
+                return await func(*args, **kwargs)
             limiter, identity = subject
             if identity.__class__ is not str and inspect.isawaitable(identity):
                 identity = await identity
                 if identity is None:
-                    return await func(*args, **_without(kwargs, injected))
+                    return await func(*args, **kwargs)
         if limiter._remote:
-            result = await limiter.ahit(identity, cost=cost)
+            result = await limiter.ahit(identity, None, cost)
         else:
-            result = limiter.hit(identity, cost=cost)
+            result = limiter.hit(identity, None, cost)
         if not result.allowed:
             _stack.refused()
             answer = guard.breach(found, request, args[0] if args else None, result)
@@ -304,7 +324,7 @@ def _async_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
         frame = _stack.Frame() if nested else None
         token = _stack.current.set(frame) if nested else None
         try:
-            response = await func(*args, **_without(kwargs, injected))
+            response = await func(*args, **kwargs)
         except Exception as exc:
             if token is not None:
                 _stack.current.reset(token)
@@ -328,7 +348,7 @@ def _async_wrapper(func, guard: Guard, injected: frozenset, nested: bool):
             if not deduct_when(response):
                 result = await limiter.arefund(identity, cost)
         if headers:
-            response = _report(found, response, result, kwargs, frame)
+            response = _report(found, response, result, kwargs, sub, frame)
         return response
 
     return wrapper
@@ -344,11 +364,12 @@ def _given_back(frame: _stack.Frame | None, deduct_when: Callable | None, exc: E
     return deduct_when is not None and not deduct_when(exc)
 
 
-def _report(adapter, response: Any, result: Any, kwargs: dict, frame: _stack.Frame | None) -> Any:
+def _report(adapter, response: Any, result: Any, kwargs: dict, sub: Any, frame: _stack.Frame | None) -> Any:
     """``response`` with the headers of the limit closest to refusing: ours,
     unless a limit inside set some with no more remaining."""
     if frame is not None and _stack.keeps_inner(frame, result.remaining):
         _stack.reported(frame.remaining)  # type: ignore[arg-type]
         return response
     _stack.reported(result.remaining)
-    return adapter.with_headers(response, result, kwargs)
+    replace = frame is not None and frame.remaining is not None
+    return adapter.with_headers(response, result, replace, kwargs, sub)

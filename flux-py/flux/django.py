@@ -115,7 +115,7 @@ class RateLimitMiddleware:
         if subject is None:
             return None
         guard, limiter, identity = subject
-        result = limiter.hit(identity, cost=guard.cost)
+        result = limiter.hit(identity, None, guard.cost)
         if not result.allowed:
             answer = guard.breach(adapter, request, None, result)
             return answer if answer is not None else adapter.too_many_requests(result, guard.headers)
@@ -132,9 +132,9 @@ class RateLimitMiddleware:
             if identity is None:
                 return None
         if limiter._remote:
-            result = await limiter.ahit(identity, cost=guard.cost)
+            result = await limiter.ahit(identity, None, guard.cost)
         else:
-            result = limiter.hit(identity, cost=guard.cost)
+            result = limiter.hit(identity, None, guard.cost)
         if not result.allowed:
             answer = guard.breach(adapter, request, None, result)
             if hasattr(answer, "__await__"):
@@ -147,4 +147,4 @@ class RateLimitMiddleware:
 def _reported(guard: Any, response: Any, result: Any, frame: _stack.Frame | None) -> Any:
     if not guard.headers or frame is not None and _stack.keeps_inner(frame, result.remaining):
         return response
-    return adapter.with_headers(response, result, {})
+    return adapter.with_headers(response, result, True, {}, None)

@@ -21,6 +21,7 @@ an admitted response carries the rate-limit headers.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import flask
@@ -30,13 +31,10 @@ from ._app_limits import AppLimits
 from .decorators import is_exempt
 from .exceptions import ConfigError
 from .frameworks import flask as adapter
+from .headers import header_items
 from .keys import client_key
 
 __all__ = ["Flux"]
-
-#: Where a request's decision waits for its response, in the WSGI environ.
-_STATE = "flux.decision"
-
 
 class Flux:
     """The Flask extension: ``Flux(app, **settings)`` or ``Flux(**settings)``
@@ -67,7 +65,9 @@ class Flux:
 
 
 class _Gate:
-    """One app's limits, applied around its views."""
+    """One app's limits, applied around its views. A request's decision
+    waits for its response in a context variable (Flask runs a request's
+    hooks and view in one context), which costs less than its proxies."""
 
     def __init__(self, app: flask.Flask, limits: AppLimits) -> None:
         self.app = app
@@ -87,7 +87,7 @@ class _Gate:
             if subject is None:
                 return None
             limiter, identity = subject
-        result = limiter.hit(identity, cost=guard.cost)  # type: ignore[union-attr]
+        result = limiter.hit(identity, None, guard.cost)  # type: ignore[union-attr]
         if not result.allowed:
             answer = guard.breach(adapter, request, None, result)
             return answer if answer is not None else adapter.too_many_requests(result, guard.headers)
@@ -95,11 +95,11 @@ class _Gate:
         if _stack.inner_limits:
             frame = _stack.Frame()
             token = _stack.current.set(frame)
-        request.environ[_STATE] = (guard, limiter, identity, result, frame, token)
+        _decision.set((guard, limiter, identity, result, frame, token))
         return None
 
     def after(self, response: flask.Response) -> flask.Response:
-        state = flask.request.environ.get(_STATE)
+        state = _decision.get()
         if state is None:
             return response
         guard, limiter, identity, result, frame, _ = state
@@ -110,10 +110,20 @@ class _Gate:
             if _stack.keeps_inner(frame, result.remaining):
                 return response
         if guard.headers:
-            response = adapter.with_headers(response, result, {})
+            if frame is not None and frame.remaining is not None:  # an inner limit's, replaced
+                for name, value in header_items(result):
+                    response.headers.set(name, value)
+            else:
+                response.headers.extend(header_items(result))
         return response
 
     def teardown(self, exc: BaseException | None) -> None:
-        state = flask.request.environ.pop(_STATE, None)
-        if state is not None and state[5] is not None:
-            _stack.current.reset(state[5])
+        state = _decision.get()
+        if state is not None:
+            _decision.set(None)
+            if state[5] is not None:
+                _stack.current.reset(state[5])
+
+
+#: The decision of the request running now, until its teardown.
+_decision: ContextVar[tuple | None] = ContextVar("flux_flask_decision", default=None)

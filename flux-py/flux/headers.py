@@ -71,13 +71,15 @@ def policy_header(quotas: tuple[Quota, ...]) -> str:
 
 def constant_parts(quotas: tuple[Quota, ...]) -> dict[str, object]:
     """What every decision of a limiter of ``quotas`` shares, as class
-    attributes of its result type: the policy header (text and bytes) and,
-    per quota, the start of its ``RateLimit`` header (``"name";r=``)."""
+    attributes of its result type: the policy header and, per quota, the
+    start of its ``RateLimit`` header (``"name";r=``), as text and as bytes."""
     policy = policy_header(quotas)
+    heads = tuple(f"{sf_string(q.policy_name)};r=" for q in quotas)
     return {
         "policy_header": policy,
         "_policy_raw": policy.encode("latin-1"),
-        "_ratelimit_heads": tuple(f"{sf_string(q.policy_name)};r=" for q in quotas),
+        "_ratelimit_heads": heads,
+        "_ratelimit_heads_raw": tuple(head.encode("latin-1") for head in heads),
     }
 
 
@@ -103,21 +105,23 @@ def header_items(result: RateLimitResult) -> list[tuple[str, str]]:
 
 def raw_header_items(result: RateLimitResult) -> list[tuple[bytes, bytes]]:
     """:func:`header_items` as ASGI carries headers: lowercase names, bytes."""
-    remaining = str(result.remaining)
-    head = result._ratelimit_heads[result.quota_index]
-    reset = str(whole_seconds(result.reset_after))
+    remaining = result.remaining
+    reset = math.ceil(result.reset_after - 1e-9)
+    if reset < 0:
+        reset = 0
+    head = result._ratelimit_heads_raw[result.quota_index]
     items = [
-        (_LIMIT_RAW, str(result.limit).encode()),
-        (_REMAINING_RAW, remaining.encode()),
-        (_RESET_RAW, reset.encode()),
+        (_LIMIT_RAW, b"%d" % result.limit),
+        (_REMAINING_RAW, b"%d" % remaining),
+        (_RESET_RAW, b"%d" % reset),
         (_POLICY_RAW, result._policy_raw),
     ]
     if result.allowed:
-        items.append((_RATELIMIT_RAW, f"{head}{remaining};t={reset}".encode("latin-1")))
+        items.append((_RATELIMIT_RAW, b"%s%d;t=%d" % (head, remaining, reset)))
     else:
-        retry = str(retry_after_seconds(result))
-        items.append((_RATELIMIT_RAW, f"{head}{remaining};t={retry}".encode("latin-1")))
-        items.append((_RETRY_AFTER_RAW, retry.encode()))
+        retry = retry_after_seconds(result)
+        items.append((_RATELIMIT_RAW, b"%s%d;t=%d" % (head, remaining, retry)))
+        items.append((_RETRY_AFTER_RAW, b"%d" % retry))
     return items
 
 

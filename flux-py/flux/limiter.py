@@ -50,6 +50,7 @@ class RateLimitResult(_ffi.flux_decision):
     # The rest of what headers.constant_parts writes once per limiter.
     _policy_raw: bytes = b""
     _ratelimit_heads: tuple[str, ...] = ('"default";r=',)
+    _ratelimit_heads_raw: tuple[bytes, ...] = (b'"default";r=',)
 
     @property
     def quota(self) -> Quota:

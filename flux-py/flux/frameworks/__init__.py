@@ -20,9 +20,11 @@ itself. Each adapter module offers the same functions:
 ``as_response(value)``
     what a view returned, as the response object that will be sent where the
     framework builds it only later from a plain value (Flask); else ``value``
-``with_headers(response, result, kwargs)``
-    the view's response with the rate-limit headers of ``result`` set (in
-    place of any it had), where it can carry them
+``with_headers(response, result, replace, kwargs, sub)``
+    the view's response with the rate-limit headers of ``result`` added (in
+    place of those it has when ``replace``), where it can carry them;
+    ``kwargs`` are the view's keyword arguments and ``sub`` the Response
+    parameter added for FastAPI, where a returned plain value's headers go
 ``raises_exceeded(request)``
     whether a refusal should raise :class:`RateLimitExceeded` for the
     application's own handler of it (FastAPI/Starlette exception handlers)

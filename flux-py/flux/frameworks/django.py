@@ -47,7 +47,7 @@ def as_response(value: Any) -> Any:
     return value
 
 
-def with_headers(response: Any, result, kwargs: dict) -> Any:
+def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Any) -> Any:
     if isinstance(response, HttpResponseBase):
         for name, value in header_items(result):
             response[name] = value

@@ -45,11 +45,13 @@ def as_response(value: Any) -> flask.Response:
     return flask.make_response(value)
 
 
-def with_headers(response: Any, result, kwargs: dict) -> flask.Response:
+def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Any) -> flask.Response:
     response = flask.make_response(response)
-    headers = response.headers
-    for name, value in header_items(result):
-        headers.set(name, value)
+    if replace:
+        for name, value in header_items(result):
+            response.headers.set(name, value)
+    else:
+        response.headers.extend(header_items(result))
     return response
 
 

@@ -26,9 +26,6 @@ RESPONSE_PARAM = "flux_response_"
 
 
 def find_request(args: tuple, kwargs: dict) -> HTTPConnection | None:
-    request = kwargs.get(REQUEST_PARAM)
-    if request is not None:
-        return request
     for arg in args:
         if isinstance(arg, HTTPConnection):
             return arg
@@ -66,10 +63,11 @@ def as_response(value: Any) -> Any:
     return value
 
 
-def with_headers(response: Any, result, kwargs: dict) -> Any:
+def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Response | None) -> Any:
     # A plain value is turned into a response by FastAPI, which copies onto
-    # it the headers of the Response parameter the endpoint was given.
-    target = response if isinstance(response, Response) else kwargs.get(RESPONSE_PARAM)
+    # it the headers of the Response parameter the endpoint was given: the
+    # one the wrapper added (``sub``), or the endpoint's own.
+    target = response if isinstance(response, Response) else sub
     if target is None:
         target = next((v for v in kwargs.values() if isinstance(v, Response)), None)
     if target is not None:
