@@ -121,7 +121,10 @@ class LimitChoice:
                     self.where,
                     MAX_CHOICES,
                 )
-            made.pop(next(iter(made)), None)
+            try:
+                made.pop(next(iter(made)), None)
+            except (StopIteration, RuntimeError):  # emptied, or changed by another thread
+                pass
         made[key] = limiter
         return limiter
 

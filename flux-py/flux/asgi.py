@@ -84,7 +84,7 @@ class RateLimitMiddleware:
             client = scope.get("client")
             limiter, identity = guard.limiter, client_key(client[0] if client else None, self.ipv6_prefix)
         else:
-            adapter, request = _connection(scope, receive)
+            adapter, request = _connection(scope)
             subject = guard.resolve(adapter, request, None)
             if subject is None:
                 return await self.app(scope, receive, send)
@@ -122,13 +122,15 @@ class RateLimitMiddleware:
             return
         response = None
         if guard.on_breach is not None:
-            request = request or _connection(scope, receive)[1]
+            if request is None:
+                request = _connection(scope)[1]
             response = await _settled(guard.on_breach(request, result))
         if response is None:
             handlers = getattr(scope.get("app"), "exception_handlers", None)
             handler = handlers.get(RateLimitExceeded) if handlers else None
             if handler is not None:
-                request = request or _connection(scope, receive)[1]
+                if request is None:
+                    request = _connection(scope)[1]
                 exc = RateLimitExceeded(identity, result.retry_after, result=result)
                 response = await _settled(handler(request, exc))
         if response is not None:
@@ -181,17 +183,14 @@ def _with_headers(send: Callable, result: Any, frame: _stack.Frame | None) -> Ca
     return send_with_headers
 
 
-def _connection(scope: dict, receive: Callable) -> tuple[Any, Any]:
-    """The adapter and request object the callables get: Starlette's
-    ``Request`` (an ``HTTPConnection`` for a WebSocket, whose messages are
-    the app's to read) when Starlette is imported, else the scope itself."""
+def _connection(scope: dict) -> tuple[Any, Any]:
+    """The adapter and request object the callables get: Starlette's (see
+    :func:`flux.frameworks.starlette.connection`) when Starlette is
+    imported, else the scope itself."""
     if "starlette" in sys.modules:
         from .frameworks import starlette
-        from starlette.requests import HTTPConnection, Request
 
-        if scope["type"] == "http":
-            return starlette, Request(scope)
-        return starlette, HTTPConnection(scope)
+        return starlette, starlette.connection(scope)
     return scope_adapter, scope
 
 

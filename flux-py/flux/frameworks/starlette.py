@@ -14,7 +14,7 @@ import inspect
 import typing
 from typing import Any, Callable
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
@@ -33,6 +33,14 @@ def find_request(args: tuple, kwargs: dict) -> HTTPConnection | None:
         if isinstance(arg, HTTPConnection):
             return arg
     return None
+
+
+def connection(scope: dict) -> HTTPConnection:
+    """The request object of an ASGI scope, for callables given to the
+    middleware: a ``Request`` for HTTP (without its body, which is the
+    app's to read), an ``HTTPConnection`` for a WebSocket (whose messages
+    are the app's)."""
+    return Request(scope) if scope["type"] == "http" else HTTPConnection(scope)
 
 
 def owns(request: Any) -> bool:
