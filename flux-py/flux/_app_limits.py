@@ -81,7 +81,11 @@ class AppLimits:
             if not isinstance(given, Mapping):
                 raise ConfigError(f"{where}: rules must be a dict of path patterns, got {given!r}")
             rules.update(given)
-        options = {k: settings[k] for k in ("key", "cost", "methods", "exempt_when", "on_breach", "headers") if k in settings}
+        options = {
+            k: settings[k]
+            for k in ("key", "cost", "methods", "exempt_when", "on_breach", "headers")
+            if k in settings
+        }
         fixed = {"shadow": settings.get("shadow")}
 
         def guard(base: str, what: str, **limit: Any) -> Guard:
@@ -116,7 +120,7 @@ class AppLimits:
         try:
             return guard(base, what, name=name, rate=rate)
         except FluxError as exc:
-            if not isinstance(value, str):
+            if name is not None or not isinstance(value, str):
                 raise type(exc)(f"{what}: {exc}") from exc
             names = ", ".join(f'"{n}"' for n in self.config.rate_limits)
             defined = f"defined: {names}" if names else "no limit is defined under [rate_limits]"

@@ -45,7 +45,8 @@ def _clear(args: argparse.Namespace) -> int:
         # A limit's keys are {key_prefix}{scope}:...: the store clears under that prefix.
         prefix = f"{cfg.key_prefix}{args.limit}:"
         deleted = store_for(dataclasses.replace(cfg, key_prefix=prefix)).handle.clear()
-        print(f"deleted {deleted} key{'s' if deleted != 1 else ''} of the limit {args.limit!r} at {store.where}")
+        keys = f"{deleted} key{'s' if deleted != 1 else ''}"
+        print(f"deleted {keys} of the limit {args.limit!r} at {store.where}")
         return 0
     deleted = store.handle.clear()
     print(f"deleted {deleted} key{'s' if deleted != 1 else ''} under {cfg.key_prefix!r} at {store.where}")
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     init.set_defaults(run=_init)
     clear = commands.add_parser(
         "clear",
-        help="delete every key under key_prefix in Redis (SCAN, never KEYS), or one limit's, or one caller's",
+        help="delete every key under key_prefix in Redis (SCAN, never KEYS), "
+        "or one limit's, or one caller's",
     )
     clear.add_argument(
         "--config", default=os.environ.get("FLUX_CONFIG") or None, help="flux.toml to use (default: discovered)"

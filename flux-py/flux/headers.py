@@ -106,9 +106,7 @@ def header_items(result: RateLimitResult) -> list[tuple[str, str]]:
 def raw_header_items(result: RateLimitResult) -> list[tuple[bytes, bytes]]:
     """:func:`header_items` as ASGI carries headers: lowercase names, bytes."""
     remaining = result.remaining
-    reset = math.ceil(result.reset_after - 1e-9)
-    if reset < 0:
-        reset = 0
+    reset = whole_seconds(result.reset_after)
     head = result._ratelimit_heads_raw[result.quota_index]
     items = [
         (_LIMIT_RAW, b"%d" % result.limit),
