@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
+import flux
 from flux import get_config, rate_limit
+from flux.asgi import RateLimitMiddleware
 
 app = FastAPI(title="Flux example")
+# Every request, whatever its route: 600 a minute per client. Views with a
+# limit of their own have two limits (a refusal by the view's gives the
+# app-wide charge back).
+app.add_middleware(RateLimitMiddleware, rate="600/minute")
 
 
 @app.get("/")
@@ -29,12 +35,14 @@ def search(q: str = ""):
 
 
 @app.post("/login")
-@rate_limit(requests=3, period=60, policy="token_bucket")
+# Only failed logins count: 3 a minute.
+@rate_limit(rate="3/minute", deduct_when=lambda response: getattr(response, "status_code", 200) >= 400)
 async def login(request: Request):
     return {"welcome": request.client.host if request.client else None}
 
 
 @app.get("/health")
+@flux.exempt
 def health():
     # Not limited: reports which store the limits live in.
     return {"ok": True, "storage": "redis" if get_config().uses_redis else "memory"}

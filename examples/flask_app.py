@@ -8,8 +8,11 @@ from __future__ import annotations
 from flask import Flask, jsonify
 
 from flux import forwarded_for, rate_limit
+from flux.flask import Flux
 
 app = Flask(__name__)
+# Every request: 600 a minute per client; /health is not limited.
+Flux(app, rate="600/minute", rules={"/health": None})
 
 
 @app.route("/")
@@ -28,6 +31,11 @@ def login():
 # Only when the app really runs behind one proxy that appends X-Forwarded-For.
 @rate_limit(requests=10, period=60, key=forwarded_for(hops=1))
 def behind_proxy():
+    return "ok"
+
+
+@app.route("/health")
+def health():
     return "ok"
 
 

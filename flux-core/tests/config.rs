@@ -526,7 +526,7 @@ fn an_unknown_section_lists_the_sections() {
     assert_eq!(
         error("[redis]\n\n[limits]\nrequests = 5\n"),
         "flux.toml:3: limits: unknown section; flux.toml has [redis], [flux], [analytics], \
-         [rate_limit] and [rate_limits.NAME]"
+         [rate_limit], [rate_limits.NAME] and [http]"
     );
 }
 

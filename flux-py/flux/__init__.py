@@ -2,14 +2,17 @@
 
     from flux import rate_limit
 
-    @rate_limit(requests=100, period=60)
+    @rate_limit(rate="100/minute")
     def view(request): ...
+
+App-wide limits: ``flux.asgi.RateLimitMiddleware``, ``flux.flask.Flux``,
+``flux.django.RateLimitMiddleware``; ``@flux.exempt`` keeps a view out of them.
 """
 
 from __future__ import annotations
 
 from .config import FluxConfig, RateLimitPolicy, get_config, load_config, reload_config
-from .decorators import rate_limit
+from .decorators import exempt, rate_limit
 from .exceptions import ConfigError, ConnectionError, FluxError, LimitError, RateLimitExceeded
 from .keys import forwarded_for, remote_address
 from .limiter import RateLimiter, RateLimitResult, preload_scripts
@@ -18,6 +21,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "rate_limit",
+    "exempt",
     "RateLimiter",
     "RateLimitResult",
     "RateLimitExceeded",

@@ -81,4 +81,18 @@ period = 3600
 policy = "token_bucket"
 requests = 5
 period = 300
+
+# -----------------------------------------------------------------------------
+# App-wide limits of the framework middlewares (flux.asgi.RateLimitMiddleware,
+# flux.flask.Flux, flux.django.RateLimitMiddleware), when not given in code.
+# -----------------------------------------------------------------------------
+[http]
+# rate = "1000/hour"        # the limit of every request no rule matches (or name = "api")
+
+[http.rules]
+# A path ("/login") or a prefix ending in * ("/api/*"); the exact path wins, then
+# the longest prefix. The value: a rate, a limit's name, or false (not limited).
+# "/login" = "5/minute"
+# "/api/*" = "api"
+# "/health" = false
 """

@@ -7,6 +7,7 @@ One parser serves the ``flux`` console script, ``python -m flux`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -36,14 +37,51 @@ def _clear(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     store = store_for(cfg)
-    deleted = store.handle.clear()
     if store.is_memory:
         print(
             "the configuration uses the memory store, which lives inside each process: "
             "there is nothing shared to clear (0 keys). Set [redis] to use Redis."
         )
+        return 0
+    if args.key is not None:
+        return _reset_key(cfg, args.key, args.limit)
+    if args.limit is not None:
+        # A limit's keys are {key_prefix}{scope}:...: the store clears under that prefix.
+        prefix = f"{cfg.key_prefix}{args.limit}:"
+        deleted = store_for(dataclasses.replace(cfg, key_prefix=prefix)).handle.clear()
+        keys = f"{deleted} key{'s' if deleted != 1 else ''}"
+        print(f"deleted {keys} of the limit {args.limit!r} at {store.where}")
+        return 0
+    deleted = store.handle.clear()
+    print(f"deleted {deleted} key{'s' if deleted != 1 else ''} under {cfg.key_prefix!r} at {store.where}")
+    return 0
+
+
+def _reset_key(cfg, key: str, limit: str | None) -> int:
+    """Forgets ``key``'s state under ``limit``, or under every limit the
+    configuration defines: ``[rate_limits.NAME]`` and the limits of ``[http]``."""
+    from ._app_limits import AppLimits
+    from .limiter import RateLimiter
+
+    if limit is not None:
+        if limit not in cfg.rate_limits:
+            names = ", ".join(repr(n) for n in cfg.rate_limits) or "none"
+            print(
+                f"flux: --key with --limit needs a limit flux.toml defines under [rate_limits] "
+                f"(defined: {names}), got {limit!r}. A limit given in code is reset from code: "
+                "limiter.reset(key), or view.rate_limiter.reset(key) for a decorated view.",
+                file=sys.stderr,
+            )
+            return 2
+        limiters = [RateLimiter.from_config(limit, cfg)]
     else:
-        print(f"deleted {deleted} key{'s' if deleted != 1 else ''} under {cfg.key_prefix!r} at {store.where}")
+        limiters = [RateLimiter.from_config(name, cfg) for name in cfg.rate_limits]
+        for guard in AppLimits({"config": cfg}, "[http]").guards():
+            limiters += guard.choice.limiters()
+    removed = sum(limiter.reset(key) for limiter in limiters)
+    scopes = ", ".join(sorted({limiter.scope for limiter in limiters})) or "none"
+    print(f"reset the key under {len(limiters)} limit{'s' if len(limiters) != 1 else ''} ({scopes}): "
+          f"removed {removed} key{'s' if removed != 1 else ''}")
     return 0
 
 
@@ -60,12 +98,25 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(run=_init)
     clear = commands.add_parser(
-        "clear", help="delete Flux's keys in Redis", description="Delete every key under key_prefix "
-        "in Redis (SCAN, never KEYS)."
+        "clear",
+        help="delete Flux's keys in Redis: all, one limit's, or one caller's",
+        description="Delete every key under key_prefix in Redis (SCAN, never KEYS), or with "
+        "--limit one limit's, or with --key one caller's state.",
     )
     clear.add_argument(
         "--config", default=os.environ.get("FLUX_CONFIG") or None, metavar="FILE",
         help="flux.toml to use (default: $FLUX_CONFIG, ./flux.toml, ./config/flux.toml)",
+    )
+    clear.add_argument(
+        "--limit",
+        metavar="NAME",
+        help="only this limit's keys: a name of [rate_limits], or any limiter's scope (limiter.scope)",
+    )
+    clear.add_argument(
+        "--key",
+        metavar="KEY",
+        help="only this caller's state (the identity the app counts, e.g. an IP address), under --limit "
+        "or under every limit flux.toml defines",
     )
     clear.set_defaults(run=_clear)
     live = commands.add_parser(

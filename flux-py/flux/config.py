@@ -106,6 +106,10 @@ class FluxConfig:
     analytics_stream: str = "flux:events"
     analytics_retention: int = 100_000
     analytics_sample_rate: float = 1.0
+    # [http]: what the framework middlewares (flux.asgi, flux.flask,
+    # flux.django) limit when not told in code: "rate" or "name", and "rules"
+    # of path patterns to a rate, a limit's name, or None (not limited).
+    http: dict[str, Any] = field(default_factory=dict)
     # Where this came from: a file path, or None for defaults and code.
     origin: str | None = field(default=None, compare=False)
 
@@ -208,6 +212,24 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _rates_text(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ";".join(value)
+    return value
+
+
+def _http_items(http: Any) -> dict[str, Any]:
+    """``FluxConfig.http`` as flux.toml's ``[http]``: rates as text, and
+    ``false`` for a rule that limits nothing (JSON's null means "left out")."""
+    if not isinstance(http, Mapping):
+        raise ConfigError(f'http must be a dict of rate or name, and rules; got {http!r}')
+    items = {k: _rates_text(v) for k, v in http.items()}
+    rules = items.get("rules")
+    if isinstance(rules, Mapping):
+        items["rules"] = {p: False if v is None else _rates_text(v) for p, v in rules.items()}
+    return items
+
+
 def _document(cfg: FluxConfig) -> dict[str, Any]:
     redis: dict[str, Any] = {"url": cfg.redis_url}
     if cfg.redis_url is None or any(
@@ -247,6 +269,7 @@ def _document(cfg: FluxConfig) -> dict[str, Any]:
         },
         "rate_limit": defaults,
         "rate_limits": {name: _limit_items(limit) for name, limit in cfg.rate_limits.items()},
+        "http": _http_items(cfg.http),
     }
     return {
         section: {k: _plain(v) for k, v in items.items() if v is not None}
@@ -274,6 +297,15 @@ def _limit_view(raw: Mapping[str, Any]) -> dict[str, Any]:
     if raw.get("shadow"):
         out["shadow"] = True
     return out
+
+
+def _http_view(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``[http]`` as Rust serialized it, with None for a rule that limits nothing."""
+    view = {k: v for k, v in raw.items() if k != "rules"}
+    rules = raw.get("rules") or {}
+    if rules:
+        view["rules"] = {p: None if v is False else v for p, v in rules.items()}
+    return view
 
 
 def _from_json(data: Mapping[str, Any]) -> FluxConfig:
@@ -325,6 +357,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         analytics_stream=analytics["stream"],
         analytics_retention=analytics["retention"],
         analytics_sample_rate=analytics["sample_rate"],
+        http=_http_view(data.get("http") or {}),
         origin=data.get("origin"),
     )
 

@@ -1,11 +1,18 @@
 """``@rate_limit``: one decorator for plain functions and Django, Flask and
-Starlette/FastAPI views, sync or async.
+Starlette/FastAPI views, sync or async; and ``@exempt``, which keeps a view
+out of the app-wide limits.
 
-The framework is recognised from each call (a Django ``HttpRequest`` or a
-Starlette ``Request`` among the arguments, or Flask's request context), and
-only frameworks the application imported are looked for. A refused call gets
-that framework's 429 response; outside a framework it raises
-:class:`RateLimitExceeded`.
+The framework is recognised from the first call that carries a request (a
+Django ``HttpRequest`` or a Starlette ``Request`` among the arguments, or
+Flask's request context), and only frameworks the application imported are
+looked for; later calls look only where that framework puts its request. A
+refused call gets that framework's 429 response (a WebSocket is closed with
+code 1008); outside a framework it raises :class:`RateLimitExceeded`.
+
+Everything that does not change between calls (the limiter, the identity
+function, the headers' constant parts, whether other limits are nested
+inside) is settled when the view is decorated, so a call does what it must
+and no more.
 """
 
 from __future__ import annotations
@@ -15,22 +22,23 @@ import functools
 import inspect
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from . import frameworks
+from . import _stack, frameworks
+from ._guard import GLOBAL_KEY, Guard, LimitChoice
 from .config import FluxConfig, RateLimitPolicy, get_config, native
-from .exceptions import RateLimitExceeded
-from .keys import client_key, remote_address
-from .limiter import RateLimiter, _cost, limit_params
+from .keys import remote_address
+from .limiter import Rate, limit_params
 
-#: The identity of calls made outside any framework with no ``key``: one
-#: limit shared by every caller of the function.
-GLOBAL_KEY = b"global"
+__all__ = ["rate_limit", "exempt", "is_exempt", "remote_address", "GLOBAL_KEY"]
 
 
 def rate_limit(
-    name: str | Callable | None = None,
+    view_or_name: str | Callable | None = None,
+    /,
     *,
+    name: str | Callable[[Any], Any] | None = None,
+    rate: Rate | Callable[[Any], Any] | None = None,
     requests: int | None = None,
     period: float | None = None,
     burst: int | None = None,
@@ -38,66 +46,121 @@ def rate_limit(
     key: Callable[..., Any] | str | bytes | None = None,
     cost: int = 1,
     max_wait: float = 0,
+    shadow: bool | None = None,
+    methods: Iterable[str] | None = None,
+    exempt_when: Callable[[Any], bool] | None = None,
+    deduct_when: Callable[[Any], bool] | None = None,
+    on_breach: Callable[[Any, Any], Any] | None = None,
+    headers: bool = True,
     config: FluxConfig | None = None,
 ) -> Callable:
     """Limits calls to the decorated function or view.
 
-    ``name`` picks ``[rate_limits.NAME]`` from flux.toml; explicit arguments
-    override it; with neither, ``[rate_limit]`` applies. ``key`` is what a
-    limit is counted per: a callable taking the request (or nothing), or a
-    fixed string; by default the peer address the server saw (see
-    :func:`flux.keys.forwarded_for` for apps behind proxies). Every argument is
-    checked now, by the Rust core: a bad one raises ``ValueError`` naming it.
+    The limit: ``name`` (or the first argument) picks ``[rate_limits.NAME]``
+    from flux.toml; ``rate`` (``"10/second"``, ``"10/second;1000/day"`` or a
+    list) and the other limit arguments override it; with neither,
+    ``[rate_limit]`` applies. ``rate=`` or ``name=`` may instead be a
+    callable of the request answering a rate, a limit's name, or None (the
+    call is not limited): a limiter is made once per distinct answer.
 
-    Each decorated view has its own limit (its scope is ``name``, or its
-    module.qualname plus its rate), so stacked decorators are independent.
-    With ``leaky_bucket`` and ``max_wait``, an admitted call first waits its
-    ``delay`` (``asyncio.sleep`` in async views).
+    ``key`` is what a limit is counted per: a callable taking the request (or
+    nothing), or a fixed string; by default the peer address the server saw
+    (see :func:`flux.keys.forwarded_for` for apps behind proxies). A key
+    callable answering None leaves the call unlimited. Outside a framework
+    the callable gets the call's first positional argument.
+
+    ``methods`` (e.g. ``["POST"]``) limits only those HTTP methods;
+    ``exempt_when(request)`` true leaves a call unlimited;
+    ``deduct_when(response)`` false gives the call's charge back once the
+    view has run (it gets the exception instead when the view raised);
+    ``on_breach(request, result)`` answers refused calls (None: the default
+    429); ``headers=False`` sends no rate-limit headers; ``shadow=True``
+    refuses nothing and reports what it would have refused.
+
+    Every argument is checked now, by the Rust core: a bad one raises
+    ``ValueError`` naming it. Each decorated view has its own limit (its
+    scope is the limit's name, or its module.qualname plus its rate), so
+    stacked decorators are independent limits; a call refused by an inner
+    one leaves the outer ones uncharged.
     """
-    if callable(name) and not isinstance(name, str):
-        # Used bare, as @rate_limit.
-        return rate_limit()(name)
+    if view_or_name is not None:
+        if callable(view_or_name) and not isinstance(view_or_name, str):
+            # Used bare, as @rate_limit.
+            return rate_limit()(view_or_name)
+        if name is not None:
+            raise TypeError("rate_limit: give the limit's name once, as the first argument or as name=")
+        name = view_or_name
     cfg = config if config is not None else get_config()
-    params = limit_params(
-        requests, period, burst=burst, policy=policy, max_wait=max_wait or None
-    )
-    # Checked now, so that a bad argument fails where the decorator is written.
-    native(cfg)[1].default_scope(name, params, None)
-    cost = _cost(cost)
-    identify = _key_function(key, cfg.ipv6_prefix)
-    limiters: dict[str, RateLimiter] = {}
-    # A limit taken from flux.toml as it is has the name for scope; one given
-    # in code is the view's own.
-    own = not name or bool(params.set)
+    fixed = {
+        "requests": requests,
+        "period": period,
+        "burst": burst,
+        "policy": policy,
+        "max_wait": max_wait or None,
+        "shadow": shadow,
+    }
+    options = {
+        "key": key,
+        "cost": cost,
+        "methods": methods,
+        "exempt_when": exempt_when,
+        "deduct_when": deduct_when,
+        "on_breach": on_breach,
+        "headers": headers,
+    }
+    dynamic = callable(name) or callable(rate)
+    # Checked now, so that a bad argument fails where the decorator is
+    # written; the scope tells each view's limit apart.
+    params = None if dynamic else limit_params(rate=rate, **fixed)
+    if params is not None:
+        native(cfg)[1].default_scope(name, params, None)
+    # Per view: Django's method_decorator decorates again on every call.
+    guards: dict[str, Guard] = {}
 
-    def limiter_for(func: Callable) -> RateLimiter:
-        base = f"{func.__module__}.{func.__qualname__}" if own else None
-        scope = native(cfg)[1].default_scope(name, params, base)
-        # Two identical limits stacked on one view are still two limits.
+    def guard_for(func: Callable) -> Guard:
+        base = f"{func.__module__}.{func.__qualname__}"
         below = getattr(func, "_flux_scopes", ())
+        if params is None:
+            # Two limits stacked on one view are still two limits.
+            scope = f"{base}#{len(below) + 1}" if below else base
+            guard = guards.get(scope)
+            if guard is None:
+                choice = LimitChoice(
+                    cfg, name=name, rate=rate, fixed=fixed, base=scope, where=f"rate_limit of {base}"
+                )
+                guard = guards[scope] = Guard(choice, **options)
+            return guard
+        scope = native(cfg)[1].default_scope(name, params, base)
         n = 1
         while (scope if n == 1 else f"{scope}#{n}") in below:
             n += 1
         if n > 1:
             scope = f"{scope}#{n}"
-        limiter = limiters.get(scope)
-        if limiter is None:
-            # Django's method_decorator decorates again on every call: reuse.
-            limiter = limiters[scope] = RateLimiter._with_params(cfg, name, params, scope, None)
-            limiter.check_cost(cost)
-        return limiter
+        guard = guards.get(scope)
+        if guard is None:
+            choice = LimitChoice(cfg, name=name, rate=rate, fixed=fixed, scope=scope)
+            guard = guards[scope] = Guard(choice, **options)
+        return guard
 
     def decorate(func: Callable) -> Callable:
-        limiter = limiter_for(func)
-        signature, injected = None, frozenset()
-        if "starlette" in sys.modules:
+        guard = guard_for(func)
+        _stack.inner_limits = True
+        scope = guard.limiter.scope if guard.limiter is not None else guard.choice.base
+        signature, injected, given = None, _Injected(), None
+        if "starlette" in sys.modules and not isinstance(func, functools.partial):
             from .frameworks import starlette
 
-            signature, injected = starlette.endpoint_signature(func)
+            signature, added = starlette.endpoint_signature(func, response=headers)
+            injected = _Injected(
+                starlette.REQUEST_PARAM if starlette.REQUEST_PARAM in added else None,
+                starlette.RESPONSE_PARAM if starlette.RESPONSE_PARAM in added else None,
+            )
+            given = starlette if injected.request is not None else None
+        nested = _wraps_a_limit(func)
         make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
-        wrapper = make(func, limiter, identify, cost, injected)
-        wrapper.rate_limiter = limiter  # type: ignore[attr-defined]
-        wrapper._flux_scopes = (*getattr(func, "_flux_scopes", ()), limiter.scope)  # type: ignore[attr-defined]
+        wrapper = make(func, guard, injected, given, nested)
+        wrapper.rate_limiter = guard.limiter  # type: ignore[attr-defined]
+        wrapper._flux_scopes = (*getattr(func, "_flux_scopes", ()), scope)  # type: ignore[attr-defined]
         if signature is not None:
             wrapper.__signature__ = signature  # type: ignore[attr-defined]
         return wrapper
@@ -105,86 +168,208 @@ def rate_limit(
     return decorate
 
 
-def _key_function(key: Any, ipv6_prefix: int) -> Callable[[Any, Any], Any]:
-    """``(adapter, request) -> identity`` for the ``key`` argument."""
-    if key is None:
-
-        def by_peer(adapter, request):
-            if adapter is None:
-                return GLOBAL_KEY
-            return client_key(adapter.peer(request), ipv6_prefix)
-
-        return by_peer
-    if isinstance(key, (str, bytes)):
-        fixed = key
-        return lambda adapter, request: fixed
-    if not callable(key):
-        raise TypeError(f"key must be a callable or a string, got {type(key).__name__}")
-    takes_request = _takes_an_argument(key)
-    if takes_request:
-        return lambda adapter, request: key(request)
-    return lambda adapter, request: key()
+def exempt(view: Callable) -> Callable:
+    """Keeps ``view`` out of the app-wide limits (``flux.asgi``,
+    ``flux.flask``, ``flux.django``); its own ``@rate_limit`` still applies.
+    On a Django class-based view, decorate the class."""
+    view._flux_exempt = True  # type: ignore[attr-defined]
+    return view
 
 
-def _takes_an_argument(func: Callable) -> bool:
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+def is_exempt(view: Any) -> bool:
+    """Whether ``view`` (or the class of a Django ``as_view()`` view) was marked :func:`exempt`."""
+    return bool(
+        getattr(view, "_flux_exempt", False)
+        or getattr(getattr(view, "view_class", None), "_flux_exempt", False)
     )
 
 
-def _without(kwargs: dict, injected: frozenset) -> dict:
-    """The endpoint's own keyword arguments: those this wrapper added are removed."""
-    if injected and not injected.isdisjoint(kwargs):
-        return {k: v for k, v in kwargs.items() if k not in injected}
-    return kwargs
+def _wraps_a_limit(func: Callable) -> bool:
+    """Whether ``func`` is, or wraps (through ``__wrapped__``), a view with a limit."""
+    seen = 0
+    while func is not None and seen < 100:
+        if getattr(func, "_flux_scopes", None):
+            return True
+        func = getattr(func, "__wrapped__", None) or getattr(func, "func", None)
+        seen += 1
+    return False
 
 
-def _refuse(adapter, identity, result):
-    if adapter is not None:
-        return adapter.too_many_requests(result)
-    raise RateLimitExceeded(identity, result.retry_after, result=result)
+class _Injected:
+    """The parameters a wrapper's signature added for FastAPI to fill (see
+    :mod:`flux.frameworks.starlette`): taken out of the call's keyword
+    arguments before the endpoint gets them."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: str | None = None, response: str | None = None) -> None:
+        self.request = request
+        self.response = response
 
 
-def _sync_wrapper(func, limiter, identify, cost, injected):
+def _sync_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: bool):
+    adapter = given  # the framework of the first call that carried a request
+    plain, fixed, cost = guard.plain, guard.limiter, guard.cost
+    deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
+    request_param, response_param = injected.request, injected.response
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        adapter, request = frameworks.detect(args, kwargs)
-        identity = identify(adapter, request)
-        result = limiter.hit(identity, cost=cost)
+        nonlocal adapter
+        found = adapter
+        if request_param is not None:
+            request = kwargs.pop(request_param, None)
+        else:
+            request = found.find_request(args, kwargs) if found is not None else None
+        sub = kwargs.pop(response_param, None) if response_param is not None else None
+        if request is None:
+            found, request = frameworks.detect(args, kwargs)
+            if found is not None:
+                adapter = found
+        if plain and found is not None:
+            limiter, identity = fixed, identify(found, request, None)
+        else:
+            subject = guard.resolve(found, request, args[0] if args else None)
+            if subject is None:
+                return func(*args, **kwargs)
+            limiter, identity = subject
+        result = limiter.hit(identity, None, cost)
         if not result.allowed:
-            return _refuse(adapter, identity, result)
+            _stack.refused()
+            answer = guard.breach(found, request, args[0] if args else None, result)
+            if answer is not None:
+                return answer
+            return guard.refusal(found, request, identity, result)
         if result.delay > 0:
             time.sleep(result.delay)
-        response = func(*args, **_without(kwargs, injected))
-        if adapter is not None:
-            response = adapter.with_headers(response, result.to_headers(), kwargs)
+        frame = _stack.Frame() if nested else None
+        token = _stack.current.set(frame) if nested else None
+        try:
+            response = func(*args, **kwargs)
+        except Exception as exc:
+            if token is not None:
+                _stack.current.reset(token)
+                token = None
+            if _given_back(frame, deduct_when, exc):
+                limiter.refund(identity, cost)
+            raise
+        finally:
+            if token is not None:
+                _stack.current.reset(token)
+        if frame is not None and frame.refused:
+            _stack.refused()
+            limiter.refund(identity, cost)
+            return response
+        if found is None:
+            if deduct_when is not None and not deduct_when(response):
+                limiter.refund(identity, cost)
+            return response
+        if deduct_when is not None:
+            response = found.as_response(response)
+            if not deduct_when(response):
+                result = limiter.refund(identity, cost)
+        if headers:
+            response = _report(found, response, result, kwargs, sub, frame)
         return response
 
     return wrapper
 
 
-def _async_wrapper(func, limiter, identify, cost, injected):
+def _async_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: bool):
+    adapter = given  # the framework of the first call that carried a request
+    plain, fixed, cost = guard.plain, guard.limiter, guard.cost
+    deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
+    request_param, response_param = injected.request, injected.response
+
     @functools.wraps(func)
     async def wrapper(*args, **kwargs):
-        adapter, request = frameworks.detect(args, kwargs)
-        identity = identify(adapter, request)
-        if inspect.isawaitable(identity):
-            identity = await identity
-        result = await limiter.ahit(identity, cost=cost)
+        nonlocal adapter
+        found = adapter
+        if request_param is not None:
+            request = kwargs.pop(request_param, None)
+        else:
+            request = found.find_request(args, kwargs) if found is not None else None
+        sub = kwargs.pop(response_param, None) if response_param is not None else None
+        if request is None:
+            found, request = frameworks.detect(args, kwargs)
+            if found is not None:
+                adapter = found
+        if plain and found is not None:
+            limiter, identity = fixed, identify(found, request, None)
+        else:
+            subject = guard.resolve(found, request, args[0] if args else None)
+            if subject is None:
+                return await func(*args, **kwargs)
+            limiter, identity = subject
+            if identity.__class__ is not str and inspect.isawaitable(identity):
+                identity = await identity
+                if identity is None:
+                    return await func(*args, **kwargs)
+        if limiter._remote:
+            result = await limiter.ahit(identity, None, cost)
+        else:
+            result = limiter.hit(identity, None, cost)
         if not result.allowed:
-            return _refuse(adapter, identity, result)
+            _stack.refused()
+            answer = guard.breach(found, request, args[0] if args else None, result)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer is not None:
+                return answer
+            if found is not None and found.is_websocket(request):
+                return await found.close(request, result)
+            return guard.refusal(found, request, identity, result)
         if result.delay > 0:
             await asyncio.sleep(result.delay)
-        response = await func(*args, **_without(kwargs, injected))
-        if adapter is not None:
-            response = adapter.with_headers(response, result.to_headers(), kwargs)
+        frame = _stack.Frame() if nested else None
+        token = _stack.current.set(frame) if nested else None
+        try:
+            response = await func(*args, **kwargs)
+        except Exception as exc:
+            if token is not None:
+                _stack.current.reset(token)
+                token = None
+            if _given_back(frame, deduct_when, exc):
+                await limiter.arefund(identity, cost)
+            raise
+        finally:
+            if token is not None:
+                _stack.current.reset(token)
+        if frame is not None and frame.refused:
+            _stack.refused()
+            await limiter.arefund(identity, cost)
+            return response
+        if found is None:
+            if deduct_when is not None and not deduct_when(response):
+                await limiter.arefund(identity, cost)
+            return response
+        if deduct_when is not None:
+            response = found.as_response(response)
+            if not deduct_when(response):
+                result = await limiter.arefund(identity, cost)
+        if headers:
+            response = _report(found, response, result, kwargs, sub, frame)
         return response
 
     return wrapper
 
 
-__all__ = ["rate_limit", "remote_address"]
+def _given_back(frame: _stack.Frame | None, deduct_when: Callable | None, exc: Exception) -> bool:
+    """After the view raised ``exc``: whether the call's charge goes back,
+    because a limit inside refused it (which the enclosing limits are then
+    told) or ``deduct_when`` does not count it."""
+    if frame is not None and frame.refused:
+        _stack.refused()
+        return True
+    return deduct_when is not None and not deduct_when(exc)
+
+
+def _report(adapter, response: Any, result: Any, kwargs: dict, sub: Any, frame: _stack.Frame | None) -> Any:
+    """``response`` with the headers of the limit closest to refusing: ours,
+    unless a limit inside set some with no more remaining."""
+    if frame is not None and _stack.keeps_inner(frame, result.remaining):
+        _stack.reported(frame.remaining)  # type: ignore[arg-type]
+        return response
+    _stack.reported(result.remaining)
+    replace = frame is not None and frame.remaining is not None
+    return adapter.with_headers(response, result, replace, kwargs, sub)

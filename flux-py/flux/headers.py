@@ -13,6 +13,10 @@ up (a client told to come back in 0 s would come back too early).
   structured fields. On a refusal ``t`` is the wait before this call would
   be admitted; otherwise the time until the quota is whole again.
 * ``Retry-After`` on refusals: at least 1 and never earlier than ``t``.
+
+What does not change between a limiter's decisions (the policy header, each
+quota's name as a structured-field string) is written once per limiter, by
+:func:`constant_parts`; a decision only formats its numbers.
 """
 
 from __future__ import annotations
@@ -21,7 +25,25 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .limiter import RateLimitResult
+    from .limiter import Quota, RateLimitResult
+
+LIMIT = "X-RateLimit-Limit"
+REMAINING = "X-RateLimit-Remaining"
+RESET = "X-RateLimit-Reset"
+POLICY = "RateLimit-Policy"
+RATELIMIT = "RateLimit"
+RETRY_AFTER = "Retry-After"
+
+# As ASGI carries them: lowercase bytes.
+_LIMIT_RAW = LIMIT.lower().encode()
+_REMAINING_RAW = REMAINING.lower().encode()
+_RESET_RAW = RESET.lower().encode()
+_POLICY_RAW = POLICY.lower().encode()
+_RATELIMIT_RAW = RATELIMIT.lower().encode()
+_RETRY_AFTER_RAW = RETRY_AFTER.lower().encode()
+_NAMES_RAW = frozenset(
+    (_LIMIT_RAW, _REMAINING_RAW, _RESET_RAW, _POLICY_RAW, _RATELIMIT_RAW, _RETRY_AFTER_RAW)
+)
 
 
 def whole_seconds(seconds: float) -> int:
@@ -38,21 +60,81 @@ def sf_string(name: str) -> str:
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def rate_limit_headers(result: RateLimitResult) -> dict[str, str]:
-    name = sf_string(result.quota.policy_name)
-    headers = {
-        "X-RateLimit-Limit": str(result.limit),
-        "X-RateLimit-Remaining": str(result.remaining),
-        "X-RateLimit-Reset": str(whole_seconds(result.reset_after)),
-        "RateLimit-Policy": result.policy_header,
+def policy_header(quotas: tuple[Quota, ...]) -> str:
+    """The IETF ``RateLimit-Policy`` header of a limiter: every quota, by
+    name, with its requests (``q``) and window in whole seconds (``w``)."""
+    return ", ".join(
+        f"{sf_string(q.policy_name)};q={q.requests};w={max(1, whole_seconds(q.period))}"
+        for q in quotas
+    )
+
+
+def constant_parts(quotas: tuple[Quota, ...]) -> dict[str, object]:
+    """What every decision of a limiter of ``quotas`` shares, as class
+    attributes of its result type: the policy header and, per quota, the
+    start of its ``RateLimit`` header (``"name";r=``), as text and as bytes."""
+    policy = policy_header(quotas)
+    heads = tuple(f"{sf_string(q.policy_name)};r=" for q in quotas)
+    return {
+        "policy_header": policy,
+        "_policy_raw": policy.encode("latin-1"),
+        "_ratelimit_heads": heads,
+        "_ratelimit_heads_raw": tuple(head.encode("latin-1") for head in heads),
     }
+
+
+def header_items(result: RateLimitResult) -> list[tuple[str, str]]:
+    """The rate-limit headers of ``result`` as (name, value) pairs."""
+    remaining = str(result.remaining)
+    head = result._ratelimit_heads[result.quota_index]
+    reset = str(whole_seconds(result.reset_after))
+    items = [
+        (LIMIT, str(result.limit)),
+        (REMAINING, remaining),
+        (RESET, reset),
+        (POLICY, result.policy_header),
+    ]
     if result.allowed:
-        headers["RateLimit"] = f"{name};r={result.remaining};t={whole_seconds(result.reset_after)}"
+        items.append((RATELIMIT, f"{head}{remaining};t={reset}"))
+    else:
+        retry = str(retry_after_seconds(result))
+        items.append((RATELIMIT, f"{head}{remaining};t={retry}"))
+        items.append((RETRY_AFTER, retry))
+    return items
+
+
+def raw_header_items(result: RateLimitResult) -> list[tuple[bytes, bytes]]:
+    """:func:`header_items` as ASGI carries headers: lowercase names, bytes."""
+    remaining = result.remaining
+    reset = whole_seconds(result.reset_after)
+    head = result._ratelimit_heads_raw[result.quota_index]
+    items = [
+        (_LIMIT_RAW, b"%d" % result.limit),
+        (_REMAINING_RAW, b"%d" % remaining),
+        (_RESET_RAW, b"%d" % reset),
+        (_POLICY_RAW, result._policy_raw),
+    ]
+    if result.allowed:
+        items.append((_RATELIMIT_RAW, b"%s%d;t=%d" % (head, remaining, reset)))
     else:
         retry = retry_after_seconds(result)
-        headers["RateLimit"] = f"{name};r={result.remaining};t={retry}"
-        headers["Retry-After"] = str(retry)
-    return headers
+        items.append((_RATELIMIT_RAW, b"%s%d;t=%d" % (head, remaining, retry)))
+        items.append((_RETRY_AFTER_RAW, b"%d" % retry))
+    return items
+
+
+def set_raw_headers(raw: list[tuple[bytes, bytes]], result: RateLimitResult) -> None:
+    """Sets the headers of ``result`` in an ASGI header list, in place of
+    any rate-limit headers it has."""
+    for name, _ in raw:
+        if name in _NAMES_RAW:
+            raw[:] = [item for item in raw if item[0] not in _NAMES_RAW]
+            break
+    raw.extend(raw_header_items(result))
+
+
+def rate_limit_headers(result: RateLimitResult) -> dict[str, str]:
+    return dict(header_items(result))
 
 
 def too_many_requests_body(result: RateLimitResult) -> dict[str, object]:
@@ -68,3 +150,10 @@ def too_many_requests_body(result: RateLimitResult) -> dict[str, object]:
             f"retry in {retry} second{'s' if retry != 1 else ''}."
         ),
     }
+
+
+def close_reason(result: RateLimitResult) -> str:
+    """Why a WebSocket over its limit is closed (code 1008), in the close
+    frame's reason (at most 123 bytes)."""
+    retry = retry_after_seconds(result)
+    return f"rate limit exceeded; retry in {retry} second{'s' if retry != 1 else ''}"

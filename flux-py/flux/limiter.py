@@ -6,6 +6,7 @@ Python only passes the key (as bytes and a length) and reads the answer.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import math
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 from . import _ffi
 from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .exceptions import LimitError, RateLimitExceeded
-from .headers import rate_limit_headers, sf_string, whole_seconds
+from .headers import constant_parts, rate_limit_headers
 from ._store import Store, store_for
 
 
@@ -46,6 +47,10 @@ class RateLimitResult(_ffi.flux_decision):
     quotas: tuple[Quota, ...] = (Quota("gcra", 0, 0.0, 0, 0.0),)
     #: The ``RateLimit-Policy`` header, the same for every decision of a limiter.
     policy_header: str = ""
+    # The rest of what headers.constant_parts writes once per limiter.
+    _policy_raw: bytes = b""
+    _ratelimit_heads: tuple[str, ...] = ('"default";r=',)
+    _ratelimit_heads_raw: tuple[bytes, ...] = (b'"default";r=',)
 
     @property
     def quota(self) -> Quota:
@@ -334,11 +339,7 @@ class RateLimiter:
         self._result_type = type(
             "RateLimitResult",
             (RateLimitResult,),
-            {
-                "quotas": quotas,
-                "policy_header": policy_header(quotas),
-                "__module__": __name__,
-            },
+            {"quotas": quotas, "__module__": __name__, **constant_parts(quotas)},
         )
 
     @classmethod
@@ -437,6 +438,15 @@ class RateLimiter:
         the next call of cost 1 would be told."""
         return self._apply(_ffi.OP_REFUND, key, endpoint, cost)
 
+    async def arefund(
+        self, key: str | bytes, cost: int = 1, endpoint: str | None = None
+    ) -> RateLimitResult:
+        """:meth:`refund` for async code: on Redis it runs on a worker thread,
+        so the event loop never waits on the round trip."""
+        if not self._remote:
+            return self.refund(key, cost, endpoint)
+        return await asyncio.to_thread(self.refund, key, cost, endpoint)
+
     def reset(self, key: str | bytes, endpoint: str | None = None) -> int:
         """Forgets ``key``'s state (for ``endpoint``) under every rate: its
         next call is decided as its first. Returns how many keys held one."""
@@ -516,15 +526,6 @@ class RateLimiter:
             f"RateLimiter(policy={q.policy!r}, requests={q.requests}, period={q.period:g}, "
             f"burst={q.burst}{extra}, scope={self.scope!r}, storage={self.storage!r})"
         )
-
-
-def policy_header(quotas: tuple[Quota, ...]) -> str:
-    """The IETF ``RateLimit-Policy`` header of a limiter: every quota, by
-    name, with its requests (``q``) and window in whole seconds (``w``)."""
-    return ", ".join(
-        f"{sf_string(q.policy_name)};q={q.requests};w={max(1, whole_seconds(q.period))}"
-        for q in quotas
-    )
 
 
 def preload_scripts(config: FluxConfig | None = None) -> None:

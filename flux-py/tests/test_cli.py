@@ -146,3 +146,43 @@ def test_flux_clear_and_monitor_run_from_the_installed_command(tmp_path):
     nobody = run_flux("monitor", "--once", "--port", str(port), cwd=tmp_path, env={"FLUX_CONFIG": ""})
     assert nobody.returncode == 1
     assert f"nothing answered at http://127.0.0.1:{port}/metrics.json" in nobody.stderr
+
+
+def test_clear_one_caller_or_one_limit(tmp_path, redis_server, prefix):
+    from flux._app_limits import AppLimits
+
+    toml = tmp_path / "flux.toml"
+    toml.write_text(
+        f'[redis]\nurl = "{redis_server.url}"\n[flux]\nkey_prefix = "{prefix}"\n'
+        '[rate_limits.api]\nrate = "5/minute"\n[rate_limits.login]\nrate = "3/minute"\n'
+        '[http.rules]\n"/x" = "2/minute"\n'
+    )
+    cfg = load_config(toml)
+    api, login = RateLimiter.from_config("api", cfg), RateLimiter.from_config("login", cfg)
+    (route,) = AppLimits({"config": cfg}, "test").guards()
+    for who in ("a", "b"):
+        for limiter in (api, login, route.limiter):
+            limiter.hit(who)
+    env = {"FLUX_CONFIG": str(toml), "FLUX_REDIS_URL": ""}
+
+    done = run("-m", "flux.cli", "clear", "--key", "a", "--limit", "api", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "reset the key under 1 limit (api): removed 1 key" in done.stdout
+    assert api.peek("a").remaining == 4 and api.peek("b").remaining == 3
+    assert login.peek("a").remaining == 1
+
+    done = run("-m", "flux.cli", "clear", "--key", "b", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "under 3 limits" in done.stdout and "removed 3 keys" in done.stdout
+    assert [lim.peek("b").remaining for lim in (api, login, route.limiter)] == [4, 2, 1]
+    assert login.peek("a").remaining == 1
+
+    done = run("-m", "flux.cli", "clear", "--limit", "login", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 key of the limit 'login'" in done.stdout  # only "a" had state left
+    assert login.peek("a").remaining == 2
+    assert api.peek("b").remaining == 4 and api.hit("a").remaining == 4
+
+    done = run("-m", "flux.cli", "clear", "--key", "a", "--limit", "nope", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "--key with --limit needs a limit flux.toml defines" in done.stderr

@@ -293,3 +293,30 @@ def test_a_path_with_a_nul_is_refused_not_cut(tmp_path):
     real = write(tmp_path, "[rate_limit]\nrequests = 7\n")
     with pytest.raises(ConfigError, match="path must not contain a NUL character"):
         load_config(f"{real}\0.bak")
+
+
+def test_http_section_in_a_file_and_in_code_is_one_config(tmp_path):
+    path = tmp_path / "flux.toml"
+    path.write_text(
+        '[rate_limits.api]\nrate = "100/minute"\n'
+        '[http]\nrate = "1000/hour"\n[http.rules]\n"/login" = "5/minute"\n"/api/*" = "api"\n"/health" = false\n'
+    )
+    loaded = load_config(path)
+    assert loaded.http == {
+        "rate": "1000/3600s",
+        "rules": {"/login": "5/60s", "/api/*": "api", "/health": None},
+    }
+    in_code = FluxConfig(
+        rate_limits={"api": {"rate": "100/minute"}},
+        http={"rate": ["1000/hour"], "rules": {"/login": "5/minute", "/api/*": "api", "/health": None}},
+    )
+    assert flux.config.identity(in_code) == flux.config.identity(loaded)
+
+
+def test_http_section_in_code_is_checked_by_the_schema():
+    with pytest.raises(ConfigError, match=r"^FluxConfig: http.rules.\"/x\": \"apii\" is neither a limit"):
+        flux.config.validate(FluxConfig(http={"rules": {"/x": "apii"}}))
+    with pytest.raises(ConfigError, match=r"http.bogus: unknown key; \[http\] allows rate, name, rules"):
+        flux.config.validate(FluxConfig(http={"bogus": 1}))
+    with pytest.raises(ConfigError, match="http must be a dict"):
+        flux.config.validate(FluxConfig(http="1/second"))  # type: ignore[arg-type]

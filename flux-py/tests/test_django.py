@@ -87,3 +87,35 @@ def test_method_decorator_on_dispatch(urls):
 def test_async_view(urls):
     assert client().get("/async").content == b"async"
     assert client().get("/async").status_code == 429
+
+
+def test_decorator_options_through_django(config):
+    @rate_limit(rate="2/minute", deduct_when=lambda response: response.status_code >= 400)
+    def login(request):
+        ok = request.POST.get("password") == "secret"
+        return HttpResponse("welcome" if ok else "wrong", status=200 if ok else 401)
+
+    @rate_limit(rate="1/minute", methods=["POST"])
+    def write(request):
+        return HttpResponse("ok")
+
+    @rate_limit(rate="5/minute")
+    @rate_limit(rate="2/minute")
+    def stacked(request):
+        return HttpResponse("ok")
+
+    django_urls.urlpatterns[:] = [path("login", login), path("write", write), path("stacked", stacked)]
+    clear_url_caches()
+    try:
+        c = client()
+        good = {"password": "secret"}
+        assert [c.post("/login", good).status_code for _ in range(4)] == [200] * 4
+        assert [c.post("/login").status_code for _ in range(2)] == [401, 401]
+        assert c.post("/login", good).status_code == 429
+        assert [c.get("/write").status_code for _ in range(3)] == [200] * 3
+        assert [c.post("/write").status_code for _ in range(2)] == [200, 429]
+        assert [c.get("/stacked").status_code for _ in range(5)] == [200, 200, 429, 429, 429]
+        assert stacked.rate_limiter.peek("10.0.0.1").remaining == 5 - 2 - 1
+    finally:
+        django_urls.urlpatterns[:] = []
+        clear_url_caches()

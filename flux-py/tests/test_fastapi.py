@@ -135,12 +135,14 @@ def test_stacked_decorators_are_two_limits(app):
     assert first.status_code == 200
     # The inner 1-per-second limit is the one closest to refusing.
     assert first.headers["X-RateLimit-Remaining"] == "0"
+    # Refused by the inner limit: the outer one gives its charge back.
     assert client.get("/stacked").status_code == 429
     time.sleep(1.05)
     assert client.get("/stacked").status_code == 200
     time.sleep(1.05)
-    # Three calls reached the outer 3-per-10s limit: its refusal comes now,
-    # whatever the inner limit says.
+    assert client.get("/stacked").status_code == 200
+    time.sleep(1.05)
+    # Three calls were admitted by both: the outer 3-per-10s limit refuses now.
     refused = client.get("/stacked")
     assert refused.status_code == 429
     assert refused.headers["RateLimit-Policy"] == '"default";q=3;w=10'
@@ -195,3 +197,84 @@ def test_plain_starlette_endpoint(config):
     assert client.get("/").status_code == 429
     assert client.get("/sync").headers["X-RateLimit-Remaining"] == "0"
     assert client.get("/sync").status_code == 429
+
+
+def test_several_rates_list_every_policy_in_the_headers(config):
+    app = FastAPI()
+
+    @app.get("/multi")
+    @rate_limit(rate="10/second;1000/day")
+    async def multi():
+        return {"ok": True}
+
+    response = client_for(app).get("/multi")
+    assert response.headers["RateLimit-Policy"] == '"10per1";q=10;w=1, "1000per86400";q=1000;w=86400'
+    # The quota closest to refusing reports.
+    assert response.headers["RateLimit"] == '"10per1";r=9;t=1'
+    assert response.headers["X-RateLimit-Limit"] == "10"
+
+
+def test_decorator_options_through_fastapi(config):
+    from fastapi import HTTPException
+
+    app = FastAPI()
+
+    @app.post("/login")
+    @rate_limit(rate="2/minute", deduct_when=lambda r: getattr(r, "status_code", 200) >= 400)
+    async def login(password: str = ""):
+        if password != "secret":
+            raise HTTPException(status_code=401, detail="wrong password")
+        return {"ok": True}
+
+    @app.api_route("/write", methods=["GET", "POST"])
+    @rate_limit(rate="1/minute", methods=["POST"], headers=False)
+    def write():
+        return {"ok": True}
+
+    @app.get("/plan")
+    @rate_limit(
+        rate=lambda request: {"gold": "3/minute"}.get(request.headers.get("X-Plan"), "1/minute"),
+        exempt_when=lambda request: request.headers.get("X-Internal") == "yes",
+        on_breach=lambda request, result: PlainTextResponse("upgrade your plan", status_code=402),
+    )
+    async def plan(request: Request):
+        return {"ok": True}
+
+    client = client_for(app)
+    # Good passwords give their charge back; the two bad ones use the limit up.
+    assert [client.post("/login?password=secret").status_code for _ in range(4)] == [200] * 4
+    assert [client.post("/login").status_code for _ in range(2)] == [401, 401]
+    assert client.post("/login?password=secret").status_code == 429
+
+    assert [client.get("/write").status_code for _ in range(3)] == [200] * 3
+    posts = [client.post("/write") for _ in range(2)]
+    assert [p.status_code for p in posts] == [200, 429]
+    assert "X-RateLimit-Limit" not in posts[0].headers and "Retry-After" not in posts[1].headers
+
+    gold = {"X-Plan": "gold"}
+    assert [client.get("/plan", headers=gold).status_code for _ in range(4)] == [200, 200, 200, 402]
+    assert [client.get("/plan").status_code for _ in range(2)] == [200, 402]
+    assert client.get("/plan").text == "upgrade your plan"
+    assert client.get("/plan", headers={"X-Internal": "yes"}).status_code == 200
+
+
+def test_stacked_endpoints_count_exactly(config):
+    app = FastAPI()
+
+    @app.get("/sync")
+    @rate_limit(rate="5/minute")
+    @rate_limit(rate="2/minute")
+    def sync_view():
+        return {"ok": True}
+
+    @app.get("/async")
+    @rate_limit(rate="5/minute")
+    @rate_limit(rate="2/minute")
+    async def async_view():
+        return {"ok": True}
+
+    client = client_for(app)
+    for path, view in (("/sync", sync_view), ("/async", async_view)):
+        assert [client.get(path).status_code for _ in range(6)] == [200, 200, 429, 429, 429, 429]
+        # The outer limit was charged for the two calls that ran only.
+        assert view.rate_limiter.peek("10.0.0.1").remaining == 5 - 2 - 1

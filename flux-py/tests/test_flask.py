@@ -68,3 +68,35 @@ def test_allowed_responses_of_every_shape_carry_the_headers(app):
 def test_async_view(app):
     assert get(app, "/async").get_data(as_text=True) == "async"
     assert get(app, "/async").status_code == 429
+
+
+def test_decorator_options_through_flask(config):
+    app = Flask(__name__)
+
+    @app.route("/login", methods=["POST"])
+    @rate_limit(rate="2/minute", deduct_when=lambda response: response.status_code >= 400)
+    def login():
+        from flask import request
+
+        return ("welcome", 200) if request.form.get("password") == "secret" else ("wrong", 401)
+
+    @app.route("/write", methods=["GET", "POST"])
+    @rate_limit(rate="1/minute", methods=["POST"])
+    def write():
+        return "ok"
+
+    @app.route("/stacked")
+    @rate_limit(rate="5/minute")
+    @rate_limit(rate="2/minute")
+    def stacked():
+        return "ok"
+
+    client = app.test_client()
+    good = {"password": "secret"}
+    assert [client.post("/login", data=good).status_code for _ in range(4)] == [200] * 4
+    assert [client.post("/login").status_code for _ in range(2)] == [401, 401]
+    assert client.post("/login", data=good).status_code == 429
+    assert [client.get("/write").status_code for _ in range(3)] == [200] * 3
+    assert [client.post("/write").status_code for _ in range(2)] == [200, 429]
+    assert [client.get("/stacked").status_code for _ in range(5)] == [200, 200, 429, 429, 429]
+    assert stacked.rate_limiter.peek("127.0.0.1").remaining == 5 - 2 - 1

@@ -9,6 +9,7 @@
 //!
 //! Files written for flux-limiter 0.1 load unchanged; every key is optional.
 
+mod http;
 mod words;
 mod written;
 
@@ -23,6 +24,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+pub use http::{HttpConfig, RouteLimit};
 pub use words::redact_url;
 use words::{dotted, expected_url, has_redis_scheme, percent_encode, strip_suffix_ignore_case};
 use written::{JsonDoc, TomlDoc, Written};
@@ -52,6 +54,8 @@ pub struct Config {
     /// Limits picked by name, as in `@rate_limit(name="login")`, each
     /// resolved over `rate_limit` by [`LimitSpec::over`].
     pub rate_limits: BTreeMap<String, Limit>,
+    /// `[http]`: the limits of web-framework middlewares, for the languages that have them.
+    pub http: HttpConfig,
     /// The file this came from; `None` for defaults and for text without a file.
     pub origin: Option<PathBuf>,
     /// Whether the file chose `[flux] storage` itself: `FLUX_REDIS_URL` may only
@@ -446,16 +450,19 @@ impl Config {
                 Ok((name.clone(), limit))
             })
             .collect::<Result<_, ConfigError>>()?;
-        let config = Config {
+        let mut config = Config {
             redis: file.redis.unwrap_or_default(),
             flux,
             analytics: file.analytics,
             rate_limit,
             rate_limits,
+            http: HttpConfig::default(),
             origin: origin.map(Path::to_owned),
             storage_chosen,
         };
         config.check(written)?;
+        // After the limits are checked, so an error is said of the limit at fault.
+        config.http = http::resolve(written, file.http, &config.rate_limit, &config.rate_limits)?;
         Ok(config)
     }
 
@@ -752,6 +759,8 @@ struct ConfigFile {
     rate_limit: LimitTable,
     #[serde(default)]
     rate_limits: BTreeMap<String, LimitTable>,
+    #[serde(default)]
+    http: http::HttpTable,
 }
 
 /// A limit table with its absent keys still absent, so they can be
@@ -789,7 +798,9 @@ fn policy_by_name<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Policy>, D:
     name.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-fn rates_by_text<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<Rate>>, D::Error> {
+pub(super) fn rates_by_text<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Vec<Rate>>, D::Error> {
     let text = String::deserialize(de)?;
     parse_rates(&text)
         .map(Some)
@@ -813,7 +824,7 @@ fn redis_url_from_env() -> Result<Option<String>, ConfigError> {
 /// included as written.
 impl Serialize for Config {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(6))?;
+        let mut map = serializer.serialize_map(Some(7))?;
         map.serialize_entry("origin", &self.origin)?;
         map.serialize_entry("redis", &self.redis)?;
         map.serialize_entry("flux", &self.flux)?;
@@ -825,6 +836,7 @@ impl Serialize for Config {
             .map(|(name, limit)| (name.as_str(), LimitView(limit)))
             .collect();
         map.serialize_entry("rate_limits", &named)?;
+        map.serialize_entry("http", &self.http)?;
         map.end()
     }
 }

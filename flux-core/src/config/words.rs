@@ -16,7 +16,7 @@ pub(super) fn unknown_key(path: &[&str], raw: &str) -> String {
         .map(|(_, list)| list.trim_start_matches("one of ").replace('`', ""));
     match (path, allowed) {
         ([_], Some(_)) => "unknown section; flux.toml has [redis], [flux], [analytics], \
-                           [rate_limit] and [rate_limits.NAME]"
+                           [rate_limit], [rate_limits.NAME] and [http]"
             .to_owned(),
         ([.., _], Some(allowed)) => {
             let table = dotted(&path[..path.len() - 1]);
@@ -34,6 +34,12 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
         }
         [_] => return Some("a table".into()),
         ["rate_limits", _] => return Some(format!("a table of {LIMIT_KEYS}")),
+        ["http", "rules"] => {
+            return Some(
+                "a table of path patterns, as in [http.rules] \"/login\" = \"5/minute\"".into(),
+            )
+        }
+        ["http", "rules", _] => return Some(super::http::RULE_VALUE.into()),
         ["rate_limits", _, key] => ("rate_limit", *key),
         [section, key] => (*section, *key),
         _ => return None,
@@ -59,7 +65,8 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
         ("analytics", "retention") => "a whole number of events of at least 1",
         ("analytics", "sample_rate") => "a number from 0.0 to 1.0",
         ("rate_limit", "policy") => return Some(format!("one of {}", Policy::allowed_names())),
-        ("rate_limit", "rate") => {
+        ("http", "name") => "the name of a limit under [rate_limits], in quotes",
+        ("rate_limit" | "http", "rate") => {
             "a rate in quotes, as in \"10/second\", \"100 per minute\" or \"10/second;1000/day\""
         }
         ("rate_limit", "requests") => "a whole number of at least 1",

@@ -10,12 +10,30 @@ itself. Each adapter module offers the same functions:
     whether ``request`` is this framework's
 ``peer(request)``
     the address of the peer the server saw
+``method(request)``
+    the request's HTTP method (``"GET"`` for a WebSocket handshake)
 ``header_values(request, name)``
     the values of a request header
-``too_many_requests(result)``
-    the framework's 429 response for a refused decision
-``with_headers(response, headers, kwargs)``
-    the view's response with rate-limit headers added, where it can carry them
+``too_many_requests(result, headers)``
+    the framework's 429 response for a refused decision, with the rate-limit
+    headers when ``headers`` is true
+``as_response(value)``
+    what a view returned, as the response object that will be sent where the
+    framework builds it only later from a plain value (Flask); else ``value``
+``with_headers(response, result, replace, kwargs, sub)``
+    the view's response with the rate-limit headers of ``result`` added (in
+    place of those it has when ``replace``), where it can carry them;
+    ``kwargs`` are the view's keyword arguments and ``sub`` the Response
+    parameter added for FastAPI, where a returned plain value's headers go
+``raises_exceeded(request)``
+    whether a refusal should raise :class:`RateLimitExceeded` for the
+    application's own handler of it (FastAPI/Starlette exception handlers)
+``is_websocket(request)`` / ``close(request, result)``
+    a WebSocket connection, and closing it for a refusal (code 1008)
+
+Plain ASGI scopes (dicts) have an adapter of their own, :mod:`.asgi`, which
+needs no framework: it serves ``flux.asgi.RateLimitMiddleware`` in apps
+without Starlette and the key helpers given such a scope.
 """
 
 from __future__ import annotations
@@ -61,15 +79,6 @@ def adapter_for(request: Any) -> ModuleType | None:
     for adapter in loaded():
         if adapter.owns(request):
             return adapter
-    return None
+    from . import asgi
 
-
-def keeps_existing(existing_remaining: str | None, ours: dict[str, str]) -> bool:
-    """With stacked limits the response reports the one closest to refusing:
-    an inner limit's headers stay when it has no more remaining than ours."""
-    if existing_remaining is None:
-        return False
-    try:
-        return int(existing_remaining) <= int(ours["X-RateLimit-Remaining"])
-    except (KeyError, ValueError):
-        return False
+    return asgi if asgi.owns(request) else None

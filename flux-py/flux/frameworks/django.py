@@ -6,8 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
-from ..headers import too_many_requests_body
-from . import keeps_existing
+from ..headers import header_items, too_many_requests_body
 
 
 def find_request(args: tuple, kwargs: dict) -> HttpRequest | None:
@@ -27,22 +26,37 @@ def peer(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def method(request: HttpRequest) -> str:
+    return request.method or "GET"
+
+
 def header_values(request: HttpRequest, name: str) -> list[str]:
     value = request.headers.get(name)
     return [value] if value else []
 
 
-def too_many_requests(result) -> JsonResponse:
+def too_many_requests(result, headers: bool = True) -> JsonResponse:
     response = JsonResponse(too_many_requests_body(result), status=429)
-    for name, value in result.to_headers().items():
-        response[name] = value
-    return response
-
-
-def with_headers(response: Any, headers: dict[str, str], kwargs: dict) -> Any:
-    if isinstance(response, HttpResponseBase) and not keeps_existing(
-        response.get("X-RateLimit-Remaining"), headers
-    ):
-        for name, value in headers.items():
+    if headers:
+        for name, value in header_items(result):
             response[name] = value
     return response
+
+
+def as_response(value: Any) -> Any:
+    return value
+
+
+def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Any) -> Any:
+    if isinstance(response, HttpResponseBase):
+        for name, value in header_items(result):
+            response[name] = value
+    return response
+
+
+def raises_exceeded(request: Any) -> bool:
+    return False
+
+
+def is_websocket(request: Any) -> bool:
+    return False

@@ -6,8 +6,7 @@ from typing import Any
 
 import flask
 
-from ..headers import too_many_requests_body
-from . import keeps_existing
+from ..headers import header_items, too_many_requests_body
 
 
 def find_request(args: tuple, kwargs: dict) -> Any:
@@ -24,21 +23,41 @@ def peer(request: flask.Request) -> str | None:
     return request.remote_addr or None
 
 
+def method(request: flask.Request) -> str:
+    return request.method
+
+
 def header_values(request: flask.Request, name: str) -> list[str]:
     return request.headers.getlist(name)
 
 
-def too_many_requests(result) -> flask.Response:
+def too_many_requests(result, headers: bool = True) -> flask.Response:
     response = flask.jsonify(too_many_requests_body(result))
     response.status_code = 429
-    response.headers.update(result.to_headers())
+    if headers:
+        response.headers.extend(header_items(result))
     return response
 
 
-def with_headers(response: Any, headers: dict[str, str], kwargs: dict) -> flask.Response:
+def as_response(value: Any) -> flask.Response:
     # A view may return a string, a dict, a tuple...: make_response turns each
     # into the Response Flask would have built, which can carry headers.
+    return flask.make_response(value)
+
+
+def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Any) -> flask.Response:
     response = flask.make_response(response)
-    if not keeps_existing(response.headers.get("X-RateLimit-Remaining"), headers):
-        response.headers.update(headers)
+    if replace:
+        for name, value in header_items(result):
+            response.headers.set(name, value)
+    else:
+        response.headers.extend(header_items(result))
     return response
+
+
+def raises_exceeded(request: Any) -> bool:
+    return False
+
+
+def is_websocket(request: Any) -> bool:
+    return False

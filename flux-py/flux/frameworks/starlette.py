@@ -1,9 +1,10 @@
 """Starlette and FastAPI endpoints, sync or async.
 
 A FastAPI endpoint that declares no ``Request`` still needs one to find the
-client: the wrapper's ``__signature__`` adds a keyword-only ``Request``
-parameter (and a ``Response`` one, whose headers FastAPI copies onto the
-response it builds from a returned dict), so FastAPI's dependency injection
+client: the wrapper's ``__signature__`` adds a keyword-only
+``HTTPConnection`` parameter (a Request, or the WebSocket of a WebSocket
+route), and a ``Response`` one, whose headers FastAPI copies onto the
+response it builds from a returned dict, so FastAPI's dependency injection
 hands them over; the wrapper removes them before calling the endpoint.
 """
 
@@ -15,18 +16,16 @@ from typing import Any, Callable
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
 
-from ..headers import too_many_requests_body
-from . import keeps_existing
+from ..exceptions import RateLimitExceeded
+from ..headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
 
 REQUEST_PARAM = "flux_request_"
 RESPONSE_PARAM = "flux_response_"
 
 
 def find_request(args: tuple, kwargs: dict) -> HTTPConnection | None:
-    request = kwargs.get(REQUEST_PARAM)
-    if request is not None:
-        return request
     for arg in args:
         if isinstance(arg, HTTPConnection):
             return arg
@@ -34,6 +33,14 @@ def find_request(args: tuple, kwargs: dict) -> HTTPConnection | None:
         if isinstance(arg, HTTPConnection):
             return arg
     return None
+
+
+def connection(scope: dict) -> HTTPConnection:
+    """The request object of an ASGI scope, for callables given to the
+    middleware: a ``Request`` for HTTP (without its body, which is the
+    app's to read), an ``HTTPConnection`` for a WebSocket (whose messages
+    are the app's)."""
+    return Request(scope) if scope["type"] == "http" else HTTPConnection(scope)
 
 
 def owns(request: Any) -> bool:
@@ -45,33 +52,67 @@ def peer(request: HTTPConnection) -> str | None:
     return client.host if client else None
 
 
+def method(request: HTTPConnection) -> str:
+    return request.scope.get("method", "GET")
+
+
 def header_values(request: HTTPConnection, name: str) -> list[str]:
     return request.headers.getlist(name)
 
 
-def too_many_requests(result) -> JSONResponse:
-    return JSONResponse(too_many_requests_body(result), status_code=429, headers=result.to_headers())
+def too_many_requests(result, headers: bool = True) -> JSONResponse:
+    response = JSONResponse(too_many_requests_body(result), status_code=429)
+    if headers:
+        response.raw_headers.extend(raw_header_items(result))
+    return response
 
 
-def with_headers(response: Any, headers: dict[str, str], kwargs: dict) -> Any:
-    target = response if isinstance(response, Response) else kwargs.get(RESPONSE_PARAM)
+def as_response(value: Any) -> Any:
+    return value
+
+
+def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Response | None) -> Any:
+    # A plain value is turned into a response by FastAPI, which copies onto
+    # it the headers of the Response parameter the endpoint was given: the
+    # one the wrapper added (``sub``), or the endpoint's own.
+    target = response if isinstance(response, Response) else sub
     if target is None:
         target = next((v for v in kwargs.values() if isinstance(v, Response)), None)
-    if target is not None and not keeps_existing(
-        target.headers.get("X-RateLimit-Remaining"), headers
-    ):
-        target.headers.update(headers)
+    if target is not None:
+        set_raw_headers(target.raw_headers, result)
     return response
+
+
+def raises_exceeded(request: HTTPConnection) -> bool:
+    """Whether the application has an exception handler for
+    :class:`RateLimitExceeded` (``app.exception_handler(RateLimitExceeded)``)."""
+    handlers = getattr(request.scope.get("app"), "exception_handlers", None)
+    return bool(handlers) and RateLimitExceeded in handlers
+
+
+def is_websocket(request: Any) -> bool:
+    return isinstance(request, WebSocket)
+
+
+async def close(websocket: WebSocket, result) -> None:
+    """Closes a WebSocket over its limit with code 1008 (policy violation)
+    and the reason. It is accepted first: a close before the handshake
+    completes reaches the client as an HTTP 403 and an abnormal closure
+    (1006), with neither the code nor the reason."""
+    await websocket.accept()
+    await websocket.close(code=1008, reason=close_reason(result))
 
 
 def _is(annotation: Any, cls: type) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, cls)
 
 
-def endpoint_signature(func: Callable) -> tuple[inspect.Signature | None, frozenset[str]]:
-    """``func``'s signature with annotations resolved, plus the Request and
-    Response parameters it lacks, and the names of those added; (None, {})
-    when it needs neither.
+def endpoint_signature(
+    func: Callable, response: bool = True
+) -> tuple[inspect.Signature | None, frozenset[str]]:
+    """``func``'s signature with annotations resolved, plus the connection
+    (Request or WebSocket) and, with ``response``, the Response parameters it
+    lacks, and the names of those added; (None, {}) when it needs neither.
 
     A function that already takes them (an endpoint that declares them, or
     another Flux wrapper, which added them) gets them passed through."""
@@ -86,8 +127,10 @@ def endpoint_signature(func: Callable) -> tuple[inspect.Signature | None, frozen
     params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
     added = []
     if not any(_is(p.annotation, HTTPConnection) for p in params):
-        added.append(inspect.Parameter(REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request))
-    if not any(_is(p.annotation, Response) for p in params):
+        added.append(
+            inspect.Parameter(REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=HTTPConnection)
+        )
+    if response and not any(_is(p.annotation, Response) for p in params):
         added.append(inspect.Parameter(RESPONSE_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Response))
     if not added:
         return None, frozenset()
