@@ -1,6 +1,8 @@
 # The commands the README gives and CI runs. `.ci/run` calls `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
 .PHONY: test bench fmt lint deps test-rust test-py py-install demo bench-py bench-deny-cache bench-http screenshots
 
@@ -29,9 +31,11 @@ deps:
 	fi
 	@redis-server --version
 
-lint:
+## lint: rustfmt and clippy on the crates; ruff on the Python package and its tests
+lint: $(VENV)/.test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd flux-py && $(abspath $(PY)) -m ruff check flux tests
 
 test-rust:
 	$(CARGO) test --workspace
@@ -158,9 +162,8 @@ bench: bench-py bench-deny-cache
 fmt:
 	$(CARGO) fmt --all
 
-## Python: a virtualenv in .venv with the package (built with cargo by its setup.py) and test deps
-VENV ?= .venv
-PY := $(VENV)/bin/python
+## Python: a virtualenv in .venv (VENV, PY: at the top) with the package (built with cargo by its
+## setup.py) and test deps
 
 $(PY):
 	python3 -m venv $(VENV)

@@ -25,7 +25,8 @@ wherever that name is used, decorators included.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ._guard import Guard, LimitChoice, split_limit
 from .config import FluxConfig, get_config

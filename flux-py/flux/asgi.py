@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _stack
 from ._app_limits import AppLimits

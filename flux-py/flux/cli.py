@@ -94,7 +94,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "init", help="write a flux.toml with every option explained", description="Write a flux.toml "
         "with every option explained; never overwrites a file without --force."
     )
-    init.add_argument("path", nargs="?", default="flux.toml", metavar="PATH", help="where to write (default: ./flux.toml)")
+    init.add_argument(
+        "path", nargs="?", default="flux.toml", metavar="PATH", help="where to write (default: ./flux.toml)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(run=_init)
     clear = commands.add_parser(

@@ -24,8 +24,9 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from . import _ffi
 from .exceptions import ConfigError
@@ -33,7 +34,7 @@ from .exceptions import ConfigError
 logger = logging.getLogger("flux")
 
 
-class RateLimitPolicy(str, enum.Enum):
+class RateLimitPolicy(enum.StrEnum):
     """The admission policies (see the README for when to pick which)."""
 
     GCRA = "gcra"
@@ -41,9 +42,6 @@ class RateLimitPolicy(str, enum.Enum):
     LEAKY_BUCKET = "leaky_bucket"
     FIXED_WINDOW = "fixed_window"
     SLIDING_WINDOW = "sliding_window"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

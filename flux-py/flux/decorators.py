@@ -22,7 +22,8 @@ import functools
 import inspect
 import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import _stack, frameworks
 from ._guard import GLOBAL_KEY, Guard, LimitChoice

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _ffi
+from ._store import Store, store_for
 from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .exceptions import LimitError, RateLimitExceeded
 from .headers import constant_parts, rate_limit_headers
-from ._store import Store, store_for
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4444
@@ -130,7 +131,7 @@ def _merge(sources: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     for endpoints in sources:
         for name, raw in endpoints.items():
             into = merged.setdefault(name, {"allowed": 0, "blocked": 0, "fail_open": 0})
-            for key, value in zip(("allowed", "blocked", "fail_open"), _counts(raw)):
+            for key, value in zip(("allowed", "blocked", "fail_open"), _counts(raw), strict=True):
                 into[key] += value
     return merged
 

@@ -16,9 +16,8 @@ import subprocess
 import time
 import uuid
 
-import pytest
-
 import django
+import pytest
 from django.conf import settings
 
 # Django needs settings before any view module of a test is imported.

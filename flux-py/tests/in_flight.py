@@ -50,7 +50,7 @@ def stall_redis(seconds: float) -> socket.socket:
             probe.sendall(b"*1\r\n$4\r\nPING\r\n")
             try:
                 probe.recv(64)
-            except socket.timeout:
+            except TimeoutError:
                 return sleeper
             time.sleep(0.01)
 
@@ -163,11 +163,11 @@ def close_from_two_threads() -> None:
         limiter.hit("k")
         barrier = threading.Barrier(2)
 
-        def close_it() -> None:
+        def close_it(barrier: threading.Barrier, limiter: RateLimiter) -> None:
             barrier.wait()
             limiter.close()
 
-        threads = [threading.Thread(target=close_it) for _ in range(2)]
+        threads = [threading.Thread(target=close_it, args=(barrier, limiter)) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -19,15 +19,13 @@ import time
 import urllib.request
 
 import pytest
+from conftest import free_port
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from flux import RateLimiter, rate_limit
-from flux import _ffi
+from flux import RateLimiter, _ffi, rate_limit
 from flux.config import FluxConfig
 from flux.limiter import store_of
-
-from conftest import free_port
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +94,11 @@ def requests_by_outcome(text: str, endpoint: str) -> dict[str, float]:
     return counts
 
 
+def outcomes(**counts: int) -> dict[str, int]:
+    """Every decision label's count: those given, 0 for the others."""
+    return {"allowed": 0, "blocked": 0, "fail_open": 0, "local_cache": 0, "shadow": 0, **counts}
+
+
 def histogram_count(text: str, endpoint: str) -> float:
     for family in text_string_to_metric_families(text):
         if family.name == "flux_decision_seconds":
@@ -113,7 +116,7 @@ def test_metrics_count_a_decorated_views_decisions(memory_analytics, analytics_p
     status, content_type, text = get(analytics_port, "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain; version=0.0.4")
-    assert requests_by_outcome(text, endpoint) == {"allowed": 3, "blocked": 2, "fail_open": 0, "local_cache": 0, "shadow": 0}
+    assert requests_by_outcome(text, endpoint) == outcomes(allowed=3, blocked=2)
     assert histogram_count(text, endpoint) == 5
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"flux_requests", "flux_decision_seconds", "flux_events_dropped"} <= families
@@ -175,7 +178,7 @@ def test_failing_open_is_counted(dead_redis_url, prefix, analytics_port):
     limiter = RateLimiter(5, 60, config=cfg, scope=f"{prefix}down")
     assert limiter.hit("k").source == "fail_open"
     text = get(analytics_port, "/metrics")[2]
-    assert requests_by_outcome(text, f"{prefix}down") == {"allowed": 0, "blocked": 0, "fail_open": 1, "local_cache": 0, "shadow": 0}
+    assert requests_by_outcome(text, f"{prefix}down") == outcomes(fail_open=1)
 
 
 def monitor(*args: str, cwd, env=None) -> subprocess.CompletedProcess:
@@ -276,9 +279,9 @@ def test_decisions_are_labelled_by_their_endpoint_everywhere(
 
     text = get(analytics_port, "/metrics")[2]
     # The second refusal is answered from the local deny cache, without Redis.
-    assert requests_by_outcome(text, "search") == {"allowed": 3, "blocked": 1, "fail_open": 0, "local_cache": 1, "shadow": 0}
+    assert requests_by_outcome(text, "search") == outcomes(allowed=3, blocked=1, local_cache=1)
     assert histogram_count(text, "search") == 5
-    assert requests_by_outcome(text, limiter.scope) == {"allowed": 1, "blocked": 0, "fail_open": 0, "local_cache": 0, "shadow": 0}
+    assert requests_by_outcome(text, limiter.scope) == outcomes(allowed=1)
 
     doc = json.loads(get(analytics_port, "/metrics.json")[2])
     search = doc["endpoints"]["search"]

@@ -19,7 +19,6 @@ from starlette.websockets import WebSocketDisconnect
 import flux
 from flux import RateLimitExceeded, rate_limit
 from flux.asgi import RateLimitMiddleware
-from flux.config import FluxConfig
 from flux.exceptions import ConfigError, LimitError
 
 
@@ -292,7 +291,12 @@ def test_added_twice_fails_at_startup(config):
 @pytest.mark.parametrize(
     "settings, error, message",
     [
-        ({"rules": {"/api/*": "apii"}}, ConfigError, r"rules\['/api/\*'\]: 'apii' is neither a limit under \[rate_limits\] \(no limit is defined under \[rate_limits\]\) nor a rate: .*invalid rate"),
+        (
+            {"rules": {"/api/*": "apii"}},
+            ConfigError,
+            r"rules\['/api/\*'\]: 'apii' is neither a limit under \[rate_limits\] "
+            r"\(no limit is defined under \[rate_limits\]\) nor a rate: .*invalid rate",
+        ),
         ({"rate": "10/fortnight"}, LimitError, r"RateLimitMiddleware: .*invalid rate \"10/fortnight\""),
         ({"name": "nope"}, ConfigError, r'no limit named "nope"'),
         ({"rules": {"api/*": "1/second"}}, ConfigError, r"rules\['api/\*'\] is not a path pattern"),
@@ -310,30 +314,32 @@ def test_bad_configuration_fails_at_startup_naming_it(settings, error, message):
 def test_a_bare_asgi_app_without_starlette(tmp_path, redis_server):
     """Any ASGI app, in a process that never imports Starlette: callables get the scope."""
     script = textwrap.dedent(
-        f"""
+        """
         import asyncio, json, sys
         from flux.asgi import RateLimitMiddleware
         from flux.config import FluxConfig
 
         async def app(scope, receive, send):
-            await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}})
-            await send({{"type": "http.response.body", "body": b"hi"}})
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"hi"})
 
         async def call(middleware, path, user):
-            scope = {{"type": "http", "path": path, "method": "GET", "headers": [(b"x-user", user.encode())],
-                      "client": ("10.0.0.1", 1)}}
+            scope = {"type": "http", "path": path, "method": "GET", "headers": [(b"x-user", user.encode())],
+                      "client": ("10.0.0.1", 1)}
             sent = []
             async def receive():
-                return {{"type": "http.request"}}
+                return {"type": "http.request"}
             async def send(message):
                 sent.append(message)
             await middleware(scope, receive, send)
             start = sent[0]
-            return start["status"], {{k.decode(): v.decode() for k, v in start["headers"]}}
+            return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
 
         async def main(url):
             cfg = FluxConfig(redis_url=url, key_prefix="bare:") if url else FluxConfig(key_prefix="bare:")
-            middleware = RateLimitMiddleware(app, rate="2/minute", key=lambda scope: dict(scope["headers"])[b"x-user"], config=cfg)
+            middleware = RateLimitMiddleware(
+                app, rate="2/minute", key=lambda scope: dict(scope["headers"])[b"x-user"], config=cfg
+            )
             out = [await call(middleware, "/x", "ann") for _ in range(3)] + [await call(middleware, "/x", "ben")]
             print(json.dumps([[status, headers.get("x-ratelimit-remaining")] for status, headers in out]))
             assert "starlette" not in sys.modules
@@ -344,6 +350,8 @@ def test_a_bare_asgi_app_without_starlette(tmp_path, redis_server):
     path = tmp_path / "bare.py"
     path.write_text(script)
     for args in ([], [redis_server.url]):
-        done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=60, env=os.environ)
+        done = subprocess.run(
+            [sys.executable, str(path), *args], capture_output=True, text=True, timeout=60, env=os.environ
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == '[[200, "1"], [200, "0"], [429, "0"], [200, "1"]]'

@@ -9,11 +9,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from flux import RateLimiter
 from flux.config import FluxConfig, load_config
-
-from conftest import free_port
 
 
 def run(*args, cwd, env=None):
@@ -33,7 +32,8 @@ def test_init_writes_a_file_that_loads_as_it_is(tmp_path):
     path = tmp_path / "flux.toml"
     text = path.read_text()
     for key in ("host", "port", "pool_size", "timeout_ms", "storage", "key_prefix", "log_file",
-                "fail_silently", "console_logging", "jitter_enabled", "jitter_max_ms", "ipv6_prefix", "local_cache_size", "enabled",
+                "fail_silently", "console_logging", "jitter_enabled", "jitter_max_ms", "ipv6_prefix",
+                "local_cache_size", "enabled",
                 "stream", "retention", "sample_rate", "policy", "requests", "period", "burst",
                 "max_wait", "url", "username", "password", "db", "cluster", "sentinel", "master_name"):
         assert any(line.lstrip("# ").startswith(key + " ") for line in text.splitlines()), key

@@ -9,10 +9,9 @@ from urllib.parse import quote, unquote
 import pytest
 
 import flux.config
-from flux import _ffi
+from flux import RateLimiter, _ffi
 from flux.config import FluxConfig, RateLimitPolicy, get_config, load_config, reload_config
 from flux.exceptions import ConfigError
-from flux import RateLimiter
 
 GOOD = """\
 [redis]

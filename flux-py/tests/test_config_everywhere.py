@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flux import RateLimiter, _ffi
-from flux.config import FluxConfig, load_config
+from flux.config import load_config
 
 SEED_FILE = Path(__file__).parents[2] / "flux-core" / "tests" / "data" / "flux-limiter-0.1.toml"
 

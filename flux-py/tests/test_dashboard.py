@@ -17,11 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from chromium import Chromium, chromium_binary
 from conftest import free_port
 
@@ -110,7 +110,10 @@ CARDS = """[...document.querySelectorAll('#endpoints .card')].map(card => ({
     p => [p.dataset.series, p.getAttribute('points').split(' ').filter(Boolean).map(xy => xy.split(',').map(Number))])),
 }))"""
 
-TOTALS = """[...document.querySelectorAll('#totals-list tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))"""
+TOTALS = (
+    "[...document.querySelectorAll('#totals-list tbody tr')]"
+    ".map(tr => [...tr.cells].map(td => td.textContent))"
+)
 
 
 def cards(browser: Chromium) -> list[dict[str, Any]]:

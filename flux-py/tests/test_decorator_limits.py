@@ -9,8 +9,7 @@ import logging
 
 import pytest
 
-from flux import RateLimiter, RateLimitExceeded, rate_limit
-from flux import _guard
+from flux import RateLimiter, RateLimitExceeded, _guard, rate_limit
 from flux.exceptions import ConfigError, LimitError
 
 

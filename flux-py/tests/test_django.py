@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import django_urls
 import pytest
 from django.http import HttpResponse, JsonResponse
 from django.test import Client
@@ -9,7 +10,6 @@ from django.urls import clear_url_caches, path
 from django.utils.decorators import method_decorator
 from django.views import View
 
-import django_urls
 from flux import rate_limit
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import django_urls
 import pytest
 from django.http import HttpResponse, JsonResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import clear_url_caches, path
 from django.views import View
 
-import django_urls
 import flux
 from flux import rate_limit
 from flux.exceptions import ConfigError
@@ -106,7 +106,7 @@ def test_middleware_and_decorator_on_one_view_are_two_limits(urls):
         with override_settings(MIDDLEWARE=MIDDLEWARE, FLUX={"rate": "5/minute"}):
             client = make(REMOTE_ADDR=f"10.0.0.{3 if make is Client else 4}")
 
-            async def get(url):
+            async def get(url, client=client, make=make):
                 response = client.get(url)
                 return await response if make is AsyncClient else response
 

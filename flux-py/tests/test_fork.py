@@ -52,7 +52,7 @@ def decide_in_child(limiters: dict[str, RateLimiter], shared: RateLimiter, out: 
         calls = [limiter.ahit(f"async-{os.getpid()}") for limiter in limiters.values()]
         calls += [shared.ahit("everyone") for _ in range(SHARED_CALLS // 2)]
         results = await asyncio.wait_for(asyncio.gather(*calls), CHILD_DEADLINE / 2)
-        for name, result in zip(limiters, results):
+        for name, result in zip(limiters, results, strict=False):  # then the shared calls
             check(name, result)
         for result in results[len(limiters):]:
             check("shared", result)
@@ -189,8 +189,8 @@ def test_children_draw_their_own_retry_after_jitter(prefix, tmp_path):
     first, second = (json.loads(path.read_text()) for path in paths)
     # retry_after is the time left (which moves on between the two children)
     # plus the jitter; the steps from one call to the next are the jitters'.
-    steps = [[b - a for a, b in zip(seq, seq[1:])] for seq in (first, second)]
-    assert max(abs(x - y) for x, y in zip(*steps)) > 0.001, (first, second)
+    steps = [[b - a for a, b in zip(seq, seq[1:], strict=False)] for seq in (first, second)]
+    assert max(abs(x - y) for x, y in zip(*steps, strict=True)) > 0.001, (first, second)
 
 
 def test_locks_held_by_other_threads_at_the_fork_do_not_stop_the_child(prefix, tmp_path):

@@ -140,7 +140,9 @@ def header(tmp_path_factory) -> Header:
 
 
 def _python_name(constant: str) -> str:
-    return constant.removeprefix(RESULT_PREFIX) if constant.startswith(RESULT_PREFIX) else constant.removeprefix("FLUX_")
+    if constant.startswith(RESULT_PREFIX):
+        return constant.removeprefix(RESULT_PREFIX)
+    return constant.removeprefix("FLUX_")
 
 
 def _ffi_constants() -> dict[str, int]:
@@ -244,7 +246,7 @@ def test_every_struct_ffi_mirrors_has_the_header_layout(header):
         members = header.structs[name]
         names = [RENAMED_FIELDS.get((name, member), member) for _, member in members]
         assert [f[0] for f in cls._fields_] == names, f"{name}: fields or their order differ"
-        for (c_type, member), (py_name, ctype) in zip(members, cls._fields_):
+        for (c_type, member), (py_name, ctype) in zip(members, cls._fields_, strict=True):
             assert _matches(c_type, ctype, header), f"{name}.{member} is {c_type} in C, {ctype} in _ffi"
             assert getattr(cls, py_name).offset == header.layouts[f"{name}.{member}"], f"{name}.{member}"
         assert ctypes.sizeof(cls) == header.layouts[name], f"sizeof({name})"
@@ -259,14 +261,16 @@ def test_every_callback_type_of_ffi_has_the_header_signature(header):
         checked += 1
         assert _matches(ret, cls._restype_, header), name
         assert len(cls._argtypes_) == len(params), name
-        for i, (c_type, ctype) in enumerate(zip(params, cls._argtypes_)):
+        for i, (c_type, ctype) in enumerate(zip(params, cls._argtypes_, strict=True)):
             assert _matches(c_type, ctype, header), f"{name} parameter {i}: {c_type} in C, {ctype} in _ffi"
     assert checked == 2
 
 
 def test_every_function_ffi_declares_has_the_header_signature(header):
     declared = {
-        id(value): value for value in vars(ffi).values() if isinstance(value, ctypes._CFuncPtr) and value.argtypes is not None
+        id(value): value
+        for value in vars(ffi).values()
+        if isinstance(value, ctypes._CFuncPtr) and value.argtypes is not None
     }
     assert len(declared) > 20
     for func in declared.values():
@@ -275,5 +279,5 @@ def test_every_function_ffi_declares_has_the_header_signature(header):
         ret, params = header.functions[name]
         assert _matches(ret, func.restype, header), f"{name} returns {ret}, _ffi says {func.restype}"
         assert len(func.argtypes) == len(params), f"{name} takes {len(params)} arguments"
-        for i, (c_type, ctype) in enumerate(zip(params, func.argtypes)):
+        for i, (c_type, ctype) in enumerate(zip(params, func.argtypes, strict=True)):
             assert _matches(c_type, ctype, header), f"{name} argument {i}: {c_type} in C, {ctype} in _ffi"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+import django_urls
 import pytest
 from django.http import HttpResponse
 from django.test import Client
@@ -15,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from flask import Flask
 
-import django_urls
 import flux.keys
 from flux import forwarded_for, rate_limit
 from flux.config import FluxConfig, validate

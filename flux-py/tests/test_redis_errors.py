@@ -22,13 +22,12 @@ import threading
 import time
 
 import pytest
+from conftest import free_port, redis_command
 
 import flux._ffi as ffi
 from flux import RateLimiter
 from flux.config import FluxConfig
 from flux.exceptions import ConnectionError, PoolExhaustedError
-
-from conftest import free_port, redis_command
 
 
 class Server:
