@@ -201,13 +201,48 @@ def test_named_limit_headers_carry_the_name(prefix):
     assert headers["RateLimit"] == '"api";r=4;t=1'
 
 
-def test_jitter_lengthens_retry_after_on_refusals_only(prefix):
-    cfg = FluxConfig(key_prefix=prefix, jitter_enabled=True, jitter_max_ms=500)
-    limiter = RateLimiter(1, 10, config=cfg)
+@pytest.fixture(params=["memory", "redis"])
+def jittered(request, prefix):
+    """A configuration with jitter of up to 500 ms, on each store."""
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    return FluxConfig(redis_url=redis_url, key_prefix=prefix, jitter_enabled=True, jitter_max_ms=500)
+
+
+# 50 uniform draws from 0..=500 ms all within 250 ms of each other: about
+# 50 * 2**-49, never. Without jitter the values below differ by the time a
+# call takes to reach the store, milliseconds, far from 250 ms however
+# loaded the machine.
+SPREAD = 0.25
+
+
+def test_jitter_spreads_the_retry_after_of_refusals_only(jittered):
+    limiter = RateLimiter(1, 10, config=jittered)
     assert limiter.hit("k").retry_after == 0
-    retries = [limiter.hit("k").retry_after for _ in range(20)]
-    assert all(10 - 0.01 < r <= 10.5 for r in retries), retries
-    assert len(set(retries)) > 1
+    started = time.monotonic()
+    waits = []
+    for _ in range(50):
+        asked = time.monotonic() - started
+        result = limiter.hit("k")
+        assert not result.allowed
+        # What the call would have waited had it been asked at `started`.
+        waits.append(result.retry_after + asked)
+    assert all(9.9 < w <= 10.6 for w in waits), waits
+    assert max(waits) - min(waits) > SPREAD, waits
+
+
+def test_jitter_spreads_the_refusals_of_a_batch(jittered):
+    limiter = RateLimiter(1, 10, config=jittered)
+
+    async def main():
+        first = await limiter.ahit("k")
+        return first, await asyncio.gather(*(limiter.ahit("k") for _ in range(50)))
+
+    first, refused = asyncio.run(main())
+    assert first.allowed and first.retry_after == 0
+    assert not any(r.allowed for r in refused)
+    waits = [r.retry_after for r in refused]
+    assert all(9.5 < w <= 10.5 for w in waits), waits
+    assert max(waits) - min(waits) > SPREAD, waits
 
 
 def test_redis_keys_hold_no_raw_identity(redis_server, redis_config, prefix):
