@@ -204,7 +204,8 @@ fn a_batch_goes_to_redis_in_one_call() {
 
 #[test]
 fn without_redis_fail_silently_admits_and_says_so() {
-    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let dead = DeadPort::new();
+    let nowhere = dead.url();
     let config = redis_config(&nowhere, "t4:", true, 100);
     let mut store_out = ptr::null_mut();
     assert_eq!(
@@ -245,7 +246,8 @@ fn without_redis_fail_silently_admits_and_says_so() {
 
 #[test]
 fn without_redis_fail_closed_reports_a_storage_error() {
-    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let dead = DeadPort::new();
+    let nowhere = dead.url();
     let config = redis_config(&nowhere, "t5:", false, 100);
     let store = store(config);
     let limiter = limiter(store, config, "api", &params(10, 10.0, None));

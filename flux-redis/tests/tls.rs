@@ -9,7 +9,7 @@ use std::process::Command;
 
 use flux_core::{Policy, QuotaSpec, Store};
 use flux_redis::{RedisConfig, RedisStore};
-use support::{free_port, RedisServer};
+use support::RedisServer;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -88,12 +88,10 @@ fn a_tls_only_redis_is_reached_over_rediss() {
         ],
     );
 
-    let port = free_port();
     let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     // TLS only: the plain port is closed, so nothing can pass in clear text.
-    let server = RedisServer::start_tls(
-        port,
-        &[
+    let server = RedisServer::start_tls(|port| {
+        [
             "--port",
             "0",
             "--tls-port",
@@ -106,8 +104,11 @@ fn a_tls_only_redis_is_reached_over_rediss() {
             &file("ca.crt"),
             "--tls-auth-clients",
             "no",
-        ],
-    );
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    });
+    let port = server.port;
     // The only environment change in this test binary, before any connection.
     std::env::set_var("SSL_CERT_FILE", file("ca.crt"));
 

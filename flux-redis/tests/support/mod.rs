@@ -1,11 +1,18 @@
-//! redis-server processes for tests: each on a free port with its own temp
-//! dir, no persistence, killed by pid when dropped.
+//! redis-server processes for tests: each on a port of its own with its own
+//! temp dir, no persistence, killed by pid when dropped.
+//!
+//! A port found free may be taken by another process before redis-server
+//! binds it (tests run in parallel). So each server also listens on a unix
+//! socket in its own directory, which no other process can answer on: it is
+//! ready when that socket answers PING, and a server that exits first (its
+//! port was taken) is started again on another port.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -16,16 +23,53 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: PathBuf,
-    extra: Vec<String>,
+    /// Every argument after the common ones, the port included.
+    args: Vec<String>,
     cpu: Option<usize>,
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a server about to bind it. A
+/// server must be ready to find it taken meanwhile, as [`RedisServer`] is;
+/// for a port that must stay dead, see [`DeadPort`].
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
+}
+
+/// A port on 127.0.0.1 held bound but never listening: connecting to it is
+/// refused at once for as long as this lives, and no server can take it
+/// meanwhile (as one could a port merely found free).
+#[derive(Debug)]
+pub struct DeadPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind a port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound address")
+            .port();
+        DeadPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// `redis://` to this port.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
 }
 
 fn temp_dir() -> PathBuf {
@@ -39,69 +83,56 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
+/// Attempts at a free port before giving up.
+const ATTEMPTS: usize = 20;
+
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(free_port(), &[])
+        Self::start_with(&[])
     }
 
-    /// Starts on `port` with extra arguments (e.g. cluster flags).
-    pub fn start_on(port: u16, extra: &[&str]) -> Self {
-        Self::start_with(port, extra, None)
+    /// Starts with extra arguments (e.g. cluster flags) on a port chosen here.
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(None, |port| {
+            let mut args = vec!["--port".to_owned(), port.to_string()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
     }
 
-    /// Starts with TLS arguments: readiness is checked on the TLS port with
-    /// redis-cli, since a plain PING cannot reach it.
-    pub fn start_tls(port: u16, args: &[&str]) -> Self {
-        let dir = temp_dir();
-        let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut child = Command::new("redis-server");
-        child
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(&extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = child
-            .spawn()
-            .expect("redis-server must be installed: run `make deps`");
-        let server = RedisServer {
-            child,
-            port,
-            dir,
-            extra,
-            cpu: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "TLS redis-server on {port} did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
+    /// Starts with the arguments `args` gives for a port chosen here (which
+    /// they must make the server listen on): TLS, where `--port 0` closes
+    /// the plain port and `--tls-port` opens this one.
+    pub fn start_tls(args: impl Fn(u16) -> Vec<String>) -> Self {
+        Self::launch(None, args)
     }
 
     /// Starts pinned to one CPU (with `taskset`), for benches that keep the
     /// client on another.
     pub fn start_on_cpu(cpu: usize) -> Self {
-        Self::start_with(free_port(), &[], Some(cpu))
+        Self::launch(Some(cpu), |port| {
+            vec!["--port".to_owned(), port.to_string()]
+        })
     }
 
-    fn start_with(port: u16, extra: &[&str], cpu: Option<usize>) -> Self {
+    fn launch(cpu: Option<usize>, args: impl Fn(u16) -> Vec<String>) -> Self {
         let dir = temp_dir();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(port, &dir, &extra, cpu);
-        let server = RedisServer {
-            child,
-            port,
-            dir,
-            extra,
-            cpu,
-        };
-        server.wait_ready();
-        server
+        for _ in 0..ATTEMPTS {
+            let port = free_port();
+            let args = args(port);
+            let mut child = spawn(&dir, &args, cpu);
+            if wait_ready(&mut child, &dir) {
+                return RedisServer {
+                    child,
+                    port,
+                    dir,
+                    args,
+                    cpu,
+                };
+            }
+            // It exited: its port was taken since it was found free.
+        }
+        panic!("redis-server did not start in {ATTEMPTS} attempts on free ports");
     }
 
     pub fn url(&self) -> String {
@@ -123,10 +154,23 @@ impl RedisServer {
     }
 
     /// A new redis-server on the same port, as after a crash and restart.
+    /// Another process may take the port meanwhile; then it tries again
+    /// until that one lets go, for at most 10 s.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.port, &self.dir, &self.extra, self.cpu);
-        self.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(&self.dir, &self.args, self.cpu);
+            if wait_ready(&mut self.child, &self.dir) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server could not listen on {} again",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGSTOP: the process stays, its sockets accept, nothing answers.
@@ -147,20 +191,16 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {}", self.pid());
     }
 
-    /// Runs redis-cli against this server and returns its output.
+    /// Runs redis-cli against this server (on its unix socket, plain even
+    /// when the port speaks TLS) and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(socket_path(&self.dir))
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed for these tests: run `make deps`");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
 
@@ -171,7 +211,11 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &PathBuf, extra: &[String], cpu: Option<usize>) -> Child {
+fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("redis.sock")
+}
+
+fn spawn(dir: &Path, args: &[String], cpu: Option<usize>) -> Child {
     // taskset execs redis-server, so the child's pid stays the server's.
     let mut command = match cpu {
         Some(cpu) => {
@@ -181,32 +225,42 @@ fn spawn(port: u16, dir: &PathBuf, extra: &[String], cpu: Option<usize>) -> Chil
         }
         None => Command::new("redis-server"),
     };
+    let _ = std::fs::remove_file(socket_path(dir));
     command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
-        .args(extra)
+        .arg("--unixsocket")
+        .arg(socket_path(dir))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server must be installed for these tests: run `make deps`")
 }
 
-pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli must be installed for these tests: run `make deps`");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// Whether `child` answers PING on its unix socket within 10 s; false as
+/// soon as it exits (a port it could not bind). redis-server binds every
+/// port before the unix socket, so an answer there means they are all its.
+fn wait_ready(child: &mut Child, dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("wait on redis-server").is_some() {
+            return false;
+        }
+        if let Ok(stream) = UnixStream::connect(socket_path(dir)) {
+            if pongs(stream) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("redis-server in {} did not answer PING", dir.display());
 }
 
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+fn pongs(mut stream: impl Read + Write) -> bool {
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
@@ -223,20 +277,16 @@ impl RedisCluster {
     pub fn start(n: usize) -> Self {
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
-                let port = free_port();
-                // Relative to the server's --dir, its own temp dir.
-                let conf = format!("nodes-{port}.conf");
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &conf,
-                        "--cluster-node-timeout",
-                        "5000",
-                    ],
-                )
+                // The cluster bus listens on the port + 10000: a node that
+                // cannot bind it exits, and is started on another port.
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
             })
             .collect();
         let addrs: Vec<String> = nodes
