@@ -100,17 +100,27 @@ def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix, caplog):
     open_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=True, timeout_ms=100)
     closed_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=False, timeout_ms=100)
 
+    limiter = RateLimiter(1, 60, config=open_cfg)
+
     async def main():
-        opened = await RateLimiter(1, 60, config=open_cfg).ahit("k")
-        with pytest.raises(flux.exceptions.ConnectionError):
+        opened = [await limiter.ahit("k")]
+        # Three batches of four: failing open is said once per interval, not per batch.
+        for _ in range(3):
+            opened += await asyncio.gather(*(limiter.ahit(f"k{i}") for i in range(4)))
+        with pytest.raises(flux.exceptions.ConnectionError) as raised:
             await RateLimiter(1, 60, config=closed_cfg).ahit("k")
+        assert raised.value.code == flux._ffi.STORAGE
         return opened
 
-    result = asyncio.run(main())
-    assert result.allowed and result.source == "fail_open"
+    results = asyncio.run(main())
+    assert len(results) == 13
+    assert all(r.allowed and r.source == "fail_open" for r in results)
+    # The same store's sync path is held back by the same interval.
+    assert limiter.hit("k").source == "fail_open"
     # Said by the store's own thread, through the library's log callback.
     said = [r for r in caplog.records if r.name == "flux"]
-    assert len(said) == 1 and said[0].getMessage().startswith(f"Redis at {dead_redis_url} failed")
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].getMessage().startswith(f"Redis at {dead_redis_url} failed: Redis is unreachable: ")
     assert said[0].threadName != threading.current_thread().name
 
 
