@@ -103,7 +103,7 @@ impl RedisServer {
     /// Starts with the arguments `args` gives for a port chosen here (which
     /// they must make the server listen on): TLS, where `--port 0` closes
     /// the plain port and `--tls-port` opens this one.
-    pub fn start_tls(args: impl Fn(u16) -> Vec<String>) -> Self {
+    pub fn start_with_port(args: impl Fn(u16) -> Vec<String>) -> Self {
         Self::launch(None, args)
     }
 
@@ -275,29 +275,44 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, |port| vec!["--port".to_owned(), port.to_string()], &[])
+    }
+
+    /// A cluster of nodes started with `args` for their port (see
+    /// [`RedisServer::start_with_port`]), made one by `redis-cli --cluster create`
+    /// with `cli_args` (`--tls` and its certificates for TLS nodes).
+    pub fn start_with(n: usize, args: impl Fn(u16) -> Vec<String>, cli_args: &[&str]) -> Self {
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
                 // The cluster bus listens on the port + 10000: a node that
                 // cannot bind it exits, and is started on another port.
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                RedisServer::start_with_port(|port| {
+                    let mut node = args(port);
+                    node.extend(
+                        [
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-node-timeout",
+                            "5000",
+                        ]
+                        .map(str::to_owned),
+                    );
+                    node
+                })
             })
             .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let mut args = vec!["--cluster", "create"];
-        args.extend(addrs.iter().map(String::as_str));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addrs.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
         let out = Command::new("redis-cli")
-            .args(&args)
+            .args(cli_args)
+            .args(&create)
             .output()
             .expect("redis-cli");
         assert!(
