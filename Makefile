@@ -81,6 +81,7 @@ header-check: $(CBINDGEN)
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 FFI_LIB_DIR := $(TARGET_DIR)/debug
 C_EXAMPLE := examples/c/build/decide
+C_ERRORS := examples/c/build/errors
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -Wpedantic -g
 
 ffi-lib:
@@ -90,16 +91,21 @@ ffi-lib:
 	@soname=$$(readelf -d $(FFI_LIB_DIR)/libflux_ffi.so | sed -n 's/.*Library soname: \[\(.*\)\]$$/\1/p'); \
 	test -n "$$soname" && ln -sf libflux_ffi.so $(FFI_LIB_DIR)/$$soname
 
-$(C_EXAMPLE): examples/c/decide.c $(HEADER) ffi-lib
+examples/c/build/%: examples/c/%.c $(HEADER) ffi-lib
 	@mkdir -p $(@D)
 	$(CC) $(C_FLAGS) -Iinclude $< -o $@ -L$(FFI_LIB_DIR) -lflux_ffi -Wl,-rpath,$(FFI_LIB_DIR)
 
-## test-c: the header matches the sources; the C example (examples/c) builds against it with
-## -Werror, runs, and runs again under valgrind, which fails on any leak or memory error
-test-c: header-check $(C_EXAMPLE) example-rust
+VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	--error-exitcode=1 --suppressions=examples/c/threads.supp
+
+## test-c: the header matches the sources; the C examples (examples/c: decide.c, and errors.c,
+## which drives the error paths and checks each code and message) build against it with
+## -Werror, run, and run again under valgrind, which fails on any leak or memory error
+test-c: header-check $(C_EXAMPLE) $(C_ERRORS) example-rust
 	$(C_EXAMPLE)
-	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-		--error-exitcode=1 $(C_EXAMPLE)
+	$(VALGRIND) $(C_EXAMPLE)
+	$(C_ERRORS)
+	$(VALGRIND) $(C_ERRORS)
 
 ## example-rust: the same 12 decisions through the Rust crates (examples/rust)
 example-rust:
