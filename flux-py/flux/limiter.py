@@ -314,7 +314,10 @@ class RateLimiter:
         elif cls is not bytes:
             key = _key_bytes(key)
         if cost != 1:
-            cost = self._cost(cost)
+            # Checked here, not in the batch, whose errors cannot carry the
+            # library's message: a cost the limit never admits is the
+            # caller's mistake, and its message says what is allowed.
+            cost = self.check_cost(cost)
         return await self._store.submit(
             self._ptr, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )

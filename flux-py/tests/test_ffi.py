@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import weakref
 
 import pytest
 
@@ -30,18 +32,54 @@ def test_the_library_message_reaches_the_exception():
     assert ffi.last_error() == str(caught.value)
 
 
-def test_handles_are_freed_once():
+@pytest.fixture
+def freed(monkeypatch):
+    """The addresses ``flux_config_free`` is called with, in order."""
+    calls = []
+    free = ffi.Config._free
+
+    def recording(ptr):
+        calls.append(ctypes.cast(ptr, ctypes.c_void_p).value)
+        free(ptr)
+
+    monkeypatch.setattr(ffi.Config, "_free", staticmethod(recording))
+    return calls
+
+
+def address(handle) -> int:
+    return ctypes.cast(handle.ptr, ctypes.c_void_p).value
+
+
+def test_handles_are_freed_once(freed):
     config = ffi.Config.default()
+    first = address(config)
     config.close()
     config.close()  # a second close does nothing
-    assert config.closed
-    with pytest.raises(FluxError, match="closed"):
+    assert config.closed and freed == [first]
+    with pytest.raises(FluxError) as raised:
         config.to_json()
+    assert str(raised.value) == "this Config was closed"
     with ffi.Config.default() as config:
         assert '"storage":"memory"' in config.to_json()
-    assert config.closed
-    ffi.Config.default()  # dropped: freed by the garbage collector
-    gc.collect()
+        second = address(config)
+    assert config.closed and freed == [first, second]
+
+
+def test_a_handle_only_the_garbage_collector_reaches_is_freed_by_it(freed):
+    gc.disable()
+    try:
+        config = ffi.Config.default()
+        at = address(config)
+        cycle = [config]
+        cycle.append(cycle)  # unreachable once dropped, but not by reference counts
+        collected = weakref.ref(config)
+        del config, cycle
+        assert collected() is not None and freed == []
+        gc.collect()
+        assert collected() is None
+        assert freed == [at]
+    finally:
+        gc.enable()
 
 
 def test_json_larger_than_the_first_buffer():

@@ -275,5 +275,12 @@ fn every_key_written_has_a_ttl_and_clear_prefix_removes_exactly_the_prefix() {
     assert_eq!(store.clear_prefix("ttl*:").unwrap(), written.len() as u64);
     assert_eq!(server.cli(&["DBSIZE"]), "2");
     assert_eq!(server.cli(&["GET", "ttlX:looks-alike"]), "kept");
-    assert!(store.clear_prefix("").is_err());
+    let err = store.clear_prefix("").unwrap_err();
+    assert!(!err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("clear_prefix needs a prefix: an empty one would clear the whole database"),
+        "{err}"
+    );
+    assert_eq!(server.cli(&["DBSIZE"]), "2");
 }
