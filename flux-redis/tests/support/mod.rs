@@ -516,3 +516,23 @@ impl log::Log for Capture {
 
     fn flush(&self) {}
 }
+
+/// `flux_redis::open` of the configuration `toml` gives for a metrics port,
+/// serving `/metrics` on a free port: when something takes the port between
+/// finding it free and the server binding it (the library then warns and
+/// serves nothing), it is tried again on another. Returns the backend and
+/// its port.
+pub fn open_serving_metrics(toml: impl Fn(u16) -> String) -> (flux_redis::Opened, u16) {
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        let config = flux_core::config::Config::from_toml_str(&toml(port), None)
+            .expect("a valid configuration");
+        let opened = flux_redis::open(&config).expect("open");
+        match flux_redis::analytics::metrics_address() {
+            Some(address) if address.port() == port => return (opened, port),
+            Some(address) => panic!("a metrics server was already running on {address}"),
+            None => {} // the port was taken meanwhile
+        }
+    }
+    panic!("no free port for the metrics server in {ATTEMPTS} attempts");
+}
