@@ -22,10 +22,12 @@ def test_ahit_decides_like_hit(config):
     async def main():
         return [await limiter.ahit("k") for _ in range(3)]
 
+    started = time.monotonic()
     results = asyncio.run(main())
+    took = time.monotonic() - started
     assert [r.allowed for r in results] == [True, True, False]
     assert [r.remaining for r in results] == [1, 0, 0]
-    assert 29.9 < results[2].retry_after <= 30
+    assert 30 - took <= results[2].retry_after <= 30
 
 
 def test_concurrent_ahit_calls_share_a_few_batches(redis_config, monkeypatch):
@@ -66,19 +68,20 @@ def test_event_loop_keeps_ticking_while_redis_stalls(redis_server, redis_config)
         stall = threading.Thread(target=redis_server.command, args=("DEBUG", "SLEEP", "0.5"))
         stall.start()
         await asyncio.sleep(0.05)  # DEBUG SLEEP is running now
-        started = time.monotonic()
+        started, ticks_before = time.monotonic(), ticks
         result = await limiter.ahit("k")
-        waited = time.monotonic() - started
+        waited, ticked = time.monotonic() - started, ticks - ticks_before
         stop.set()
         await task
         stall.join()
-        return result, waited, ticks
+        return result, waited, ticked
 
-    result, waited, ticks = asyncio.run(main())
+    result, waited, ticked = asyncio.run(main())
     assert result.allowed and result.source == "storage"
     assert waited > 0.3, "the decision did wait for the stalled Redis"
-    # About 5 ticks happen before the decision; a blocked loop would add none.
-    assert ticks >= 15, f"the loop ticked only {ticks} times in {waited:.2f}s"
+    # A blocked loop ticks not once while it waits; a free one every 10 ms
+    # or so (3 asks only for a tick per 100 ms of a loaded machine).
+    assert ticked >= 3, f"the loop ticked only {ticked} times in {waited:.2f}s"
 
 
 def test_cancelled_ahit_leaves_the_others_alone(redis_config):
