@@ -359,6 +359,36 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_quantity_is_what_the_math_can_reach() {
+        // A shaping leaky bucket of 3 per second, burst 4, max_wait 2 s:
+        // unit 1_000_000, rate 3. A level and a call of the whole burst
+        // (2 * 4 units), the queue max_wait admits (2 s drained at 3 per µs)
+        // and one µs more of drain.
+        let q = QuotaSpec::new(Policy::LeakyBucket, 3, 1.0)
+            .burst(4)
+            .max_wait(2.0)
+            .build()
+            .unwrap();
+        assert_eq!(
+            q.largest_quantity(),
+            Some(2 * 4 * 1_000_000 + 2_000_000 * 3 + 3)
+        );
+        // A window's estimate: prev, curr and cost, each up to requests, times period.
+        let q = QuotaSpec::new(Policy::SlidingWindow, 7, 2.0)
+            .build()
+            .unwrap();
+        assert_eq!(q.largest_quantity(), Some(3 * 7 * 2_000_000));
+    }
+
+    #[test]
+    fn counts_stop_below_two_to_the_53rd() {
+        assert_eq!(MAX_EXACT, 9_007_199_254_740_991);
+        assert!(crate::parse_rates("9007199254740991/second").is_ok());
+        let err = crate::parse_rates("9007199254740992/second").unwrap_err();
+        assert!(err.to_string().contains("is too large"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_parameter() {
         let e = QuotaSpec::new(Policy::Gcra, 0, 1.0).build().unwrap_err();
         assert!(e.to_string().starts_with("requests"));
