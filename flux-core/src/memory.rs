@@ -303,18 +303,17 @@ mod tests {
         let store = MemoryStore::with_clock(Arc::new(clock.clone()));
         // Keys with no common tag, in as many shards as there are keys.
         let mut keys: Vec<String> = Vec::new();
-        for i in 0.. {
+        for i in 0..10_000 {
             let key = format!("k{i}");
-            if keys
-                .iter()
-                .all(|k| store.shard_of(k) != store.shard_of(&key))
+            if keys.len() < 3
+                && keys
+                    .iter()
+                    .all(|k| store.shard_of(k) != store.shard_of(&key))
             {
                 keys.push(key);
             }
-            if keys.len() == 3 {
-                break;
-            }
         }
+        assert_eq!(keys.len(), 3, "10,000 keys in fewer than 3 shards");
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let quotas: Vec<Quota> = [(2, 1.0), (3, 60.0), (4, 3600.0)]
             .iter()
