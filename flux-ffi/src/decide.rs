@@ -90,7 +90,16 @@ pub extern "C" fn flux_limiter_decide_endpoint(
     out: *mut flux_decision,
 ) -> flux_result {
     let decide = flux_op::Decide as u32;
-    flux_limiter_apply(limiter, decide, endpoint, endpoint_len, key, key_len, cost, out)
+    flux_limiter_apply(
+        limiter,
+        decide,
+        endpoint,
+        endpoint_len,
+        key,
+        key_len,
+        cost,
+        out,
+    )
 }
 
 /// What `flux_limiter_apply` does.

@@ -29,8 +29,30 @@ from flux.limiter import store_of
 
 
 @pytest.fixture(scope="session")
-def analytics_port() -> int:
-    return free_port()
+def analytics_port():
+    """The port of this process's metrics server, started here for the
+    session by a limiter of its own.
+
+    On a port found free, which another process may take before the library
+    binds it (the library then warns and serves nothing): the server must
+    answer there with this limiter's endpoint, else another port is tried.
+    A metrics server this process started earlier, on another port, would
+    fail this fixture rather than go unnoticed."""
+    for attempt in range(20):
+        port = free_port()
+        cfg = FluxConfig(key_prefix=f"analytics-port-{attempt}:", analytics_enabled=True, analytics_port=port)
+        keeper = RateLimiter(1, 60, config=cfg, scope="analytics-port")
+        keeper.hit("k")
+        try:
+            serving = "analytics-port" in json.loads(get(port, "/metrics.json")[2])["endpoints"]
+        except (OSError, ValueError, KeyError):
+            serving = False
+        if serving:
+            yield port
+            keeper.close()
+            return
+        keeper.close()
+    pytest.fail("the metrics server did not start on any of 20 free ports")
 
 
 @pytest.fixture
@@ -238,8 +260,9 @@ def test_monitor_reads_host_and_port_from_the_configuration(memory_analytics, an
     assert endpoint[:40] in done.stdout
 
 
-def test_monitor_says_what_to_do_when_nothing_listens(tmp_path):
-    port = free_port()
+def test_monitor_says_what_to_do_when_nothing_listens(tmp_path, dead_redis_url):
+    # A port held bound and never listening (the fixture's): nothing answers there.
+    port = int(dead_redis_url.rsplit(":", 1)[1].split("/")[0])
     done = monitor("--once", "--port", str(port), cwd=tmp_path)
     assert done.returncode == 1
     assert done.stdout == ""

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flux_core::analytics::{Analytics, Event, Outcome, MAX_SERIES_PER_LIMITER, OVERFLOW_ENDPOINT};
 use flux_core::config::{AnalyticsConfig, Config};
 use flux_core::{
-    apply_batch, Backend, BatchRequest, Decision, LimitSpec, Limiter, Op, Policy, QuotaSpec, Source,
+    apply_batch, Backend, BatchRequest, Decision, LimitSpec, Limiter, LimiterError, Op, Policy,
+    QuotaSpec, Source,
 };
 use flux_redis::analytics::{totals_key, Flusher};
 use flux_redis::RedisConfig;
@@ -96,7 +97,12 @@ fn every_decision_is_counted_by_endpoint_and_outcome() {
     assert_eq!(allowed, [true, true, true, false, false]);
     assert!(login.decide(b"10.0.0.2", 1).unwrap().allowed);
     // A call that gets no decision is not counted.
-    assert!(login.decide(b"10.0.0.3", 100).is_err());
+    let err = login.decide(b"10.0.0.3", 100).unwrap_err();
+    assert!(matches!(err, LimiterError::Cost(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cost 100 can never be admitted: the limit holds at most 3 at once"
+    );
     // Each decision of a batch counts.
     let request = |identity: &'static [u8]| BatchRequest {
         limiter: &api,
