@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import django_urls
 import pytest
 from django.http import HttpResponse
 from django.test import Client
@@ -16,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from flask import Flask
 
-import django_urls
 import flux._ffi as ffi
 import flux.exceptions
 from flux import rate_limit

@@ -21,14 +21,12 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, redis_command
+from conftest import redis_command, start_redis
 
 import flux._ffi as ffi
 from flux import RateLimiter
 from flux.config import FluxConfig
 from flux.exceptions import ConnectionError, PoolExhaustedError
-
-from conftest import redis_command, start_redis
 
 
 class Server:
