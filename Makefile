@@ -100,7 +100,7 @@ examples/c/build/%: examples/c/%.c $(HEADER) ffi-lib
 	$(CC) $(C_FLAGS) -Iinclude $< -o $@ -L$(FFI_LIB_DIR) -lflux_ffi -Wl,-rpath,$(FFI_LIB_DIR)
 
 VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-	--error-exitcode=1 --suppressions=examples/c/threads.supp
+	--error-exitcode=1
 
 ## test-c: the header matches the sources; the C examples (examples/c: decide.c, and errors.c,
 ## which drives the error paths and checks each code and message) build against it with
