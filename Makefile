@@ -154,10 +154,11 @@ test-install: deps lib
 	CC="$(CC)" CXX="$(CXX)" MAKE="$(MAKE)" BUILD_DIR=$(RELEASE_DIR) flux-ffi/install/test-install.sh
 
 ## bench: the benches (not part of `make test`: speed is measured, never asserted): flux-core's
-## policies, memory store and local deny cache; Redis's own time per script against a minimal
-## script doing the same reads and writes (instructions per call too, under callgrind, when
-## valgrind is installed); round trips and batches; analytics off against on; the deny cache
-## against Redis from four processes
+## policies, memory store and local deny cache, and a limit of two quotas against one; Redis's
+## own time per script against a minimal script doing the same reads and writes (instructions
+## per call too, under callgrind, when valgrind is installed); round trips and batches, and a
+## limit of two quotas against one, one call at a time and in batches; analytics off against
+## on; the deny cache against Redis from four processes
 bench: bench-py bench-deny-cache
 	$(CARGO) bench -p flux-core --bench core
 	$(CARGO) bench -p flux-core --bench local_cache
