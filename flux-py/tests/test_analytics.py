@@ -195,7 +195,7 @@ def test_with_redis_totals_and_events_reach_redis(redis_analytics, redis_server,
     fields = {"key": key, "ep": endpoint, "p": "gcra", "mr": 3, "mp": 60, "mb": 3}
     assert events == [
         {"ts": event["ts"], **fields, "d": allowed, "u": used}
-        for event, allowed, used in zip(events, [1, 1, 1, 0, 0], [1, 2, 3, 3, 3])
+        for event, allowed, used in zip(events, [1, 1, 1, 0, 0], [1, 2, 3, 3, 3], strict=True)
     ]
 
 
@@ -323,13 +323,13 @@ def stream_events(redis_server, stream: str) -> list[dict]:
     entries, _ = parse_resp(redis_server.command("XRANGE", stream, "-", "+"))
     events = []
     for _id, flat in entries:
-        entry = dict(zip(flat[::2], flat[1::2]))
+        entry = dict(zip(flat[::2], flat[1::2], strict=True))
         assert sorted(entry) == ["events", "n", "v"] and entry["v"] == "1", entry
         rows = json.loads(entry["events"])
         assert len(rows) == int(entry["n"]), entry
         for row in rows:
             assert len(row) == len(EVENT_FIELDS), row
-            events.append(dict(zip(EVENT_FIELDS, row)))
+            events.append(dict(zip(EVENT_FIELDS, row, strict=True)))
     return events
 
 
