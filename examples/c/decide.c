@@ -6,7 +6,8 @@
  * store counted (the same text as the /metrics page). Then decides once more
  * without blocking (the answer comes to
  * a callback on a thread of Flux), and shows how an error reads (a limit of 0
- * requests).
+ * requests). Last, a limiter of two rates at once ("5/minute;3/hour"): its
+ * quotas, the one that refuses, a refund and a reset.
  *
  * Doubles as a test: exits non-zero when the library answers otherwise, and
  * `make test` runs it under valgrind to check that nothing leaks.
@@ -116,6 +117,75 @@ static int bad_params_are_refused(const flux_store *store, const flux_config *co
     return 0;
 }
 
+/* A limiter of several rates admits a call only when every quota does, and
+ * reports the quota closest to refusing: here the hour's 3 bind first. */
+static int several_rates(const flux_store *store, const flux_config *config) {
+    flux_limit_params params;
+    memset(&params, 0, sizeof params);
+    params.set = FLUX_PARAM_RATE;
+    params.rate = "5/minute;3/hour";
+    flux_limiter *limiter = NULL;
+    flux_result result = flux_limiter_new(store, config, "two-rates", NULL, &params, &limiter);
+    if (result != FLUX_RESULT_OK) {
+        return report("flux_limiter_new (two rates)", result);
+    }
+    int status = 1;
+    flux_quota_info quotas[8];
+    size_t count = 0;
+    if ((result = flux_limiter_quotas(limiter, quotas, 8, &count)) != FLUX_RESULT_OK) {
+        report("flux_limiter_quotas", result);
+        goto done;
+    }
+    for (size_t i = 0; i < count; i++) {
+        printf("quota %zu: %llu per %.0fs\n", i, (unsigned long long)quotas[i].requests,
+               quotas[i].period);
+    }
+    static const uint8_t user[] = "user-7";
+    const size_t user_len = sizeof user - 1;
+    flux_decision decision;
+    int allowed = 0;
+    for (int call = 1; call <= 4; call++) {
+        if ((result = flux_limiter_decide(limiter, user, user_len, 1, &decision)) !=
+            FLUX_RESULT_OK) {
+            report("flux_limiter_decide (two rates)", result);
+            goto done;
+        }
+        allowed += decision.allowed;
+    }
+    printf("two rates: %d of 4 allowed, the last refused by quota %u\n", allowed,
+           (unsigned)decision.quota);
+    if (count != 2 || allowed != 3 || decision.allowed || decision.quota != 1) {
+        fprintf(stderr, "expected 2 quotas, 3 of 4 calls allowed, the hour (quota 1) refusing\n");
+        goto done;
+    }
+    /* A refund gives the call back to every quota: the next call is admitted,
+     * as the hour's last. */
+    if ((result = flux_limiter_apply(limiter, FLUX_OP_REFUND, NULL, 0, user, user_len, 1,
+                                     &decision)) != FLUX_RESULT_OK) {
+        report("flux_limiter_apply (refund)", result);
+        goto done;
+    }
+    if (!decision.allowed || decision.remaining != 0 || decision.quota != 1) {
+        fprintf(stderr, "expected a refund to admit the next call as the hour's last\n");
+        goto done;
+    }
+    uint64_t removed = 0;
+    if ((result = flux_limiter_reset(limiter, NULL, 0, user, user_len, &removed)) !=
+        FLUX_RESULT_OK) {
+        report("flux_limiter_reset", result);
+        goto done;
+    }
+    printf("refund: the next call is admitted; reset: %llu keys forgotten\n",
+           (unsigned long long)removed);
+    status = removed == 2 ? 0 : 1;
+    if (status != 0) {
+        fprintf(stderr, "expected a reset to forget one key per quota\n");
+    }
+done:
+    flux_limiter_free(limiter);
+    return status;
+}
+
 int main(void) {
     int status = 1;
     flux_config *config = NULL;
@@ -193,7 +263,10 @@ int main(void) {
         goto done;
     }
 
-    status = bad_params_are_refused(store, config);
+    if (bad_params_are_refused(store, config) != 0) {
+        goto done;
+    }
+    status = several_rates(store, config);
 
 done:
     /* Freeing the last handle of the store waits for its pending callbacks. */
