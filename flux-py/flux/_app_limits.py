@@ -25,7 +25,7 @@ wherever that name is used, decorators included.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._guard import Guard, LimitChoice, split_limit
@@ -113,7 +113,7 @@ class AppLimits:
         prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self.prefixes = tuple(prefixes)
 
-    def _rule(self, guard, pattern: str, what: str, value: Any) -> Guard:
+    def _rule(self, guard: Callable[..., Guard], pattern: str, what: str, value: Any) -> Guard:
         base = f"http:{pattern}"
         if callable(value):
             return guard(base, what, rate=value)

@@ -30,6 +30,7 @@ from ._app_limits import AppLimits
 from ._guard import Guard
 from .decorators import is_exempt
 from .exceptions import ConfigError, RateLimitExceeded
+from .frameworks import RequestReader
 from .frameworks import asgi as scope_adapter
 from .frameworks.asgi import ASGIApp, Message, Receive, Scope, Send
 from .headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
@@ -197,7 +198,7 @@ def _with_headers(send: Send, result: RateLimitResult, frame: _stack.Frame | Non
     return send_with_headers
 
 
-def _connection(scope: Scope) -> tuple[Any, Any]:
+def _connection(scope: Scope) -> tuple[RequestReader, Any]:
     """The adapter and request object the callables get: Starlette's (see
     :func:`flux.frameworks.starlette.connection`) when Starlette is
     imported, else the scope itself."""
