@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._guard import Guard, LimitChoice, split_limit
+from ._guard import Guard, LimitArgs, LimitChoice, split_limit
 from .config import FluxConfig, get_config
 from .exceptions import ConfigError, FluxError
 
@@ -87,7 +87,7 @@ class AppLimits:
             for k in ("key", "cost", "methods", "exempt_when", "on_breach", "headers")
             if k in settings
         }
-        fixed = {"shadow": settings.get("shadow")}
+        fixed: LimitArgs = {"shadow": settings.get("shadow")}
 
         def guard(base: str, what: str, **limit: Any) -> Guard:
             choice = LimitChoice(cfg, fixed=fixed, base=base, where=what, **limit)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from .config import FluxConfig, native
+from .config import FluxConfig, RateLimitPolicy, native
 from .exceptions import FluxError, LimitError, RateLimitExceeded
 from .keys import client_key
 from .limiter import RateLimiter, RateLimitResult, _cost, limit_params
@@ -37,6 +37,29 @@ GLOBAL_KEY = b"global"
 #: oldest limiter is let go (its state stays in the store, so a limiter made
 #: again for the same answer counts on).
 MAX_CHOICES = 256
+
+
+class LimitArgs(TypedDict, total=False):
+    """The arguments of a limit besides its rate or name (see :func:`limit_params`)."""
+
+    requests: int | None
+    period: float | None
+    burst: int | None
+    policy: RateLimitPolicy | str | None
+    max_wait: float | None
+    shadow: bool | None
+
+
+class GuardOptions(TypedDict, total=False):
+    """The arguments of a :class:`Guard` besides its limit."""
+
+    key: Callable[..., Any] | str | bytes | None
+    cost: int
+    methods: Iterable[str] | None
+    exempt_when: Callable[[Any], bool] | None
+    deduct_when: Callable[[Any], bool] | None
+    on_breach: Callable[[Any, Any], Any] | None
+    headers: bool
 
 
 def split_limit(cfg: FluxConfig, value: Any) -> tuple[str | None, Any]:
@@ -70,7 +93,7 @@ class LimitChoice:
         *,
         name: Any = None,
         rate: Any = None,
-        fixed: dict[str, Any] | None = None,
+        fixed: LimitArgs | None = None,
         base: str | None = None,
         scope: str | None = None,
         where: str = "rate_limit",
@@ -78,7 +101,7 @@ class LimitChoice:
         self.cfg = cfg
         self.base = base
         self.where = where
-        self.fixed = fixed or {}
+        self.fixed: LimitArgs = fixed or {}
         choose = name if _is_function(name) else rate if _is_function(rate) else None
         if choose is not None and name is not None and rate is not None:
             raise LimitError(
