@@ -31,11 +31,14 @@ deps:
 	fi
 	@redis-server --version
 
-## lint: rustfmt and clippy on the crates; ruff on the Python package and its tests
+## lint: rustfmt and clippy on the crates; ruff on the Python package and its tests; mypy
+## --strict on the package (flux-py/pyproject.toml's [tool.mypy]), against the frameworks
+## flux-py/requirements-test.txt installs, whose own type information it reads
 lint: $(VENV)/.test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd flux-py && $(abspath $(PY)) -m ruff check flux tests
+	cd flux-py && $(abspath $(PY)) -m mypy
 
 test-rust:
 	$(CARGO) test --workspace

@@ -25,10 +25,10 @@ wherever that name is used, decorators included.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._guard import Guard, LimitChoice, split_limit
+from ._guard import Guard, LimitArgs, LimitChoice, split_limit
 from .config import FluxConfig, get_config
 from .exceptions import ConfigError, FluxError
 
@@ -87,7 +87,7 @@ class AppLimits:
             for k in ("key", "cost", "methods", "exempt_when", "on_breach", "headers")
             if k in settings
         }
-        fixed = {"shadow": settings.get("shadow")}
+        fixed: LimitArgs = {"shadow": settings.get("shadow")}
 
         def guard(base: str, what: str, **limit: Any) -> Guard:
             choice = LimitChoice(cfg, fixed=fixed, base=base, where=what, **limit)
@@ -113,7 +113,7 @@ class AppLimits:
         prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self.prefixes = tuple(prefixes)
 
-    def _rule(self, guard, pattern: str, what: str, value: Any) -> Guard:
+    def _rule(self, guard: Callable[..., Guard], pattern: str, what: str, value: Any) -> Guard:
         base = f"http:{pattern}"
         if callable(value):
             return guard(base, what, rate=value)

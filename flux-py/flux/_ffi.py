@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -33,6 +34,10 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr
 
 from .exceptions import ConfigError, ConnectionError, FluxError, LimitError, PoolExhaustedError
 
@@ -79,6 +84,7 @@ def _check_version() -> str:
     read.argtypes = []
     found = (read() or b"").decode("utf-8", "replace")
     want = _numbers(EXPECTED_VERSION)
+    assert want is not None, "EXPECTED_VERSION is a release number"
     series = want[:2] if want[0] == 0 else want[:1]
     have = _numbers(found)
     if have is None or have[: len(series)] != series or have < want:
@@ -143,7 +149,12 @@ def error_for(code: int, message: str | None = None) -> FluxError:
     return exc
 
 
-def _check(result: int, func, args):
+# What ctypes hands an ``errcheck``: the call's result as its ``restype``
+# converts it (an int, bytes or None), the function, and the call's arguments.
+_ErrCheck = Callable[[Any, "CFuncPtr", tuple[Any, ...]], Any]
+
+
+def _check(result: int, func: CFuncPtr, args: tuple[Any, ...]) -> int:
     if result != OK:
         raise error_for(result)
     return result
@@ -171,6 +182,15 @@ class flux_limiter(_Opaque):
 ConfigPtr = POINTER(flux_config)
 StorePtr = POINTER(flux_store)
 LimiterPtr = POINTER(flux_limiter)
+
+# The handle classes below subclass these pointer types; mypy needs them
+# spelled as classes.
+if TYPE_CHECKING:
+    _ConfigBase = ctypes._Pointer[flux_config]
+    _StoreBase = ctypes._Pointer[flux_store]
+    _LimiterBase = ctypes._Pointer[flux_limiter]
+else:
+    _ConfigBase, _StoreBase, _LimiterBase = ConfigPtr, StorePtr, LimiterPtr
 
 PARAM_POLICY = 1
 PARAM_REQUESTS = 2
@@ -251,9 +271,15 @@ flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 # --- symbols -----------------------------------------------------------------
 
 
-def _declare(lib, name: str, restype, argtypes, errcheck=_check):
+def _declare(
+    lib: ctypes.CDLL,
+    name: str,
+    restype: type[ctypes._CDataType] | None,
+    argtypes: list[type[ctypes._CDataType]],
+    errcheck: _ErrCheck | None = _check,
+) -> CFuncPtr:
     try:
-        func = getattr(lib, name)
+        func: CFuncPtr = getattr(lib, name)
     except AttributeError:
         raise FluxError(
             f"the Flux library {LIB_PATH} (version {LIB_VERSION}) has no function {name}, "
@@ -267,7 +293,7 @@ def _declare(lib, name: str, restype, argtypes, errcheck=_check):
     return func
 
 
-def _decode_static(result, func, args) -> str:
+def _decode_static(result: bytes | None, func: CFuncPtr, args: tuple[Any, ...]) -> str:
     return result.decode("utf-8") if result else ""
 
 
@@ -377,7 +403,7 @@ flux_limiter_reset = _declare(
 flux_limiter_free = _declare(_lib, "flux_limiter_free", None, [LimiterPtr], None)
 flux_limiter_check_cost = _declare(_lib, "flux_limiter_check_cost", c_uint32, [LimiterPtr, c_uint64])
 
-_DECIDE_ARGS = [LimiterPtr, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)]
+_DECIDE_ARGS: list[type[ctypes._CDataType]] = [LimiterPtr, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)]
 # The decision is the hot path, and an errcheck costs more than the decision
 # itself: ctypes builds the tuple of converted arguments for it on every call
 # (measured: 2.7 µs a call with it, 1.4 µs without). So the decide functions
@@ -387,7 +413,7 @@ _DECIDE_ARGS = [LimiterPtr, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)
 flux_limiter_decide = _declare(_lib, "flux_limiter_decide", c_uint32, _DECIDE_ARGS, None)
 # For the memory store only: keeps the GIL (see above).
 flux_limiter_decide_gil = _declare(_lib_gil, "flux_limiter_decide", c_uint32, _DECIDE_ARGS, None)
-_DECIDE_ENDPOINT_ARGS = [
+_DECIDE_ENDPOINT_ARGS: list[type[ctypes._CDataType]] = [
     LimiterPtr, c_char_p, c_size_t, c_char_p, c_size_t, c_uint64, POINTER(flux_decision)
 ]
 flux_limiter_decide_endpoint = _declare(
@@ -442,7 +468,7 @@ flux_async_shutdown = _declare(_lib, "flux_async_shutdown", c_bool, [c_uint64], 
 # --- helpers -----------------------------------------------------------------
 
 
-def _message(read, *args) -> str:
+def _message(read: CFuncPtr, *args: int) -> str:
     size = read(*args, None, 0)
     if size == 0:
         return ""
@@ -461,9 +487,9 @@ def batch_error(index: int) -> str:
     return _message(flux_batch_error, index)
 
 
-def _names(name_of) -> tuple[str, ...]:
+def _names(name_of: CFuncPtr) -> tuple[str, ...]:
     """The names the library gives the values 0, 1, 2, ... of one of its enums."""
-    names = []
+    names: list[str] = []
     while (name := name_of(len(names))) is not None:
         names.append(name.decode("ascii"))
     return tuple(names)
@@ -476,10 +502,13 @@ SOURCES = _names(flux_source_name)
 
 
 def version() -> str:
-    return flux_version()
+    found: str = flux_version()  # converted by _decode_static
+    return found
 
 
-def _read_text(fill, size: int = 4096) -> str:
+def _read_text(
+    fill: Callable[[ctypes.Array[ctypes.c_char], int, ctypes._CArgObject], int], size: int = 4096
+) -> str:
     """The text a ``(buf, len, written) -> code`` function writes, in a
     buffer grown until it fits."""
     written = c_size_t(0)
@@ -494,7 +523,7 @@ def _read_text(fill, size: int = 4096) -> str:
         size = written.value + 1024
 
 
-def _free_once(handle, free) -> None:
+def _free_once(handle: ctypes._Pointer[Any], free: CFuncPtr) -> None:
     """Frees a handle that is no longer referenced (``__del__``)."""
     if handle:  # NULL when its constructor failed
         try:
@@ -503,7 +532,7 @@ def _free_once(handle, free) -> None:
             pass
 
 
-class Config(ConfigPtr):
+class Config(_ConfigBase):
     """A ``flux_config``, freed when the last reference to it goes."""
 
     _type_ = flux_config
@@ -512,7 +541,7 @@ class Config(ConfigPtr):
         _free_once(self, flux_config_free)
 
     @classmethod
-    def _make(cls, fill) -> Config:
+    def _make(cls, fill: Callable[[ctypes._CArgObject], object]) -> Config:
         handle = cls()
         fill(ctypes.byref(handle))
         return handle
@@ -526,7 +555,7 @@ class Config(ConfigPtr):
         return cls._make(flux_config_discover)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> Config:
+    def from_file(cls, path: str | os.PathLike[str]) -> Config:
         raw = os.fsencode(path)
         return cls._make(lambda out: flux_config_from_file(raw, out))
 
@@ -560,7 +589,7 @@ class Config(ConfigPtr):
         )
 
 
-class Store(StorePtr):
+class Store(_StoreBase):
     """A ``flux_store``, released when the last reference to it goes (its
     limiters keep the native store alive after that)."""
 
@@ -595,7 +624,7 @@ class Store(StorePtr):
         return deleted.value
 
 
-class Limiter(LimiterPtr):
+class Limiter(_LimiterBase):
     """A ``flux_limiter``, released when the last reference to it goes: a
     call that was given it, or a queued async request holding it, keeps it
     alive until done."""

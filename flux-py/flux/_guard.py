@@ -13,12 +13,18 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from .config import FluxConfig, native
+from .config import FluxConfig, RateLimitPolicy, native
 from .exceptions import FluxError, LimitError, RateLimitExceeded
 from .keys import client_key
-from .limiter import RateLimiter, _cost, limit_params
+from .limiter import RateLimiter, RateLimitResult, _cost, limit_params
+
+if TYPE_CHECKING:
+    from .frameworks import Adapter, RequestReader
+
+#: ``(adapter, request, first) -> identity``: see :func:`identity_function`.
+Identify = Callable[["RequestReader | None", Any, Any], Any]
 
 logger = logging.getLogger("flux")
 
@@ -31,6 +37,29 @@ GLOBAL_KEY = b"global"
 #: oldest limiter is let go (its state stays in the store, so a limiter made
 #: again for the same answer counts on).
 MAX_CHOICES = 256
+
+
+class LimitArgs(TypedDict, total=False):
+    """The arguments of a limit besides its rate or name (see :func:`limit_params`)."""
+
+    requests: int | None
+    period: float | None
+    burst: int | None
+    policy: RateLimitPolicy | str | None
+    max_wait: float | None
+    shadow: bool | None
+
+
+class GuardOptions(TypedDict, total=False):
+    """The arguments of a :class:`Guard` besides its limit."""
+
+    key: Callable[..., Any] | str | bytes | None
+    cost: int
+    methods: Iterable[str] | None
+    exempt_when: Callable[[Any], bool] | None
+    deduct_when: Callable[[Any], bool] | None
+    on_breach: Callable[[Any, Any], Any] | None
+    headers: bool
 
 
 def split_limit(cfg: FluxConfig, value: Any) -> tuple[str | None, Any]:
@@ -64,7 +93,7 @@ class LimitChoice:
         *,
         name: Any = None,
         rate: Any = None,
-        fixed: dict[str, Any] | None = None,
+        fixed: LimitArgs | None = None,
         base: str | None = None,
         scope: str | None = None,
         where: str = "rate_limit",
@@ -72,7 +101,7 @@ class LimitChoice:
         self.cfg = cfg
         self.base = base
         self.where = where
-        self.fixed = fixed or {}
+        self.fixed: LimitArgs = fixed or {}
         choose = name if _is_function(name) else rate if _is_function(rate) else None
         if choose is not None and name is not None and rate is not None:
             raise LimitError(
@@ -138,13 +167,13 @@ def _hashable(answer: Any, where: str) -> tuple[str, ...]:
     )
 
 
-def identity_function(key: Any, ipv6_prefix: int) -> Callable[[Any, Any, Any], Any]:
+def identity_function(key: Any, ipv6_prefix: int) -> Identify:
     """``(adapter, request, first) -> identity`` for the ``key`` argument;
     ``first`` is the first positional argument of a call made outside any
     framework. None means the call is not limited."""
     if key is None:
 
-        def by_peer(adapter, request, first):
+        def by_peer(adapter: RequestReader | None, request: Any, first: Any) -> Any:
             if adapter is None:
                 return GLOBAL_KEY
             return client_key(adapter.peer(request), ipv6_prefix)
@@ -160,7 +189,7 @@ def identity_function(key: Any, ipv6_prefix: int) -> Callable[[Any, Any, Any], A
     return lambda adapter, request, first: key()
 
 
-def _takes_an_argument(func: Callable) -> bool:
+def _takes_an_argument(func: Callable[..., Any]) -> bool:
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
@@ -238,7 +267,7 @@ class Guard:
             self.limiter is not None and key is None and self.methods is None and exempt_when is None
         )
 
-    def resolve(self, adapter: Any, request: Any, first: Any) -> tuple[RateLimiter, Any] | None:
+    def resolve(self, adapter: RequestReader | None, request: Any, first: Any) -> tuple[RateLimiter, Any] | None:
         """The limiter and identity a call is decided by, or None when it is
         not limited. The identity may be awaitable (an async ``key``), and
         None once awaited means not limited too."""
@@ -257,14 +286,14 @@ class Guard:
             return None
         return limiter, identity
 
-    def breach(self, adapter: Any, request: Any, first: Any, result: Any) -> Any:
+    def breach(self, adapter: object, request: Any, first: Any, result: RateLimitResult) -> Any:
         """What ``on_breach`` answers a refused call (None: the default; it
         may be awaitable)."""
         if self.on_breach is None:
             return None
         return self.on_breach(request if adapter is not None else first, result)
 
-    def refusal(self, adapter: Any, request: Any, identity: Any, result: Any) -> Any:
+    def refusal(self, adapter: Adapter | None, request: Any, identity: Any, result: RateLimitResult) -> Any:
         """The default answer to a refused call: the framework's 429, or
         :class:`RateLimitExceeded` raised outside a framework and for an
         application that handles it itself."""

@@ -30,7 +30,7 @@ _LEVELS = {
 }
 
 
-def _forward(user_data, level: int, message: bytes) -> None:
+def _forward(user_data: int | None, level: int, message: bytes) -> None:
     # Never raise into the library: a broken handler is logging's business.
     try:
         logger.log(_LEVELS.get(level, logging.WARNING), "%s", message.decode("utf-8", "replace"))

@@ -22,9 +22,25 @@ import logging
 import os
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 from . import _ffi, _log
 from .config import FluxConfig, native, redact_url
+from .exceptions import FluxError
+
+if TYPE_CHECKING:
+    from .limiter import RateLimitResult
+
+# One decision queued for a loop's next batch: the limiter, key, cost and
+# endpoint it is asked of, the type its answer is made as, and the caller's future.
+_Pending = tuple[
+    _ffi.Limiter,
+    bytes,
+    int,
+    "bytes | None",
+    "type[RateLimitResult]",
+    "asyncio.Future[RateLimitResult]",
+]
 
 logger = logging.getLogger("flux")
 
@@ -40,7 +56,7 @@ class Store:
         self.is_memory = self.kind == "memory"
         self.where = _describe(cfg) if not self.is_memory else "memory"
         # Per event loop, the decisions asked for during its current iteration.
-        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple]] = (
+        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Pending]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -51,13 +67,13 @@ class Store:
         limiter: _ffi.Limiter,
         key: bytes,
         cost: int,
-        result_type: type,
+        result_type: type[RateLimitResult],
         endpoint: bytes | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[RateLimitResult]:
         """Queues one decision for this loop iteration's batch; returns its
         future. The queue holds ``limiter`` until the batch is answered."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[RateLimitResult] = loop.create_future()
         pending = self._pending.get(loop)
         if pending is None:
             pending = self._pending[loop] = []
@@ -77,7 +93,7 @@ class Store:
         # the limiters.
         requests = (_ffi.flux_request * n)(
             *[
-                (limiter, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
+                _ffi.flux_request(limiter, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
                 for limiter, key, cost, endpoint, _, _ in items
             ]
         )
@@ -88,7 +104,7 @@ class Store:
             _ffi.flux_decide_batch_async(
                 requests, n, batch.decisions, batch.results, _ON_BATCH_DONE, token
             )
-        except _ffi.FluxError as exc:
+        except FluxError as exc:
             _in_flight.pop(token, None)
             for *_, future in items:
                 if not future.done():
@@ -100,7 +116,12 @@ class _Batch:
 
     __slots__ = ("loop", "items", "requests", "decisions", "results", "messages")
 
-    def __init__(self, loop, items, requests) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[_Pending],
+        requests: ctypes.Array[_ffi.flux_request],
+    ) -> None:
         n = len(items)
         self.loop = loop
         self.items = items
@@ -207,7 +228,7 @@ def _configure_logging(cfg: FluxConfig) -> None:
     fmt = logging.Formatter("%(asctime)s flux %(levelname)s %(message)s")
     have = {getattr(h, "_flux_target", None) for h in logger.handlers}
     if cfg.console_logging and "console" not in have:
-        handler = logging.StreamHandler()
+        handler: logging.Handler = logging.StreamHandler()
         handler._flux_target = "console"  # type: ignore[attr-defined]
         handler.setFormatter(fmt)
         logger.addHandler(handler)

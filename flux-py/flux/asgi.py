@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from . import _stack
 from ._app_limits import AppLimits
+from ._guard import Guard
 from .decorators import is_exempt
 from .exceptions import ConfigError, RateLimitExceeded
+from .frameworks import RequestReader
 from .frameworks import asgi as scope_adapter
+from .frameworks.asgi import ASGIApp, Message, Receive, Scope, Send
 from .headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
 from .keys import client_key
+from .limiter import RateLimitResult
 
 __all__ = ["RateLimitMiddleware"]
 
@@ -51,8 +54,8 @@ class RateLimitMiddleware:
     ``@rate_limit``; ``config``, a ``FluxConfig``.
     """
 
-    def __init__(self, app: Callable, **settings: Any) -> None:
-        inner = app
+    def __init__(self, app: ASGIApp, **settings: Any) -> None:
+        inner: object = app
         for _ in range(100):
             if isinstance(inner, RateLimitMiddleware):
                 raise ConfigError(
@@ -67,11 +70,11 @@ class RateLimitMiddleware:
         self.ipv6_prefix = self.limits.config.ipv6_prefix
         # The app's routes, read at its first request for those marked
         # @flux.exempt; then whether each (method, path) goes to one of them.
-        self._routes: list | None = None
+        self._routes: list[Any] | None = None
         self._exempt: dict[tuple[str, str], bool] | None = None
         self._routes_read = False
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             return await self.app(scope, receive, send)
@@ -84,6 +87,7 @@ class RateLimitMiddleware:
         if guard.plain:
             client = scope.get("client")
             limiter, identity = guard.limiter, client_key(client[0] if client else None, self.ipv6_prefix)
+            assert limiter is not None  # a plain guard has its one limiter
         else:
             adapter, request = _connection(scope)
             subject = guard.resolve(adapter, request, None)
@@ -94,10 +98,10 @@ class RateLimitMiddleware:
                 identity = await identity
                 if identity is None:
                     return await self.app(scope, receive, send)
-        if limiter._remote:  # type: ignore[union-attr]
-            result = await limiter.ahit(identity, None, guard.cost)  # type: ignore[union-attr]
+        if limiter._remote:
+            result = await limiter.ahit(identity, None, guard.cost)
         else:
-            result = limiter.hit(identity, None, guard.cost)  # type: ignore[union-attr]
+            result = limiter.hit(identity, None, guard.cost)
         if not result.allowed:
             return await self._refuse(guard, scope, receive, send, request, identity, result)
         frame = token = None
@@ -113,15 +117,24 @@ class RateLimitMiddleware:
             if token is not None:
                 _stack.current.reset(token)
             if frame is not None and frame.refused:
-                await limiter.arefund(identity, guard.cost)  # type: ignore[union-attr]
+                await limiter.arefund(identity, guard.cost)
 
-    async def _refuse(self, guard, scope, receive, send, request, identity, result) -> None:
+    async def _refuse(
+        self,
+        guard: Guard,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: Any,
+        identity: Any,
+        result: RateLimitResult,
+    ) -> None:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": 1008, "reason": close_reason(result)})
             return
-        response = None
+        response: ASGIApp | None = None
         if guard.on_breach is not None:
             if request is None:
                 request = _connection(scope)[1]
@@ -143,24 +156,25 @@ class RateLimitMiddleware:
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _read_routes(self, scope: dict) -> None:
+    def _read_routes(self, scope: Scope) -> None:
         """Finds the app's routes marked ``@flux.exempt`` (Starlette and FastAPI)."""
         self._routes_read = True
         routes = getattr(getattr(scope.get("app"), "router", None), "routes", None)
         if routes and _any_exempt(routes):
             self._routes, self._exempt = routes, {}
 
-    def _exempted(self, scope: dict) -> bool:
+    def _exempted(self, scope: Scope) -> bool:
         """Whether the route that will answer this request is marked
         ``@flux.exempt``: found as the router finds it, and remembered per
         method and path."""
-        exempt = self._exempt
+        exempt, routes = self._exempt, self._routes
+        assert exempt is not None and routes is not None  # both set by _read_routes
         where = (scope.get("method", "GET"), scope["path"])
-        found = exempt.get(where)  # type: ignore[union-attr]
+        found = exempt.get(where)
         if found is None:
-            if len(exempt) >= _EXEMPT_CACHE_SIZE:  # type: ignore[arg-type]
-                exempt.clear()  # type: ignore[union-attr]
-            found = exempt[where] = is_exempt(_endpoint(self._routes, scope))  # type: ignore[index]
+            if len(exempt) >= _EXEMPT_CACHE_SIZE:
+                exempt.clear()
+            found = exempt[where] = is_exempt(_endpoint(routes, scope))
         return found
 
 
@@ -168,8 +182,8 @@ async def _settled(answer: Any) -> Any:
     return await answer if hasattr(answer, "__await__") else answer
 
 
-def _with_headers(send: Callable, result: Any, frame: _stack.Frame | None) -> Callable:
-    async def send_with_headers(message: dict) -> None:
+def _with_headers(send: Send, result: RateLimitResult, frame: _stack.Frame | None) -> Send:
+    async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start" and not (
             frame is not None and (frame.refused or _stack.keeps_inner(frame, result.remaining))
         ):
@@ -184,7 +198,7 @@ def _with_headers(send: Callable, result: Any, frame: _stack.Frame | None) -> Ca
     return send_with_headers
 
 
-def _connection(scope: dict) -> tuple[Any, Any]:
+def _connection(scope: Scope) -> tuple[RequestReader, Any]:
     """The adapter and request object the callables get: Starlette's (see
     :func:`flux.frameworks.starlette.connection`) when Starlette is
     imported, else the scope itself."""
@@ -195,7 +209,7 @@ def _connection(scope: dict) -> tuple[Any, Any]:
     return scope_adapter, scope
 
 
-def _any_exempt(routes: list) -> bool:
+def _any_exempt(routes: list[Any]) -> bool:
     for route in routes:
         if is_exempt(getattr(route, "endpoint", None)):
             return True
@@ -205,7 +219,7 @@ def _any_exempt(routes: list) -> bool:
     return False
 
 
-def _endpoint(routes: list, scope: dict) -> Any:
+def _endpoint(routes: list[Any], scope: Scope) -> Any:
     """The endpoint of the first route that fully matches ``scope``, as
     Starlette's router picks it (into mounted apps' routes)."""
     from starlette.routing import Match

@@ -11,9 +11,13 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import monitor
 from .exceptions import FluxError
+
+if TYPE_CHECKING:
+    from .config import FluxConfig
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -57,7 +61,7 @@ def _clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reset_key(cfg, key: str, limit: str | None) -> int:
+def _reset_key(cfg: FluxConfig, key: str, limit: str | None) -> int:
     """Forgets ``key``'s state under ``limit``, or under every limit the
     configuration defines: ``[rate_limits.NAME]`` and the limits of ``[http]``."""
     from ._app_limits import AppLimits
@@ -141,7 +145,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         commands.print_help()
         return 0
     try:
-        return args.run(args)
+        code: int = args.run(args)  # the subcommand's function, set by parser()
+        return code
     except FluxError as exc:
         print(f"flux: {exc}", file=sys.stderr)
         return 2

@@ -419,7 +419,7 @@ def _load_native(handle: _ffi.Config) -> FluxConfig:
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None) -> FluxConfig:
+def load_config(path: str | os.PathLike[str] | None = None) -> FluxConfig:
     """Loads flux.toml through the Rust schema.
 
     With ``path``, that file; without, the first of ``$FLUX_CONFIG``,

@@ -23,19 +23,25 @@ import inspect
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _stack, frameworks
-from ._guard import GLOBAL_KEY, Guard, LimitChoice
+from ._guard import GLOBAL_KEY, Guard, GuardOptions, LimitArgs, LimitChoice
 from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .keys import remote_address
-from .limiter import Rate, limit_params
+from .limiter import Rate, RateLimiter, RateLimitResult, limit_params
+
+if TYPE_CHECKING:
+    from . import _ffi
+    from .frameworks import Adapter
+
+_View = TypeVar("_View", bound=Callable[..., Any])
 
 __all__ = ["rate_limit", "exempt", "is_exempt", "remote_address", "GLOBAL_KEY"]
 
 
 def rate_limit(
-    view_or_name: str | Callable | None = None,
+    view_or_name: str | Callable[..., Any] | None = None,
     /,
     *,
     name: str | Callable[[Any], Any] | None = None,
@@ -54,7 +60,7 @@ def rate_limit(
     on_breach: Callable[[Any, Any], Any] | None = None,
     headers: bool = True,
     config: FluxConfig | None = None,
-) -> Callable:
+) -> Callable[..., Any]:
     """Limits calls to the decorated function or view.
 
     The limit: ``name`` (or the first argument) picks ``[rate_limits.NAME]``
@@ -87,12 +93,13 @@ def rate_limit(
     if view_or_name is not None:
         if callable(view_or_name) and not isinstance(view_or_name, str):
             # Used bare, as @rate_limit.
-            return rate_limit()(view_or_name)
+            view: Callable[..., Any] = rate_limit()(view_or_name)
+            return view
         if name is not None:
             raise TypeError("rate_limit: give the limit's name once, as the first argument or as name=")
         name = view_or_name
     cfg = config if config is not None else get_config()
-    fixed = {
+    fixed: LimitArgs = {
         "requests": requests,
         "period": period,
         "burst": burst,
@@ -100,7 +107,7 @@ def rate_limit(
         "max_wait": max_wait or None,
         "shadow": shadow,
     }
-    options = {
+    options: GuardOptions = {
         "key": key,
         "cost": cost,
         "methods": methods,
@@ -109,16 +116,16 @@ def rate_limit(
         "on_breach": on_breach,
         "headers": headers,
     }
-    dynamic = callable(name) or callable(rate)
     # Checked now, so that a bad argument fails where the decorator is
     # written; the scope tells each view's limit apart.
-    params = None if dynamic else limit_params(rate=rate, **fixed)
-    if params is not None:
+    params: _ffi.flux_limit_params | None = None
+    if not callable(name) and not callable(rate):
+        params = limit_params(rate=rate, **fixed)
         native(cfg)[1].default_scope(name, params, None)
     # Per view: Django's method_decorator decorates again on every call.
     guards: dict[str, Guard] = {}
 
-    def guard_for(func: Callable) -> Guard:
+    def guard_for(func: Callable[..., Any]) -> Guard:
         base = f"{func.__module__}.{func.__qualname__}"
         below = getattr(func, "_flux_scopes", ())
         if params is None:
@@ -131,6 +138,7 @@ def rate_limit(
                 )
                 guard = guards[scope] = Guard(choice, **options)
             return guard
+        assert not callable(name)  # a limit callable has no params
         scope = native(cfg)[1].default_scope(name, params, base)
         n = 1
         while (scope if n == 1 else f"{scope}#{n}") in below:
@@ -143,7 +151,7 @@ def rate_limit(
             guard = guards[scope] = Guard(choice, **options)
         return guard
 
-    def decorate(func: Callable) -> Callable:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         guard = guard_for(func)
         _stack.inner_limits = True
         scope = guard.limiter.scope if guard.limiter is not None else guard.choice.base
@@ -169,7 +177,7 @@ def rate_limit(
     return decorate
 
 
-def exempt(view: Callable) -> Callable:
+def exempt(view: _View) -> _View:
     """Keeps ``view`` out of the app-wide limits (``flux.asgi``,
     ``flux.flask``, ``flux.django``); its own ``@rate_limit`` still applies.
     On a Django class-based view, decorate the class."""
@@ -185,7 +193,7 @@ def is_exempt(view: Any) -> bool:
     )
 
 
-def _wraps_a_limit(func: Callable) -> bool:
+def _wraps_a_limit(func: object) -> bool:
     """Whether ``func`` is, or wraps (through ``__wrapped__``), a view with a limit."""
     seen = 0
     while func is not None and seen < 100:
@@ -208,14 +216,17 @@ class _Injected:
         self.response = response
 
 
-def _sync_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: bool):
+def _sync_wrapper(
+    func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
+) -> Callable[..., Any]:
     adapter = given  # the framework of the first call that carried a request
-    plain, fixed, cost = guard.plain, guard.limiter, guard.cost
+    # Read only when ``plain``, which a guard is only with its one limiter.
+    plain, fixed, cost = guard.plain, cast(RateLimiter, guard.limiter), guard.cost
     deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
     request_param, response_param = injected.request, injected.response
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal adapter
         found = adapter
         if request_param is not None:
@@ -276,14 +287,17 @@ def _sync_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: b
     return wrapper
 
 
-def _async_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: bool):
+def _async_wrapper(
+    func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
+) -> Callable[..., Any]:
     adapter = given  # the framework of the first call that carried a request
-    plain, fixed, cost = guard.plain, guard.limiter, guard.cost
+    # Read only when ``plain``, which a guard is only with its one limiter.
+    plain, fixed, cost = guard.plain, cast(RateLimiter, guard.limiter), guard.cost
     deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
     request_param, response_param = injected.request, injected.response
 
     @functools.wraps(func)
-    async def wrapper(*args, **kwargs):
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal adapter
         found = adapter
         if request_param is not None:
@@ -355,7 +369,9 @@ def _async_wrapper(func, guard: Guard, injected: _Injected, given: Any, nested: 
     return wrapper
 
 
-def _given_back(frame: _stack.Frame | None, deduct_when: Callable | None, exc: Exception) -> bool:
+def _given_back(
+    frame: _stack.Frame | None, deduct_when: Callable[[Any], bool] | None, exc: Exception
+) -> bool:
     """After the view raised ``exc``: whether the call's charge goes back,
     because a limit inside refused it (which the enclosing limits are then
     told) or ``deduct_when`` does not count it."""
@@ -365,7 +381,14 @@ def _given_back(frame: _stack.Frame | None, deduct_when: Callable | None, exc: E
     return deduct_when is not None and not deduct_when(exc)
 
 
-def _report(adapter, response: Any, result: Any, kwargs: dict, sub: Any, frame: _stack.Frame | None) -> Any:
+def _report(
+    adapter: Adapter,
+    response: Any,
+    result: RateLimitResult,
+    kwargs: dict[str, Any],
+    sub: Any,
+    frame: _stack.Frame | None,
+) -> Any:
     """``response`` with the headers of the limit closest to refusing: ours,
     unless a limit inside set some with no more remaining."""
     if frame is not None and _stack.keeps_inner(frame, result.remaining):

@@ -46,7 +46,7 @@ class RateLimitMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response: Callable) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         if list(getattr(settings, "MIDDLEWARE", ())).count(PATH) > 1:
             raise ConfigError(
                 f"{PATH} is listed twice in MIDDLEWARE: every request would be counted twice. "
@@ -102,7 +102,7 @@ class RateLimitMiddleware:
             return response
         return _reported(guard, response, result, frame)
 
-    def _subject(self, request: HttpRequest, view: Callable) -> tuple[Any, Any, Any] | None:
+    def _subject(self, request: HttpRequest, view: Callable[..., Any]) -> tuple[Any, Any, Any] | None:
         guard = self.limits.guard_for(request.path_info)
         if guard is None or is_exempt(view):
             return None
@@ -111,7 +111,9 @@ class RateLimitMiddleware:
         subject = guard.resolve(adapter, request, None)
         return None if subject is None else (guard, *subject)
 
-    def process_view(self, request: HttpRequest, view: Callable, args: tuple, kwargs: dict) -> Any:
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         subject = self._subject(request, view)
         if subject is None:
             return None
@@ -123,7 +125,9 @@ class RateLimitMiddleware:
         request.__dict__[_STATE] = (guard, limiter, identity, result)
         return None
 
-    async def _aprocess_view(self, request: HttpRequest, view: Callable, args: tuple, kwargs: dict) -> Any:
+    async def _aprocess_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         subject = self._subject(request, view)
         if subject is None:
             return None

@@ -21,18 +21,20 @@ an admitted response carries the rate-limit headers.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import flask
 
 from . import _stack
 from ._app_limits import AppLimits
+from ._guard import Guard
 from .decorators import is_exempt
 from .exceptions import ConfigError
 from .frameworks import flask as adapter
 from .headers import header_items
 from .keys import client_key
+from .limiter import RateLimiter, RateLimitResult
 
 __all__ = ["Flux"]
 
@@ -81,13 +83,14 @@ class _Gate:
             return None
         if guard.plain:
             limiter = guard.limiter
+            assert limiter is not None  # a plain guard has its one limiter
             identity = client_key(request.remote_addr, self.ipv6_prefix)
         else:
             subject = guard.resolve(adapter, request, None)
             if subject is None:
                 return None
             limiter, identity = subject
-        result = limiter.hit(identity, None, guard.cost)  # type: ignore[union-attr]
+        result = limiter.hit(identity, None, guard.cost)
         if not result.allowed:
             answer = guard.breach(adapter, request, None, result)
             return answer if answer is not None else adapter.too_many_requests(result, guard.headers)
@@ -125,5 +128,8 @@ class _Gate:
                 _stack.current.reset(state[5])
 
 
-#: The decision of the request running now, until its teardown.
-_decision: ContextVar[tuple | None] = ContextVar("flux_flask_decision", default=None)
+#: The decision of the request running now, until its teardown: its guard,
+#: limiter, identity and result, and the frame of the limits inside its view
+#: with the token that closes it.
+_Decision = tuple[Guard, RateLimiter, Any, RateLimitResult, "_stack.Frame | None", "Token[_stack.Frame | None] | None"]
+_decision: ContextVar[_Decision | None] = ContextVar("flux_flask_decision", default=None)

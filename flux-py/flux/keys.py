@@ -86,7 +86,7 @@ def _configured_prefix() -> int:
     return get_config().ipv6_prefix
 
 
-def _adapter(request: Any):
+def _adapter(request: Any) -> frameworks.RequestReader:
     adapter = frameworks.adapter_for(request)
     if adapter is None:
         raise TypeError(f"not a Django, Flask or Starlette request: {type(request).__name__}")

@@ -10,7 +10,7 @@ import asyncio
 import ctypes
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from . import _ffi
 from ._store import Store, store_for
@@ -163,7 +163,7 @@ def _rate_text(rate: Any) -> str:
     return text
 
 
-def _whole(name: str, value: Any) -> int:
+def _whole(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -338,7 +338,7 @@ class RateLimiter:
             if store.is_memory
             else _ffi.flux_limiter_decide_endpoint
         )
-        self._result_type = type(
+        self._result_type: type[RateLimitResult] = type(
             "RateLimitResult",
             (RateLimitResult,),
             {"quotas": quotas, "__module__": __name__, **constant_parts(quotas)},
@@ -425,8 +425,9 @@ class RateLimiter:
         handle = self._handle
         if handle is None:
             raise _ffi.closed_error()
+        # Bytes by now: the class checks above do not narrow ``key`` for mypy.
         return await self._store.submit(
-            handle, key, cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
+            handle, cast(bytes, key), cost, self._result_type, _endpoint_bytes(endpoint) if endpoint else None
         )
 
     def peek(self, key: str | bytes, endpoint: str | None = None, cost: int = 1) -> RateLimitResult:
@@ -497,7 +498,7 @@ class RateLimiter:
             raise RateLimitExceeded(key, result.retry_after, result=result)
         return result
 
-    def check_cost(self, cost: Any) -> int:
+    def check_cost(self, cost: object) -> int:
         """Raises ``LimitError`` naming ``cost`` when no call of it can ever be admitted."""
         cost = _cost(cost)
         _ffi.flux_limiter_check_cost(self._live(), cost)
@@ -518,7 +519,7 @@ class RateLimiter:
     def __enter__(self) -> RateLimiter:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

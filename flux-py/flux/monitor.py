@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4444
@@ -47,7 +47,8 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> dict[str, Any]:
     """The document ``/metrics.json`` serves; raises :class:`Unreachable`."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
+            document: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+            return document
     except urllib.error.HTTPError as exc:
         raise Unreachable(f"{url} answered HTTP {exc.code}: is that a Flux metrics server?") from exc
     except (urllib.error.URLError, OSError) as exc:
@@ -120,7 +121,8 @@ def table(title: str, endpoints: Mapping[str, Mapping[str, Any]], unicode: bool 
         lines.append(line(*row))
     if not rows:
         lines.append("(no decisions yet)")
-    totals = [sum(r[i] for r in rows) for i in range(1, 5)]
+    counts = [r[1:] for r in rows]  # each row's numbers, without its name
+    totals = [sum(c[i] for c in counts) for i in range(4)]
     lines.append("-" * (len(header) + BAR_WIDTH))
     lines.append(line("TOTAL", *totals))
     return lines
@@ -155,7 +157,7 @@ def frame(doc: Mapping[str, Any], url: str, unicode: bool = True, now: datetime 
     return "\n".join(lines) + "\n"
 
 
-def _can_draw_blocks(stream) -> bool:
+def _can_draw_blocks(stream: TextIO) -> bool:
     try:
         "█░".encode(stream.encoding or "ascii")
         return True

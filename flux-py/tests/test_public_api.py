@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,8 @@ def test_closed_limiter_refuses_politely(memory_config):
         limiter.hit("k")
     assert type(raised.value) is flux.FluxError
     assert str(raised.value) == "this limiter was closed: it decides nothing more; make a new one"
+
+
+def test_the_installed_package_is_marked_typed():
+    # PEP 561: without the marker, type checkers ignore the package's annotations.
+    assert Path(flux.__file__).with_name("py.typed").is_file()

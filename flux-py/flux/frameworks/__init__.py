@@ -40,8 +40,36 @@ from __future__ import annotations
 
 import importlib
 import sys
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..limiter import RateLimitResult
+
+
+class RequestReader(Protocol):
+    """What every adapter reads from a request, :mod:`.asgi` included."""
+
+    def owns(self, request: Any) -> bool: ...
+    def peer(self, request: Any) -> str | None: ...
+    def method(self, request: Any) -> str: ...
+    def header_values(self, request: Any, name: str) -> list[str]: ...
+
+
+class Adapter(RequestReader, Protocol):
+    """A framework's adapter module, as the module docstring describes it.
+    ``close`` is called only when ``is_websocket`` answered true, which only
+    Starlette's adapter does."""
+
+    def find_request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+    def too_many_requests(self, result: RateLimitResult, headers: bool = True) -> Any: ...
+    def as_response(self, value: Any) -> Any: ...
+    def with_headers(
+        self, response: Any, result: RateLimitResult, replace: bool, kwargs: dict[str, Any], sub: Any
+    ) -> Any: ...
+    def raises_exceeded(self, request: Any) -> bool: ...
+    def is_websocket(self, request: Any) -> bool: ...
+    async def close(self, websocket: Any, result: RateLimitResult) -> None: ...
+
 
 # Order matters only for speed: request objects are found by type, Flask's by
 # its context, which is checked last.
@@ -50,12 +78,12 @@ _FRAMEWORKS = (
     ("django", "flux.frameworks.django"),
     ("flask", "flux.frameworks.flask"),
 )
-_loaded: dict[str, ModuleType] = {}
+_loaded: dict[str, Adapter] = {}
 
 
-def loaded() -> list[ModuleType]:
+def loaded() -> list[Adapter]:
     """The adapters of the frameworks this process has imported."""
-    adapters = []
+    adapters: list[Adapter] = []
     for framework, module in _FRAMEWORKS:
         adapter = _loaded.get(framework)
         if adapter is None:
@@ -66,7 +94,7 @@ def loaded() -> list[ModuleType]:
     return adapters
 
 
-def detect(args: tuple, kwargs: dict) -> tuple[ModuleType | None, Any]:
+def detect(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Adapter | None, Any]:
     """The adapter and request of a view call, from the call itself."""
     for adapter in loaded():
         request = adapter.find_request(args, kwargs)
@@ -75,7 +103,7 @@ def detect(args: tuple, kwargs: dict) -> tuple[ModuleType | None, Any]:
     return None, None
 
 
-def adapter_for(request: Any) -> ModuleType | None:
+def adapter_for(request: Any) -> RequestReader | None:
     for adapter in loaded():
         if adapter.owns(request):
             return adapter

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from ..headers import header_items, too_many_requests_body
 
+if TYPE_CHECKING:
+    from ..limiter import RateLimitResult
 
-def find_request(args: tuple, kwargs: dict) -> HttpRequest | None:
+
+def find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HttpRequest | None:
     # A function view gets (request, ...); a method decorated without
     # method_decorator gets (self, request, ...).
     for arg in args[:2]:
@@ -35,7 +38,7 @@ def header_values(request: HttpRequest, name: str) -> list[str]:
     return [value] if value else []
 
 
-def too_many_requests(result, headers: bool = True) -> JsonResponse:
+def too_many_requests(result: RateLimitResult, headers: bool = True) -> JsonResponse:
     response = JsonResponse(too_many_requests_body(result), status=429)
     if headers:
         for name, value in header_items(result):
@@ -47,7 +50,7 @@ def as_response(value: Any) -> Any:
     return value
 
 
-def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Any) -> Any:
+def with_headers(response: Any, result: RateLimitResult, replace: bool, kwargs: dict[str, Any], sub: Any) -> Any:
     if isinstance(response, HttpResponseBase):
         for name, value in header_items(result):
             response[name] = value

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 
 from ..headers import header_items, too_many_requests_body
 
+if TYPE_CHECKING:
+    from ..limiter import RateLimitResult
 
-def find_request(args: tuple, kwargs: dict) -> Any:
+
+def find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if flask.has_request_context():
-        return flask.request._get_current_object()
+        # Flask types its request proxy as the Request it stands for; the
+        # proxy's own method gives that Request.
+        return flask.request._get_current_object()  # type: ignore[attr-defined]
     return None
 
 
@@ -31,7 +36,7 @@ def header_values(request: flask.Request, name: str) -> list[str]:
     return request.headers.getlist(name)
 
 
-def too_many_requests(result, headers: bool = True) -> flask.Response:
+def too_many_requests(result: RateLimitResult, headers: bool = True) -> flask.Response:
     response = flask.jsonify(too_many_requests_body(result))
     response.status_code = 429
     if headers:
@@ -45,7 +50,9 @@ def as_response(value: Any) -> flask.Response:
     return flask.make_response(value)
 
 
-def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Any) -> flask.Response:
+def with_headers(
+    response: object, result: RateLimitResult, replace: bool, kwargs: dict[str, Any], sub: Any
+) -> flask.Response:
     response = flask.make_response(response)
     if replace:
         for name, value in header_items(result):

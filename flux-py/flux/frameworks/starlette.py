@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -21,12 +21,16 @@ from starlette.websockets import WebSocket
 
 from ..exceptions import RateLimitExceeded
 from ..headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
+from .asgi import Scope
+
+if TYPE_CHECKING:
+    from ..limiter import RateLimitResult
 
 REQUEST_PARAM = "flux_request_"
 RESPONSE_PARAM = "flux_response_"
 
 
-def find_request(args: tuple, kwargs: dict) -> HTTPConnection | None:
+def find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection | None:
     for arg in args:
         if isinstance(arg, HTTPConnection):
             return arg
@@ -36,7 +40,7 @@ def find_request(args: tuple, kwargs: dict) -> HTTPConnection | None:
     return None
 
 
-def connection(scope: dict) -> HTTPConnection:
+def connection(scope: Scope) -> HTTPConnection:
     """The request object of an ASGI scope, for callables given to the
     middleware: a ``Request`` for HTTP (without its body, which is the
     app's to read), an ``HTTPConnection`` for a WebSocket (whose messages
@@ -54,14 +58,15 @@ def peer(request: HTTPConnection) -> str | None:
 
 
 def method(request: HTTPConnection) -> str:
-    return request.scope.get("method", "GET")
+    method: str = request.scope.get("method", "GET")
+    return method
 
 
 def header_values(request: HTTPConnection, name: str) -> list[str]:
     return request.headers.getlist(name)
 
 
-def too_many_requests(result, headers: bool = True) -> JSONResponse:
+def too_many_requests(result: RateLimitResult, headers: bool = True) -> JSONResponse:
     response = JSONResponse(too_many_requests_body(result), status_code=429)
     if headers:
         response.raw_headers.extend(raw_header_items(result))
@@ -72,7 +77,9 @@ def as_response(value: Any) -> Any:
     return value
 
 
-def with_headers(response: Any, result, replace: bool, kwargs: dict, sub: Response | None) -> Any:
+def with_headers(
+    response: Any, result: RateLimitResult, replace: bool, kwargs: dict[str, Any], sub: Response | None
+) -> Any:
     # A plain value is turned into a response by FastAPI, which copies onto
     # it the headers of the Response parameter the endpoint was given: the
     # one the wrapper added (``sub``), or the endpoint's own.
@@ -88,14 +95,14 @@ def raises_exceeded(request: HTTPConnection) -> bool:
     """Whether the application has an exception handler for
     :class:`RateLimitExceeded` (``app.exception_handler(RateLimitExceeded)``)."""
     handlers = getattr(request.scope.get("app"), "exception_handlers", None)
-    return bool(handlers) and RateLimitExceeded in handlers
+    return bool(handlers and RateLimitExceeded in handlers)
 
 
 def is_websocket(request: Any) -> bool:
     return isinstance(request, WebSocket)
 
 
-async def close(websocket: WebSocket, result) -> None:
+async def close(websocket: WebSocket, result: RateLimitResult) -> None:
     """Closes a WebSocket over its limit with code 1008 (policy violation)
     and the reason. It is accepted first: a close before the handshake
     completes reaches the client as an HTTP 403 and an abnormal closure
@@ -109,7 +116,7 @@ def _is(annotation: Any, cls: type) -> bool:
 
 
 def endpoint_signature(
-    func: Callable, response: bool = True
+    func: Callable[..., Any], response: bool = True
 ) -> tuple[inspect.Signature | None, frozenset[str]]:
     """``func``'s signature with annotations resolved, plus the connection
     (Request or WebSocket) and, with ``response``, the Response parameters it
