@@ -96,11 +96,8 @@ fn a_dead_master_is_replaced_by_the_promoted_replica_with_its_counts() {
             (Source::Storage, 1000 - i)
         );
     }
-    assert_eq!(
-        master.cli(&["WAIT", "1", "5000"]),
-        "1",
-        "the replica has the counts"
-    );
+    let key = limiter.key(b"client");
+    wait_replicated(&master, &replica, &key);
 
     // Watches the sentinels' answers to see when the first of them names
     // the replica: the promotion as Sentinel sees it.
@@ -197,7 +194,8 @@ fn a_master_answering_readonly_sends_the_limiter_back_to_the_sentinels() {
             (Source::Storage, 1000 - i)
         );
     }
-    assert_eq!(master.cli(&["WAIT", "1", "5000"]), "1");
+    let key = limiter.key(b"client");
+    wait_replicated(&master, &replica, &key);
 
     // A failover made by hand: a failover by Sentinel also closes the old
     // master's connections, which would hide the READONLY this is about.
@@ -239,7 +237,18 @@ fn a_master_answering_readonly_sends_the_limiter_back_to_the_sentinels() {
         (Source::Storage, 1000 - 4),
         "decided on the new master, counting on"
     );
-    assert_eq!(replica.cli(&["EXISTS", &limiter.key(b"client")]), "1");
+    assert_eq!(replica.cli(&["EXISTS", &key]), "1");
+}
+
+/// Waits until `replica` holds what `master` holds at `key`: replication is
+/// asynchronous, and a promoted replica counts on from what it had. (`WAIT`
+/// would not say so: it waits for the writes of the connection that sends
+/// it, and redis-cli's has made none.)
+fn wait_replicated(master: &RedisServer, replica: &RedisServer, key: &str) {
+    let written = master.cli(&["GET", key]);
+    wait_until("the replica has the count", Duration::from_secs(10), || {
+        replica.cli(&["GET", key]) == written
+    });
 }
 
 /// The value after `name` in redis-cli's alternate name and value lines.
