@@ -271,6 +271,27 @@ fn wait_ready(child: &mut Child, dir: &Path) -> bool {
     panic!("redis-server in {} did not answer PING", dir.display());
 }
 
+/// Whether the sentinel `child` came to listen on `port`: its own pid
+/// answers there (another test's server may hold a port found free, and
+/// would answer a `PING` as well), or false once it has exited.
+fn sentinel_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ours = format!("process_id:{}", child.id());
+    loop {
+        if child.try_wait().expect("poll redis-server").is_some() {
+            return false;
+        }
+        if cli(port, &["INFO", "server"]).lines().any(|l| l == ours) {
+            return true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sentinel on {port} did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn pongs(mut stream: impl Read + Write) -> bool {
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
@@ -549,44 +570,35 @@ impl RedisSentinel {
         failover_timeout_ms: u64,
     ) -> Self {
         let dir = temp_dir();
-        let port = free_port();
-        // Sentinel rewrites its file (what it learns), so it gets its own.
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
-                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
-                 sentinel failover-timeout {name} {failover_timeout_ms}\n\
-                 sentinel parallel-syncs {name} 1\n",
-                dir = dir.display()
-            ),
-        )
-        .expect("write sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed for these tests: run `make deps`");
-        let sentinel = RedisSentinel { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let answers = || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok_and(|stream| {
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                pongs(stream)
-            })
-        };
-        while !answers() {
-            assert!(
-                Instant::now() < deadline,
-                "sentinel on {port} did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        for _ in 0..ATTEMPTS {
+            let port = free_port();
+            // Sentinel rewrites its file (what it learns), so it gets its own.
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+                     sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                     sentinel failover-timeout {name} {failover_timeout_ms}\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir = dir.display()
+                ),
+            )
+            .expect("write sentinel.conf");
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for these tests: run `make deps`");
+            if sentinel_ready(&mut child, port) {
+                return RedisSentinel { child, port, dir };
+            }
+            // It exited: its port was taken since it was found free.
         }
-        sentinel
+        panic!("redis-server --sentinel did not start in {ATTEMPTS} attempts on free ports");
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
