@@ -213,6 +213,11 @@ mod tests {
             format!("flux:api:gcra:{{{hex}}}:"),
             format!("flux:api:gcra:{{{hex}x}}"),
             format!("flux:api:gcra:({hex})"),
+            format!("flux:api:gcra:{{{hex})"),
+            format!("flux:api:gcra:({hex}}}"),
+            // No digit, beside a digit and beside another.
+            format!("flux:api:gcra:{{g{}}}", &hex[1..]),
+            format!("flux:api:gcra:{{gg{}}}", &hex[2..]),
         ] {
             assert_eq!(Parts::of(&text, &hasher), Parts::Text(&text), "{text}");
         }

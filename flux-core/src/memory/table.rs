@@ -193,13 +193,28 @@ mod tests {
         }
     }
 
-    /// Hashes that pile keys into few homes, so runs wrap and overlap.
+    /// Hashes that pile keys into few homes, so runs overlap.
     fn crowded(n: u32) -> u64 {
         u64::from(n % 7) * 3 + 13
     }
 
+    /// Hashes whose homes are the last slots of a table of any size, so
+    /// runs wrap around to its first slots.
+    fn crowded_at_the_end(n: u32) -> u64 {
+        u64::MAX - u64::from(n % 7) * 3
+    }
+
     #[test]
     fn keys_inserted_removed_and_kept_are_found_as_a_map_would() {
+        behaves_as_a_map(crowded);
+    }
+
+    #[test]
+    fn runs_that_wrap_around_the_end_are_found_as_a_map_would() {
+        behaves_as_a_map(crowded_at_the_end);
+    }
+
+    fn behaves_as_a_map(crowded: fn(u32) -> u64) {
         let mut table = Table::new();
         let mut model = std::collections::HashMap::new();
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
