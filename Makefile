@@ -173,13 +173,13 @@ fmt:
 	$(CARGO) fmt --all
 
 ## mutants: cargo-mutants over flux-core's policies, quota math, rates, limits and memory store,
-## to find changes no test notices (not part of `make test`: about 50 minutes on 2 cores; the
+## to find changes no test notices (not part of `make test`: about an hour on 2 cores; the
 ## mutants that change nothing visible are listed in .cargo/mutants.toml). Each mutant is built and
 ## tested in a copy of the tree under /tmp; the report goes to target/mutants.out.
 ## MUTANTS_ARGS adds options, e.g. MUTANTS_ARGS=--iterate to retry only those missed last time.
 CARGO_MUTANTS_VERSION := 27.1.0
 CARGO_MUTANTS := $(TOOLS)/cargo-mutants-$(CARGO_MUTANTS_VERSION)/bin/cargo-mutants
-MUTANTS_FILES := policy quota rate limit memory
+MUTANTS_FILES := policy quota rate limit memory memory/table memory/keys
 MUTANTS_ARGS ?=
 
 $(CARGO_MUTANTS):

@@ -425,6 +425,12 @@ mod tests {
             shard_of(&store, "p:api:gcra:10per1:{ab}"),
             shard_of(&store, "p:api:gcra:5per60:{ab}")
         );
+        // A tag before the caller's (a key prefix of "{app}:") is the key's
+        // tag, as on a Redis Cluster: every key of the app shares its shard.
+        let app: std::collections::HashSet<usize> = (0..64)
+            .map(|i| shard_of(&store, &format!("{{app}}:api:gcra:{{{i:032x}}}")))
+            .collect();
+        assert_eq!(app.len(), 1);
         let used: std::collections::HashSet<usize> = (0..2000)
             .map(|i| shard_of(&store, &format!("p:api:gcra:{{{i}}}")))
             .collect();

@@ -140,10 +140,16 @@ fn clear_prefix_forgets_only_that_scope() {
             store.decide(&key, &q, 1).unwrap();
         }
     }
-    assert_eq!(store.clear_prefix("flux:login:").unwrap(), 100);
-    assert_eq!(store.len(), 100);
+    // Keys of any other shape, kept as their text, are cleared alike.
+    for key in ["flux:api:plain", "flux:login:plain"] {
+        store.decide(key, &q, 1).unwrap();
+    }
+    assert_eq!(store.clear_prefix("flux:login:").unwrap(), 101);
+    assert_eq!(store.len(), 101);
     let key = storage_key("flux:", "login", Policy::Gcra, &0u32.to_le_bytes());
     assert!(store.decide(&key, &q, 1).unwrap().allowed);
+    assert!(store.decide("flux:login:plain", &q, 1).unwrap().allowed);
+    assert!(!store.decide("flux:api:plain", &q, 1).unwrap().allowed);
 }
 
 #[test]
