@@ -11,11 +11,11 @@ without the limiter). The "inline" rows are the floor plus one decision,
 Flux's ``RateLimiter`` beside `limits`: the decorator's row less its inline
 row is what the decorator itself costs (its headers included).
 
-Flux's app-wide middleware does not exist yet: its rows are listed, and
-printed as skipped. To measure it, give each app the variants
-``flux-middleware-memory`` and ``flux-middleware-redis`` (the base app with
-the middleware installed at the benchmark's limit) and delete the
-``pending`` line in :func:`flux_middleware`.
+Flux's app-wide limits (``flux.asgi.RateLimitMiddleware``, Flask's
+``flux.flask.Flux``, ``flux.django.RateLimitMiddleware``) act on every
+route, so each app has the variants ``flux-middleware-memory`` and
+``flux-middleware-redis``: the base app with them installed at the
+benchmark's limit, measured on its plain route.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ def flux_middleware(store: str) -> Row:
         MIDDLEWARE,
         variant=f"flux-middleware-{store.lower()}",
         header=RATE_LIMIT_HEADER,
-        pending="Flux's app-wide middleware does not exist yet",
     )
 
 

@@ -16,6 +16,7 @@ from slowapi.util import get_remote_address
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
 from common import only, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
+from flux.asgi import RateLimitMiddleware
 
 
 def base(app: FastAPI) -> None:
@@ -87,8 +88,21 @@ def slowapi_route(app: FastAPI, path: str, storage_uri: str) -> None:
         return BODY
 
 
-#: What each variant builds. Only ``base`` exists: everything here acts per route.
-VARIANTS = {"base": base}
+def flux_middleware(store: str):
+    """The base app behind Flux's app-wide middleware, at the benchmark's limit."""
+
+    def install(app: FastAPI) -> None:
+        base(app)
+        app.add_middleware(RateLimitMiddleware, rate=RATE_TEXT, config=flux_config(store))
+
+    return install
+
+
+VARIANTS = {
+    "base": base,
+    "flux-middleware-memory": flux_middleware("memory"),
+    "flux-middleware-redis": flux_middleware("redis"),
+}
 
 
 def build(name: str, path: str | None = None) -> FastAPI:
