@@ -138,7 +138,7 @@ def urls_for(route_path: str | None) -> list:
 urlpatterns = urls_for(route())
 
 if not settings.configured:
-    settings.configure(**base_settings(), **variant_settings(variant()))
+    settings.configure(**{**base_settings(), **variant_settings(variant())})
     django.setup()
 
 application = WSGIHandler()
