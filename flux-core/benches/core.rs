@@ -6,19 +6,29 @@
 //!   thread and from two. The two-thread benches report wall time divided by
 //!   the decisions both threads made: perfect scaling shows as half the
 //!   one-thread time.
+//! * `limiter`: one decision through a `Limiter` on the memory store (the
+//!   key's digest, the counters and all), of one quota and of two
+//!   (`"10/second;1000/day"` in shape, at rates no bench reaches, so every
+//!   call is admitted and does the same work), beside two limiters of one
+//!   quota each decided one after the other (two stacked limits: the 2x a
+//!   limit of two quotas must stay under). Callers cycle over 1,024.
 //!
 //! `make bench` (`cargo bench -p flux-core --bench core`) runs them all in
-//! about a minute, once built.
+//! about a minute and a quarter, once built.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, OnceLock};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
-use flux_core::{decide, storage_key, MemoryStore, Policy, QuotaSpec, State, Store};
+use flux_core::config::Config;
+use flux_core::{
+    decide, parse_rates, storage_key, Backend, LimitSpec, Limiter, MemoryStore, Policy, QuotaSpec,
+    State, Store,
+};
 
 const KEYS: usize = 1_000_000;
 
@@ -157,5 +167,74 @@ fn memory_store(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, policy, memory_store);
+/// Rates no bench reaches: one quota, and two in the shape of
+/// `"10/second;1000/day"` (one per second, one a hundred times that per day).
+const ONE_QUOTA: &str = "1000000000/second";
+const TWO_QUOTAS: &str = "1000000000/second;100000000000/day";
+
+/// Callers a limiter bench cycles through.
+const CALLERS: usize = 1024;
+
+fn limiter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("limiter");
+    short(&mut group);
+    let backend = Arc::new(Backend::memory());
+    let config = Config::default();
+    let limiter = |scope: &str, rates: &str| {
+        let spec = LimitSpec {
+            rate: Some(parse_rates(rates).unwrap()),
+            ..LimitSpec::default()
+        };
+        Limiter::new(backend.clone(), &config, scope, None, &spec).unwrap()
+    };
+    let (one, two) = (limiter("one", ONE_QUOTA), limiter("two", TWO_QUOTAS));
+    let (second, day) = (
+        limiter("second", ONE_QUOTA),
+        limiter("day", "100000000000/day"),
+    );
+    assert_eq!((one.quotas().len(), two.quotas().len()), (1, 2));
+    let callers: Vec<Vec<u8>> = (0..CALLERS)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256).into_bytes())
+        .collect();
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % CALLERS;
+        &callers[i]
+    };
+    group.bench_function("one_quota", |b| {
+        b.iter(|| {
+            let d = one.decide(next(), 1).unwrap();
+            debug_assert!(d.allowed);
+            black_box(d)
+        })
+    });
+    group.bench_function("two_quotas", |b| {
+        b.iter(|| {
+            let d = two.decide(next(), 1).unwrap();
+            debug_assert!(d.allowed);
+            black_box(d)
+        })
+    });
+    group.bench_function("two_limiters_one_quota_each", |b| {
+        b.iter(|| {
+            let caller = next();
+            black_box((
+                second.decide(caller, 1).unwrap(),
+                day.decide(caller, 1).unwrap(),
+            ))
+        })
+    });
+    group.finish();
+    // Every call was admitted, so every call did the same work.
+    let refused: u64 = backend
+        .analytics()
+        .snapshot()
+        .endpoints
+        .values()
+        .map(|ep| ep.total() - ep.count(flux_core::analytics::Outcome::Allowed))
+        .sum();
+    assert_eq!(refused, 0, "a limiter bench refused calls");
+}
+
+criterion_group!(benches, policy, memory_store, limiter);
 criterion_main!(benches);

@@ -530,6 +530,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_exactly_the_overflow() {
+        let analytics = Analytics::new(1.0);
+        let quota = crate::QuotaSpec::new(crate::Policy::Gcra, 1, 1.0)
+            .build()
+            .unwrap();
+        let event = |ts_us| {
+            let allowed = decision(true, Source::Storage);
+            Event::new(ts_us, "k".to_owned(), "api".into(), &quota, &allowed)
+        };
+        let overflow = 7;
+        for ts in 0..(MAX_PENDING_EVENTS + overflow) as u64 {
+            analytics.push_event(event(ts));
+        }
+        assert_eq!(analytics.snapshot().events_dropped, overflow as u64);
+        let taken = analytics.take_events();
+        assert_eq!(taken.len(), MAX_PENDING_EVENTS);
+        // The first events are kept, the last dropped.
+        assert_eq!(
+            taken.last().map(|e| e.ts_us),
+            Some(MAX_PENDING_EVENTS as u64 - 1)
+        );
+        // Emptied, the queue takes events again; the count of those lost stays.
+        analytics.push_event(event(0));
+        assert_eq!(analytics.take_events().len(), 1);
+        assert_eq!(analytics.snapshot().events_dropped, overflow as u64);
+    }
+
+    #[test]
     fn sampling_keeps_about_the_rate() {
         let analytics = Analytics::new(0.1);
         let kept = (0..100_000).filter(|_| analytics.sample()).count();

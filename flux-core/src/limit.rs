@@ -293,6 +293,23 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_gives_one_to_max_quotas_rates() {
+        let base = Limit::default();
+        let rates = |n: u64| LimitSpec {
+            rate: Some((1..=n).map(|i| Rate::new(i, 1_000_000)).collect()),
+            ..spec()
+        };
+        assert_eq!(rates(0).over(&base), Err(QuotaError::RateCount(0)));
+        assert_eq!(rates(1).over(&base).unwrap().rates.len(), 1);
+        let most = MAX_QUOTAS as u64;
+        assert_eq!(rates(most).over(&base).unwrap().rates.len(), MAX_QUOTAS);
+        assert_eq!(
+            rates(most + 1).over(&base),
+            Err(QuotaError::RateCount(MAX_QUOTAS + 1))
+        );
+    }
+
+    #[test]
     fn bad_numbers_name_their_parameter() {
         let base = Limit::default();
         let zero = LimitSpec {

@@ -383,4 +383,106 @@ mod tests {
         assert!(store.is_empty());
         assert_eq!(heads(), 0);
     }
+
+    /// The shard `key` goes to, as a call finds it.
+    fn shard_of(store: &MemoryStore, key: &str) -> usize {
+        store.shard_of(key, Parts::of(key, &store.hash))
+    }
+
+    fn shard_holding(n: usize, next_sweep: u64, len_after_sweep: usize) -> Shard {
+        let entry = Entry {
+            state: State::FixedWindow { count: 1, end: 1 },
+            expires_at: 1,
+        };
+        let mut shard = Shard::new(KeyHash::random());
+        for i in 0..n {
+            shard.text.insert(i.to_string().into(), entry);
+        }
+        shard.next_sweep = next_sweep;
+        shard.len_after_sweep = len_after_sweep;
+        shard
+    }
+
+    #[test]
+    fn a_shard_sweeps_when_its_time_comes_or_it_doubled_past_the_slack() {
+        // Due from next_sweep on, whatever its size.
+        assert!(!shard_holding(0, 100, 0).due_for_sweep(99));
+        assert!(shard_holding(0, 100, 0).due_for_sweep(100));
+        assert!(shard_holding(0, 100, 0).due_for_sweep(101));
+        // Before that, only when grown past twice its size after the last
+        // sweep plus the slack: 2 * 10 + 1024 entries are not too many yet.
+        let limit = 2 * 10 + SWEEP_SLACK;
+        assert!(!shard_holding(limit, 100, 10).due_for_sweep(0));
+        assert!(shard_holding(limit + 1, 100, 10).due_for_sweep(0));
+        assert!(shard_holding(limit + 2, 100, 10).due_for_sweep(0));
+    }
+
+    #[test]
+    fn keys_of_one_caller_share_a_shard_and_callers_spread_over_all() {
+        let store = MemoryStore::new();
+        // A caller's keys under one limit share their hash tag.
+        assert_eq!(
+            shard_of(&store, "p:api:gcra:10per1:{ab}"),
+            shard_of(&store, "p:api:gcra:5per60:{ab}")
+        );
+        let used: std::collections::HashSet<usize> = (0..2000)
+            .map(|i| shard_of(&store, &format!("p:api:gcra:{{{i}}}")))
+            .collect();
+        assert_eq!(used.len(), SHARDS, "2000 callers over {SHARDS} shards");
+    }
+
+    #[test]
+    fn keys_in_several_shards_are_each_kept_in_their_own() {
+        let clock = ManualClock::new(0);
+        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        // Keys with no common tag, in as many shards as there are keys.
+        let mut keys: Vec<String> = Vec::new();
+        for i in 0..10_000 {
+            let key = format!("k{i}");
+            if keys.len() < 3
+                && keys
+                    .iter()
+                    .all(|k| shard_of(&store, k) != shard_of(&store, &key))
+            {
+                keys.push(key);
+            }
+        }
+        assert_eq!(keys.len(), 3, "10,000 keys in fewer than 3 shards");
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let quotas: Vec<Quota> = [(2, 1.0), (3, 60.0), (4, 3600.0)]
+            .iter()
+            .map(|&(n, t)| QuotaSpec::new(Policy::FixedWindow, n, t).build().unwrap())
+            .collect();
+        let call = Call {
+            keys: &keys,
+            quotas: &quotas,
+            cost: 1,
+            op: Op::Decide,
+        };
+        assert!(store.apply(&call).unwrap().allowed);
+        // Each key, read alone (one shard, one lock), holds its call.
+        for (key, quota) in keys.iter().zip(&quotas) {
+            assert_eq!(
+                store.decide(key, quota, 1).unwrap().remaining,
+                quota.requests() - 2,
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_is_gone_from_the_instant_it_expires() {
+        let clock = ManualClock::new(0);
+        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        assert!(store.is_empty());
+        let quota = QuotaSpec::new(Policy::FixedWindow, 2, 1.0).build().unwrap();
+        store.decide("k", &quota, 1).unwrap();
+        assert!(!store.is_empty());
+        assert_eq!(store.remove(&["k"]).unwrap(), 1);
+        store.decide("k", &quota, 1).unwrap();
+        // The window ends at 1 s: then the key holds nothing to remove.
+        clock.set_us(1_000_000);
+        assert_eq!(store.remove(&["k"]).unwrap(), 0);
+        assert!(store.is_empty());
+    }
 }

@@ -258,11 +258,6 @@ impl Quota {
         }
     }
 
-    /// The emission interval `period / requests`, in (fractional) microseconds.
-    pub fn emission_interval_us(&self) -> f64 {
-        self.period_us as f64 / self.requests as f64
-    }
-
     /// A cost is valid when it is at least 1 and some moment could admit it.
     pub fn check_cost(&self, cost: u64) -> Result<(), QuotaError> {
         if cost == 0 {
@@ -356,6 +351,63 @@ mod tests {
         assert_eq!((q.unit(), q.rate()), (1_000_000, 3));
         let q = QuotaSpec::new(Policy::Gcra, 100, 60.0).build().unwrap();
         assert_eq!((q.unit(), q.rate()), (600_000, 1));
+    }
+
+    #[test]
+    fn the_largest_quantity_is_what_the_math_can_reach() {
+        // A shaping leaky bucket of 3 per second, burst 4, max_wait 2 s:
+        // unit 1_000_000, rate 3. A level and a call of the whole burst
+        // (2 * 4 units), the queue max_wait admits (2 s drained at 3 per µs)
+        // and one µs more of drain.
+        let q = QuotaSpec::new(Policy::LeakyBucket, 3, 1.0)
+            .burst(4)
+            .max_wait(2.0)
+            .build()
+            .unwrap();
+        assert_eq!(
+            q.largest_quantity(),
+            Some(2 * 4 * 1_000_000 + 2_000_000 * 3 + 3)
+        );
+        // A window's estimate: prev, curr and cost, each up to requests, times period.
+        let q = QuotaSpec::new(Policy::SlidingWindow, 7, 2.0)
+            .build()
+            .unwrap();
+        assert_eq!(q.largest_quantity(), Some(3 * 7 * 2_000_000));
+    }
+
+    #[test]
+    fn counts_stop_below_two_to_the_53rd() {
+        assert_eq!(MAX_EXACT, 9_007_199_254_740_991);
+        assert!(crate::parse_rates("9007199254740991/second").is_ok());
+        let err = crate::parse_rates("9007199254740992/second").unwrap_err();
+        assert!(err.to_string().contains("is too large"), "{err}");
+    }
+
+    #[test]
+    fn a_shaping_bucket_reports_its_queue_in_its_limit() {
+        // 3 per second, burst 3, and 1 s of calls that may wait: 3 + 3.
+        let q = QuotaSpec::new(Policy::LeakyBucket, 3, 1.0)
+            .max_wait(1.0)
+            .build()
+            .unwrap();
+        assert_eq!((q.unit(), q.rate(), q.limit()), (1_000_000, 3, 6));
+    }
+
+    #[test]
+    fn negative_seconds_are_refused() {
+        let e = QuotaSpec::new(Policy::LeakyBucket, 1, 1.0)
+            .max_wait(-1.0)
+            .build()
+            .unwrap_err();
+        assert_eq!(e, QuotaError::MaxWait(-1.0));
+        assert_eq!(
+            e.to_string(),
+            "max_wait must be a number of seconds of at least 0, got -1"
+        );
+        for period in [-1.0, f64::NAN, f64::INFINITY] {
+            let e = QuotaSpec::new(Policy::Gcra, 1, period).build().unwrap_err();
+            assert!(matches!(e, QuotaError::Period(_)), "{period}: {e}");
+        }
     }
 
     #[test]

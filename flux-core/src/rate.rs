@@ -264,6 +264,28 @@ mod tests {
     }
 
     #[test]
+    fn the_edges_of_what_is_accepted() {
+        // As many rates as a limit may combine.
+        let eight: Vec<String> = (1..=8).map(|n| format!("{n}/second")).collect();
+        assert_eq!(parse_rates(&eight.join(";")).unwrap().len(), MAX_QUOTAS);
+        // The shortest period, and one past the longest.
+        assert_eq!(one("1/0.000001s"), Rate::new(1, 1));
+        let message = parse_rates("1/9007199255s").unwrap_err().to_string();
+        assert!(
+            message.contains("the period \"9007199255s\" is too long"),
+            "{message}"
+        );
+        // "per" is a word of its own.
+        for text in ["10 perminute", "10per minute"] {
+            let message = parse_rates(text).unwrap_err().to_string();
+            assert!(
+                message.contains("has no \"/\" or \"per\""),
+                "{text}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_name_the_part_and_show_the_forms() {
         let cases = [
             ("10/fortnight", "unknown unit \"fortnight\""),

@@ -30,6 +30,25 @@ pub struct Request<'a> {
     pub cost: u64,
 }
 
+impl Request<'_> {
+    /// Runs `apply` on the calls that decide `requests`, in order: how a
+    /// store answers [`Store::decide_many`] with its `apply_many`.
+    pub fn decide_all<T>(requests: &[Request<'_>], apply: impl FnOnce(&[Call<'_>]) -> T) -> T {
+        let keys: Vec<[&str; 1]> = requests.iter().map(|r| [r.key]).collect();
+        let calls: Vec<Call<'_>> = requests
+            .iter()
+            .zip(&keys)
+            .map(|(r, key)| Call {
+                keys: key,
+                quotas: std::slice::from_ref(r.quota),
+                cost: r.cost,
+                op: Op::Decide,
+            })
+            .collect();
+        apply(&calls)
+    }
+}
+
 /// A place where per-key state lives and limits are applied atomically.
 /// Thread-safe: share it in an `Arc`.
 pub trait Store: Send + Sync + fmt::Debug {
@@ -76,18 +95,7 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Decides many calls under limits of one quota, in order.
     fn decide_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision, StoreError>> {
-        let keys: Vec<[&str; 1]> = requests.iter().map(|r| [r.key]).collect();
-        let calls: Vec<Call<'_>> = requests
-            .iter()
-            .zip(&keys)
-            .map(|(r, key)| Call {
-                keys: key,
-                quotas: std::slice::from_ref(r.quota),
-                cost: r.cost,
-                op: Op::Decide,
-            })
-            .collect();
-        self.apply_many(&calls)
+        Request::decide_all(requests, |calls| self.apply_many(calls))
     }
 }
 

@@ -173,3 +173,47 @@ fn the_memory_store_refunds_and_peeks() {
     assert!(store.decide("k", &quota, 1).unwrap().allowed);
     assert!(!store.decide("k", &quota, 1).unwrap().allowed);
 }
+
+#[test]
+fn refund_reports_nothing_to_give_back_and_when_what_is_left_expires() {
+    // A fixed window that counts nothing has nothing to give back.
+    let fixed = quota(Policy::FixedWindow, 3, 10.0);
+    let empty = State::FixedWindow {
+        count: 0,
+        end: 10 * SECOND,
+    };
+    assert_eq!(refund(&fixed, Some(empty), SECOND, 1), None);
+
+    // A sliding window matters until the windows that hold counts are over:
+    // its own and the next while the current count is left, its own while
+    // only the previous one is.
+    let sliding = quota(Policy::SlidingWindow, 5, 10.0);
+    let start = 7 * SECOND;
+    let both = State::SlidingWindow {
+        prev: 2,
+        curr: 3,
+        start,
+    };
+    assert_eq!(
+        refund(&sliding, Some(both), start + SECOND, 1),
+        Some((
+            State::SlidingWindow {
+                prev: 2,
+                curr: 2,
+                start
+            },
+            start + 20 * SECOND
+        ))
+    );
+    assert_eq!(
+        refund(&sliding, Some(both), start + SECOND, 4),
+        Some((
+            State::SlidingWindow {
+                prev: 1,
+                curr: 0,
+                start
+            },
+            start + 10 * SECOND
+        ))
+    );
+}

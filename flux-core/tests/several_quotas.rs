@@ -252,3 +252,22 @@ fn quota_helper_matches_a_single_quota_limit() {
     assert_eq!(decisions[2].retry_after_us, SECOND / 2);
     assert!(decisions.iter().all(|d| d.quota_index == 0));
 }
+
+#[test]
+fn a_tie_between_quotas_reports_the_earlier() {
+    // After one call both have 1 left and nothing to wait for: the first
+    // quota (2 per second) is reported, with its own reset.
+    let quotas = quotas(Policy::FixedWindow, "2/second;2/minute");
+    let applied = apply(&quotas, &[None, None], 0, 1, Op::Decide).unwrap();
+    let d = applied.decision;
+    assert_eq!((d.allowed, d.remaining, d.retry_after_us), (true, 1, 0));
+    assert_eq!((d.quota_index, d.reset_after_us), (0, SECOND));
+}
+
+#[test]
+fn each_operation_has_its_name() {
+    assert_eq!(
+        [Op::Decide.name(), Op::Peek.name(), Op::Refund.name()],
+        ["decide", "peek", "refund"]
+    );
+}

@@ -31,9 +31,14 @@ fn a_full_window_then_the_previous_count_slides_out() {
         (d.allowed, d.remaining, d.retry_after_us, d.reset_after_us),
         (false, 0, 1_100_000, 2_000_000)
     );
-    // At 1_099_999 the estimate is 10 * 0.900_001 + 1 > 10.
+    // At 1_099_999 the estimate is 10 * 0.900_001 + 1 > 10. Nothing counted
+    // in this window yet: the key is back to full once the previous window
+    // has slid out, at 2 s.
     let d = key.call(1_099_999, 1);
-    assert_eq!((d.allowed, d.retry_after_us), (false, 1));
+    assert_eq!(
+        (d.allowed, d.retry_after_us, d.reset_after_us),
+        (false, 1, 900_001)
+    );
     assert!(key.call(1_100_000, 1).allowed);
     assert_eq!(
         key.state,

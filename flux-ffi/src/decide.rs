@@ -1,6 +1,6 @@
 //! Deciding calls: one at a time, or many at once.
 
-use flux_core::{apply_batch, BatchRequest, Op};
+use flux_core::{apply_batch, BatchRequest, Decision, LimiterError, Op};
 
 use crate::decision::flux_decision;
 use crate::error::{code_of, fail, fail_with, flux_result};
@@ -23,6 +23,18 @@ pub struct flux_request {
     pub cost: u64,
     pub endpoint: *const u8,
     pub endpoint_len: usize,
+}
+
+/// Writes a limiter's answer to `*out`, or leaves its error for
+/// `flux_last_error`.
+fn answer(answer: Result<Decision, LimiterError>, out: &mut flux_decision) -> flux_result {
+    match answer {
+        Ok(decision) => {
+            *out = decision.into();
+            flux_result::Ok
+        }
+        Err(e) => fail_with(&e),
+    }
 }
 
 /// Decides one call of `cost` for the caller identified by the `key_len`
@@ -50,13 +62,7 @@ pub extern "C" fn flux_limiter_decide(
         let limiter = try_ref_from_ptr!(limiter);
         let key = try_slice!(key, key_len);
         let out = try_out!(out);
-        match limiter.limiter.decide(key, cost) {
-            Ok(decision) => {
-                *out = decision.into();
-                flux_result::Ok
-            }
-            Err(e) => fail_with(&e),
-        }
+        answer(limiter.limiter.decide(key, cost), out)
     }
 }
 
@@ -83,19 +89,17 @@ pub extern "C" fn flux_limiter_decide_endpoint(
     cost: u64,
     out: *mut flux_decision,
 ) -> flux_result {
-    ffi_panic_boundary! {
-        let limiter = try_ref_from_ptr!(limiter);
-        let endpoint = try_str_from_buf!(endpoint, endpoint_len);
-        let key = try_slice!(key, key_len);
-        let out = try_out!(out);
-        match limiter.limiter.decide_endpoint(Some(endpoint), key, cost) {
-            Ok(decision) => {
-                *out = decision.into();
-                flux_result::Ok
-            }
-            Err(e) => fail_with(&e),
-        }
-    }
+    let decide = flux_op::Decide as u32;
+    flux_limiter_apply(
+        limiter,
+        decide,
+        endpoint,
+        endpoint_len,
+        key,
+        key_len,
+        cost,
+        out,
+    )
 }
 
 /// What `flux_limiter_apply` does.
@@ -162,13 +166,7 @@ pub extern "C" fn flux_limiter_apply(
             );
         };
         let endpoint = (!endpoint.is_empty()).then_some(endpoint);
-        match limiter.limiter.apply(endpoint, key, cost, op) {
-            Ok(decision) => {
-                *out = decision.into();
-                flux_result::Ok
-            }
-            Err(e) => fail_with(&e),
-        }
+        answer(limiter.limiter.apply(endpoint, key, cost, op), out)
     }
 }
 

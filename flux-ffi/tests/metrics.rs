@@ -38,9 +38,13 @@ fn a_store_reports_its_limiters_decisions() {
     for _ in 0..3 {
         decide(login, b"10.0.0.1", 1).unwrap();
     }
-    assert!(
-        decide(login, b"10.0.0.1", 0).is_err(),
-        "not a decision: not counted"
+    // Not a decision: not counted.
+    assert_eq!(
+        decide(login, b"10.0.0.1", 0).unwrap_err(),
+        (
+            flux_result::InvalidCost,
+            "cost must be at least 1, got 0".to_owned()
+        )
     );
 
     let text = metrics(first, flux_metrics::Prometheus);

@@ -195,7 +195,9 @@ def _cost(cost: Any) -> int:
     to say, when the call is decided."""
     if isinstance(cost, bool) or not isinstance(cost, int):
         raise LimitError(f"cost must be a whole number of at least 1, got {cost!r}")
-    if not 0 <= cost <= _MAX_COST:
+    if cost < 0:
+        raise LimitError(f"cost must be at least 1, got {cost}")
+    if cost > _MAX_COST:
         raise LimitError(f"cost must be a whole number from 1 to 2**64 - 1, got {cost}")
     return cost
 

@@ -39,6 +39,8 @@ from flux.config import FluxConfig
 
 
 def free_port() -> int:
+    """A port nothing listens on now, for a server about to bind it (which
+    must be ready to find it taken meanwhile: see ``start_redis``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -46,12 +48,69 @@ def free_port() -> int:
 
 def redis_command(port: int, *args: str, timeout: float = 5.0) -> bytes:
     """One command over a raw socket, in RESP; returns the raw reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        return _command(conn, args)
+
+
+def _command(conn: socket.socket, args) -> bytes:
     payload = f"*{len(args)}\r\n".encode() + b"".join(
         f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(payload)
-        return conn.recv(65536)
+    conn.sendall(payload)
+    return conn.recv(65536)
+
+
+def _pongs(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(0.5)
+            conn.connect(path)
+            return _command(conn, ("PING",)).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(directory: str, *args: str) -> tuple[int, subprocess.Popen]:
+    """A redis-server with ``args`` on a free port, its files in ``directory``;
+    returns its port and process.
+
+    Tests run beside other processes that take ports too: a port found free
+    may be taken before redis-server binds it. So the server also listens on
+    a unix socket in ``directory``, which no other process answers on; it is
+    ready when that socket answers PING (redis-server binds its ports first),
+    and one that exits before (its port was taken) is started on another."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (make deps installs it)")
+    unix = os.path.join(directory, "redis.sock")
+    for _ in range(20):
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", directory, "--unixsocket", unix, *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while process.poll() is None and not _pongs(unix):
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("redis-server did not answer PING")
+            time.sleep(0.01)
+        if process.poll() is None:
+            return port, process
+    pytest.fail("redis-server did not start on any of 20 free ports")
+
+
+def stop_redis(process: subprocess.Popen) -> None:
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class RedisServer:
@@ -69,41 +128,11 @@ class RedisServer:
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (make deps installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--enable-debug-command", "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis_command(port, "PING", timeout=0.5).startswith(b"+PONG"):
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            os.kill(process.pid, signal.SIGKILL)
-            pytest.fail("redis-server did not start")
-        time.sleep(0.05)
+def redis_server(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("redis"))
+    port, process = start_redis(directory, "--enable-debug-command", "yes")
     yield RedisServer(port, process)
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_redis(process)
 
 
 _counter = itertools.count()
@@ -149,6 +178,9 @@ def default_config(request, prefix):
 
 
 @pytest.fixture
-def dead_redis_url() -> str:
-    """A Redis URL where nothing listens."""
-    return f"redis://127.0.0.1:{free_port()}/0"
+def dead_redis_url():
+    """A Redis URL where nothing listens: a port held bound (never listening)
+    for the test, so connecting is refused and no server can take it."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"redis://127.0.0.1:{held.getsockname()[1]}/0"

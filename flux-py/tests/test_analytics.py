@@ -29,8 +29,30 @@ from flux.limiter import store_of
 
 
 @pytest.fixture(scope="session")
-def analytics_port() -> int:
-    return free_port()
+def analytics_port():
+    """The port of this process's metrics server, started here for the
+    session by a limiter of its own.
+
+    On a port found free, which another process may take before the library
+    binds it (the library then warns and serves nothing): the server must
+    answer there with this limiter's endpoint, else another port is tried.
+    A metrics server this process started earlier, on another port, would
+    fail this fixture rather than go unnoticed."""
+    for attempt in range(20):
+        port = free_port()
+        cfg = FluxConfig(key_prefix=f"analytics-port-{attempt}:", analytics_enabled=True, analytics_port=port)
+        keeper = RateLimiter(1, 60, config=cfg, scope="analytics-port")
+        keeper.hit("k")
+        try:
+            serving = "analytics-port" in json.loads(get(port, "/metrics.json")[2])["endpoints"]
+        except (OSError, ValueError, KeyError):
+            serving = False
+        if serving:
+            yield port
+            keeper.close()
+            return
+        keeper.close()
+    pytest.fail("the metrics server did not start on any of 20 free ports")
 
 
 @pytest.fixture
@@ -163,8 +185,18 @@ def test_with_redis_totals_and_events_reach_redis(redis_analytics, redis_server,
     assert counts == (3, 1, 1, 0)
     assert totals[0]["error"] is None
     assert doc["endpoints"][endpoint]["total"] == 5
-    reply = redis_server.command("XLEN", redis_analytics.analytics_stream)
-    assert reply == b":5\r\n"
+    events = stream_events(redis_server, redis_analytics.analytics_stream)
+    # The caller's one key: its identity only as a digest.
+    stream = redis_analytics.analytics_stream
+    (key,) = [k for k in redis_server.keys(f"{redis_analytics.key_prefix}*") if k != stream]
+    assert "10.0.0.1" not in key
+    now_ms = time.time() * 1000
+    assert all(now_ms - 60_000 < event["ts"] <= now_ms + 1000 for event in events), events
+    fields = {"key": key, "ep": endpoint, "p": "gcra", "mr": 3, "mp": 60, "mb": 3}
+    assert events == [
+        {"ts": event["ts"], **fields, "d": allowed, "u": used}
+        for event, allowed, used in zip(events, [1, 1, 1, 0, 0], [1, 2, 3, 3, 3], strict=True)
+    ]
 
 
 def test_failing_open_is_counted(dead_redis_url, prefix, analytics_port):
@@ -238,8 +270,9 @@ def test_monitor_reads_host_and_port_from_the_configuration(memory_analytics, an
     assert endpoint[:40] in done.stdout
 
 
-def test_monitor_says_what_to_do_when_nothing_listens(tmp_path):
-    port = free_port()
+def test_monitor_says_what_to_do_when_nothing_listens(tmp_path, dead_redis_url):
+    # A port held bound and never listening (the fixture's): nothing answers there.
+    port = int(dead_redis_url.rsplit(":", 1)[1].split("/")[0])
     done = monitor("--once", "--port", str(port), cwd=tmp_path)
     assert done.returncode == 1
     assert done.stdout == ""
@@ -261,11 +294,48 @@ def test_python_m_flux_lists_monitor(tmp_path):
 # --- endpoints ---------------------------------------------------------------
 
 
+EVENT_FIELDS = ("ts", "key", "ep", "d", "p", "u", "mr", "mp", "mb")
+
+
+def parse_resp(reply: bytes, at: int = 0):
+    """One RESP value of ``reply`` from ``at`` (arrays, bulk strings,
+    integers): the value and where the next one starts."""
+    end = reply.index(b"\r\n", at)
+    kind, head = reply[at : at + 1], reply[at + 1 : end]
+    if kind == b"*":
+        items, at = [], end + 2
+        for _ in range(int(head)):
+            item, at = parse_resp(reply, at)
+            items.append(item)
+        return items, at
+    if kind == b"$":
+        size = int(head)
+        return reply[end + 2 : end + 2 + size].decode(), end + 4 + size
+    assert kind == b":", reply[at : at + 40]
+    return int(head), end + 2
+
+
+def stream_events(redis_server, stream: str) -> list[dict]:
+    """Every event in ``stream``, oldest first, by field name, read as a
+    consumer of format 1 would (README, "Analytics"): each entry's fields
+    are ``v`` (1), ``n`` and ``events``, a JSON array of ``n`` events of
+    nine values each."""
+    entries, _ = parse_resp(redis_server.command("XRANGE", stream, "-", "+"))
+    events = []
+    for _id, flat in entries:
+        entry = dict(zip(flat[::2], flat[1::2], strict=True))
+        assert sorted(entry) == ["events", "n", "v"] and entry["v"] == "1", entry
+        rows = json.loads(entry["events"])
+        assert len(rows) == int(entry["n"]), entry
+        for row in rows:
+            assert len(row) == len(EVENT_FIELDS), row
+            events.append(dict(zip(EVENT_FIELDS, row, strict=True)))
+    return events
+
+
 def stream_endpoints(redis_server, stream: str) -> list[str]:
     """The ``ep`` field of every event in ``stream``, oldest first."""
-    reply = redis_server.command("XRANGE", stream, "-", "+").decode()
-    lines = reply.split("\r\n")
-    return [lines[i + 2] for i, line in enumerate(lines) if line == "ep"]
+    return [event["ep"] for event in stream_events(redis_server, stream)]
 
 
 def test_decisions_are_labelled_by_their_endpoint_everywhere(

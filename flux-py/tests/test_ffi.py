@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -57,6 +58,31 @@ def test_a_handle_is_freed_once_when_its_last_reference_goes(monkeypatch):
         ffi.Config.from_toml("[rate_limit]\nrequests = 0\n")
     gc.collect()
     assert freed == [address], "a handle that was never made is not freed"
+
+
+def test_a_handle_only_the_garbage_collector_reaches_is_freed_by_it(monkeypatch):
+    freed = []
+    real_free = ffi.flux_config_free
+
+    def spy(handle):
+        freed.append(ctypes.cast(handle, ctypes.c_void_p).value)
+        real_free(handle)
+
+    monkeypatch.setattr(ffi, "flux_config_free", spy)
+    gc.disable()
+    try:
+        config = ffi.Config.default()
+        at = ctypes.cast(config, ctypes.c_void_p).value
+        cycle = [config]
+        cycle.append(cycle)  # unreachable once dropped, but not by reference counts
+        collected = weakref.ref(config)
+        del config, cycle
+        assert collected() is not None and freed == []
+        gc.collect()
+        assert collected() is None
+        assert freed == [at]
+    finally:
+        gc.enable()
 
 
 def test_json_larger_than_the_first_buffer():

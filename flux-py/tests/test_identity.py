@@ -157,3 +157,97 @@ def test_forwarded_for_without_the_header_or_a_peer_shares_the_no_peer_limit(mem
     assert get(None, {"X-Forwarded-For": "192.0.2.1"}) == 200  # one hop short, and no peer
     assert get(None) == 429
     assert len(no_peer_said()) == 1
+
+
+# --- X-Forwarded-For, through each framework's own test client ----------------
+
+
+@pytest.fixture(params=["django", "flask", "starlette"])
+def behind_proxies(request, memory_config):
+    """``make(key)``: a 1-per-minute view keyed by ``key``, returned as
+    ``get(peer, forwarded=None)``, the status of one call from the peer
+    ``peer`` with that ``X-Forwarded-For`` header (none when None)."""
+    framework = request.param
+    made = []
+
+    def make(key):
+        made.append(key)
+        if framework == "django":
+
+            @rate_limit(requests=1, period=60, config=memory_config, key=key)
+            def view(request):
+                return HttpResponse("ok")
+
+            django_urls.urlpatterns[:] = [path(f"v{len(made)}", view)]
+            clear_url_caches()
+            url = f"/v{len(made)}"
+
+            def get(peer, forwarded=None):
+                extra = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
+                return Client(REMOTE_ADDR=peer).get(url, **extra).status_code
+
+            return get
+        if framework == "flask":
+            app = Flask(__name__)
+
+            @app.route("/v")
+            @rate_limit(requests=1, period=60, config=memory_config, key=key)
+            def view():
+                return "ok"
+
+            client = app.test_client()
+
+            def get(peer, forwarded=None):
+                headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+                return client.get("/v", environ_base={"REMOTE_ADDR": peer}, headers=headers).status_code
+
+            return get
+        starlette = starlette_get(memory_config, key=key)
+        return lambda peer, forwarded=None: starlette(
+            peer, None if forwarded is None else {"X-Forwarded-For": forwarded}
+        )
+
+    yield make
+    if framework == "django":
+        django_urls.urlpatterns[:] = []
+        clear_url_caches()
+
+
+def test_one_proxy_keys_by_the_address_it_appended_whatever_the_client_wrote(behind_proxies):
+    get = behind_proxies(forwarded_for(hops=1))
+    # The proxy (10.9.9.9) appends the address it received from; a client
+    # wrote the rest. Another spoofed left part is still the same client...
+    assert get("10.9.9.9", "6.6.6.6, 1.1.1.1") == 200
+    assert get("10.9.9.9", "7.7.7.7, 1.1.1.1") == 429
+    assert get("10.9.9.9", "1.1.1.1") == 429
+    # ...and the same spoofed left part is not the same client.
+    assert get("10.9.9.9", "6.6.6.6, 2.2.2.2") == 200
+    assert get("10.9.9.9", "1.1.1.1, 3.3.3.3") == 200
+
+
+def test_two_proxies_key_by_the_second_address_from_the_right(behind_proxies):
+    get = behind_proxies(forwarded_for(hops=2))
+    # client, then the first proxy's address; the peer is the second proxy.
+    assert get("10.9.9.9", "6.6.6.6, 1.1.1.1, 10.0.0.1") == 200
+    # The same client through the other first proxy, with another spoof.
+    assert get("10.9.9.8", "7.7.7.7, 1.1.1.1, 10.0.0.2") == 429
+    # Another client through the same proxies: not the last, nor the first address.
+    assert get("10.9.9.9", "1.1.1.1, 2.2.2.2, 10.0.0.1") == 200
+    assert get("10.9.9.9", "2.2.2.2, 10.0.0.1") == 429
+
+
+def test_a_header_shorter_than_hops_falls_back_to_the_peer(behind_proxies):
+    get = behind_proxies(forwarded_for(hops=2))
+    # One address where two proxies append two: it did not pass both, so
+    # the peer is the client, whatever the header says.
+    assert get("10.9.9.9", "1.1.1.1") == 200
+    assert get("10.9.9.9") == 429
+    assert get("10.9.9.9", "5.5.5.5") == 429
+    assert get("10.9.9.8", "1.1.1.1") == 200
+
+
+@pytest.mark.parametrize("hops", [0, -1, True, False, 1.0, "1", None])
+def test_hops_must_be_a_whole_number_of_at_least_one(hops):
+    with pytest.raises(ValueError) as raised:
+        forwarded_for(hops=hops)
+    assert str(raised.value) == f"hops must be a whole number of at least 1, got {hops!r}"

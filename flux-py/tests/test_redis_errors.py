@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, redis_command
+from conftest import redis_command, start_redis
 
 import flux._ffi as ffi
 from flux import RateLimiter
@@ -36,6 +35,7 @@ class Server:
         self.process = process
         self.dir = directory
         self.url = f"redis://127.0.0.1:{port}/0"
+        self.nowhere = 0  # a port where no master answers, set by the fixture
 
     def command(self, *args: str) -> str:
         return redis_command(self.port, *args).decode().strip()
@@ -69,31 +69,18 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (make deps installs it)")
-    port = free_port()
     directory = str(tmp_path_factory.mktemp("redis-errors"))
-    process = subprocess.Popen(
-        [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", directory,
-            "--enable-debug-command", "yes", "--enable-protected-configs", "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    port, process = start_redis(
+        directory, "--enable-debug-command", "yes", "--enable-protected-configs", "yes"
     )
     server = Server(port, process, directory)
-    server.wait_for("redis-server", lambda: _pongs(port))
-    yield server
+    # A master that is not there: a port held bound, never listening.
+    with socket.socket() as nowhere:
+        nowhere.bind(("127.0.0.1", 0))
+        server.nowhere = nowhere.getsockname()[1]
+        yield server
     process.send_signal(signal.SIGKILL)
     process.wait()
-
-
-def _pongs(port: int) -> bool:
-    try:
-        return redis_command(port, "PING", timeout=0.5).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def _oom(s: Server):
@@ -111,7 +98,7 @@ def _noreplicas(s: Server):
 
 def _readonly(s: Server):
     # A replica of a master that is not there.
-    s.ok("REPLICAOF", "127.0.0.1", str(free_port()))
+    s.ok("REPLICAOF", "127.0.0.1", str(s.nowhere))
     yield
     s.ok("REPLICAOF", "NO", "ONE")
 

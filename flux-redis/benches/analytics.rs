@@ -4,8 +4,10 @@
 //! alternating rounds of one run so that both see the same machine.
 //!
 //! `cargo bench -p flux-redis --bench analytics`. Target: analytics costs
-//! under 10 % of decision throughput. Prints a Markdown table (README.md,
-//! "Benchmarks").
+//! under 10 % of decision throughput; "off" is the floor. Prints a Markdown
+//! table (README.md, "Benchmarks"), with what Redis spent per decision
+//! (`EVALSHA`) and per event (`XADD`, up to 64 events each) from `INFO
+//! commandstats`.
 //!
 //! Not criterion: criterion measures one function after another, and the
 //! point here is to interleave the two configurations round by round.
@@ -218,8 +220,8 @@ fn main() {
     let rounds = env_or("FLUX_BENCH_ROUNDS", 9) as usize;
     let length = Duration::from_millis(env_or("FLUX_BENCH_ROUND_MS", 1000));
     let (off, _off_reporting) = limiter(&server.url(), None);
-    let (every, every_reporting) = limiter(&server.url(), Some(1.0));
-    let (tenth, tenth_reporting) = limiter(&server.url(), Some(0.1));
+    let every = limiter(&server.url(), Some(1.0));
+    let tenth = limiter(&server.url(), Some(0.1));
     let redis_pid = server.pid().to_string();
 
     println!(
@@ -234,19 +236,22 @@ fn main() {
     );
     println!();
     println!(
-        "| workload | sample_rate | off, decisions/s | on, decisions/s | cost (median of pairs) | pairs from .. to \
-         | client CPU µs/decision, off / on | Redis CPU µs/decision, off / on |"
+        "| workload | sample_rate | off (the floor), decisions/s | on, decisions/s | cost (median of pairs) \
+         | pairs from .. to | client CPU µs/decision, off / on | Redis CPU µs/decision, off / on \
+         | Redis µs per decision (EVALSHA) / per event (XADD) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (workload, on, rate) in [
-        (Workload::Single(1), &every, "1.0"),
-        (Workload::Single(4), &every, "1.0"),
-        (Workload::Batch, &every, "1.0"),
-        (Workload::Batch, &tenth, "0.1"),
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (workload, (on, reporting), rate) in [
+        (Workload::Single(1), &every, 1.0),
+        (Workload::Single(4), &every, 1.0),
+        (Workload::Batch, &every, 1.0),
+        (Workload::Batch, &tenth, 0.1),
     ] {
         // Warm both (connections, scripts, the flusher's connection).
         round(&off, workload, length / 4);
         round(on, workload, length / 4);
+        reporting.flush().unwrap();
+        server.cli(&["CONFIG", "RESETSTAT"]);
         let (mut offs, mut ons, mut costs) = (Vec::new(), Vec::new(), Vec::new());
         let (mut spent_off, mut spent_on) = (Spent::default(), Spent::default());
         let measured = |limiter: &Arc<Limiter>, spent: &mut Spent| {
@@ -276,8 +281,17 @@ fn main() {
             .fold((f64::MAX, f64::MIN), |(lo, hi), &c| (lo.min(c), hi.max(c)));
         let ((client_off, redis_off), (client_on, redis_on)) =
             (spent_off.per_decision(), spent_on.per_decision());
+        reporting.flush().unwrap();
+        // Every decision of `on` an event at 1.0; at 0.1, a tenth of them
+        // give or take a fraction of a percent.
+        let events = spent_on.decisions * rate;
+        let commands = server.cli(&["INFO", "commandstats"]);
+        let per_decision =
+            redis_usec(&commands, "evalsha") / (spent_off.decisions + spent_on.decisions);
+        let per_event = redis_usec(&commands, "xadd") / events;
         println!(
-            "| {} | {rate} | {:.0} | {:.0} | {} | {} .. {} | {client_off:.1} / {client_on:.1} | {redis_off:.1} / {redis_on:.1} |",
+            "| {} | {rate:.1} | {:.0} | {:.0} | {} | {} .. {} | {client_off:.1} / {client_on:.1} \
+             | {redis_off:.1} / {redis_on:.1} | {per_decision:.2} / {per_event:.3} |",
             workload.name(),
             median(offs),
             median(ons),
@@ -286,18 +300,42 @@ fn main() {
             percent(most),
         );
     }
-    every_reporting.flush().unwrap();
-    tenth_reporting.flush().unwrap();
-    let dropped = every.backend().analytics().snapshot().events_dropped
-        + tenth.backend().analytics().snapshot().events_dropped;
-    let length = server.cli(&["XLEN", "bench:events"]);
+    let dropped = every.0.backend().analytics().snapshot().events_dropped
+        + tenth.0.backend().analytics().snapshot().events_dropped;
+    let (entries, events) = stream_length(&server, "bench:events");
     println!();
-    println!("stream bench:events: {length} entries (retention 100000); events dropped: {dropped}");
-    // Redis's own time per command, all workloads together: an event's XADD
-    // against the scripts that decide (one key per call, or up to 64).
-    for line in server.cli(&["INFO", "commandstats"]).lines() {
-        if line.starts_with("cmdstat_xadd:") || line.starts_with("cmdstat_evalsha:") {
-            println!("{line}");
-        }
-    }
+    println!(
+        "stream bench:events: {events} events in {entries} entries (retention 100000); \
+         events dropped: {dropped}"
+    );
+}
+
+/// Microseconds Redis spent in `command` since the last `CONFIG RESETSTAT`,
+/// from `INFO commandstats`.
+fn redis_usec(info: &str, command: &str) -> f64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').find_map(|f| f.strip_prefix("usec=")))
+        .and_then(|usec| usec.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The entries of `stream`, and the events they hold (their `n`).
+fn stream_length(server: &RedisServer, stream: &str) -> (usize, u64) {
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let events = reply
+        .ids
+        .iter()
+        .map(|entry| entry.get::<u64>("n").unwrap_or(0))
+        .sum();
+    (reply.ids.len(), events)
 }

@@ -1,10 +1,13 @@
 //! One decision through RedisStore against a local redis-server (started
 //! here, on a free port), beside a PING on the same kind of connection;
-//! throughput from one and two threads; and the batch entry point.
+//! throughput from one and two threads; the batch entry point; and a limit
+//! of two quotas against a limit of one, through `flux_core::Limiter`, one
+//! call at a time and in batches of 64 (`redis/quotas`).
 //!
 //! `cargo bench -p flux-redis --bench redis`. Targets: a decision costs at
 //! most 1.3x a PING round trip; a batch of 64 gives at least 8x the
-//! decisions per second of one-at-a-time.
+//! decisions per second of one-at-a-time; a decision under two quotas costs
+//! at most 1.3x one under one quota.
 //!
 //! Client and server run on different cores, as they would on a real
 //! deployment: redis-server pinned to CPU 1, this process to CPU 0 (with
@@ -20,7 +23,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flux_core::{Policy, Quota, QuotaSpec, Request, Store};
+use flux_core::config::Config;
+use flux_core::{
+    apply_batch, parse_rates, BatchRequest, LimitSpec, Limiter, Op, Policy, Quota, QuotaSpec,
+    Request, Store,
+};
 use flux_redis::{RedisConfig, RedisStore};
 use support::RedisServer;
 
@@ -169,6 +176,96 @@ fn batch(c: &mut Criterion, server: &RedisServer) {
     group.finish();
 }
 
+/// Rates no bench reaches: one quota, and two in the shape of
+/// `"10/second;1000/day"` (one per second, one a hundred times that per
+/// day), so every call is admitted and each runs the whole script.
+const ONE_QUOTA: &str = "1000000000/second";
+const TWO_QUOTAS: &str = "1000000000/second;100000000000/day";
+const BATCH: usize = 64;
+
+/// The same calls under a limit of one quota and of two, through a
+/// `Limiter` as an application makes them (the caller's digest, the
+/// counters, the local deny cache): one at a time, and in batches of 64
+/// (one `EVALSHA` for the batch). Redis's own time per decision follows
+/// each bench.
+fn quotas(c: &mut Criterion, server: &RedisServer) {
+    let config = Config::from_toml_str(
+        &format!(
+            "[redis]\nurl = \"{}\"\npool_size = 4\ntimeout_ms = 1000\n\
+             [flux]\nstorage = \"redis\"\nkey_prefix = \"quotas:\"\njitter_enabled = false\n",
+            server.url()
+        ),
+        None,
+    )
+    .unwrap();
+    let backend = flux_redis::open(&config).unwrap().backend;
+    let limiter = |rates: &str| {
+        let spec = LimitSpec {
+            rate: Some(parse_rates(rates).unwrap()),
+            ..LimitSpec::default()
+        };
+        Limiter::new(backend.clone(), &config, "bench", None, &spec).unwrap()
+    };
+    let limits = [
+        ("one_quota", limiter(ONE_QUOTA)),
+        ("two_quotas", limiter(TWO_QUOTAS)),
+    ];
+    let callers: Vec<Vec<u8>> = (0..KEYS)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256).into_bytes())
+        .collect();
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut group = c.benchmark_group("redis/quotas");
+    for (name, limiter) in &limits {
+        group.throughput(Throughput::Elements(1));
+        let mut i = 0;
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut raw)
+            .unwrap();
+        group.bench_function(BenchmarkId::new("decide", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                let decision = limiter.decide(&callers[i], 1).unwrap();
+                assert!(decision.allowed);
+                black_box(decision)
+            })
+        });
+        println!("{name}, one at a time:");
+        report_server_time(&mut raw);
+    }
+    for (name, limiter) in &limits {
+        group.throughput(Throughput::Elements(BATCH as u64));
+        let mut offset = 0;
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut raw)
+            .unwrap();
+        group.bench_function(BenchmarkId::new("batch_64", name), |b| {
+            b.iter(|| {
+                offset = (offset + BATCH) % KEYS;
+                let batch: Vec<BatchRequest<'_>> = (0..BATCH)
+                    .map(|j| BatchRequest {
+                        limiter,
+                        endpoint: None,
+                        identity: &callers[(offset + j) % KEYS],
+                        cost: 1,
+                        op: Op::Decide,
+                    })
+                    .collect();
+                for decision in apply_batch(&batch) {
+                    assert!(decision.unwrap().allowed);
+                }
+            })
+        });
+        println!("{name}, batches of {BATCH} (Redis's time per call is per batch):");
+        report_server_time(&mut raw);
+    }
+    group.finish();
+}
+
 /// Pins this process (and the threads it starts) to CPU 0 and returns a
 /// redis-server on CPU 1; an unpinned server where that cannot be done.
 fn server_on_another_core() -> RedisServer {
@@ -194,6 +291,7 @@ fn benches(c: &mut Criterion) {
     round_trip(c, &server);
     throughput(c, &server);
     batch(c, &server);
+    quotas(c, &server);
 }
 
 criterion_group! {

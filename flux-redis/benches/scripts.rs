@@ -16,6 +16,12 @@
 //! counts the instructions Redis executes per call: the same on a loaded
 //! machine as on an idle one.
 //!
+//! A gcra limit of two quotas (`"1000/second;100000/day"` in shape, bursts
+//! no run reaches) is measured the same way against its floor
+//! (`floors/gcra_two.lua`: two GETs, two SETs), beside what one key holding
+//! both quotas' states would cost at the least (`floors/gcra_two_one_key.lua`,
+//! not Flux's layout: a key per quota).
+//!
 //! The floors return two numbers where Flux returns six, and take their
 //! limit in ARGV where Flux has it in the script; what they store is what
 //! DESIGN.md §2 says the policy keeps (one number for gcra, two for the
@@ -44,11 +50,12 @@ const KEYS: usize = 1024;
 /// Calls per pipeline.
 const PIPELINE: usize = 256;
 
-/// A script to measure: its source, the ARGV after its key, and whether its
-/// calls are admitted.
+/// A script to measure: its source, the keys of a call, the ARGV after
+/// them, and whether its calls are admitted.
 struct Script {
     name: String,
     source: String,
+    keys: usize,
     args: Vec<String>,
     admits: bool,
 }
@@ -96,6 +103,47 @@ fn flux(policy: Policy, admits: bool) -> String {
     flux_redis::script_source(&[spec.build().unwrap()], Op::Decide)
 }
 
+/// The two quotas of the two-quota rows: 1,000 per second and 100,000 per
+/// day, with bursts of 1,000,000 and 1,000,000,000: (emission interval µs,
+/// burst) each.
+const TWO_QUOTAS: [(u64, u64); 2] = [(1_000, 1_000_000), (864_000, 1_000_000_000)];
+
+fn two_quotas() -> Vec<Script> {
+    let floor_args: Vec<String> = TWO_QUOTAS
+        .iter()
+        .flat_map(|&(e, burst)| [e, burst])
+        .map(|n| n.to_string())
+        .collect();
+    let quotas = [
+        QuotaSpec::new(Policy::Gcra, 1_000, 1.0).burst(1_000_000),
+        QuotaSpec::new(Policy::Gcra, 100_000, 86_400.0).burst(1_000_000_000),
+    ]
+    .map(|spec| spec.build().unwrap());
+    vec![
+        Script {
+            name: "gcra allow 2 quotas, floor".into(),
+            source: include_str!("floors/gcra_two.lua").into(),
+            keys: 2,
+            args: floor_args.clone(),
+            admits: true,
+        },
+        Script {
+            name: "gcra allow 2 quotas, Flux".into(),
+            source: flux_redis::script_source(&quotas, Op::Decide),
+            keys: 2,
+            args: vec![String::new(), "1".to_owned()],
+            admits: true,
+        },
+        Script {
+            name: "gcra allow 2 quotas in one key, floor".into(),
+            source: include_str!("floors/gcra_two_one_key.lua").into(),
+            keys: 1,
+            args: floor_args,
+            admits: true,
+        },
+    ]
+}
+
 fn scripts() -> Vec<Script> {
     let mut scripts = Vec::new();
     for admits in [true, false] {
@@ -105,26 +153,29 @@ fn scripts() -> Vec<Script> {
             scripts.push(Script {
                 name: format!("{policy} {path}, floor"),
                 source: source.to_owned(),
+                keys: 1,
                 args: args.iter().map(u64::to_string).collect(),
                 admits,
             });
             scripts.push(Script {
                 name: format!("{policy} {path}, Flux"),
                 source: flux(policy, admits),
+                keys: 1,
                 // Redis TIME, cost 1.
                 args: vec![String::new(), "1".to_owned()],
                 admits,
             });
         }
     }
+    scripts.extend(two_quotas());
     scripts
 }
 
-/// A script loaded on one server, with its keys.
+/// A script loaded on one server, with its callers' keys.
 struct Loaded<'a> {
     script: &'a Script,
     sha: String,
-    keys: Vec<String>,
+    keys: Vec<Vec<String>>,
     next: usize,
 }
 
@@ -136,7 +187,11 @@ impl<'a> Loaded<'a> {
             .query(conn)
             .unwrap();
         let keys = (0..KEYS)
-            .map(|k| format!("bench:{index}:{{{k:032x}}}"))
+            .map(|k| {
+                (0..script.keys)
+                    .map(|q| format!("bench:{index}:{q}:{{{k:032x}}}"))
+                    .collect()
+            })
             .collect();
         Loaded {
             script,
@@ -154,12 +209,12 @@ impl<'a> Loaded<'a> {
             let n = PIPELINE.min(calls - sent);
             let mut pipe = redis::pipe();
             for _ in 0..n {
-                let key = &self.keys[self.next % KEYS];
+                let keys = &self.keys[self.next % KEYS];
                 self.next += 1;
                 pipe.cmd("EVALSHA")
                     .arg(&self.sha)
-                    .arg(1)
-                    .arg(key)
+                    .arg(keys.len())
+                    .arg(keys)
                     .arg(&self.script.args);
             }
             let replies: Vec<Value> = pipe.query(conn).unwrap();
@@ -178,11 +233,11 @@ impl<'a> Loaded<'a> {
     /// One call on every key: a refusing script's keys then hold a used-up limit.
     fn warm(&mut self, conn: &mut Connection) {
         let mut pipe = redis::pipe();
-        for key in &self.keys {
+        for keys in &self.keys {
             pipe.cmd("EVALSHA")
                 .arg(&self.sha)
-                .arg(1)
-                .arg(key)
+                .arg(keys.len())
+                .arg(keys)
                 .arg(&self.script.args);
         }
         let _: Vec<Value> = pipe.query(conn).unwrap();
@@ -423,7 +478,9 @@ fn main() {
     println!();
     println!("| policy | path | Flux µs | floor µs | Flux ÷ floor | Flux kinstr | floor kinstr | Flux ÷ floor |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for pair in (0..scripts.len()).step_by(2) {
+    // Floor and Flux in pairs, then the one-key floor alone.
+    let one_key = scripts.len() - 1;
+    for pair in (0..one_key).step_by(2) {
         let (floor, flux) = (pair, pair + 1);
         let (policy, path) = scripts[flux]
             .name
@@ -446,4 +503,12 @@ fn main() {
             usec[flux] / usec[floor]
         );
     }
+    println!();
+    let counted = instr.as_ref().map_or(String::new(), |n| {
+        format!(", {:.1} kinstr", n[one_key] / 1000.0)
+    });
+    println!(
+        "{}: {:.2} µs{counted}",
+        scripts[one_key].name, usec[one_key]
+    );
 }

@@ -11,6 +11,11 @@
 local calls = #KEYS / NQ
 local first_cost = #ARGV - calls
 local out
+-- The writes that wait until every quota of a call admits it: key, value
+-- and TTL per quota, in one table for the whole script (a table made per
+-- call cost a call of two quotas 7 % more Redis time); `np` counts the
+-- call's.
+local pending = {}
 
 for call = 1, calls do
   local cost = ARGV[first_cost + call]
@@ -22,8 +27,7 @@ for call = 1, calls do
   -- The decision reported so far: status, quota, remaining, reset, retry, delay.
   local r_ok, r_q, r_rem, r_reset, r_retry, r_delay
   local all_ok, longest, foreign = true, 0, nil
-  -- With several quotas, the writes that wait until every quota admits.
-  local pending
+  local np = 0
   for q = 1, NQ do
     local key = KEYS[(call - 1) * NQ + q]
     local value = redis.pcall('GET', key)

@@ -2,10 +2,8 @@
 -- a call.
 
     if ok and OP == 'd' then
-      pending = pending or {}
-      pending[#pending + 1] = key
-      pending[#pending + 1] = new_value
-      pending[#pending + 1] = ttl
+      pending[np + 1], pending[np + 2], pending[np + 3] = key, new_value, ttl
+      np = np + 3
     end
     if not ok then
       all_ok = false
@@ -23,10 +21,8 @@
     status, r_q, r_rem, r_reset, r_retry, r_delay = -1, foreign, 0, 0, 0, 0
   elseif all_ok then
     status = 1
-    if pending then
-      for p = 1, #pending, 3 do
-        redis.call('SET', pending[p], pending[p + 1], 'PX', pending[p + 2])
-      end
+    for p = 1, np, 3 do
+      redis.call('SET', pending[p], pending[p + 1], 'PX', pending[p + 2])
     end
     if OP ~= 'r' then
       r_delay = longest

@@ -170,18 +170,7 @@ impl RedisStore {
         requests: &[Request<'_>],
         now_us: u64,
     ) -> Vec<Result<Decision, RedisError>> {
-        let keys: Vec<[&str; 1]> = requests.iter().map(|r| [r.key]).collect();
-        let calls: Vec<Call<'_>> = requests
-            .iter()
-            .zip(&keys)
-            .map(|(r, key)| Call {
-                keys: key,
-                quotas: std::slice::from_ref(r.quota),
-                cost: r.cost,
-                op: Op::Decide,
-            })
-            .collect();
-        self.apply_many_with(&calls, Some(now_us))
+        Request::decide_all(requests, |calls| self.apply_many_with(calls, Some(now_us)))
     }
 
     /// [`Store::apply`] at `now_us`: for tests, like [`TimeSource::Clock`].

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flux_core::analytics::{Analytics, Event, Outcome, MAX_SERIES_PER_LIMITER, OVERFLOW_ENDPOINT};
 use flux_core::config::{AnalyticsConfig, Config};
 use flux_core::{
-    apply_batch, Backend, BatchRequest, Decision, LimitSpec, Limiter, Op, Policy, QuotaSpec, Source,
+    apply_batch, Backend, BatchRequest, Decision, LimitSpec, Limiter, LimiterError, Op, Policy,
+    QuotaSpec, Source,
 };
 use flux_redis::analytics::{totals_key, Flusher};
 use flux_redis::RedisConfig;
+use serde_json::{json, Value};
 use support::{free_port, RedisCluster, RedisServer};
 
 fn rate(requests: u64, period: f64) -> LimitSpec {
@@ -62,6 +64,44 @@ fn xlen(redis: &RedisServer, stream: &str) -> u64 {
         .unwrap()
 }
 
+/// An event's fields, in the order format 1 writes them.
+const EVENT_FIELDS: [&str; 9] = ["ts", "key", "ep", "d", "p", "u", "mr", "mp", "mb"];
+
+/// Every event in `stream`, oldest first, by field name, read as a reader
+/// of format 1 would (README, "Analytics"); checks on the way that each
+/// entry has exactly the fields `v` (1), `n` and `events`, a JSON array of
+/// `n` events (1 to 64) of nine values each.
+fn stream_events(redis: &RedisServer, stream: &str) -> Vec<HashMap<&'static str, Value>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut connection(redis))
+        .unwrap();
+    let mut events = Vec::new();
+    for entry in reply.ids {
+        let mut names: Vec<&str> = entry.map.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["events", "n", "v"], "entry {}", entry.id);
+        assert_eq!(entry.get::<String>("v").unwrap(), "1");
+        let n: usize = entry.get("n").unwrap();
+        let json: String = entry.get("events").unwrap();
+        let Value::Array(entry_events) = serde_json::from_str(&json).unwrap() else {
+            panic!("entry {}: events is not a JSON array: {json}", entry.id);
+        };
+        assert_eq!(entry_events.len(), n, "entry {}: n", entry.id);
+        assert!((1..=64).contains(&n), "entry {}: {n} events", entry.id);
+        for event in entry_events {
+            let Value::Array(values) = event else {
+                panic!("entry {}: an event is not an array: {json}", entry.id);
+            };
+            assert_eq!(values.len(), EVENT_FIELDS.len(), "{json}");
+            events.push(EVENT_FIELDS.into_iter().zip(values).collect());
+        }
+    }
+    events
+}
+
 fn totals(redis: &RedisServer, stream: &str) -> HashMap<String, u64> {
     redis::cmd("HGETALL")
         .arg(totals_key(stream))
@@ -96,7 +136,12 @@ fn every_decision_is_counted_by_endpoint_and_outcome() {
     assert_eq!(allowed, [true, true, true, false, false]);
     assert!(login.decide(b"10.0.0.2", 1).unwrap().allowed);
     // A call that gets no decision is not counted.
-    assert!(login.decide(b"10.0.0.3", 100).is_err());
+    let err = login.decide(b"10.0.0.3", 100).unwrap_err();
+    assert!(matches!(err, LimiterError::Cost(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cost 100 can never be admitted: the limit holds at most 3 at once"
+    );
     // Each decision of a batch counts.
     let request = |identity: &'static [u8]| BatchRequest {
         limiter: &api,
@@ -200,44 +245,17 @@ fn every_decision_is_an_event_at_sample_rate_one() {
         .collect();
     apply_batch(&batch);
     backend.reporting.flush().unwrap();
-    assert_eq!(xlen(&redis, "s1"), 250);
+    let events = stream_events(&redis, "s1");
+    assert_eq!(events.len(), 250);
+    // Entries of up to 64 events: at least 4 for 250 (more if the flusher's
+    // thread sent some before the flush above).
+    assert!(xlen(&redis, "s1") >= 4);
 
     // The first event, field by field: no raw identity, only the key's digest.
-    let entries: Vec<(String, HashMap<String, String>)> = {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg("s1")
-            .arg("-")
-            .arg("+")
-            .query(&mut connection(&redis))
-            .unwrap();
-        reply
-            .ids
-            .into_iter()
-            .map(|entry| {
-                let fields = entry
-                    .map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
-                    .collect();
-                (entry.id, fields)
-            })
-            .collect()
-    };
-    let first = &entries[0].1;
-    let mut names: Vec<&str> = first.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["d", "ep", "key", "mb", "mp", "mr", "p", "ts", "u"]);
-    assert_eq!(first["key"], login.key(b"user0"));
-    assert!(!first["key"].contains("user0"));
-    assert_eq!(first["ep"], "login");
-    assert_eq!(first["d"], "1");
-    assert_eq!(first["p"], "gcra");
-    assert_eq!(first["u"], "1");
-    assert_eq!(
-        (&*first["mr"], &*first["mp"], &*first["mb"]),
-        ("3", "60", "3")
-    );
-    let ts: u64 = first["ts"].parse().unwrap();
+    let first = &events[0];
+    assert_eq!(first["key"], json!(login.key(b"user0")));
+    assert!(!first["key"].as_str().unwrap().contains("user0"));
+    let ts = first["ts"].as_u64().unwrap();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -246,10 +264,26 @@ fn every_decision_is_an_event_at_sample_rate_one() {
         now_ms - ts < 60_000,
         "ts {ts} is milliseconds since the epoch"
     );
+    let expected = json!({
+        "ts": ts, "key": login.key(b"user0"), "ep": "login", "d": 1, "p": "gcra",
+        "u": 1, "mr": 3, "mp": 60, "mb": 3,
+    });
+    assert_eq!(json!(first), expected);
+    // The fourth call of user0 was refused: 3 in use.
+    let fourth = events
+        .iter()
+        .filter(|e| e["key"] == first["key"])
+        .nth(3)
+        .unwrap();
+    assert_eq!((&fourth["d"], &fourth["u"]), (&json!(0), &json!(3)));
+    // The batch's events, in the batch's order, after the single calls'.
+    let batch_keys: Vec<&Value> = events[200..].iter().map(|e| &e["key"]).collect();
+    let expected_keys: Vec<Value> = identities.iter().map(|i| json!(login.key(i))).collect();
+    assert_eq!(batch_keys, expected_keys.iter().collect::<Vec<_>>());
 
     // As many refusals in the stream as counted: by Redis, or (repeated
     // refusals of one caller) from the local deny cache.
-    let refused = entries.iter().filter(|(_, f)| f["d"] == "0").count() as u64;
+    let refused = events.iter().filter(|e| e["d"] == json!(0)).count() as u64;
     let login = &backend.backend.analytics().snapshot().endpoints["login"];
     assert_eq!(
         refused,
@@ -265,16 +299,9 @@ fn every_decision_is_an_event_at_sample_rate_one() {
 
 /// The `ep` field of every event in `stream`, oldest first.
 fn stream_endpoints(redis: &RedisServer, stream: &str) -> Vec<String> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query(&mut connection(redis))
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|entry| entry.get("ep").unwrap())
+    stream_events(redis, stream)
+        .into_iter()
+        .map(|event| event["ep"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -421,7 +448,7 @@ fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
     }
     backend.reporting.flush().unwrap();
     // Binomial(2000, 0.1): 200 ± 13.4; these bounds are beyond 3.5 sigma.
-    let events = xlen(&redis, "s2");
+    let events = stream_events(&redis, "s2").len();
     assert!((150..=250).contains(&events), "{events} events");
     // The counters count everything, sampled or not.
     assert_eq!(
@@ -431,68 +458,87 @@ fn about_a_tenth_of_decisions_are_events_at_sample_rate_a_tenth() {
     assert_eq!(totals(&redis, "s2")["api:allowed"], 2000);
 }
 
-#[test]
-fn the_stream_is_trimmed_near_retention() {
-    let redis = RedisServer::start();
-    // MAXLEN ~ removes whole nodes of the stream's radix tree only, so the
-    // length stays at least `retention` and below `retention` plus one
-    // node's worth of entries (at most stream-node-max-entries).
-    redis.cli(&["CONFIG", "SET", "stream-node-max-entries", "100"]);
-    let config = analytics_config(&redis.url(), "s3", 100, 1.0);
-    let backend = flux_redis::open(&config).unwrap();
-    let limiter = Limiter::new(
-        backend.backend.clone(),
+/// A flusher of its own analytics to `stream` on `redis`, without a
+/// thread: each flush sends what the test queued, all of it.
+fn flusher_alone(redis: &RedisServer, stream: &str, retention: u64) -> (Arc<Analytics>, Flusher) {
+    let analytics = Arc::new(Analytics::new(1.0));
+    let config = AnalyticsConfig {
+        stream: stream.into(),
+        retention,
+        ..AnalyticsConfig::default()
+    };
+    let flusher = Flusher::new(
+        analytics.clone(),
+        &RedisConfig::from_url(redis.url()),
         &config,
-        "api",
-        None,
-        &rate(10, 1.0),
-    )
-    .unwrap();
-    for i in 0..1000 {
-        limiter
-            .decide(format!("u{}", i % 50).as_bytes(), 1)
-            .unwrap();
-        if i % 250 == 249 {
-            backend.reporting.flush().unwrap();
-        }
+    );
+    (analytics, flusher.unwrap())
+}
+
+/// Queues `n` events of distinct callers.
+fn queue_events(analytics: &Analytics, n: usize) {
+    let quota = QuotaSpec::new(Policy::Gcra, 10, 60.0).build().unwrap();
+    let decision = Decision {
+        allowed: true,
+        ..Decision::default()
+    };
+    for i in 0..n {
+        let key = format!("flux:api:gcra:{{{i:032x}}}");
+        analytics.push_event(Event::new(1, key, "api".into(), &quota, &decision));
     }
-    backend.reporting.flush().unwrap();
-    let length = xlen(&redis, "s3");
-    assert!((100..200).contains(&length), "XLEN {length}");
 }
 
 #[test]
-fn a_flush_of_many_events_is_trimmed_near_retention_too() {
+fn a_busy_stream_keeps_about_retention_events() {
     let redis = RedisServer::start();
-    // An approximate trim removes at most 100 nodes by default (LIMIT):
-    // here 1,000 entries, a fifth of what this one flush adds.
+    let (analytics, mut flusher) = flusher_alone(&redis, "busy", 1000);
+    for _ in 0..20 {
+        queue_events(&analytics, 250);
+        assert_eq!(flusher.flush().unwrap().events, 250);
+    }
+    // Each flush: 4 entries of 62 or 63 events, trimmed to the 16 entries
+    // that hold 1,000 at that fill. An entry this big is a node of the
+    // stream by itself, so MAXLEN ~ trims it exactly.
+    assert_eq!(stream_events(&redis, "busy").len(), 1000);
+    assert_eq!(xlen(&redis, "busy"), 16);
+
+    // One flush of 5,000 events (79 entries: 23 of 64, then 56 of 63) is trimmed too,
+    // by an approximate trim that removes at most 100 nodes per XADD
+    // (LIMIT): the 2 entries that hold at least 100 at that fill.
+    let (analytics, mut flusher) = flusher_alone(&redis, "burst", 100);
+    queue_events(&analytics, 5_000);
+    assert_eq!(flusher.flush().unwrap().events, 5_000);
+    assert_eq!(stream_events(&redis, "burst").len(), 63 + 63);
+}
+
+#[test]
+fn a_quiet_stream_keeps_about_retention_events_and_never_twice_that() {
+    let redis = RedisServer::start();
+    // MAXLEN ~ removes whole nodes of the stream's radix tree only: small
+    // entries are kept until a node's worth (at most stream-node-max-entries)
+    // is past the length.
     redis.cli(&["CONFIG", "SET", "stream-node-max-entries", "10"]);
-    let config = analytics_config(&redis.url(), "s5", 100, 1.0);
-    let backend = flux_redis::open(&config).unwrap();
-    let limiter = Limiter::new(
-        backend.backend.clone(),
-        &config,
-        "api",
-        None,
-        &rate(1_000_000, 1.0),
-    )
-    .unwrap();
-    let identities: Vec<Vec<u8>> = (0..5_000).map(|i| format!("u{i}").into_bytes()).collect();
-    let batch: Vec<BatchRequest<'_>> = identities
-        .iter()
-        .map(|identity| BatchRequest {
-            limiter: &limiter,
-            endpoint: None,
-            identity,
-            cost: 1,
-            op: Op::Decide,
-        })
-        .collect();
-    apply_batch(&batch);
-    let report = backend.reporting.flush().unwrap();
-    assert_eq!(report.events, 5_000);
-    let length = xlen(&redis, "s5");
-    assert!((100..110).contains(&length), "XLEN {length}");
+    let (analytics, mut flusher) = flusher_alone(&redis, "quiet", 640);
+    let events = || stream_events(&redis, "quiet").len();
+    // Busy first: 10 full entries per flush, 640 events kept.
+    for _ in 0..5 {
+        queue_events(&analytics, 640);
+        flusher.flush().unwrap();
+    }
+    assert_eq!(events(), 640);
+    // Then quiet: an event per flush, an entry per event, up to 640 entries.
+    // Until the busy entries have aged out, the stream holds both: never
+    // more than twice retention (and a node).
+    let mut most = 0;
+    for flush in 1..=700 {
+        queue_events(&analytics, 1);
+        flusher.flush().unwrap();
+        if flush % 50 == 0 {
+            most = most.max(events());
+        }
+    }
+    assert!((640..1280 + 10).contains(&most), "at most {most} events");
+    assert!((640..650).contains(&events()), "{} events", events());
 }
 
 #[test]
@@ -567,7 +613,7 @@ fn a_failing_redis_costs_the_events_not_the_totals_nor_the_decisions() {
     let (login, _) = counted(&backend.backend, &config);
     login.decide(b"k", 1).unwrap();
     backend.reporting.flush().unwrap();
-    assert_eq!(xlen(&redis, "s5"), 1);
+    assert_eq!(stream_events(&redis, "s5").len(), 1);
 
     redis.kill();
     for _ in 0..4 {
@@ -597,7 +643,7 @@ fn a_failing_redis_costs_the_events_not_the_totals_nor_the_decisions() {
     let stored = totals(&redis, "s5");
     assert_eq!(stored.get("login:fail_open"), Some(&4));
     assert_eq!(stored.get("login:allowed"), Some(&1), "only the one since");
-    assert_eq!(xlen(&redis, "s5"), 1);
+    assert_eq!(stream_events(&redis, "s5").len(), 1);
 }
 
 /// A TCP proxy in front of Redis that counts round trips: each time the
@@ -709,20 +755,22 @@ fn a_flush_is_one_round_trip() {
         info_calls(&redis, "hincrby"),
     );
 
-    let mut events = 0;
+    let mut entries = 0;
     let mut fields = 0;
-    for n in [20, 7, 30] {
+    for n in [20, 7, 130] {
         decide(n);
         let report = flusher.flush().unwrap();
         assert_eq!((report.events, report.dropped), (n as u64, 0));
         assert_eq!(report.round_trips, 1);
-        events += n as u64;
+        entries += n.div_ceil(64) as u64;
         fields += report.totals;
     }
     assert_eq!(flusher.flush().unwrap().round_trips, 0, "nothing to send");
     assert_eq!(proxy.count() - before, 3, "one round trip per flush");
-    // Every command of those three round trips reached Redis.
-    assert_eq!(info_calls(&redis, "xadd") - xadds, events);
+    // Every command of those three round trips reached Redis: an XADD per
+    // entry of up to 64 events (1, 1 and 3), an HINCRBY per field.
+    assert_eq!(info_calls(&redis, "xadd") - xadds, entries);
+    assert_eq!(entries, 5);
     assert_eq!(info_calls(&redis, "hincrby") - hincrbys, fields);
     // Three endpoints, each allowed and blocked moved in every flush.
     assert_eq!(fields, 3 * 2 * 3);
@@ -758,7 +806,7 @@ fn on_a_cluster_a_flush_is_one_pipeline_to_the_streams_node() {
         .iter()
         .find(|node| node.cli(&["EXISTS", stream]) == "1")
         .expect("the stream is on one node");
-    assert_eq!(owner.cli(&["XLEN", stream]), "60");
+    assert_eq!(stream_events(owner, stream).len(), 60);
     assert_eq!(
         owner.cli(&["HGET", &totals_key(stream), "login:allowed"]),
         "60"

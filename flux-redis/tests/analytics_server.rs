@@ -11,16 +11,14 @@ use std::sync::Arc;
 use flux_core::config::Config;
 use flux_core::{Backend, LimitSpec, Limiter};
 use flux_redis::analytics::metrics_address;
-use support::{free_port, take_warnings};
+use support::{free_port, open_serving_metrics, take_warnings, DeadPort};
+
+fn toml(port: u16, enabled: bool) -> String {
+    format!("[flux]\njitter_enabled = false\n[analytics]\nenabled = {enabled}\nport = {port}\n")
+}
 
 fn config(port: u16, enabled: bool) -> Config {
-    Config::from_toml_str(
-        &format!(
-            "[flux]\njitter_enabled = false\n[analytics]\nenabled = {enabled}\nport = {port}\n"
-        ),
-        None,
-    )
-    .unwrap()
+    Config::from_toml_str(&toml(port, enabled), None).unwrap()
 }
 
 fn limiter(backend: &Arc<Backend>, config: &Config, scope: &str, requests: u64) -> Limiter {
@@ -57,12 +55,12 @@ fn one_server_shows_every_backend_and_outlives_none() {
     let quiet = flux_redis::open(&config(free_port(), false)).unwrap();
     assert_eq!(metrics_address(), None);
 
-    let port = free_port();
+    let (first, port) = open_serving_metrics(|port| toml(port, true));
     let first_config = config(port, true);
-    let first = flux_redis::open(&first_config).unwrap();
-    assert_eq!(metrics_address().map(|a| a.port()), Some(port));
-    // A second backend with analytics does not start a second server.
-    let other_port = free_port();
+    // A second backend with analytics does not start a second server (nor
+    // could it take this port).
+    let other = DeadPort::new();
+    let other_port = other.port;
     let second_config = config(other_port, true);
     let second = flux_redis::open(&second_config).unwrap();
     assert_eq!(metrics_address().map(|a| a.port()), Some(port));

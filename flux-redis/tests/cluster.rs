@@ -1,17 +1,19 @@
 //! The store on a Redis Cluster of three primaries started by the test: keys
 //! land on every primary, single and batched decisions enforce limits
 //! exactly, scripts missing on a node are loaded there, clearing a prefix
-//! reaches every node, a slot that moved is followed, and redirects that
-//! never settle hold no call beyond `timeout_ms`. A limit of several rates
-//! keeps each caller's keys on one node and decides them all or none.
+//! reaches every node, a slot that moved is followed, a slot migrating with
+//! keys in it is followed by ASK, TRYAGAIN is tried again for the bounded
+//! rounds then fails, and redirects that never settle hold no call beyond
+//! `timeout_ms`. A limit of several rates keeps each caller's keys on one
+//! node and decides them all or none.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use flux_core::{storage_key, Policy, Quota, QuotaSpec, Request, Store};
+use flux_core::{storage_key, Call, Op, Policy, Quota, QuotaSpec, Request, Store};
 use flux_redis::{RedisConfig, RedisStore};
-use support::RedisCluster;
+use support::{RedisCluster, RedisServer};
 
 const KEYS_PER_POLICY: usize = 40;
 const BOUND: u64 = 5;
@@ -24,6 +26,8 @@ fn a_three_primary_cluster() {
     several_rates_decide_together_on_every_primary(&cluster);
     a_batch_follows_a_slot_that_moved_to_another_primary(&cluster);
     redirects_that_never_settle_hold_no_call_beyond_timeout_ms(&cluster);
+    asked_calls_follow_a_live_migration_and_are_counted_once(&cluster);
+    tryagain_is_retried_for_the_bounded_rounds_then_fails(&cluster);
 }
 
 /// Callers of "3/hour;5/day" spread over every primary, decided one by one
@@ -388,4 +392,221 @@ fn redirects_that_never_settle_hold_no_call_beyond_timeout_ms(cluster: &RedisClu
         again[elsewhere.len()..].iter().all(|&r| r == 2),
         "stuck calls counted"
     );
+}
+
+/// The rounds a call makes at most before it fails (cluster.rs `MAX_ROUNDS`).
+const MAX_ROUNDS: u64 = 5;
+
+/// How many error replies starting `code` (MOVED, ASK, TRYAGAIN) the node
+/// has given, by `INFO errorstats`.
+fn errors(node: &RedisServer, code: &str) -> u64 {
+    node.cli(&["INFO", "errorstats"])
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("errorstat_{code}:count=")))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// `slot` starts moving from node `from` to node `to`, as `redis-cli
+/// --cluster reshard` does: `to` imports it, `from` migrates it.
+fn start_migration(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
+    let slot = slot.to_string();
+    let (from_id, to_id) = (node_id(cluster, from), node_id(cluster, to));
+    assert_eq!(
+        cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+        "OK"
+    );
+}
+
+/// Moves `keys` of a migrating slot from node `from` to node `to`.
+fn migrate(cluster: &RedisCluster, from: usize, to: usize, keys: &[&str]) {
+    let port = cluster.nodes[to].port.to_string();
+    let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    args.extend(keys);
+    assert_eq!(cluster.nodes[from].cli(&args), "OK");
+}
+
+/// The slot's migration ends: every node says `to` owns it.
+fn finish_migration(cluster: &RedisCluster, slot: u16, to: usize) {
+    let (slot, to_id) = (slot.to_string(), node_id(cluster, to));
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+            "OK"
+        );
+    }
+}
+
+fn keyslot(cluster: &RedisCluster, key: &str) -> u16 {
+    cluster.nodes[0]
+        .cli(&["CLUSTER", "KEYSLOT", key])
+        .parse()
+        .unwrap()
+}
+
+/// A slot migrating with keys in it: calls on keys still on the old owner
+/// run there; calls on keys already moved (or new) are answered ASK and run
+/// on the new owner after ASKING; each is charged once, in batches and
+/// single calls, and the counts survive the end of the migration.
+fn asked_calls_follow_a_live_migration_and_are_counted_once(cluster: &RedisCluster) {
+    let store = RedisStore::connect(&RedisConfig {
+        timeout_ms: 2_000,
+        ..RedisConfig::from_url(cluster.url())
+    })
+    .unwrap();
+    let quota = QuotaSpec::new(Policy::FixedWindow, 3, 86_400.0)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..10).map(|i| format!("{{migrating}}:{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let batch = |keys: &[&str]| -> Vec<u64> {
+        let requests: Vec<Request<'_>> = keys
+            .iter()
+            .map(|key| Request {
+                key,
+                quota: &quota,
+                cost: 1,
+            })
+            .collect();
+        store
+            .decide_many(&requests)
+            .into_iter()
+            .map(|d| d.unwrap().remaining)
+            .collect()
+    };
+    assert_eq!(batch(&keys[..8]), [2; 8]);
+
+    let slot = keyslot(cluster, keys[0]);
+    let from = owner(cluster, slot);
+    let to = (from + 1) % cluster.nodes.len();
+    let (old, new) = (&cluster.nodes[from], &cluster.nodes[to]);
+    start_migration(cluster, slot, from, to);
+    migrate(cluster, from, to, &keys[..4]);
+    let asked = errors(old, "ASK");
+
+    // 0..4 moved, 4..8 not yet, 8 and 9 new: ASK sends them to the new owner.
+    assert_eq!(batch(&keys), [1, 1, 1, 1, 1, 1, 1, 1, 2, 2]);
+    assert_eq!(
+        errors(old, "ASK") - asked,
+        6,
+        "one ASK per call not on the old owner"
+    );
+    let on = |node: &RedisServer| -> Vec<String> {
+        let mut held: Vec<String> = node
+            .cli(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "100"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        held.sort();
+        held
+    };
+    let named = |range: &[&str]| -> Vec<String> { range.iter().map(|k| k.to_string()).collect() };
+    assert_eq!(on(old), named(&keys[4..8]));
+    assert_eq!(on(new), named(&[&keys[..4], &keys[8..]].concat()));
+    // Single calls, on either side.
+    for key in [keys[0], keys[5], keys[9]] {
+        assert_eq!(
+            store.decide(key, &quota, 1).unwrap().remaining,
+            if key == keys[9] { 1 } else { 0 }
+        );
+    }
+
+    migrate(cluster, from, to, &keys[4..8]);
+    finish_migration(cluster, slot, to);
+    assert_eq!(owner(cluster, slot), to);
+    // Every count made it across: 0 and 5 are spent, the others one short.
+    let after: Vec<bool> = keys
+        .iter()
+        .map(|key| store.decide(key, &quota, 1).unwrap().allowed)
+        .collect();
+    assert_eq!(
+        after,
+        [false, true, true, true, true, false, true, true, true, true]
+    );
+    assert_eq!(
+        old.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]),
+        "0"
+    );
+}
+
+/// A limit of two rates on a slot in the middle of its migration, with one
+/// of the caller's keys moved and the other not: neither node can run the
+/// script (TRYAGAIN). The call is tried again for the bounded rounds, then
+/// fails as Redis failing, charging nothing, while the other calls of its
+/// batch are decided once; single calls alike. Once the slot has moved,
+/// it decides.
+fn tryagain_is_retried_for_the_bounded_rounds_then_fails(cluster: &RedisCluster) {
+    let store = RedisStore::connect(&RedisConfig {
+        timeout_ms: 2_000,
+        ..RedisConfig::from_url(cluster.url())
+    })
+    .unwrap();
+    let quotas = [
+        QuotaSpec::new(Policy::Gcra, 2, 60.0).build().unwrap(),
+        QuotaSpec::new(Policy::Gcra, 5, 86_400.0).build().unwrap(),
+    ];
+    let (a, b) = ("{split}:2per60", "{split}:5per86400");
+    let split = [a, b];
+    let call = Call {
+        keys: &split,
+        quotas: &quotas,
+        cost: 1,
+        op: Op::Decide,
+    };
+    assert_eq!(store.apply(&call).unwrap().remaining, 1);
+
+    let slot = keyslot(cluster, a);
+    let from = owner(cluster, slot);
+    let to = (from + 1) % cluster.nodes.len();
+    let old = &cluster.nodes[from];
+    start_migration(cluster, slot, from, to);
+    migrate(cluster, from, to, &[a]);
+
+    let elsewhere: Vec<String> = (0..6).map(|i| format!("settled:tryagain:{i}")).collect();
+    let others: Vec<[&str; 1]> = elsewhere.iter().map(|k| [k.as_str()]).collect();
+    let mut calls: Vec<Call<'_>> = others
+        .iter()
+        .map(|keys| Call {
+            keys,
+            quotas: &quotas[..1],
+            cost: 1,
+            op: Op::Decide,
+        })
+        .collect();
+    calls.insert(3, call);
+    let tried = errors(old, "TRYAGAIN");
+    let results = store.apply_many(&calls);
+    assert_eq!(
+        errors(old, "TRYAGAIN") - tried,
+        MAX_ROUNDS,
+        "rounds of a batch"
+    );
+    for (i, result) in results.iter().enumerate() {
+        if i == 3 {
+            let err = result.as_ref().unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+            assert!(err.to_string().contains("TRYAGAIN"), "{err}");
+        } else {
+            assert_eq!(result.as_ref().unwrap().remaining, 1, "call {i}");
+        }
+    }
+    let err = store.apply(&call).unwrap_err();
+    assert!(
+        err.is_unavailable() && err.to_string().contains("TRYAGAIN"),
+        "{err}"
+    );
+    assert_eq!(
+        errors(old, "TRYAGAIN") - tried,
+        2 * MAX_ROUNDS,
+        "rounds of a single call"
+    );
+
+    // Nothing was charged meanwhile: the first call left 1.
+    migrate(cluster, from, to, &[b]);
+    finish_migration(cluster, slot, to);
+    assert_eq!(store.apply(&call).unwrap().remaining, 0);
+    assert!(!store.apply(&call).unwrap().allowed);
 }

@@ -7,9 +7,8 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use flux_core::config::Config;
 use flux_redis::analytics::metrics_address;
-use support::free_port;
+use support::open_serving_metrics;
 
 /// (status line, headers, body) of one request.
 fn request(port: u16, method: &str, path: &str) -> (String, String, String) {
@@ -35,14 +34,8 @@ fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn the_metrics_server_serves_the_dashboard_beside_metrics() {
-    let port = free_port();
-    let config = Config::from_toml_str(
-        &format!("[analytics]\nenabled = true\nport = {port}\n"),
-        None,
-    )
-    .unwrap();
-    let backend = flux_redis::open(&config).unwrap();
-    assert_eq!(metrics_address().map(|a| a.port()), Some(port));
+    let (backend, port) =
+        open_serving_metrics(|port| format!("[analytics]\nenabled = true\nport = {port}\n"));
 
     for path in ["/", "/dashboard", "/?endpoint=login", "/dashboard?x=1"] {
         let (status, headers, body) = request(port, "GET", path);

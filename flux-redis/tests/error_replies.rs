@@ -17,9 +17,15 @@ use flux_core::{
     WARNING_INTERVAL,
 };
 use flux_redis::RedisError;
-use support::{free_port, take_warnings, RedisServer};
+use support::{take_warnings, DeadPort, RedisServer};
 
 const TIMEOUT_MS: u64 = 2_000;
+
+/// A port where no master will ever answer, for as long as the test runs.
+fn nowhere() -> &'static DeadPort {
+    static NOWHERE: std::sync::OnceLock<DeadPort> = std::sync::OnceLock::new();
+    NOWHERE.get_or_init(DeadPort::new)
+}
 
 /// A limiter of 1000 a day on one pool of one connection, failing open or not.
 fn limiter(backend: &Arc<Backend>, port: u16, fail_silently: bool) -> Limiter {
@@ -114,7 +120,7 @@ const CASES: &[Case] = &[
         code: "READONLY",
         // A replica of a master that is not there: it keeps serving reads.
         start: |s| {
-            ok(s, &["REPLICAOF", "127.0.0.1", &free_port().to_string()]);
+            ok(s, &["REPLICAOF", "127.0.0.1", &nowhere().port.to_string()]);
             None
         },
         stop: |s, _| ok(s, &["REPLICAOF", "NO", "ONE"]),
@@ -191,15 +197,12 @@ const CASES: &[Case] = &[
 
 #[test]
 fn error_replies_fail_open_or_raise_and_keep_the_connection() {
-    let server = RedisServer::start_on(
-        free_port(),
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--enable-protected-configs",
-            "yes",
-        ],
-    );
+    let server = RedisServer::start_with(&[
+        "--enable-debug-command",
+        "yes",
+        "--enable-protected-configs",
+        "yes",
+    ]);
     take_warnings();
     let clock = ManualClock::new(0);
     let backend = backend(server.port, &clock);

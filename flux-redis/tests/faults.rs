@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use flux_core::{Policy, Quota, QuotaSpec, Request, Store, StoreError, Unavailable};
 use flux_redis::{RedisConfig, RedisStore};
-use support::{free_port, Proxy, RedisServer, Rng};
+use support::{DeadPort, Proxy, RedisServer, Rng};
 
 const TIMEOUT_MS: u64 = 200;
 /// What "about timeout_ms" allows on a shared two-core machine.
@@ -41,7 +41,8 @@ fn fails_in_time<T: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, S
 
 #[test]
 fn redis_not_running_fails_each_call_within_the_timeout() {
-    let store = store(free_port());
+    let nowhere = DeadPort::new();
+    let store = store(nowhere.port);
     let quota = daily(Policy::Gcra, 10);
     for _ in 0..3 {
         fails_in_time("decide", || store.decide("down:a", &quota, 1));
@@ -274,5 +275,12 @@ fn every_key_written_has_a_ttl_and_clear_prefix_removes_exactly_the_prefix() {
     assert_eq!(store.clear_prefix("ttl*:").unwrap(), written.len() as u64);
     assert_eq!(server.cli(&["DBSIZE"]), "2");
     assert_eq!(server.cli(&["GET", "ttlX:looks-alike"]), "kept");
-    assert!(store.clear_prefix("").is_err());
+    let err = store.clear_prefix("").unwrap_err();
+    assert!(!err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("clear_prefix needs a prefix: an empty one would clear the whole database"),
+        "{err}"
+    );
+    assert_eq!(server.cli(&["DBSIZE"]), "2");
 }

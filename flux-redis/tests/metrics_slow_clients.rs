@@ -13,19 +13,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flux_core::config::Config;
 use flux_redis::analytics::metrics_address;
-use flux_redis::Opened;
-use support::free_port;
+use support::open_serving_metrics;
 
 /// What "at once" allows on a loaded two-core machine; the clients below
 /// hold a connection for seconds.
 const PROMPT: Duration = Duration::from_millis(1500);
-
-fn backend(port: u16) -> Opened {
-    let toml = format!("[analytics]\nenabled = true\nport = {port}\n");
-    flux_redis::open(&Config::from_toml_str(&toml, None).unwrap()).unwrap()
-}
 
 /// A client that sends the start of a request, then one more byte every
 /// 300 ms, until told to stop or the server closes the connection; it
@@ -71,9 +64,8 @@ fn scrape(port: u16) -> (Duration, String) {
 
 #[test]
 fn slow_clients_hold_up_neither_scrapes_nor_shutdown() {
-    let port = free_port();
-    let store = backend(port);
-    assert_eq!(metrics_address().map(|a| a.port()), Some(port));
+    let (store, port) =
+        open_serving_metrics(|port| format!("[analytics]\nenabled = true\nport = {port}\n"));
 
     // Two slow clients at once, and scrapes meanwhile.
     let stop = Arc::new(AtomicBool::new(false));

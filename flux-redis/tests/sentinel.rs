@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use flux_core::config::Config;
 use flux_core::{apply_batch, BatchRequest, Decision, LimitSpec, Limiter, Op, Source};
-use support::{free_port, RedisSentinel, RedisServer};
+use support::{RedisSentinel, RedisServer};
 
 const MASTER: &str = "flux-master";
 const TIMEOUT_MS: u64 = 250;
@@ -23,10 +23,7 @@ const DOWN_AFTER_MS: u64 = 500;
 /// (for a quorum) each other.
 fn deployment(n: usize, quorum: u32) -> (RedisServer, RedisServer, Vec<RedisSentinel>) {
     let master = RedisServer::start();
-    let replica = RedisServer::start_on(
-        free_port(),
-        &["--replicaof", "127.0.0.1", &master.port.to_string()],
-    );
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     wait_until("the replica in sync", Duration::from_secs(20), || {
         replica
             .cli(&["INFO", "replication"])

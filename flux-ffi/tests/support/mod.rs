@@ -112,8 +112,8 @@ unsafe impl<T> Sync for Shared<T> {}
 /// redis-server processes, from flux-redis's tests (one helper for both crates).
 #[path = "../../../flux-redis/tests/support/mod.rs"]
 mod redis_server;
-#[allow(unused_imports)] // free_port is for the tests that need a port nothing listens on
-pub use redis_server::{free_port, RedisServer};
+#[allow(unused_imports)] // DeadPort is for the tests that need a port nothing listens on
+pub use redis_server::{free_port, DeadPort, RedisServer};
 
 /// Keys under `prefix` in `server`, by redis-cli (which the test did not write through).
 pub fn count_keys(server: &RedisServer, prefix: &str) -> usize {

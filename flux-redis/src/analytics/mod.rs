@@ -27,7 +27,9 @@ use flux_core::analytics::Analytics;
 use flux_core::config::AnalyticsConfig;
 use flux_core::EventTaker;
 
-pub use flusher::{totals_key, FlushReport, Flusher, FLUSH_INTERVAL};
+pub use flusher::{
+    totals_key, FlushReport, Flusher, EVENTS_FORMAT, EVENTS_PER_ENTRY, FLUSH_INTERVAL,
+};
 pub use server::{metrics_address, PROMETHEUS_CONTENT_TYPE};
 
 use crate::{RedisError, RedisStore};

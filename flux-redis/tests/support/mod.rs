@@ -1,11 +1,18 @@
-//! redis-server processes for tests: each on a free port with its own temp
-//! dir, no persistence, killed by pid when dropped.
+//! redis-server processes for tests: each on a port of its own with its own
+//! temp dir, no persistence, killed by pid when dropped.
+//!
+//! A port found free may be taken by another process before redis-server
+//! binds it (tests run in parallel). So each server also listens on a unix
+//! socket in its own directory, which no other process can answer on: it is
+//! ready when that socket answers PING, and a server that exits first (its
+//! port was taken) is started again on another port.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -16,16 +23,53 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: PathBuf,
-    extra: Vec<String>,
+    /// Every argument after the common ones, the port included.
+    args: Vec<String>,
     cpu: Option<usize>,
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a server about to bind it. A
+/// server must be ready to find it taken meanwhile, as [`RedisServer`] is;
+/// for a port that must stay dead, see [`DeadPort`].
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
+}
+
+/// A port on 127.0.0.1 held bound but never listening: connecting to it is
+/// refused at once for as long as this lives, and no server can take it
+/// meanwhile (as one could a port merely found free).
+#[derive(Debug)]
+pub struct DeadPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind a port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound address")
+            .port();
+        DeadPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// `redis://` to this port.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
 }
 
 fn temp_dir() -> PathBuf {
@@ -39,69 +83,56 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
+/// Attempts at a free port before giving up.
+const ATTEMPTS: usize = 20;
+
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(free_port(), &[])
+        Self::start_with(&[])
     }
 
-    /// Starts on `port` with extra arguments (e.g. cluster flags).
-    pub fn start_on(port: u16, extra: &[&str]) -> Self {
-        Self::start_with(port, extra, None)
+    /// Starts with extra arguments (e.g. cluster flags) on a port chosen here.
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(None, |port| {
+            let mut args = vec!["--port".to_owned(), port.to_string()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
     }
 
-    /// Starts with TLS arguments: readiness is checked on the TLS port with
-    /// redis-cli, since a plain PING cannot reach it.
-    pub fn start_tls(port: u16, args: &[&str]) -> Self {
-        let dir = temp_dir();
-        let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut child = Command::new("redis-server");
-        child
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(&extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = child
-            .spawn()
-            .expect("redis-server must be installed: run `make deps`");
-        let server = RedisServer {
-            child,
-            port,
-            dir,
-            extra,
-            cpu: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "TLS redis-server on {port} did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
+    /// Starts with the arguments `args` gives for a port chosen here (which
+    /// they must make the server listen on): TLS, where `--port 0` closes
+    /// the plain port and `--tls-port` opens this one.
+    pub fn start_with_port(args: impl Fn(u16) -> Vec<String>) -> Self {
+        Self::launch(None, args)
     }
 
     /// Starts pinned to one CPU (with `taskset`), for benches that keep the
     /// client on another.
     pub fn start_on_cpu(cpu: usize) -> Self {
-        Self::start_with(free_port(), &[], Some(cpu))
+        Self::launch(Some(cpu), |port| {
+            vec!["--port".to_owned(), port.to_string()]
+        })
     }
 
-    fn start_with(port: u16, extra: &[&str], cpu: Option<usize>) -> Self {
+    fn launch(cpu: Option<usize>, args: impl Fn(u16) -> Vec<String>) -> Self {
         let dir = temp_dir();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(port, &dir, &extra, cpu);
-        let server = RedisServer {
-            child,
-            port,
-            dir,
-            extra,
-            cpu,
-        };
-        server.wait_ready();
-        server
+        for _ in 0..ATTEMPTS {
+            let port = free_port();
+            let args = args(port);
+            let mut child = spawn(&dir, &args, cpu);
+            if wait_ready(&mut child, &dir) {
+                return RedisServer {
+                    child,
+                    port,
+                    dir,
+                    args,
+                    cpu,
+                };
+            }
+            // It exited: its port was taken since it was found free.
+        }
+        panic!("redis-server did not start in {ATTEMPTS} attempts on free ports");
     }
 
     pub fn url(&self) -> String {
@@ -123,10 +154,23 @@ impl RedisServer {
     }
 
     /// A new redis-server on the same port, as after a crash and restart.
+    /// Another process may take the port meanwhile; then it tries again
+    /// until that one lets go, for at most 10 s.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.port, &self.dir, &self.extra, self.cpu);
-        self.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(&self.dir, &self.args, self.cpu);
+            if wait_ready(&mut self.child, &self.dir) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server could not listen on {} again",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGSTOP: the process stays, its sockets accept, nothing answers.
@@ -147,20 +191,16 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {}", self.pid());
     }
 
-    /// Runs redis-cli against this server and returns its output.
+    /// Runs redis-cli against this server (on its unix socket, plain even
+    /// when the port speaks TLS) and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(socket_path(&self.dir))
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed for these tests: run `make deps`");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
 
@@ -171,28 +211,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &PathBuf, extra: &[String], cpu: Option<usize>) -> Child {
-    // taskset execs redis-server, so the child's pid stays the server's.
-    let mut command = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string(), "redis-server"]);
-            c
-        }
-        None => Command::new("redis-server"),
-    };
-    command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed for these tests: run `make deps`")
-}
-
+/// Runs redis-cli against whatever listens on `port` of the loopback (a
+/// server not started as a `RedisServer`: a sentinel, one under valgrind).
 pub fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -202,11 +222,56 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("redis.sock")
+}
+
+fn spawn(dir: &Path, args: &[String], cpu: Option<usize>) -> Child {
+    // taskset execs redis-server, so the child's pid stays the server's.
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "redis-server"]);
+            c
+        }
+        None => Command::new("redis-server"),
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = std::fs::remove_file(socket_path(dir));
+    command
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--unixsocket")
+        .arg(socket_path(dir))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for these tests: run `make deps`")
+}
+
+/// Whether `child` answers PING on its unix socket within 10 s; false as
+/// soon as it exits (a port it could not bind). redis-server binds every
+/// port before the unix socket, so an answer there means they are all its.
+fn wait_ready(child: &mut Child, dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("wait on redis-server").is_some() {
+            return false;
+        }
+        if let Ok(stream) = UnixStream::connect(socket_path(dir)) {
+            if pongs(stream) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("redis-server in {} did not answer PING", dir.display());
+}
+
+fn pongs(mut stream: impl Read + Write) -> bool {
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
@@ -221,33 +286,44 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, |port| vec!["--port".to_owned(), port.to_string()], &[])
+    }
+
+    /// A cluster of nodes started with `args` for their port (see
+    /// [`RedisServer::start_with_port`]), made one by `redis-cli --cluster create`
+    /// with `cli_args` (`--tls` and its certificates for TLS nodes).
+    pub fn start_with(n: usize, args: impl Fn(u16) -> Vec<String>, cli_args: &[&str]) -> Self {
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
-                let port = free_port();
-                // Relative to the server's --dir, its own temp dir.
-                let conf = format!("nodes-{port}.conf");
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &conf,
-                        "--cluster-node-timeout",
-                        "5000",
-                    ],
-                )
+                // The cluster bus listens on the port + 10000: a node that
+                // cannot bind it exits, and is started on another port.
+                RedisServer::start_with_port(|port| {
+                    let mut node = args(port);
+                    node.extend(
+                        [
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-node-timeout",
+                            "5000",
+                        ]
+                        .map(str::to_owned),
+                    );
+                    node
+                })
             })
             .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let mut args = vec!["--cluster", "create"];
-        args.extend(addrs.iter().map(String::as_str));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addrs.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
         let out = Command::new("redis-cli")
-            .args(&args)
+            .args(cli_args)
+            .args(&create)
             .output()
             .expect("redis-cli");
         assert!(
@@ -497,7 +573,13 @@ impl RedisSentinel {
             .expect("redis-server must be installed for these tests: run `make deps`");
         let sentinel = RedisSentinel { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
+        let answers = || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok_and(|stream| {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                pongs(stream)
+            })
+        };
+        while !answers() {
             assert!(
                 Instant::now() < deadline,
                 "sentinel on {port} did not answer PING"
@@ -518,4 +600,24 @@ impl Drop for RedisSentinel {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `flux_redis::open` of the configuration `toml` gives for a metrics port,
+/// serving `/metrics` on a free port: when something takes the port between
+/// finding it free and the server binding it (the library then warns and
+/// serves nothing), it is tried again on another. Returns the backend and
+/// its port.
+pub fn open_serving_metrics(toml: impl Fn(u16) -> String) -> (flux_redis::Opened, u16) {
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        let config = flux_core::config::Config::from_toml_str(&toml(port), None)
+            .expect("a valid configuration");
+        let opened = flux_redis::open(&config).expect("open");
+        match flux_redis::analytics::metrics_address() {
+            Some(address) if address.port() == port => return (opened, port),
+            Some(address) => panic!("a metrics server was already running on {address}"),
+            None => {} // the port was taken meanwhile
+        }
+    }
+    panic!("no free port for the metrics server in {ATTEMPTS} attempts");
 }
