@@ -100,6 +100,20 @@ def test_each_key_has_its_own_limit_and_bytes_equal_str(config):
     assert limiter.hit("ünïcode").allowed and not limiter.hit("ünïcode".encode()).allowed
 
 
+def test_long_keys_are_read_whole(config):
+    # A key's bytes and length reach the library whole on the call's fast
+    # path too: keys that differ only in their last byte, or only in their
+    # length, are limits of their own.
+    limiter = RateLimiter(1, 60, config=config)
+    long = "k" * 100_000
+    assert limiter.hit(long + "a").allowed
+    assert not limiter.hit(long + "a").allowed
+    assert limiter.hit(long + "b").allowed
+    assert limiter.hit(long).allowed
+    assert limiter.hit(long.encode() + b"c").allowed
+    assert not limiter.hit(long.encode() + b"c").allowed
+
+
 def test_endpoint_gives_the_key_a_separate_limit(config):
     limiter = RateLimiter(1, 60, config=config)
     assert limiter.hit("k").allowed
