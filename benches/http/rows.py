@@ -20,7 +20,7 @@ benchmark's limit, measured on its plain route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from apps.common import FLOOR_HEADER
 
@@ -43,6 +43,8 @@ class Row:
     header: str | None = None
     #: Why the row is not measured yet; None: it is.
     pending: str | None = None
+    #: Served with another copy of Flux (``BENCH_BASELINE``), beside this one.
+    baseline: bool = False
 
 
 def flux_middleware(store: str) -> Row:
@@ -102,3 +104,19 @@ ROWS: dict[str, list[Row]] = {
         Row("django-ratelimit, Redis (RedisCache)", "/django-ratelimit", PEER, variant="django-ratelimit-redis"),
     ],
 }
+
+
+def selected(framework: str, names: list[str], baseline: bool) -> list[Row]:
+    """The rows of ``framework`` to measure, in the order they are printed:
+    those whose label contains one of ``names`` (all when it is empty), and
+    always plain and floor, which the others are compared with; with
+    ``baseline``, each Flux row followed by its twin served with the
+    baseline's Flux."""
+    rows = []
+    for row in ROWS[framework]:
+        if names and row.kind not in (PLAIN, FLOOR) and not any(n in row.label for n in names):
+            continue
+        rows.append(row)
+        if baseline and row.label.startswith("Flux") and row.pending is None:
+            rows.append(replace(row, label=f"{row.label} (baseline)", baseline=True))
+    return rows
