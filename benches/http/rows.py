@@ -11,6 +11,10 @@ without the limiter). The "inline" rows are the floor plus one decision,
 Flux's ``RateLimiter`` beside `limits`: the decorator's row less its inline
 row is what the decorator itself costs (its headers included).
 
+FastAPI also has the floor route sending, as constants, the five
+rate-limit headers Flux sends (``floor-headers``): what the headers alone
+cost the server, below which no limiter that sends them can go.
+
 Flux's app-wide limits (``flux.asgi.RateLimitMiddleware``, Flask's
 ``flux.flask.Flux``, ``flux.django.RateLimitMiddleware``) act on every
 route, so each app has the variants ``flux-middleware-memory`` and
@@ -25,6 +29,8 @@ from dataclasses import dataclass, replace
 from apps.common import FLOOR_HEADER
 
 PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", "decorator", "middleware", "peer"
+#: The floor route sending Flux's five rate-limit headers as constants, no limiter.
+FLOOR_HEADERS = "floor-headers"
 #: The rows compared with the floor route as well as with the plain one.
 LIMITERS = (INLINE, DECORATOR, PEER)
 
@@ -76,7 +82,9 @@ def common_rows(hit: str, limits: str) -> list[Row]:
 
 ROWS: dict[str, list[Row]] = {
     "fastapi": [
-        *common_rows("ahit", "limits.aio"),
+        *common_rows("ahit", "limits.aio")[:2],
+        Row("floor, Flux's five headers (no limiter)", "/floor-headers", FLOOR_HEADERS, header=RATE_LIMIT_HEADER),
+        *common_rows("ahit", "limits.aio")[2:],
         Row("slowapi, memory", "/slowapi/memory", PEER, header=RATE_LIMIT_HEADER),
         Row("slowapi, Redis", "/slowapi/redis", PEER, header=RATE_LIMIT_HEADER),
     ],
@@ -114,7 +122,7 @@ def selected(framework: str, names: list[str], baseline: bool) -> list[Row]:
     baseline's Flux."""
     rows = []
     for row in ROWS[framework]:
-        if names and row.kind not in (PLAIN, FLOOR) and not any(n in row.label for n in names):
+        if names and row.kind not in (PLAIN, FLOOR, FLOOR_HEADERS) and not any(n in row.label for n in names):
             continue
         rows.append(row)
         if baseline and row.label.startswith("Flux") and row.pending is None:

@@ -13,7 +13,7 @@ from limits.aio import strategies as aio_strategies
 from slowapi import Limiter
 from slowapi.util import get_remote_address
 
-from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
+from common import BODY, FLOOR_HEADER, PERIOD, RATE_LIMIT_HEADERS_RAW, RATE_TEXT, REQUESTS, flux_config, redis_url
 from common import only, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
 from flux.asgi import RateLimitMiddleware
@@ -27,6 +27,12 @@ def base(app: FastAPI) -> None:
     @app.get("/floor")
     async def floor(request: Request, response: Response):
         response.headers[FLOOR_HEADER] = request.client.host
+        return BODY
+
+    @app.get("/floor-headers")
+    async def floor_headers(request: Request, response: Response):
+        response.headers[FLOOR_HEADER] = request.client.host
+        response.raw_headers.extend(RATE_LIMIT_HEADERS_RAW)
         return BODY
 
     flux_inline_route(app, "/flux-inline/memory", "memory")
