@@ -404,19 +404,21 @@ flux_limiter_decide_endpoint_gil = _declare(
 # callers pass the result by reference and only lengths and costs below
 # 2**31: an int passed as a C int reaches a 64-bit parameter whole
 # because libffi widens it into the 64-bit register it travels in, which
-# holds on 64-bit platforms only. Elsewhere these are None and callers use
-# the declared functions above.
+# holds on 64-bit platforms only. Elsewhere these are the declared functions
+# above (which take the same arguments, the result by reference included).
 _UNTYPED = ctypes.sizeof(c_void_p) == 8
 
 
-def _untyped(lib, name: str):
+def _untyped(lib, name: str, declared):
+    if not _UNTYPED:
+        return declared
     func = lib[name]  # a function object of its own, not the declared one
     func.restype = c_uint32
     return func
 
 
-flux_limiter_decide_untyped = _untyped(_lib, "flux_limiter_decide") if _UNTYPED else None
-flux_limiter_decide_gil_untyped = _untyped(_lib_gil, "flux_limiter_decide") if _UNTYPED else None
+flux_limiter_decide_untyped = _untyped(_lib, "flux_limiter_decide", flux_limiter_decide)
+flux_limiter_decide_gil_untyped = _untyped(_lib_gil, "flux_limiter_decide", flux_limiter_decide_gil)
 
 
 def decide_error(code: int, limiter: object) -> FluxError:

@@ -342,7 +342,6 @@ class RateLimiter:
             if store.is_memory
             else _ffi.flux_limiter_decide_endpoint
         )
-        # None where the platform has no untyped call (see _ffi).
         self._decide_untyped = (
             _ffi.flux_limiter_decide_gil_untyped if store.is_memory else _ffi.flux_limiter_decide_untyped
         )
@@ -400,15 +399,14 @@ class RateLimiter:
         elif cls is not bytes:
             key = _key_bytes(key)
         result = self._result_type()
-        handle = self._handle
         size = len(key)
-        untyped = self._decide_untyped
-        if cost == 1 and not endpoint and untyped is not None and size < _UNTYPED_LIMIT:
+        if cost == 1 and not endpoint and size < _UNTYPED_LIMIT:
             # The common call, through the untyped function (see _ffi).
-            code = untyped(handle, key, size, 1, _byref(result))
+            code = self._decide_untyped(self._handle, key, size, 1, _byref(result))
             if code:
-                raise _ffi.decide_error(code, handle)
+                raise _ffi.decide_error(code, self._handle)
             return result
+        handle = self._handle
         if cost != 1:
             cost = _cost(cost)
         if endpoint:
