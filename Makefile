@@ -237,7 +237,7 @@ bench-deny-cache: deps py-install
 	$(PY) benches/deny_cache.py
 
 ## bench-http: req/s end to end, wrk against FastAPI, Flask and Django servers with Flux and
-## its peers (benches/http/run.py; about 10 minutes; BENCH_ROUNDS, BENCH_DURATION... there)
+## its peers (benches/http/run.py; about 11 minutes; BENCH_ROUNDS, BENCH_DURATION... there)
 bench-http: EXTRA_PACKAGES = wrk
 bench-http: deps py-install $(VENV)/.bench-http-deps
 	$(PY) benches/http/run.py

@@ -160,7 +160,7 @@ def refusal_rows(port: int) -> dict[str, tuple[int, object]]:
     memory = RateLimiter(1, 3600, policy="fixed_window", config=FluxConfig(key_prefix="refused:memory:"))
     memory.hit("k")
     kind = flux._ffi.flux_store_kind
-    store_ptr = cached._store.handle.ptr
+    store_ptr = cached._store.handle
     return {
         "floor: a bare ctypes call (flux_store_kind)": (FLOOR_CALLS, lambda n: [kind(store_ptr) for _ in range(n)]),
         "hit() refused, from the local cache": (CACHED_CALLS, lambda n: [cached.hit("k") for _ in range(n)]),

@@ -111,8 +111,21 @@ def sync_rows(port: int) -> dict[str, callable]:
 
         return body
 
+    # The decision itself through ctypes with its declared argument types, as
+    # hit() makes it, minus everything hit() does around it: hit()'s floor.
+    decide = flux._ffi.flux_limiter_decide_gil
+    handle, result_type = flux_memory._handle, flux_memory._result_type
+    raw_keys = [k.encode() for k in KEYS]
+
+    def bare_decide(n):
+        keys = raw_keys
+        for i in range(n):
+            key = keys[i % nk]
+            decide(handle, key, len(key), 1, result_type())
+
     return {
         "ctypes call alone (flux_store_kind)": (MEMORY_CALLS, lambda n: [kind(store_ptr) for _ in range(n)]),
+        "ctypes flux_limiter_decide alone (declared argtypes)": (MEMORY_CALLS, bare_decide),
         "flux memory  hit()": (MEMORY_CALLS, loop(flux_memory.hit)),
         "limits memory fixed window": (MEMORY_CALLS, loop(lambda k: limits_memory_fixed.hit(item, k))),
         "limits memory moving window": (MEMORY_CALLS, loop(lambda k: limits_memory_moving.hit(item, k))),
@@ -208,12 +221,15 @@ def report(med: dict[str, float], amed: dict[str, float]) -> str:
     for name, per_s in amed.items():
         lines.append(f"| {name} | {per_s:,.0f} | {per_s / limits_rate:.2f}x |")
     ahit = amed["flux redis   ahit(), 64 coroutines"]
+    bare = med["ctypes flux_limiter_decide alone (declared argtypes)"]
+    met = flux_memory <= 1.0 and flux_memory - bare <= 0.5
     lines += [
         "",
         "Targets: "
-        f"memory decision {flux_memory:.2f} µs (target < 0.6: {'met' if flux_memory < 0.6 else 'missed'}); "
+        f"memory decision {flux_memory:.2f} µs, {flux_memory - bare:+.2f} µs beside the bare ctypes "
+        f"decision (target <= 1.0 and within 0.5: {'met' if met else 'missed'}); "
         f"sync Redis decision {flux_redis / ping:.2f}x PING (target <= 1: {'met' if flux_redis <= ping else 'missed'}); "
-        f"ahit {ahit:,.0f}/s (target >= 50,000: {'met' if ahit >= 50_000 else 'missed'}).",
+        f"ahit {ahit:,.0f}/s (target >= 60,000: {'met' if ahit >= 60_000 else 'missed'}).",
     ]
     return "\n".join(lines)
 

@@ -11,20 +11,26 @@ without the limiter). The "inline" rows are the floor plus one decision,
 Flux's ``RateLimiter`` beside `limits`: the decorator's row less its inline
 row is what the decorator itself costs (its headers included).
 
-Flux's app-wide middleware does not exist yet: its rows are listed, and
-printed as skipped. To measure it, give each app the variants
-``flux-middleware-memory`` and ``flux-middleware-redis`` (the base app with
-the middleware installed at the benchmark's limit) and delete the
-``pending`` line in :func:`flux_middleware`.
+FastAPI also has the floor route sending, as constants, the five
+rate-limit headers Flux sends (``floor-headers``): what the headers alone
+cost the server, below which no limiter that sends them can go.
+
+Flux's app-wide limits (``flux.asgi.RateLimitMiddleware``, Flask's
+``flux.flask.Flux``, ``flux.django.RateLimitMiddleware``) act on every
+route, so each app has the variants ``flux-middleware-memory`` and
+``flux-middleware-redis``: the base app with them installed at the
+benchmark's limit, measured on its plain route.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from apps.common import FLOOR_HEADER
 
 PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", "decorator", "middleware", "peer"
+#: The floor route sending Flux's five rate-limit headers as constants, no limiter.
+FLOOR_HEADERS = "floor-headers"
 #: The rows compared with the floor route as well as with the plain one.
 LIMITERS = (INLINE, DECORATOR, PEER)
 
@@ -43,6 +49,8 @@ class Row:
     header: str | None = None
     #: Why the row is not measured yet; None: it is.
     pending: str | None = None
+    #: Served with another copy of Flux (``BENCH_BASELINE``), beside this one.
+    baseline: bool = False
 
 
 def flux_middleware(store: str) -> Row:
@@ -52,7 +60,6 @@ def flux_middleware(store: str) -> Row:
         MIDDLEWARE,
         variant=f"flux-middleware-{store.lower()}",
         header=RATE_LIMIT_HEADER,
-        pending="Flux's app-wide middleware does not exist yet",
     )
 
 
@@ -75,7 +82,9 @@ def common_rows(hit: str, limits: str) -> list[Row]:
 
 ROWS: dict[str, list[Row]] = {
     "fastapi": [
-        *common_rows("ahit", "limits.aio"),
+        *common_rows("ahit", "limits.aio")[:2],
+        Row("floor, Flux's five headers (no limiter)", "/floor-headers", FLOOR_HEADERS, header=RATE_LIMIT_HEADER),
+        *common_rows("ahit", "limits.aio")[2:],
         Row("slowapi, memory", "/slowapi/memory", PEER, header=RATE_LIMIT_HEADER),
         Row("slowapi, Redis", "/slowapi/redis", PEER, header=RATE_LIMIT_HEADER),
     ],
@@ -103,3 +112,19 @@ ROWS: dict[str, list[Row]] = {
         Row("django-ratelimit, Redis (RedisCache)", "/django-ratelimit", PEER, variant="django-ratelimit-redis"),
     ],
 }
+
+
+def selected(framework: str, names: list[str], baseline: bool) -> list[Row]:
+    """The rows of ``framework`` to measure, in the order they are printed:
+    those whose label contains one of ``names`` (all when it is empty), and
+    always plain and floor, which the others are compared with; with
+    ``baseline``, each Flux row followed by its twin served with the
+    baseline's Flux."""
+    rows = []
+    for row in ROWS[framework]:
+        if names and row.kind not in (PLAIN, FLOOR, FLOOR_HEADERS) and not any(n in row.label for n in names):
+            continue
+        rows.append(row)
+        if baseline and row.label.startswith("Flux") and row.pending is None:
+            rows.append(replace(row, label=f"{row.label} (baseline)", baseline=True))
+    return rows

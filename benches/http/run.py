@@ -33,8 +33,12 @@ Settings (environment):
     BENCH_FRAMEWORKS=fastapi,flask,django
     BENCH_SERVER_CPUS, BENCH_CLIENT_CPUS   taskset lists (e.g. 1 and 0); empty: no pinning
     BENCH_JSON=path         also write every round's numbers there
+    BENCH_ROWS="a|b"        only the rows whose label contains a or b (plain and floor always)
+    BENCH_BASELINE=dir      beside each Flux row, the same row served with the flux package
+                            in dir (e.g. a copy of an installed one, its library beside it):
+                            a change and what it replaces, measured in one run
 
-The defaults take about 10 minutes.
+The defaults take about 11 minutes (17 with BENCH_BASELINE).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 
-from rows import FLOOR, LIMITERS, PLAIN, ROWS, Row
+from rows import FLOOR, LIMITERS, PLAIN, ROWS, Row, selected
 from servers import SERVERS, Process, start_app, start_redis
 from wrk import Load, measure, wrk_binary
 
@@ -109,12 +113,14 @@ def sample(row: Row, server: Process, load: Load) -> Sample:
 
 
 def run_framework(framework: str, redis_url: str, load: Load, server_cpus: str | None, warmup: int,
-                  rounds: int) -> dict[Row, list[Sample]]:
-    rows = [row for row in ROWS[framework] if row.pending is None]
+                  rounds: int, rows: list[Row], baseline: str | None) -> dict[Row, list[Sample]]:
+    rows = [row for row in rows if row.pending is None]
     servers: dict[Row, Process] = {}
     try:
         for row in rows:
-            servers[row] = start_app(framework, row.variant, row.path, redis_url, server_cpus)
+            servers[row] = start_app(
+                framework, row.variant, row.path, redis_url, server_cpus, baseline if row.baseline else None
+            )
         for row, server in servers.items():
             server.wait_until_answering(row.path)
             check(row, server)
@@ -134,7 +140,7 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
 
 
-def table(framework: str, results: dict[Row, list[Sample]]) -> str:
+def table(framework: str, rows: list[Row], results: dict[Row, list[Sample]]) -> str:
     by_kind = {row.kind: row for row in results if row.kind in (PLAIN, FLOOR)}
     plain = [m.requests_per_second for m in results[by_kind[PLAIN]]]
     floor = [m.requests_per_second for m in results[by_kind[FLOOR]]]
@@ -144,7 +150,7 @@ def table(framework: str, results: dict[Row, list[Sample]]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     notes = []
-    for row in ROWS[framework]:
+    for row in rows:
         if row.pending:
             lines.append(f"| {row.label} | skipped: {row.pending} | | | |")
             continue
@@ -189,8 +195,13 @@ def main() -> None:
         duration=int(setting("BENCH_DURATION", "3")),
         cpus=client_cpus,
     )
+    names = [n.strip() for n in setting("BENCH_ROWS", "").split("|") if n.strip()]
+    baseline = setting("BENCH_BASELINE", "") or None
+    if baseline and not os.path.isfile(os.path.join(baseline, "flux", "__init__.py")):
+        raise SystemExit(f"BENCH_BASELINE: {baseline!r} holds no flux package (flux/__init__.py)")
+    rows = {f: selected(f, names, baseline is not None) for f in frameworks}
     wrk_binary()
-    measured = sum(1 for f in frameworks for row in ROWS[f] if row.pending is None)
+    measured = sum(1 for f in frameworks for row in rows[f] if row.pending is None)
     print(
         f"{measured} rows x {rounds} rounds x {load.duration:g} s, plus warm-ups: about "
         f"{(measured * (rounds * load.duration + warmup)) / 60 + 0.5:.0f} minutes",
@@ -203,7 +214,8 @@ def main() -> None:
     try:
         for framework in frameworks:
             results[framework] = run_framework(
-                framework, f"redis://127.0.0.1:{redis.port}/0", load, server_cpus, warmup, rounds
+                framework, f"redis://127.0.0.1:{redis.port}/0", load, server_cpus, warmup, rounds,
+                rows[framework], baseline,
             )
     finally:
         redis.stop()
@@ -220,9 +232,10 @@ def main() -> None:
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         f"{(time.monotonic() - started) / 60:.1f} minutes.\n"
         f"Python {platform.python_version()}; {versions()}.\n"
+        + (f"Rows marked (baseline): the flux package of {baseline}.\n" if baseline else "")
     )
     for framework in frameworks:
-        print(table(framework, results[framework]) + "\n")
+        print(table(framework, rows[framework], results[framework]) + "\n")
     out = os.environ.get("BENCH_JSON")
     if out:
         with open(out, "w") as f:

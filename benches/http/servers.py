@@ -126,11 +126,17 @@ def start_redis(cpus: str | None) -> Process:
         time.sleep(0.05)
 
 
-def start_app(framework: str, variant: str, path: str, redis_url: str, cpus: str | None) -> Process:
+def start_app(
+    framework: str, variant: str, path: str, redis_url: str, cpus: str | None, flux_path: str | None = None
+) -> Process:
     """A server of the framework's app in ``variant`` keeping the route ``path`` alone, as the
-    benchmark serves it; call :meth:`Process.wait_until_answering` before using it."""
+    benchmark serves it; call :meth:`Process.wait_until_answering` before using it. With
+    ``flux_path``, a directory holding another copy of the ``flux`` package (its library
+    beside it), the app imports that one."""
     port = free_port()
     _, command = SERVERS[framework]
     env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_ROUTE": path, "BENCH_REDIS_URL": redis_url}
+    if flux_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (flux_path, env.get("PYTHONPATH")) if p)
     argv = pinned([sys.executable, *command(port)], cpus)
     return Process(f"{framework} ({variant}) {path}", port, subprocess.Popen(argv, env=env))

@@ -112,6 +112,8 @@ class AppLimits:
                 self.exact[pattern] = rule
         prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self.prefixes = tuple(prefixes)
+        #: No rules: every path gets the default.
+        self._default_only = not self.exact and not self.prefixes
 
     def _rule(self, guard: Callable[..., Guard], pattern: str, what: str, value: Any) -> Guard:
         base = f"http:{pattern}"
@@ -131,6 +133,8 @@ class AppLimits:
 
     def guard_for(self, path: str) -> Guard | None:
         """The guard of the requests to ``path``, or None when they are not limited."""
+        if self._default_only:
+            return self.default
         rule = self.exact.get(path, _MISSING)
         if rule is not _MISSING:
             return rule  # type: ignore[return-value]

@@ -35,6 +35,8 @@ __all__ = ["RateLimitMiddleware"]
 PATH = "flux.django.RateLimitMiddleware"
 #: Where a request's decision waits for its response.
 _STATE = "_flux_decision"
+#: Views remembered as exempt or not before the memory starts again.
+_EXEMPT_CACHE_SIZE = 4096
 
 
 class RateLimitMiddleware:
@@ -58,12 +60,17 @@ class RateLimitMiddleware:
         self.get_response = get_response
         self.limits = AppLimits(given, "settings.FLUX")
         self.ipv6_prefix = self.limits.config.ipv6_prefix
-        if iscoroutinefunction(get_response):
+        # Views marked @flux.exempt, by view, found once each.
+        self._exempt: dict[Any, bool] = {}
+        # Asked once: the answer does not change, and asking costs a
+        # microsecond a request.
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
             markcoroutinefunction(self)
             self.process_view = self._aprocess_view  # type: ignore[method-assign]
 
     def __call__(self, request: HttpRequest) -> Any:
-        if iscoroutinefunction(self):
+        if self._async:
             return self._acall(request)
         frame = token = None
         if _stack.inner_limits:
@@ -104,7 +111,14 @@ class RateLimitMiddleware:
 
     def _subject(self, request: HttpRequest, view: Callable[..., Any]) -> tuple[Any, Any, Any] | None:
         guard = self.limits.guard_for(request.path_info)
-        if guard is None or is_exempt(view):
+        if guard is None:
+            return None
+        exempt = self._exempt.get(view)
+        if exempt is None:
+            if len(self._exempt) >= _EXEMPT_CACHE_SIZE:
+                self._exempt.clear()
+            exempt = self._exempt[view] = is_exempt(view)
+        if exempt:
             return None
         if guard.plain:
             return guard, guard.limiter, client_key(request.META.get("REMOTE_ADDR"), self.ipv6_prefix)

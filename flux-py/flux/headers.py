@@ -85,42 +85,55 @@ def constant_parts(quotas: tuple[Quota, ...]) -> dict[str, object]:
 
 def header_items(result: RateLimitResult) -> list[tuple[str, str]]:
     """The rate-limit headers of ``result`` as (name, value) pairs."""
+    # Written out rather than shared with raw_header_items: on every
+    # response, a helper call or a list grown item by item is a measurable
+    # part of what the headers cost.
     remaining = str(result.remaining)
+    seconds = result.reset_after
+    reset = str(math.ceil(seconds - 1e-9)) if seconds > 1e-9 else "0"
     head = result._ratelimit_heads[result.quota_index]
-    reset = str(whole_seconds(result.reset_after))
-    items = [
+    if result.allowed:
+        return [
+            (LIMIT, str(result.limit)),
+            (REMAINING, remaining),
+            (RESET, reset),
+            (POLICY, result.policy_header),
+            (RATELIMIT, f"{head}{remaining};t={reset}"),
+        ]
+    retry = str(retry_after_seconds(result))
+    return [
         (LIMIT, str(result.limit)),
         (REMAINING, remaining),
         (RESET, reset),
         (POLICY, result.policy_header),
+        (RATELIMIT, f"{head}{remaining};t={retry}"),
+        (RETRY_AFTER, retry),
     ]
-    if result.allowed:
-        items.append((RATELIMIT, f"{head}{remaining};t={reset}"))
-    else:
-        retry = str(retry_after_seconds(result))
-        items.append((RATELIMIT, f"{head}{remaining};t={retry}"))
-        items.append((RETRY_AFTER, retry))
-    return items
 
 
 def raw_header_items(result: RateLimitResult) -> list[tuple[bytes, bytes]]:
     """:func:`header_items` as ASGI carries headers: lowercase names, bytes."""
-    remaining = result.remaining
-    reset = whole_seconds(result.reset_after)
+    remaining = b"%d" % result.remaining
+    seconds = result.reset_after
+    reset = b"%d" % math.ceil(seconds - 1e-9) if seconds > 1e-9 else b"0"
     head = result._ratelimit_heads_raw[result.quota_index]
-    items = [
-        (_LIMIT_RAW, b"%d" % result.limit),
-        (_REMAINING_RAW, b"%d" % remaining),
-        (_RESET_RAW, b"%d" % reset),
-        (_POLICY_RAW, result._policy_raw),
-    ]
     if result.allowed:
-        items.append((_RATELIMIT_RAW, b"%s%d;t=%d" % (head, remaining, reset)))
-    else:
-        retry = retry_after_seconds(result)
-        items.append((_RATELIMIT_RAW, b"%s%d;t=%d" % (head, remaining, retry)))
-        items.append((_RETRY_AFTER_RAW, b"%d" % retry))
-    return items
+        return [
+            (_LIMIT_RAW, b"%d" % result.limit),
+            (_REMAINING_RAW, remaining),
+            (_RESET_RAW, reset),
+            (_POLICY_RAW, result._policy_raw),
+            (_RATELIMIT_RAW, head + remaining + b";t=" + reset),
+        ]
+    retry = b"%d" % retry_after_seconds(result)
+    return [
+        (_LIMIT_RAW, b"%d" % result.limit),
+        (_REMAINING_RAW, remaining),
+        (_RESET_RAW, reset),
+        (_POLICY_RAW, result._policy_raw),
+        (_RATELIMIT_RAW, head + remaining + b";t=" + retry),
+        (_RETRY_AFTER_RAW, retry),
+    ]
 
 
 def set_raw_headers(raw: list[tuple[bytes, bytes]], result: RateLimitResult) -> None:

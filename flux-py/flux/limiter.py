@@ -185,6 +185,10 @@ def _seconds(name: str, value: Any) -> float:
         return math.inf
 
 
+_byref = ctypes.byref
+#: What an int passed to an untyped call may reach (see _ffi): a C int.
+_UNTYPED_LIMIT = 2**31
+
 #: The widest cost the library takes (a uint64_t); ctypes wraps anything
 #: wider silently, so that 2**64 + 1 would be decided as 1.
 _MAX_COST = 2**64 - 1
@@ -338,6 +342,9 @@ class RateLimiter:
             if store.is_memory
             else _ffi.flux_limiter_decide_endpoint
         )
+        self._decide_untyped = (
+            _ffi.flux_limiter_decide_gil_untyped if store.is_memory else _ffi.flux_limiter_decide_untyped
+        )
         self._result_type: type[RateLimitResult] = type(
             "RateLimitResult",
             (RateLimitResult,),
@@ -391,15 +398,22 @@ class RateLimiter:
             key = key.encode()  # type: ignore[union-attr]
         elif cls is not bytes:
             key = _key_bytes(key)
-        if cost != 1:
-            cost = _cost(cost)
         result = self._result_type()
+        size = len(key)
+        if cost.__class__ is int and cost == 1 and not endpoint and size < _UNTYPED_LIMIT:
+            # The common call, through the untyped function (see _ffi).
+            code = self._decide_untyped(self._handle, key, size, 1, _byref(result))
+            if code:
+                raise _ffi.decide_error(code, self._handle)
+            return result
         handle = self._handle
+        if cost != 1 or cost.__class__ is not int:
+            cost = _cost(cost)
         if endpoint:
             ep = _endpoint_bytes(endpoint)
-            code = self._decide_endpoint(handle, ep, len(ep), key, len(key), cost, result)
+            code = self._decide_endpoint(handle, ep, len(ep), key, size, cost, result)
         else:
-            code = self._decide(handle, key, len(key), cost, result)
+            code = self._decide(handle, key, size, cost, result)
         if code:
             raise _ffi.decide_error(code, handle)
         return result
@@ -420,7 +434,7 @@ class RateLimiter:
             key = key.encode()  # type: ignore[union-attr]
         elif cls is not bytes:
             key = _key_bytes(key)
-        if cost != 1:
+        if cost != 1 or cost.__class__ is not int:
             cost = _cost(cost)
         handle = self._handle
         if handle is None:

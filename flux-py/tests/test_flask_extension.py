@@ -132,6 +132,23 @@ def test_extension_and_decorator_on_one_view_are_two_limits(config):
     assert get(app, "/a").headers["X-RateLimit-Remaining"] == str(5 - 3)
 
 
+def test_the_extensions_headers_replace_a_decorators_further_from_refusing(config):
+    app = Flask(__name__)
+
+    @app.route("/loose")
+    @rate_limit(rate="10/minute")
+    def loose():
+        return "loose"
+
+    Flux(app, rate="2/minute")
+    response = get(app, "/loose")
+    # Each header once, the app-wide limit's: it is closer to refusing.
+    assert response.headers.getlist("X-RateLimit-Limit") == ["2"]
+    assert response.headers.getlist("X-RateLimit-Remaining") == ["1"]
+    assert response.headers.getlist("RateLimit-Policy") == ['"default";q=2;w=60']
+    assert response.get_data(as_text=True) == "loose"
+
+
 def test_set_up_twice_or_badly_fails_at_once(config):
     app = make_app()
     Flux(app, rate="1/minute")

@@ -100,6 +100,20 @@ def test_each_key_has_its_own_limit_and_bytes_equal_str(config):
     assert limiter.hit("ünïcode").allowed and not limiter.hit("ünïcode".encode()).allowed
 
 
+def test_long_keys_are_read_whole(config):
+    # A key's bytes and length reach the library whole on the call's fast
+    # path too: keys that differ only in their last byte, or only in their
+    # length, are limits of their own.
+    limiter = RateLimiter(1, 60, config=config)
+    long = "k" * 100_000
+    assert limiter.hit(long + "a").allowed
+    assert not limiter.hit(long + "a").allowed
+    assert limiter.hit(long + "b").allowed
+    assert limiter.hit(long).allowed
+    assert limiter.hit(long.encode() + b"c").allowed
+    assert not limiter.hit(long.encode() + b"c").allowed
+
+
 def test_endpoint_gives_the_key_a_separate_limit(config):
     limiter = RateLimiter(1, 60, config=config)
     assert limiter.hit("k").allowed
@@ -331,6 +345,17 @@ def test_costs_the_limit_can_never_admit_are_refused_with_the_cores_message(conf
     with pytest.raises(LimitError) as caught:
         limiter.hit("k", cost=0)
     assert str(caught.value).startswith("cost must be at least 1"), caught.value
+    assert limiter.hit("k").remaining == 2, "nothing was charged"
+
+
+@pytest.mark.parametrize("cost", [1.0, True, 2.0, "1"])
+def test_a_cost_that_is_not_a_whole_number_is_refused(cost, config):
+    limiter = RateLimiter(3, 60, config=config)
+    with pytest.raises(LimitError) as caught:
+        limiter.hit("k", cost=cost)
+    assert str(caught.value) == f"cost must be a whole number of at least 1, got {cost!r}"
+    with pytest.raises(LimitError, match="whole number"):
+        asyncio.run(limiter.ahit("k", cost=cost))
     assert limiter.hit("k").remaining == 2, "nothing was charged"
 
 

@@ -30,6 +30,17 @@ BODY = {"message": "hello"}
 #: and set a header, and this is the least that does both.
 FLOOR_HEADER = "X-Client-Address"
 
+#: The five rate-limit headers Flux sends at this limit while nothing comes
+#: near it, as ASGI carries them: the "floor, five headers" row sends them
+#: as constants, to show what sending them costs a server by itself.
+RATE_LIMIT_HEADERS_RAW = [
+    (b"x-ratelimit-limit", b"%d" % REQUESTS),
+    (b"x-ratelimit-remaining", b"%d" % (REQUESTS - 1)),
+    (b"x-ratelimit-reset", b"1"),
+    (b"ratelimit-policy", b'"default";q=%d;w=%d' % (REQUESTS, PERIOD)),
+    (b"ratelimit", b'"default";r=%d;t=1' % (REQUESTS - 1)),
+]
+
 #: Keys of this benchmark in its own redis-server.
 KEY_PREFIX = "bench:"
 

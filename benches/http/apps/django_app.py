@@ -1,7 +1,8 @@
 """The Django app of the HTTP benchmark (served by gunicorn: 2 sync workers).
 
-One module is the whole project: settings, views and URLs. No middleware,
-so the limiters are compared with the least a Django request costs.
+One module is the whole project: settings, views and URLs. No middleware
+but Flux's in its own variant, so the limiters are compared with the least
+a Django request costs.
 django-ratelimit keeps its counts in the cache ``RATELIMIT_USE_CACHE``
 names, one per process, so its Redis row is a variant of its own.
 """
@@ -20,10 +21,20 @@ from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config,
 from common import only, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
 
+def flux_middleware(store: str) -> dict:
+    """Flux's app-wide middleware, at the benchmark's limit."""
+    return {
+        "MIDDLEWARE": ["flux.django.RateLimitMiddleware"],
+        "FLUX": {"rate": RATE_TEXT, "config": flux_config(store)},
+    }
+
+
 #: The settings each variant adds to the base ones.
 VARIANTS = {
-    "base": {},
-    "django-ratelimit-redis": {"RATELIMIT_USE_CACHE": "redis"},
+    "base": dict,
+    "django-ratelimit-redis": lambda: {"RATELIMIT_USE_CACHE": "redis"},
+    "flux-middleware-memory": lambda: flux_middleware("memory"),
+    "flux-middleware-redis": lambda: flux_middleware("redis"),
 }
 
 
@@ -47,7 +58,7 @@ def base_settings() -> dict:
 def variant_settings(name: str) -> dict:
     if name not in VARIANTS:
         raise unknown_variant(name, VARIANTS)
-    return VARIANTS[name]
+    return VARIANTS[name]()
 
 
 def plain(request):
@@ -127,7 +138,7 @@ def urls_for(route_path: str | None) -> list:
 urlpatterns = urls_for(route())
 
 if not settings.configured:
-    settings.configure(**base_settings(), **variant_settings(variant()))
+    settings.configure(**{**base_settings(), **variant_settings(variant())})
     django.setup()
 
 application = WSGIHandler()

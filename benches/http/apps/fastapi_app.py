@@ -13,9 +13,10 @@ from limits.aio import strategies as aio_strategies
 from slowapi import Limiter
 from slowapi.util import get_remote_address
 
-from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
+from common import BODY, FLOOR_HEADER, PERIOD, RATE_LIMIT_HEADERS_RAW, RATE_TEXT, REQUESTS, flux_config, redis_url
 from common import only, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
+from flux.asgi import RateLimitMiddleware
 
 
 def base(app: FastAPI) -> None:
@@ -26,6 +27,12 @@ def base(app: FastAPI) -> None:
     @app.get("/floor")
     async def floor(request: Request, response: Response):
         response.headers[FLOOR_HEADER] = request.client.host
+        return BODY
+
+    @app.get("/floor-headers")
+    async def floor_headers(request: Request, response: Response):
+        response.headers[FLOOR_HEADER] = request.client.host
+        response.raw_headers.extend(RATE_LIMIT_HEADERS_RAW)
         return BODY
 
     flux_inline_route(app, "/flux-inline/memory", "memory")
@@ -87,8 +94,21 @@ def slowapi_route(app: FastAPI, path: str, storage_uri: str) -> None:
         return BODY
 
 
-#: What each variant builds. Only ``base`` exists: everything here acts per route.
-VARIANTS = {"base": base}
+def flux_middleware(store: str):
+    """The base app behind Flux's app-wide middleware, at the benchmark's limit."""
+
+    def install(app: FastAPI) -> None:
+        base(app)
+        app.add_middleware(RateLimitMiddleware, rate=RATE_TEXT, config=flux_config(store))
+
+    return install
+
+
+VARIANTS = {
+    "base": base,
+    "flux-middleware-memory": flux_middleware("memory"),
+    "flux-middleware-redis": flux_middleware("redis"),
+}
 
 
 def build(name: str, path: str | None = None) -> FastAPI:

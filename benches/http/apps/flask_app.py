@@ -14,6 +14,7 @@ from limits import parse, storage, strategies
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
 from common import only, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
+from flux.flask import Flux
 
 
 def base(app: Flask) -> None:
@@ -89,8 +90,20 @@ def flask_limiter(store: str):
     return install
 
 
+def flux_extension(store: str):
+    """The base app with Flux's app-wide limit (``flux.flask.Flux``), at the benchmark's limit."""
+
+    def install(app: Flask) -> None:
+        base(app)
+        Flux(app, rate=RATE_TEXT, config=flux_config(store))
+
+    return install
+
+
 VARIANTS = {
     "base": base,
+    "flux-middleware-memory": flux_extension("memory"),
+    "flux-middleware-redis": flux_extension("redis"),
     "flask-limiter-memory": flask_limiter("memory"),
     "flask-limiter-redis": flask_limiter("redis"),
 }

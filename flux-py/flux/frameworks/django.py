@@ -10,6 +10,35 @@ from ..headers import header_items, too_many_requests_body
 
 if TYPE_CHECKING:
     from ..limiter import RateLimitResult
+# Django's response headers check and convert every value set through
+# ``response[name] = value`` (2 µs for the five rate-limit headers), then
+# keep it in ``headers._store`` by lowercase name: the values Flux writes
+# are digits and sanitised structured-field strings, so they are stored
+# there directly. Should a Django keep its headers otherwise, the public
+# way is used.
+try:
+    from django.http.response import ResponseHeaders
+except ImportError:  # pragma: no cover - a Django before 3.2
+    ResponseHeaders = None
+_STORE = ResponseHeaders is not None and isinstance(getattr(ResponseHeaders({}), "_store", None), dict)
+_LOWER: dict[str, str] = {}
+
+
+def set_headers(response: HttpResponseBase, items: list[tuple[str, str]]) -> None:
+    """Sets ``items`` (from :func:`flux.headers.header_items`) on ``response``,
+    in place of any it has of the same names."""
+    headers = response.headers if _STORE else None
+    if headers is None or headers.__class__ is not ResponseHeaders:
+        for name, value in items:
+            response[name] = value
+        return
+    store = headers._store
+    for name, value in items:
+        lower = _LOWER.get(name)
+        if lower is None:
+            lower = _LOWER[name] = name.lower()
+        store[lower] = (name, value)
+
 
 
 def find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HttpRequest | None:
@@ -41,8 +70,7 @@ def header_values(request: HttpRequest, name: str) -> list[str]:
 def too_many_requests(result: RateLimitResult, headers: bool = True) -> JsonResponse:
     response = JsonResponse(too_many_requests_body(result), status=429)
     if headers:
-        for name, value in header_items(result):
-            response[name] = value
+        set_headers(response, header_items(result))
     return response
 
 
@@ -52,8 +80,7 @@ def as_response(value: Any) -> Any:
 
 def with_headers(response: Any, result: RateLimitResult, replace: bool, kwargs: dict[str, Any], sub: Any) -> Any:
     if isinstance(response, HttpResponseBase):
-        for name, value in header_items(result):
-            response[name] = value
+        set_headers(response, header_items(result))
     return response
 
 

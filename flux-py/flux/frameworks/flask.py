@@ -5,11 +5,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import flask
+from werkzeug.datastructures import Headers
 
 from ..headers import header_items, too_many_requests_body
 
 if TYPE_CHECKING:
     from ..limiter import RateLimitResult
+# Werkzeug's Headers keep their (name, value) pairs in a list, ``_list``, and
+# check every value added through ``extend`` (1.9 µs for the five rate-limit
+# headers, a tenth of that appended): the values Flux writes are digits and
+# sanitised structured-field strings, so they are appended. Should a Werkzeug
+# keep its headers otherwise, the public method is used.
+_HEADERS_LIST = isinstance(getattr(Headers(), "_list", None), list)
+
+
+def add_headers(headers: Headers, items: list[tuple[str, str]]) -> None:
+    """Adds ``items`` (from :func:`flux.headers.header_items`) to ``headers``."""
+    if _HEADERS_LIST and headers.__class__ is Headers:
+        headers._list.extend(items)
+    else:
+        headers.extend(items)
+
 
 
 def find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -40,7 +56,7 @@ def too_many_requests(result: RateLimitResult, headers: bool = True) -> flask.Re
     response = flask.jsonify(too_many_requests_body(result))
     response.status_code = 429
     if headers:
-        response.headers.extend(header_items(result))
+        add_headers(response.headers, header_items(result))
     return response
 
 
@@ -58,7 +74,7 @@ def with_headers(
         for name, value in header_items(result):
             response.headers.set(name, value)
     else:
-        response.headers.extend(header_items(result))
+        add_headers(response.headers, header_items(result))
     return response
 
 

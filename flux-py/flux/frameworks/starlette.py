@@ -53,8 +53,9 @@ def owns(request: Any) -> bool:
 
 
 def peer(request: HTTPConnection) -> str | None:
-    client = request.client
-    return client.host if client else None
+    # From the scope: request.client builds an Address for every call.
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 def method(request: HTTPConnection) -> str:
