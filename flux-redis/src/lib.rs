@@ -26,6 +26,7 @@ mod error;
 mod pool;
 mod scripts;
 mod sentinel;
+mod signals;
 mod store;
 mod target;
 

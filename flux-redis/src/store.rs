@@ -13,6 +13,7 @@ use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::{breaks_connection, is_readonly};
 use crate::pool::{Pool, Pooled};
 use crate::scripts::{Entry, LimitScript, ScriptCache};
+use crate::signals::HeldSignals;
 use crate::{cluster, scripts, RedisConfig, RedisError};
 use flux_core::fork::PerProcess;
 
@@ -340,7 +341,8 @@ impl RedisStore {
     }
 
     /// Runs `f` on a pooled connection: up to `timeout_ms` waiting in turn
-    /// for one, then `f` within its own bounds.
+    /// for one, then `f` within its own bounds, with the thread's signals
+    /// held meanwhile (see [`HeldSignals`]).
     ///
     /// A connection that breaks after the request was written may have
     /// carried it to Redis, which may have run it: a decision is then not
@@ -352,6 +354,7 @@ impl RedisStore {
         resend: Resend,
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
+        let _held = HeldSignals::hold();
         let mut tries = self.config.pool_size + 1;
         loop {
             let mut conn = self.checkout()?;

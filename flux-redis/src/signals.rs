@@ -1,0 +1,71 @@
+//! A host's signals wait while a call talks to Redis.
+//!
+//! Every connection Flux makes has a receive timeout, and a socket read
+//! with a timeout is not restarted after a signal handler has run, whatever
+//! `SA_RESTART` says: it fails with `EINTR`. The redis crate takes that for
+//! a reply that did not come, so a call Redis had answered would fail open
+//! (or raise) and its reply be skipped later. Hosts have handlers (Python's
+//! own, a web server's `SIGCHLD` or `SIGWINCH`, a profiler's `SIGPROF`),
+//! and the kernel gives a signal for the process to any thread that does
+//! not block it, Flux's own threads included. So the calling thread blocks
+//! the asynchronous signals for the call: each is delivered the moment the
+//! call ends, at most `timeout_ms` or so later. The signals a fault raises
+//! (`SIGSEGV` and the like) and `SIGABRT` are never blocked.
+
+#[cfg(unix)]
+mod held {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+    /// The signals of faults, which must reach their handler at once.
+    const NEVER_HELD: [Signal; 7] = [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+        Signal::SIGTRAP,
+        Signal::SIGSYS,
+        Signal::SIGABRT,
+    ];
+
+    /// The calling thread's signals held until this is dropped.
+    #[derive(Debug)]
+    pub(crate) struct HeldSignals {
+        /// The mask to restore; `None` if it could not be changed.
+        before: Option<SigSet>,
+    }
+
+    impl HeldSignals {
+        pub(crate) fn hold() -> Self {
+            let mut held = SigSet::all();
+            for signal in NEVER_HELD {
+                held.remove(signal);
+            }
+            HeldSignals {
+                before: held.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok(),
+            }
+        }
+    }
+
+    impl Drop for HeldSignals {
+        fn drop(&mut self) {
+            if let Some(before) = self.before.take() {
+                let _ = before.thread_set_mask();
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod held {
+    /// No signals to hold.
+    #[derive(Debug)]
+    pub(crate) struct HeldSignals;
+
+    impl HeldSignals {
+        pub(crate) fn hold() -> Self {
+            HeldSignals
+        }
+    }
+}
+
+pub(crate) use held::HeldSignals;
