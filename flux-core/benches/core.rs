@@ -5,7 +5,8 @@
 //!   a hot key and cycling through 1,000,000 pre-populated keys, from one
 //!   thread and from two. The two-thread benches report wall time divided by
 //!   the decisions both threads made: perfect scaling shows as half the
-//!   one-thread time.
+//!   one-thread time. Beside them, `dram_miss`: the floor under a decision
+//!   among a million keys, one read of a line no cache holds.
 //! * `limiter`: one decision through a `Limiter` on the memory store (the
 //!   key's digest, the counters and all), of one quota and of two
 //!   (`"10/second;1000/day"` in shape, at rates no bench reaches, so every
@@ -164,7 +165,36 @@ fn memory_store(c: &mut Criterion) {
     if let Some((store, _)) = million.get() {
         assert_eq!(store.len(), KEYS, "no key expired or was added");
     }
+    group.bench_function("dram_miss", |b| {
+        // As many lines as the store's tables have slots for a million keys
+        // (at most half full: 64 shards of 32,768): 128 MiB.
+        let lines = shuffled_lines(2 * KEYS.next_power_of_two());
+        let mut at = 0;
+        b.iter(|| {
+            at = lines[at].0[0];
+            black_box(at)
+        })
+    });
     group.finish();
+}
+
+/// A 64-byte line, as a slot of the store's table is.
+#[repr(align(64))]
+struct Line([usize; 8]);
+
+/// `n` lines, each naming the next in one random cycle through them all: a
+/// walk reads one line the cache does not hold per step, each step's
+/// address known only from the last (what a million keys' table costs a
+/// decision, with nothing else of the decision).
+fn shuffled_lines(n: usize) -> Vec<Line> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rng());
+    let mut lines: Vec<Line> = (0..n).map(|_| Line([0; 8])).collect();
+    for (i, &line) in order.iter().enumerate() {
+        lines[line].0[0] = order[(i + 1) % n];
+    }
+    lines
 }
 
 /// Rates no bench reaches: one quota, and two in the shape of
