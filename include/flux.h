@@ -891,6 +891,19 @@ flux_result flux_policy_from_name(const char *name, uint32_t *out);
 const char *flux_policy_name(uint32_t policy);
 
 /**
+ * Writes to `buf` (`len` bytes, NUL-terminated) the Redis URL `url`
+ * (NUL-terminated UTF-8) as Flux's own messages show it: what follows the
+ * userinfo's first `:` up to its last `@`, and everything after a `pass=`
+ * or `password=` query parameter, replaced by `***`. For a host's own
+ * messages, so they hide what Flux hides, by the same rule.
+ *
+ * On `FLUX_RESULT_OK`, `*written` is the text's length (without the NUL);
+ * when `len` is too small, returns `FLUX_RESULT_BUFFER_TOO_SMALL` with
+ * `*written` the size needed, NUL included.
+ */
+flux_result flux_redact_url(const char *url, char *buf, size_t len, size_t *written);
+
+/**
  * Sets the function that receives Flux's log records (warnings such as
  * "Redis failed, calls are admitted without a decision", each kind at most
  * once a minute per store), replacing any set before; NULL stops them.

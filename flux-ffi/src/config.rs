@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use flux_core::config::Config;
+use flux_core::config::{redact_url, Config};
 
 use crate::error::{fail, flux_result};
 use crate::ffi::{
@@ -162,6 +162,29 @@ pub extern "C" fn flux_config_to_json(
         let written = try_out!(written);
         let json = serde_json::to_string(config).expect("a configuration serializes");
         write_text(&json, buf, len, written, "the configuration's JSON")
+    }
+}
+
+/// Writes to `buf` (`len` bytes, NUL-terminated) the Redis URL `url`
+/// (NUL-terminated UTF-8) as Flux's own messages show it: what follows the
+/// userinfo's first `:` up to its last `@`, and everything after a `pass=`
+/// or `password=` query parameter, replaced by `***`. For a host's own
+/// messages, so they hide what Flux hides, by the same rule.
+///
+/// On `FLUX_RESULT_OK`, `*written` is the text's length (without the NUL);
+/// when `len` is too small, returns `FLUX_RESULT_BUFFER_TOO_SMALL` with
+/// `*written` the size needed, NUL included.
+#[no_mangle]
+pub extern "C" fn flux_redact_url(
+    url: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let url = try_str!(url);
+        let written = try_out!(written);
+        write_text(&redact_url(url), buf, len, written, "the URL")
     }
 }
 

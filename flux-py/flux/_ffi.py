@@ -361,6 +361,9 @@ flux_limiter_quotas = _declare(
     [LimiterPtr, POINTER(flux_quota_info), c_size_t, POINTER(c_size_t)],
     None,  # BUFFER_TOO_SMALL tells the count: Limiter.quotas() checks.
 )
+flux_redact_url = _declare(
+    _lib, "flux_redact_url", c_uint32, [c_char_p, c_char_p, c_size_t, POINTER(c_size_t)], None
+)
 flux_default_scope = _declare(
     _lib,
     "flux_default_scope",
@@ -544,6 +547,12 @@ def _read_text(
             raise error_for(code)
         # What it writes may grow between two calls: ask for some room beyond.
         size = written.value + 1024
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its passwords hidden, as Flux's own messages show it."""
+    raw = url.encode("utf-8")
+    return _read_text(lambda buf, size, written: flux_redact_url(raw, buf, size, written), len(raw) + 8)
 
 
 def _free_once(handle: ctypes._Pointer[Any], free: CFuncPtr) -> None:

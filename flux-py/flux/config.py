@@ -143,38 +143,9 @@ class FluxConfig:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its passwords hidden, for messages: the userinfo after its
-    first ``:`` up to the *last* ``@`` (passwords are often written
-    unencoded), and everything after a ``pass=`` or ``password=`` query
-    parameter. The same rule as flux-core's ``redact_url``, which writes the
-    messages of the Rust side."""
-    rest_at = url.find("://")
-    rest_at = 0 if rest_at < 0 else rest_at + 3
-    rest = url[rest_at:]
-    hidden: list[tuple[int, int]] = []
-    at = rest.rfind("@")
-    if at >= 0:
-        colon = rest.find(":", 0, at)
-        if colon >= 0:
-            hidden.append((rest_at + colon + 1, rest_at + at))
-    lower = rest.lower()
-    values = [
-        i + len(marker)
-        for marker in ("?pass=", "&pass=", "?password=", "&password=")
-        if (i := lower.find(marker)) >= 0
-    ]
-    if values:
-        hidden.append((rest_at + min(values), len(url)))
-    out = []
-    shown_from = 0
-    for start, end in sorted(hidden):
-        if end <= shown_from:
-            continue
-        if start >= shown_from:
-            out += [url[shown_from:start], "***"]
-        shown_from = end
-    out.append(url[shown_from:])
-    return "".join(out)
+    """``url`` with its passwords hidden, for messages: by flux-core's rule,
+    the one that writes the messages of the Rust side (``flux_redact_url``)."""
+    return _ffi.redact_url(url)
 
 
 # --- the document Rust reads -------------------------------------------------

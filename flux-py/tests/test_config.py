@@ -240,12 +240,14 @@ def test_no_password_in_the_error_of_a_url_the_redis_client_cannot_read(prefix):
 
 
 def test_python_hides_passwords_the_way_the_core_does():
-    """The URL a message shows is the core's redaction; Python's copy (for its
-    own log lines and reprs) must agree with it."""
-    for _, url in _secret_urls("bad"):
+    """The URL a message shows is the core's redaction, and Python's log
+    lines and reprs use that one rule (``flux_redact_url``)."""
+    for secret, url in _secret_urls("bad"):
         with pytest.raises(ConfigError) as caught:
             flux.config.validate(FluxConfig(redis_url=url))
-        assert f'got "{flux.config.redact_url(url)}"' in str(caught.value)
+        shown = flux.config.redact_url(url)
+        assert secret not in shown and "***" in shown, shown
+        assert f'got "{shown}"' in str(caught.value)
 
 
 def test_no_password_in_log_lines(dead_redis_url, prefix, caplog):
