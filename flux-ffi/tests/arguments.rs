@@ -525,6 +525,24 @@ fn the_configuration_reads_back_as_json() {
 }
 
 #[test]
+fn a_url_reads_back_with_its_password_hidden() {
+    let url = c"redis://app:se/cr@t@cache:6379/0?password=also";
+    let mut needed = 0;
+    let rc = flux_redact_url(url.as_ptr(), ptr::null_mut(), 0, &mut needed);
+    assert_eq!(rc, flux_result::BufferTooSmall);
+    let mut buf = vec![0 as c_char; needed];
+    let mut written = 0;
+    let rc = flux_redact_url(url.as_ptr(), buf.as_mut_ptr(), needed, &mut written);
+    assert_eq!(rc, flux_result::Ok);
+    // SAFETY: the buffer was just NUL-terminated by the call.
+    let shown = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+    assert_eq!(shown, "redis://app:***@cache:6379/0?password=***");
+    assert_eq!(written, shown.len());
+    let rc = flux_redact_url(ptr::null(), buf.as_mut_ptr(), needed, &mut written);
+    assert_eq!(rc, flux_result::NullArgument);
+}
+
+#[test]
 fn version_and_store_kind() {
     // SAFETY: a static NUL-terminated string.
     let version = unsafe { CStr::from_ptr(flux_version()) };
