@@ -203,6 +203,45 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_is_empty_only_when_nothing_is_given() {
+        assert!(spec().is_empty());
+        let given = LimitSpec {
+            shadow: Some(false),
+            ..spec()
+        };
+        assert!(!given.is_empty(), "a part given as its default is given");
+    }
+
+    #[test]
+    fn a_limit_in_code_is_scoped_by_what_sets_it_apart() {
+        let plain = Limit::default();
+        assert_eq!(plain.default_scope("login", false), "login");
+        assert_eq!(plain.default_scope("login", true), "login@100/60s");
+        let two = Limit {
+            rates: parse_rates("10/second;1000/day").unwrap(),
+            ..Limit::default()
+        };
+        assert_eq!(two.default_scope("api", true), "api@10/1s;1000/86400s");
+        // A burst of the requests is the default, not a difference.
+        let same = Limit {
+            burst: Some(100),
+            ..Limit::default()
+        };
+        assert_eq!(same.default_scope("x", true), "x@100/60s");
+        let burst = Limit {
+            burst: Some(20),
+            ..Limit::default()
+        };
+        assert_eq!(burst.default_scope("x", true), "x@100/60s+b20");
+        let wait = Limit {
+            policy: Policy::LeakyBucket,
+            max_wait: 2.5,
+            ..Limit::default()
+        };
+        assert_eq!(wait.default_scope("x", true), "x@100/60s+w2.5");
+    }
+
+    #[test]
     fn nothing_given_is_the_base() {
         let base = Limit {
             policy: Policy::LeakyBucket,
