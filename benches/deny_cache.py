@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from redis_server import redis_server
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PROCESSES = 4
@@ -38,36 +37,9 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
 FLOOR_CALLS, CACHED_CALLS, REDIS_CALLS = 50_000, 50_000, 2_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def command(port: int, *args: str) -> str:
     out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True)
     return out.stdout
-
-
-def start_redis() -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (make deps installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            if command(port, "PING").strip() == "PONG":
-                return process, port
-        except subprocess.CalledProcessError:
-            pass
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    raise SystemExit("redis-server did not start")
 
 
 def evalsha_calls(port: int) -> int:
@@ -170,8 +142,7 @@ def refusal_rows(port: int) -> dict[str, tuple[int, object]]:
 
 
 def main() -> int:
-    process, port = start_redis()
-    try:
+    with redis_server() as port:
         off: list[dict[str, float]] = []
         on: list[dict[str, float]] = []
         for run in range(ROUNDS):
@@ -188,9 +159,6 @@ def main() -> int:
                 samples[name].append(per_call_us(calls, body))
         print(report(off, on, {name: statistics.median(v) for name, v in samples.items()}))
         return 0
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait()
 
 
 def report(off: list[dict[str, float]], on: list[dict[str, float]], us: dict[str, float]) -> str:

@@ -24,40 +24,13 @@ import argparse
 import asyncio
 import io
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
+from redis_server import redis_server
+
 RATE = "1000000/second"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("redis-server did not start")
 
 
 # --- FastAPI, called as ASGI -------------------------------------------------
@@ -253,8 +226,8 @@ def main() -> None:
 
     from flux.config import FluxConfig
 
-    redis, url = start_redis()
-    try:
+    with redis_server() as port:
+        url = f"redis://127.0.0.1:{port}/0"
         memory = FluxConfig(key_prefix="bench:")
         shared = FluxConfig(redis_url=url, key_prefix="bench:")
         groups = []
@@ -298,9 +271,6 @@ def main() -> None:
                 added = statistics.median(row - ref for row, ref in pairs)
                 ratio = statistics.median(ref / row for row, ref in pairs)
                 print(f"| {name:<28} | {cpu:>7.1f} | {wall:>7.1f} | {added:>17.1f} | {ratio:>15.2f} |")
-    finally:
-        redis.terminate()
-        redis.wait()
 
 
 if __name__ == "__main__":

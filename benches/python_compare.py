@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
@@ -34,6 +30,8 @@ from limits.aio import strategies as aio_strategies
 import flux._ffi
 from flux import RateLimiter
 from flux.config import FluxConfig
+
+from redis_server import redis_server
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 MEMORY_CALLS = 20_000  # per round, per memory row
@@ -47,33 +45,6 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis() -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (make deps installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return process, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    raise SystemExit("redis-server did not start")
 
 
 def per_call_us(calls: int, body) -> float:
@@ -171,8 +142,7 @@ def async_rows(port: int) -> dict[str, callable]:
 
 
 def main() -> int:
-    process, port = start_redis()
-    try:
+    with redis_server() as port:
         rows = sync_rows(port)
         arows = async_rows(port)
         samples: dict[str, list[float]] = {name: [] for name in rows}
@@ -191,9 +161,6 @@ def main() -> int:
         amed = {name: statistics.median(v) for name, v in asamples.items()}
         print(report(med, amed))
         return 0
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait()
 
 
 def report(med: dict[str, float], amed: dict[str, float]) -> str:
