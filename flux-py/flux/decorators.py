@@ -216,6 +216,23 @@ class _Injected:
         self.response = response
 
 
+def _locate(
+    adapter: Adapter | None, injected: _Injected, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Adapter | None, Any, Any]:
+    """The framework, request and injected response of a call, taking the
+    parameters the wrapper added out of ``kwargs``: looked for where the
+    framework of an earlier call (``adapter``) puts them, else in any."""
+    found = adapter
+    if injected.request is not None:
+        request = kwargs.pop(injected.request, None)
+    else:
+        request = found.find_request(args, kwargs) if found is not None else None
+    sub = kwargs.pop(injected.response, None) if injected.response is not None else None
+    if request is None:
+        found, request = frameworks.detect(args, kwargs)
+    return found, request, sub
+
+
 def _sync_wrapper(
     func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
 ) -> Callable[..., Any]:
@@ -223,21 +240,13 @@ def _sync_wrapper(
     # Read only when ``plain``, which a guard is only with its one limiter.
     plain, fixed, cost = guard.plain, cast(RateLimiter, guard.limiter), guard.cost
     deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
-    request_param, response_param = injected.request, injected.response
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal adapter
-        found = adapter
-        if request_param is not None:
-            request = kwargs.pop(request_param, None)
-        else:
-            request = found.find_request(args, kwargs) if found is not None else None
-        sub = kwargs.pop(response_param, None) if response_param is not None else None
-        if request is None:
-            found, request = frameworks.detect(args, kwargs)
-            if found is not None:
-                adapter = found
+        found, request, sub = _locate(adapter, injected, args, kwargs)
+        if found is not None:
+            adapter = found
         if plain and found is not None:
             limiter, identity = fixed, identify(found, request, None)
         else:
@@ -294,21 +303,13 @@ def _async_wrapper(
     # Read only when ``plain``, which a guard is only with its one limiter.
     plain, fixed, cost = guard.plain, cast(RateLimiter, guard.limiter), guard.cost
     deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
-    request_param, response_param = injected.request, injected.response
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal adapter
-        found = adapter
-        if request_param is not None:
-            request = kwargs.pop(request_param, None)
-        else:
-            request = found.find_request(args, kwargs) if found is not None else None
-        sub = kwargs.pop(response_param, None) if response_param is not None else None
-        if request is None:
-            found, request = frameworks.detect(args, kwargs)
-            if found is not None:
-                adapter = found
+        found, request, sub = _locate(adapter, injected, args, kwargs)
+        if found is not None:
+            adapter = found
         if plain and found is not None:
             limiter, identity = fixed, identify(found, request, None)
         else:
