@@ -279,10 +279,26 @@ fn usec_per_call(conn: &mut Connection) -> f64 {
 /// Median µs of Redis time per call of each script, over interleaved rounds.
 fn wall_time(scripts: &[Script], rounds: usize, calls: usize) -> Vec<f64> {
     let server = server_on_another_core();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    interleaved(&server.url(), scripts, rounds, |conn, script| {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(conn)
+            .unwrap();
+        script.run(conn, calls);
+        usec_per_call(conn)
+    })
+}
+
+/// Loads and warms `scripts` on the redis-server at `url`, then gives each
+/// `rounds` turns, in an order that reverses every round; `turn` runs one
+/// and measures it. The median of each script's turns.
+fn interleaved(
+    url: &str,
+    scripts: &[Script],
+    rounds: usize,
+    mut turn: impl FnMut(&mut Connection, &mut Loaded<'_>) -> f64,
+) -> Vec<f64> {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     let mut loaded: Vec<Loaded<'_>> = scripts
         .iter()
         .enumerate()
@@ -291,22 +307,17 @@ fn wall_time(scripts: &[Script], rounds: usize, calls: usize) -> Vec<f64> {
     for script in &mut loaded {
         script.warm(&mut conn);
     }
-    let mut times = vec![Vec::new(); scripts.len()];
+    let mut measured = vec![Vec::new(); scripts.len()];
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..scripts.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for i in order {
-            redis::cmd("CONFIG")
-                .arg("RESETSTAT")
-                .query::<()>(&mut conn)
-                .unwrap();
-            loaded[i].run(&mut conn, calls);
-            times[i].push(usec_per_call(&mut conn));
+            measured[i].push(turn(&mut conn, &mut loaded[i]));
         }
     }
-    times.into_iter().map(median).collect()
+    measured.into_iter().map(median).collect()
 }
 
 /// A redis-server under callgrind, counting nothing until told.
@@ -408,31 +419,12 @@ fn instructions(scripts: &[Script], calls: usize) -> Option<Vec<f64>> {
         return None;
     }
     let mut grind = Callgrind::start()?;
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", grind.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut loaded: Vec<Loaded<'_>> = scripts
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Loaded::new(&mut conn, s, i))
-        .collect();
-    for script in &mut loaded {
-        script.warm(&mut conn);
-    }
-    let mut counts = vec![Vec::new(); scripts.len()];
-    for round in 0..3 {
-        let mut order: Vec<usize> = (0..scripts.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
-            grind.control("-z");
-            loaded[i].run(&mut conn, calls);
-            counts[i].push(grind.instructions() as f64 / calls as f64);
-        }
-    }
-    Some(counts.into_iter().map(median).collect())
+    let url = format!("redis://127.0.0.1:{}", grind.port);
+    Some(interleaved(&url, scripts, 3, |conn, script| {
+        grind.control("-z");
+        script.run(conn, calls);
+        grind.instructions() as f64 / calls as f64
+    }))
 }
 
 /// Pins this process to CPU 0 and returns a redis-server on CPU 1; an
