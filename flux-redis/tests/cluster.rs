@@ -222,26 +222,28 @@ fn node_id(cluster: &RedisCluster, index: usize) -> String {
         .to_owned()
 }
 
+/// What each of `keys` has left after one call of cost 1 on each, decided
+/// as one batch.
+fn remaining_after_batch(store: &RedisStore, quota: &Quota, keys: &[&str]) -> Vec<u64> {
+    let requests: Vec<Request<'_>> = keys
+        .iter()
+        .map(|key| Request {
+            key,
+            quota,
+            cost: 1,
+        })
+        .collect();
+    store
+        .decide_many(&requests)
+        .into_iter()
+        .map(|d| d.unwrap().remaining)
+        .collect()
+}
+
 /// The node that owns `slot`, by `CLUSTER NODES`.
 fn owner(cluster: &RedisCluster, slot: u16) -> usize {
-    let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let owns = fields
-            .iter()
-            .skip(8)
-            .any(|range| match range.split_once('-') {
-                Some((a, b)) => {
-                    (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
-                }
-                None => range.parse::<u16>() == Ok(slot),
-            });
-        if owns {
-            let port: u16 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
-            return cluster.nodes.iter().position(|n| n.port == port).unwrap();
-        }
-    }
-    panic!("no owner for slot {slot}");
+    let port = cluster.nodes[0].slot_owner_port(slot);
+    cluster.nodes.iter().position(|n| n.port == port).unwrap()
 }
 
 fn a_batch_follows_a_slot_that_moved_to_another_primary(cluster: &RedisCluster) {
@@ -254,21 +256,7 @@ fn a_batch_follows_a_slot_that_moved_to_another_primary(cluster: &RedisCluster) 
         .build()
         .unwrap();
     let others: Vec<String> = (0..30).map(|i| format!("moved:other:{i}")).collect();
-    let batch = |keys: &[&str]| -> Vec<u64> {
-        let requests: Vec<Request<'_>> = keys
-            .iter()
-            .map(|key| Request {
-                key,
-                quota: &quota,
-                cost: 1,
-            })
-            .collect();
-        store
-            .decide_many(&requests)
-            .into_iter()
-            .map(|d| d.unwrap().remaining)
-            .collect()
-    };
+    let batch = |keys: &[&str]| remaining_after_batch(&store, &quota, keys);
     // The store learns the slot map.
     let mut keys: Vec<&str> = others.iter().map(String::as_str).collect();
     assert!(batch(&keys).iter().all(|&r| r == 2));
@@ -462,21 +450,7 @@ fn asked_calls_follow_a_live_migration_and_are_counted_once(cluster: &RedisClust
         .unwrap();
     let keys: Vec<String> = (0..10).map(|i| format!("{{migrating}}:{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let batch = |keys: &[&str]| -> Vec<u64> {
-        let requests: Vec<Request<'_>> = keys
-            .iter()
-            .map(|key| Request {
-                key,
-                quota: &quota,
-                cost: 1,
-            })
-            .collect();
-        store
-            .decide_many(&requests)
-            .into_iter()
-            .map(|d| d.unwrap().remaining)
-            .collect()
-    };
+    let batch = |keys: &[&str]| remaining_after_batch(&store, &quota, keys);
     assert_eq!(batch(&keys[..8]), [2; 8]);
 
     let slot = keyslot(cluster, keys[0]);

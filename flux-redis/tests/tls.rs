@@ -213,7 +213,10 @@ fn tls_redis_and_cluster_accept_only_a_trusted_certificate_for_their_host() {
         .map(|node| {
             (0..)
                 .map(|i| format!("tls:{i}"))
-                .find(|key| owner_port(seed, &seed.cli(&["CLUSTER", "KEYSLOT", key])) == node.port)
+                .find(|key| {
+                    seed.slot_owner_port(seed.cli(&["CLUSTER", "KEYSLOT", key]).parse().unwrap())
+                        == node.port
+                })
                 .unwrap()
         })
         .collect();
@@ -248,26 +251,4 @@ fn tls_redis_and_cluster_accept_only_a_trusted_certificate_for_their_host() {
     // The seed itself with a bad certificate: nothing is reached.
     certs.present(seed, "rogue");
     refused(&store(url), &keys[1], &quota, UNTRUSTED);
-}
-
-/// The port of the node that serves `slot`, by `CLUSTER NODES` of `node`.
-fn owner_port(node: &RedisServer, slot: &str) -> u16 {
-    let slot: u16 = slot.parse().unwrap();
-    let nodes = node.cli(&["CLUSTER", "NODES"]);
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let owns = fields
-            .iter()
-            .skip(8)
-            .any(|range| match range.split_once('-') {
-                Some((a, b)) => {
-                    (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
-                }
-                None => range.parse::<u16>() == Ok(slot),
-            });
-        if owns {
-            return fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
-        }
-    }
-    panic!("no owner for slot {slot}");
 }

@@ -193,6 +193,28 @@ impl RedisServer {
 
     /// Runs redis-cli against this server (on its unix socket, plain even
     /// when the port speaks TLS) and returns its output.
+    /// The port of the cluster node that owns `slot`, by this node's
+    /// `CLUSTER NODES`.
+    pub fn slot_owner_port(&self, slot: u16) -> u16 {
+        let nodes = self.cli(&["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let owns = fields
+                .iter()
+                .skip(8)
+                .any(|range| match range.split_once('-') {
+                    Some((a, b)) => {
+                        (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
+                    }
+                    None => range.parse::<u16>() == Ok(slot),
+                });
+            if owns {
+                return fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            }
+        }
+        panic!("no owner for slot {slot}");
+    }
+
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .arg("-s")
