@@ -16,7 +16,7 @@ back.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 
 class Frame:
@@ -37,6 +37,15 @@ inner_limits = False
 
 #: The frame of the innermost outer limit of the call running now.
 current: ContextVar[Frame | None] = ContextVar("flux_frame", default=None)
+
+
+def open_frame() -> tuple[Frame | None, Token[Frame | None] | None]:
+    """A frame made current for what an app-wide limit wraps, and the token
+    that closes it; none while no view has a limit of its own."""
+    if not inner_limits:
+        return None, None
+    frame = Frame()
+    return frame, current.set(frame)
 
 
 def refused() -> None:

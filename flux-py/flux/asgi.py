@@ -104,10 +104,7 @@ class RateLimitMiddleware:
             result = limiter.hit(identity, None, guard.cost)
         if not result.allowed:
             return await self._refuse(guard, scope, receive, send, request, identity, result)
-        frame = token = None
-        if _stack.inner_limits:
-            frame = _stack.Frame()
-            token = _stack.current.set(frame)
+        frame, token = _stack.open_frame()
         try:
             if not guard.headers or kind == "websocket":
                 await self.app(scope, receive, send)

@@ -72,10 +72,7 @@ class RateLimitMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self._async:
             return self._acall(request)
-        frame = token = None
-        if _stack.inner_limits:
-            frame = _stack.Frame()
-            token = _stack.current.set(frame)
+        frame, token = _stack.open_frame()
         try:
             response = self.get_response(request)
         finally:
@@ -91,10 +88,7 @@ class RateLimitMiddleware:
         return _reported(guard, response, result, frame)
 
     async def _acall(self, request: HttpRequest) -> Any:
-        frame = token = None
-        if _stack.inner_limits:
-            frame = _stack.Frame()
-            token = _stack.current.set(frame)
+        frame, token = _stack.open_frame()
         try:
             response = await self.get_response(request)
         finally:

@@ -85,10 +85,7 @@ class _Gate:
         self._exempt: dict[str | None, bool] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        frame = token = None
-        if _stack.inner_limits:
-            frame = _stack.Frame()
-            token = _stack.current.set(frame)
+        frame, token = _stack.open_frame()
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             state = environ.pop(_STATE, None)
