@@ -325,6 +325,19 @@ typedef uint32_t flux_op;
 #endif // __cplusplus
 
 /**
+ * A queue that batches decided by `flux_decide_batch_queued` are answered
+ * into, with a file descriptor that is readable while it holds answers.
+ *
+ * Made by `flux_completions_new`, freed by `flux_completions_free` (batches
+ * still being decided keep what they need alive: freeing never waits and
+ * their answers are dropped). Any thread may queue batches into it; one
+ * thread at a time takes them out (an event loop, which watches
+ * `flux_completions_fd`). It belongs to the process that made it: a forked
+ * child makes its own.
+ */
+typedef struct flux_completions flux_completions;
+
+/**
  * A validated configuration (flux.toml).
  *
  * Made by `flux_config_default`, `flux_config_from_file`,
@@ -366,23 +379,6 @@ typedef struct flux_limiter flux_limiter;
 typedef struct flux_store flux_store;
 
 /**
- * One call in a batch: the key is `key_len` bytes at `key`; the endpoint,
- * as in `flux_limiter_decide_endpoint`, `endpoint_len` bytes at `endpoint`
- * (NULL and 0, as a zeroed tail leaves them, for none).
- */
-typedef struct flux_request {
-    const struct flux_limiter *limiter;
-    const uint8_t *key;
-    size_t key_len;
-    /**
-     * At least 1.
-     */
-    uint64_t cost;
-    const uint8_t *endpoint;
-    size_t endpoint_len;
-} flux_request;
-
-/**
  * Whether a call is admitted, and what to tell its caller. A plain value:
  * nothing to free.
  */
@@ -420,6 +416,23 @@ typedef struct flux_decision {
      */
     uint32_t quota;
 } flux_decision;
+
+/**
+ * One call in a batch: the key is `key_len` bytes at `key`; the endpoint,
+ * as in `flux_limiter_decide_endpoint`, `endpoint_len` bytes at `endpoint`
+ * (NULL and 0, as a zeroed tail leaves them, for none).
+ */
+typedef struct flux_request {
+    const struct flux_limiter *limiter;
+    const uint8_t *key;
+    size_t key_len;
+    /**
+     * At least 1.
+     */
+    uint64_t cost;
+    const uint8_t *endpoint;
+    size_t endpoint_len;
+} flux_request;
 
 /**
  * Called once when a `flux_decide_batch_async` has filled its arrays.
@@ -554,6 +567,58 @@ bool flux_async_shutdown(uint64_t timeout_ms);
 size_t flux_batch_error(size_t index, char *buf, size_t len);
 
 /**
+ * Copies the message of request `index` of the batch the last
+ * `flux_completions_pop` took (the message that request alone would have
+ * left for `flux_last_error`) into `buf` of `len` bytes, NUL-terminated and
+ * truncated at a character boundary, and returns its full length. 0 (and
+ * nothing copied) for a request that succeeded or an `index` beyond the batch.
+ */
+size_t flux_completions_error(const struct flux_completions *queue,
+                              size_t index,
+                              char *buf,
+                              size_t len);
+
+/**
+ * The descriptor that is readable while `queue` holds answered batches
+ * (-1 for NULL). Watch it for reading, never read it: taking the last
+ * batch with `flux_completions_pop` empties it. It stays open until the
+ * queue is freed.
+ */
+int flux_completions_fd(const struct flux_completions *queue);
+
+/**
+ * Releases a queue made by `flux_completions_new` (NULL is ignored). Its
+ * descriptor is closed once no batch being decided refers to it.
+ */
+void flux_completions_free(struct flux_completions *queue);
+
+/**
+ * Makes a queue for `flux_decide_batch_queued` and writes it to `*out`.
+ * Fails with `FLUX_RESULT_STORAGE` when the system gives no descriptors.
+ */
+flux_result flux_completions_new(struct flux_completions **out);
+
+/**
+ * Takes the oldest batch answered into `queue`: writes the token it was
+ * queued with to `*token`, its size to `*n`, and for each request `i` its
+ * result to `results[i]` and, where that is `FLUX_RESULT_OK`, its decision
+ * to `decisions[i]`. When no batch is waiting, writes 0 to both `*token`
+ * and `*n` and returns `FLUX_RESULT_OK`. Until the next call,
+ * `flux_completions_error` gives the message of each request that failed.
+ *
+ * `decisions` and `results` hold `cap` entries each; a batch bigger than
+ * `cap` stays queued and `FLUX_RESULT_BUFFER_TOO_SMALL` is returned with
+ * its size in `*n`. Call it until `*token` is 0: the descriptor stays
+ * readable while batches wait.
+ */
+flux_result flux_completions_pop(const struct flux_completions *queue,
+                                 uint64_t *token,
+                                 struct flux_decision *decisions,
+                                 flux_result *results,
+                                 size_t cap,
+                                 size_t *n);
+
+/**
  * Writes to `*out` the defaults Flux runs with when there is no flux.toml
  * (the memory store: limits are per process).
  *
@@ -678,6 +743,25 @@ flux_result flux_decide_batch_async(const struct flux_request *reqs,
                                     flux_result *results,
                                     flux_batch_callback callback,
                                     void *user_data);
+
+/**
+ * Like `flux_decide_batch_async`, but the answers go into `queue` (see
+ * `flux_completions`) under `token`, where `flux_completions_pop` takes
+ * them, instead of into the caller's arrays through a callback: nothing
+ * of the caller's is written to or called from the store's thread.
+ *
+ * `token` is the caller's name for the batch, any value but 0 (which
+ * `flux_completions_pop` uses for "none"). The requests, their keys and
+ * endpoints are copied and the limiters and the queue kept alive, so all
+ * may be released as soon as this returns. When no request has a limiter
+ * (`n` is 0, or every limiter is NULL) the batch is answered into the
+ * queue before this returns. Returns `FLUX_RESULT_OK` when the batch was
+ * accepted; any other result means nothing will be queued for it.
+ */
+flux_result flux_decide_batch_queued(const struct flux_request *reqs,
+                                     size_t n,
+                                     const struct flux_completions *queue,
+                                     uint64_t token);
 
 /**
  * Writes to `buf` (`len` bytes, NUL-terminated) the scope a limiter of the

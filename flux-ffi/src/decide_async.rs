@@ -3,10 +3,13 @@
 
 use std::ffi::c_void;
 
+use crate::completions::flux_completions;
 use crate::decide::{flux_request, request_parts};
 use crate::decision::flux_decision;
-use crate::error::flux_result;
-use crate::ffi::{ffi_panic_boundary, try_callback, try_ref_from_ptr, try_slice, try_slice_mut};
+use crate::error::{fail, flux_result};
+use crate::ffi::{
+    clone_arc, ffi_panic_boundary, try_callback, try_ref_from_ptr, try_slice, try_slice_mut,
+};
 use crate::limiter::{flux_limiter, LimiterInner};
 use crate::worker::{
     dispatch, flux_batch_callback, flux_decide_callback, Job, Owned, OwnedRequest, Reply, SendPtr,
@@ -76,22 +79,7 @@ pub extern "C" fn flux_decide_batch_async(
         let _ = try_slice_mut!(decisions, n);
         let _ = try_slice_mut!(results, n);
         let callback = try_callback!(callback);
-        let mut first_limiter: Option<&LimiterInner> = None;
-        let requests: Vec<Owned> = reqs
-            .iter()
-            .enumerate()
-            .map(|(i, request)| {
-                // SAFETY: the caller's requests hold live limiters and keys during this call.
-                let parts = unsafe { request_parts(request, i) }?;
-                first_limiter.get_or_insert(parts.limiter);
-                Ok(OwnedRequest {
-                    limiter: parts.limiter.limiter.clone(),
-                    endpoint: parts.endpoint.map(Box::from),
-                    key: parts.key.to_vec(),
-                    cost: request.cost,
-                })
-            })
-            .collect();
+        let (requests, store) = owned_requests(reqs);
         let job = Job {
             requests,
             reply: Reply::Batch {
@@ -101,6 +89,65 @@ pub extern "C" fn flux_decide_batch_async(
                 results: SendPtr(results),
             },
         };
-        dispatch(first_limiter.map(|l| l.store.worker()), job)
+        dispatch(store.map(|l| l.store.worker()), job)
     }
+}
+
+/// Like `flux_decide_batch_async`, but the answers go into `queue` (see
+/// `flux_completions`) under `token`, where `flux_completions_pop` takes
+/// them, instead of into the caller's arrays through a callback: nothing
+/// of the caller's is written to or called from the store's thread.
+///
+/// `token` is the caller's name for the batch, any value but 0 (which
+/// `flux_completions_pop` uses for "none"). The requests, their keys and
+/// endpoints are copied and the limiters and the queue kept alive, so all
+/// may be released as soon as this returns. When no request has a limiter
+/// (`n` is 0, or every limiter is NULL) the batch is answered into the
+/// queue before this returns. Returns `FLUX_RESULT_OK` when the batch was
+/// accepted; any other result means nothing will be queued for it.
+#[no_mangle]
+pub extern "C" fn flux_decide_batch_queued(
+    reqs: *const flux_request,
+    n: usize,
+    queue: *const flux_completions,
+    token: u64,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let reqs = try_slice!(reqs, n);
+        // SAFETY: NULL or a live queue handle, per the contract.
+        let Some(queue) = (unsafe { clone_arc(queue) }) else {
+            return fail(flux_result::NullArgument, "argument `queue` must not be NULL");
+        };
+        if let Err(code) = queue.check_process() {
+            return code;
+        }
+        if token == 0 {
+            return fail(flux_result::InvalidArgument, "`token` must not be 0: 0 means no batch");
+        }
+        let (requests, store) = owned_requests(reqs);
+        let job = Job { requests, reply: Reply::Queued { queue, token } };
+        dispatch(store.map(|l| l.store.worker()), job)
+    }
+}
+
+/// Each request copied and its limiter kept alive, or the reason it is
+/// invalid; and the limiter of the first valid one, whose store decides them.
+fn owned_requests(reqs: &[flux_request]) -> (Vec<Owned>, Option<&LimiterInner>) {
+    let mut first_limiter: Option<&LimiterInner> = None;
+    let requests = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, request)| {
+            // SAFETY: the caller's requests hold live limiters and keys during this call.
+            let parts = unsafe { request_parts(request, i) }?;
+            first_limiter.get_or_insert(parts.limiter);
+            Ok(OwnedRequest {
+                limiter: parts.limiter.limiter.clone(),
+                endpoint: parts.endpoint.map(Box::from),
+                key: parts.key.to_vec(),
+                cost: request.cost,
+            })
+        })
+        .collect();
+    (requests, first_limiter)
 }

@@ -81,6 +81,23 @@ pub(crate) unsafe fn handle_ref<'a, H: Handle>(ptr: *const H) -> Option<&'a H::T
     unsafe { ptr.cast::<H::Target>().as_ref() }
 }
 
+/// Copies `message` into the caller's `buf` of `len` bytes, NUL-terminated
+/// and truncated at a character boundary; returns its full length.
+pub(crate) fn copy_message(message: &str, buf: *mut c_char, len: usize) -> usize {
+    if !buf.is_null() && len > 0 {
+        let mut n = message.len().min(len - 1);
+        while !message.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: the caller gives `len` writable bytes at `buf`; n < len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    message.len()
+}
+
 /// What an exported function returns when an argument is NULL or it panicked.
 #[doc(hidden)]
 pub trait FfiDefault {
@@ -118,6 +135,18 @@ impl FfiDefault for u32 {
     fn panicked(message: String) -> Self {
         fail(flux_result::Panic, message);
         u32::MAX
+    }
+}
+
+/// Descriptors (`flux_completions_fd`): -1, which is none.
+impl FfiDefault for i32 {
+    fn null_argument(message: String) -> Self {
+        fail(flux_result::NullArgument, message);
+        -1
+    }
+    fn panicked(message: String) -> Self {
+        fail(flux_result::Panic, message);
+        -1
     }
 }
 

@@ -13,6 +13,7 @@
 //! All raw-pointer handling lives in `ffi.rs`; each other module holds the
 //! functions of one topic, and modules depend on each other in one
 //! direction only: `error` and `decision` (plain types) below `ffi`, then
+//! `completions` (the queue async batches are answered into),
 //! `worker` (the async thread), `store`, `limiter`, and the calls on top
 //! (`decide`, `decide_async`, `messages`).
 
@@ -26,6 +27,7 @@
 #[doc(hidden)]
 pub mod ffi;
 
+mod completions;
 mod config;
 mod decide;
 mod decide_async;
@@ -38,6 +40,7 @@ mod messages;
 mod store;
 mod worker;
 
+pub use completions::*;
 pub use config::*;
 pub use decide::*;
 pub use decide_async::*;

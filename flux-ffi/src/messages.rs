@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 
 use crate::error::{read_batch_error, read_last_error};
-use crate::ffi::ffi_panic_boundary;
+use crate::ffi::{copy_message, ffi_panic_boundary};
 
 /// Copies the calling thread's last error message into `buf` and returns
 /// the message's full length in bytes (not counting the NUL).
@@ -41,23 +41,6 @@ pub extern "C" fn flux_batch_error(index: usize, buf: *mut c_char, len: usize) -
     ffi_panic_boundary! {
         read_batch_error(index, |message| message.map_or(0, |m| copy_message(m, buf, len)))
     }
-}
-
-/// Copies `message` into the caller's `buf` of `len` bytes, NUL-terminated
-/// and truncated at a character boundary; returns its full length.
-fn copy_message(message: &str, buf: *mut c_char, len: usize) -> usize {
-    if !buf.is_null() && len > 0 {
-        let mut n = message.len().min(len - 1);
-        while !message.is_char_boundary(n) {
-            n -= 1;
-        }
-        // SAFETY: the caller gives `len` writable bytes at `buf`; n < len.
-        unsafe {
-            std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
-            *buf.add(n) = 0;
-        }
-    }
-    message.len()
 }
 
 #[cfg(test)]

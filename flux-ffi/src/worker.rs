@@ -25,6 +25,7 @@ use flux_core::fork::PerProcess;
 use flux_core::Decision;
 use flux_core::{apply_batch, BatchRequest, Limiter, LimiterError, Op};
 
+use crate::completions::{Batch, Completions};
 use crate::decision::flux_decision;
 use crate::error::{code_of, fail, flux_result, with_batch_errors};
 use crate::ffi::{ffi_panic_boundary, panic_message};
@@ -80,6 +81,8 @@ pub(crate) enum Reply {
         decisions: SendPtr<flux_decision>,
         results: SendPtr<flux_result>,
     },
+    /// Into a completion queue, under the caller's token.
+    Queued { queue: Arc<Completions>, token: u64 },
 }
 
 pub(crate) struct Job {
@@ -360,6 +363,13 @@ fn write_and_call(reply: Reply, outcomes: Vec<Result<Decision, (flux_result, Str
             }
             // SAFETY: a C function pointer given for this; user_data is the caller's.
             with_batch_errors(messages, || unsafe { callback(user_data.0) })
+        }
+        Reply::Queued { queue, token } => {
+            let outcomes = outcomes
+                .into_iter()
+                .map(|outcome| outcome.map(flux_decision::from))
+                .collect();
+            queue.push(Batch { token, outcomes });
         }
     }
 }

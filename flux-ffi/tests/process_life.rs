@@ -293,11 +293,19 @@ fn after_shutdown_no_callback_comes() {
             let in_flight = Answers::default();
             let queued = decide_async(limiter, b"in-flight", &in_flight);
             assert_eq!(queued, flux_result::Ok);
+            let answers = new_queue();
+            let request = one_request(limiter, b"in-flight-queued");
+            assert_eq!(
+                flux_decide_batch_queued(&request, 1, answers, 1),
+                flux_result::Ok
+            );
             assert!(flux_async_shutdown(5000), "no callback was running");
             let after = Answers::default();
             let refused = decide_async(limiter, b"after", &after);
             assert_eq!(refused, flux_result::ShutDown);
             assert!(last_error().contains("flux_async_shutdown"));
+            let refused = flux_decide_batch_queued(&request, 1, answers, 2);
+            assert_eq!(refused, flux_result::ShutDown);
             redis.resume();
             // Synchronous calls go on.
             assert_eq!(decide_sync(limiter, b"sync"), (5, true));
@@ -307,6 +315,8 @@ fn after_shutdown_no_callback_comes() {
             flux_config_free(config);
             assert_eq!(in_flight.calls.load(Ordering::SeqCst), 0, "called back");
             assert_eq!(after.calls.load(Ordering::SeqCst), 0, "called back");
+            assert_eq!(taken_token(answers), Ok(0), "answered into the queue");
+            flux_completions_free(answers);
             true
         })
     }));
@@ -315,4 +325,93 @@ fn after_shutdown_no_callback_comes() {
     if let Err(failure) = outcome {
         std::panic::resume_unwind(failure);
     }
+}
+
+fn new_queue() -> *mut flux_completions {
+    let mut queue = std::ptr::null_mut();
+    assert_eq!(flux_completions_new(&mut queue), flux_result::Ok);
+    queue
+}
+
+fn one_request(limiter: *const flux_limiter, key: &'static [u8]) -> flux_request {
+    flux_request {
+        limiter,
+        key: key.as_ptr(),
+        key_len: key.len(),
+        cost: 1,
+        endpoint: std::ptr::null(),
+        endpoint_len: 0,
+    }
+}
+
+/// The token of the batch `flux_completions_pop` takes now (0: none waits).
+fn taken_token(queue: *const flux_completions) -> Result<u64, flux_result> {
+    let mut decision = flux_decision::default();
+    let mut result = flux_result::Panic;
+    let (mut token, mut n) = (0, 0);
+    match flux_completions_pop(queue, &mut token, &mut decision, &mut result, 1, &mut n) {
+        flux_result::Ok => Ok(token),
+        code => Err(code),
+    }
+}
+
+/// Waits up to 20 s for a batch in `queue`; its token.
+fn wait_for_batch(queue: *const flux_completions) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match taken_token(queue) {
+            Ok(0) => assert!(Instant::now() < deadline, "no batch was answered"),
+            Ok(token) => return token,
+            Err(code) => panic!("pop failed: {code:?}: {}", last_error()),
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_completion_queue_belongs_to_the_process_that_made_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let limiter = limiter(store, config, "l", &params(100, 60.0, None));
+    let answers = new_queue();
+    let request = one_request(limiter, b"k");
+    assert_eq!(
+        flux_decide_batch_queued(&request, 1, answers, 1),
+        flux_result::Ok
+    );
+    assert_eq!(wait_for_batch(answers), 1);
+
+    let (limiter_c, answers_c) = (Shared(limiter.cast_const()), Shared(answers.cast_const()));
+    in_child(move || {
+        let request = one_request(limiter_c.0, b"k");
+        // Its byte would wake the parent's loop; its pop would take the parent's.
+        let refused = flux_decide_batch_queued(&request, 1, answers_c.0, 2);
+        assert_eq!(refused, flux_result::InvalidArgument);
+        assert!(
+            last_error().contains("make a new one in the child"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(taken_token(answers_c.0), Err(flux_result::InvalidArgument));
+        let own = new_queue();
+        assert_eq!(
+            flux_decide_batch_queued(&request, 1, own, 3),
+            flux_result::Ok
+        );
+        assert_eq!(wait_for_batch(own), 3);
+        flux_completions_free(own);
+        true
+    });
+
+    // The parent's queue serves on.
+    assert_eq!(
+        flux_decide_batch_queued(&request, 1, answers, 4),
+        flux_result::Ok
+    );
+    assert_eq!(wait_for_batch(answers), 4);
+    flux_completions_free(answers);
+    flux_limiter_free(limiter);
+    flux_store_free(store);
+    flux_config_free(config);
 }

@@ -17,6 +17,7 @@ tests/test_header.py compares them with.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -179,9 +180,14 @@ class flux_limiter(_Opaque):
     pass
 
 
+class flux_completions(_Opaque):
+    pass
+
+
 ConfigPtr = POINTER(flux_config)
 StorePtr = POINTER(flux_store)
 LimiterPtr = POINTER(flux_limiter)
+CompletionsPtr = POINTER(flux_completions)
 
 # The handle classes below subclass these pointer types; mypy needs them
 # spelled as classes.
@@ -189,8 +195,10 @@ if TYPE_CHECKING:
     _ConfigBase = ctypes._Pointer[flux_config]
     _StoreBase = ctypes._Pointer[flux_store]
     _LimiterBase = ctypes._Pointer[flux_limiter]
+    _CompletionsBase = ctypes._Pointer[flux_completions]
 else:
     _ConfigBase, _StoreBase, _LimiterBase = ConfigPtr, StorePtr, LimiterPtr
+    _CompletionsBase = CompletionsPtr
 
 PARAM_POLICY = 1
 PARAM_REQUESTS = 2
@@ -263,7 +271,6 @@ class flux_request(Structure):
     ]
 
 
-flux_batch_callback = CFUNCTYPE(None, c_void_p)
 # user_data, level (1 error .. 5 trace), message (valid during the call only)
 flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 
@@ -300,9 +307,6 @@ def _decode_static(result: bytes | None, func: CFuncPtr, args: tuple[Any, ...]) 
 # Infallible functions return no code: they get no errcheck, or one that
 # converts their value.
 flux_last_error = _declare(_lib, "flux_last_error", c_size_t, [c_char_p, c_size_t], None)
-flux_batch_error = _declare(
-    _lib, "flux_batch_error", c_size_t, [c_size_t, c_char_p, c_size_t], None
-)
 flux_version = _declare(_lib, "flux_version", c_char_p, [], _decode_static)
 flux_policy_name = _declare(_lib, "flux_policy_name", c_char_p, [c_uint32], None)
 flux_source_name = _declare(_lib, "flux_source_name", c_char_p, [c_uint32], None)
@@ -474,27 +478,40 @@ flux_decide_batch = _declare(
     c_uint32,
     [POINTER(flux_request), c_size_t, POINTER(flux_decision), POINTER(c_uint32)],
 )
-flux_decide_batch_async = _declare(
+flux_decide_batch_queued = _declare(
     _lib,
-    "flux_decide_batch_async",
+    "flux_decide_batch_queued",
+    c_uint32,
+    [POINTER(flux_request), c_size_t, CompletionsPtr, c_uint64],
+)
+flux_completions_new = _declare(
+    _lib, "flux_completions_new", c_uint32, [POINTER(CompletionsPtr)]
+)
+flux_completions_fd = _declare(_lib, "flux_completions_fd", ctypes.c_int, [CompletionsPtr], None)
+flux_completions_pop = _declare(
+    _lib,
+    "flux_completions_pop",
     c_uint32,
     [
-        POINTER(flux_request),
-        c_size_t,
+        CompletionsPtr,
+        POINTER(c_uint64),
         POINTER(flux_decision),
         POINTER(c_uint32),
-        flux_batch_callback,
-        c_void_p,
+        c_size_t,
+        POINTER(c_size_t),
     ],
+    None,  # BUFFER_TOO_SMALL is an answer: the batch waits for bigger arrays
 )
-# Releases the GIL: a callback running on Flux's thread needs it to finish.
-flux_async_shutdown = _declare(_lib, "flux_async_shutdown", c_bool, [c_uint64], None)
+flux_completions_error = _declare(
+    _lib, "flux_completions_error", c_size_t, [CompletionsPtr, c_size_t, c_char_p, c_size_t], None
+)
+flux_completions_free = _declare(_lib, "flux_completions_free", None, [CompletionsPtr], None)
 
 
 # --- helpers -----------------------------------------------------------------
 
 
-def _message(read: CFuncPtr, *args: int) -> str:
+def _message(read: Callable[..., int], *args: int) -> str:
     size = read(*args, None, 0)
     if size == 0:
         return ""
@@ -508,9 +525,10 @@ def last_error() -> str:
     return _message(flux_last_error)
 
 
-def batch_error(index: int) -> str:
-    """Inside a batch callback: the message of request ``index`` ("" when it succeeded)."""
-    return _message(flux_batch_error, index)
+def completion_error(queue: Completions, index: int) -> str:
+    """The message of request ``index`` of the batch ``queue`` gave last
+    ("" when it succeeded)."""
+    return _message(functools.partial(flux_completions_error, queue), index)
 
 
 def _names(name_of: CFuncPtr) -> tuple[str, ...]:
@@ -654,6 +672,27 @@ class Store(_StoreBase):
         deleted = c_uint64(0)
         flux_store_clear(self, ctypes.byref(deleted))
         return deleted.value
+
+
+class Completions(_CompletionsBase):
+    """A ``flux_completions`` queue, freed when the last reference to it goes
+    (batches still being decided keep what they need of it)."""
+
+    _type_ = flux_completions
+
+    def __del__(self) -> None:
+        _free_once(self, flux_completions_free)
+
+    @classmethod
+    def new(cls) -> Completions:
+        handle = cls()
+        flux_completions_new(ctypes.byref(handle))
+        return handle
+
+    @property
+    def fd(self) -> int:
+        fd: int = flux_completions_fd(self)
+        return fd
 
 
 class Limiter(_LimiterBase):

@@ -8,14 +8,14 @@ coroutines cost one Redis pipeline rather than one round trip each.
 
 Process life: a forked child keeps using the stores (the library gives it
 its own connections and threads); what the parent had queued or in flight
-is the parent's to answer, so the child forgets it. At exit, async
-callbacks are stopped before the interpreter finalizes.
+is the parent's to answer, so the child forgets it. No Python runs on
+Flux's threads for an async decision (see ``_Answers``), so an interpreter
+exiting with decisions in flight has nothing to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import ctypes
 import itertools
 import logging
@@ -88,101 +88,97 @@ class Store:
         if not items:
             return
         n = len(items)
-        # The array keeps a reference to each key's and endpoint's bytes until
-        # it is freed; the items, kept by the batch until its callback, hold
-        # the limiters.
+        # The library copies the keys and endpoints and holds the limiters
+        # during the call; the items keep the limiters until it returns.
         requests = (_ffi.flux_request * n)(
             *[
                 _ffi.flux_request(limiter, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
                 for limiter, key, cost, endpoint, _, _ in items
             ]
         )
-        batch = _Batch(loop, items, requests)
-        token = next(_tokens)
-        _in_flight[token] = batch
+        answers = _answers_of(loop)
+        token = answers.expect(items)
         try:
-            _ffi.flux_decide_batch_async(
-                requests, n, batch.decisions, batch.results, _ON_BATCH_DONE, token
-            )
+            _ffi.flux_decide_batch_queued(requests, n, answers.queue, token)
         except FluxError as exc:
-            _in_flight.pop(token, None)
+            answers.forget(token)
             for *_, future in items:
                 if not future.done():
                     future.set_exception(exc)
 
 
-class _Batch:
-    """Everything the FFI writes into or reads from until its callback runs."""
+class _Answers:
+    """One event loop's completion queue. Flux's thread answers the loop's
+    batches into it and makes its descriptor readable; the loop, watching
+    the descriptor, takes the answers on its own thread and resolves the
+    callers' futures. No Python runs on Flux's thread, so it never waits
+    for the GIL, and the answers stay in the library until taken, so a
+    loop that goes away with batches in flight leaves nothing to write into."""
 
-    __slots__ = ("loop", "items", "requests", "decisions", "results", "messages")
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue = _ffi.Completions.new()
+        # By token, the decisions asked for in each batch not yet answered.
+        self.in_flight: dict[int, list[_Pending]] = {}
+        self._grow(64)
+        loop.add_reader(self.queue.fd, self.drain)
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        items: list[_Pending],
-        requests: ctypes.Array[_ffi.flux_request],
-    ) -> None:
-        n = len(items)
-        self.loop = loop
-        self.items = items
-        self.requests = requests
-        self.decisions = (_ffi.flux_decision * n)()
-        self.results = (ctypes.c_uint32 * n)()
-        # The message of each failed request, by index.
-        self.messages: dict[int, str] = {}
+    def _grow(self, size: int) -> None:
+        self.size = size
+        self.decisions = (_ffi.flux_decision * size)()
+        self.results = (ctypes.c_uint32 * size)()
 
-    def read_messages(self) -> None:
-        """In the batch's callback, the only time the library gives them:
-        copies the message of each request that failed."""
-        self.messages = {
-            i: _ffi.batch_error(i) for i, code in enumerate(self.results) if code != _ffi.OK
-        }
+    def expect(self, items: list[_Pending]) -> int:
+        """Registers a batch about to be queued; returns its token."""
+        token = next(_tokens)
+        self.in_flight[token] = items
+        if len(items) > self.size:
+            self._grow(max(len(items), 2 * self.size))
+        return token
 
-    def complete(self) -> None:
-        """On the loop's thread: resolves each caller's future."""
-        decisions, results = self.decisions, self.results
-        size = ctypes.sizeof(_ffi.flux_decision)
-        for i, (*_, result_type, future) in enumerate(self.items):
-            if future.done():  # cancelled while waiting
+    def forget(self, token: int) -> None:
+        self.in_flight.pop(token, None)
+
+    def drain(self) -> None:
+        """On the loop's thread, when the descriptor is readable: resolves the
+        futures of every batch answered so far."""
+        token, n = ctypes.c_uint64(0), ctypes.c_size_t(0)
+        record = ctypes.sizeof(_ffi.flux_decision)
+        while True:
+            code = _ffi.flux_completions_pop(
+                self.queue, _byref(token), self.decisions, self.results, self.size, _byref(n)
+            )
+            if code == _ffi.BUFFER_TOO_SMALL:
+                self._grow(n.value)
                 continue
-            code = results[i]
-            if code == _ffi.OK:
-                future.set_result(result_type.from_buffer_copy(decisions, i * size))
-            else:
-                future.set_exception(_ffi.error_for(code, self.messages.get(i, "")))
+            if code != _ffi.OK:
+                raise _ffi.error_for(code)
+            if not token.value:
+                return
+            items = self.in_flight.pop(token.value, None)
+            if items is None:
+                continue
+            decisions, results = self.decisions, self.results
+            for i, (*_, result_type, future) in enumerate(items):
+                if future.done():  # cancelled while waiting
+                    continue
+                code = results[i]
+                if code == _ffi.OK:
+                    future.set_result(result_type.from_buffer_copy(decisions, i * record))
+                else:
+                    future.set_exception(_ffi.error_for(code, _ffi.completion_error(self.queue, i)))
 
 
+_byref = ctypes.byref
 _tokens = itertools.count(1)
-_in_flight: dict[int, _Batch] = {}
+# Per event loop, the queue its batches are answered into.
+_answers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = weakref.WeakKeyDictionary()
 
 
-def _on_batch_done(token: int | None) -> None:
-    # Runs on a thread owned by Flux, with the GIL taken by ctypes.
-    batch = _in_flight.pop(token or 0, None)
-    if batch is None:
-        return
-    batch.read_messages()
-    try:
-        batch.loop.call_soon_threadsafe(batch.complete)
-    except RuntimeError:
-        pass  # the loop was closed while Redis answered; nobody is waiting
-
-
-# Kept alive for the life of the process: the FFI may call it at any time.
-_ON_BATCH_DONE = _ffi.flux_batch_callback(_on_batch_done)
-
-# How long exit waits for a callback that another thread is running.
-SHUTDOWN_WAIT_MS = 2000
-
-
-def _stop_callbacks() -> None:
-    # atexit runs before the interpreter finalizes: a callback after that
-    # would call into a dead interpreter and abort the process. Flux's
-    # threads may finish deciding what is in flight, but answer nobody.
-    _ffi.flux_async_shutdown(SHUTDOWN_WAIT_MS)
-
-
-atexit.register(_stop_callbacks)
+def _answers_of(loop: asyncio.AbstractEventLoop) -> _Answers:
+    answers = _answers.get(loop)
+    if answers is None:
+        answers = _answers[loop] = _Answers(loop)
+    return answers
 
 
 def _describe(cfg: FluxConfig) -> str:
@@ -211,13 +207,20 @@ def store_for(cfg: FluxConfig) -> Store:
 
 def _forget_parent_work() -> None:
     # In a forked child: batches queued or in flight belong to the parent's
-    # loop and thread and are answered there; a lock another thread held at
-    # the fork would never be released here.
-    global _lock
+    # loop and thread and are answered there, into the parent's queues,
+    # which the child leaves alone (not even closing its copies of their
+    # descriptors, which a loop it inherited may still watch); a lock
+    # another thread held at the fork would never be released here.
+    global _lock, _answers
     _lock = threading.Lock()
-    _in_flight.clear()
+    _parents_answers.extend(_answers.values())
+    _answers = weakref.WeakKeyDictionary()
     for store in _stores.values():
         store._pending = weakref.WeakKeyDictionary()
+
+
+# The queues a forked child inherited, kept from being freed.
+_parents_answers: list[_Answers] = []
 
 
 os.register_at_fork(after_in_child=_forget_parent_work)

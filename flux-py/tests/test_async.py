@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -33,13 +34,13 @@ def test_ahit_decides_like_hit(config):
 def test_concurrent_ahit_calls_share_a_few_batches(redis_config, monkeypatch):
     limiter = RateLimiter(10, 60, config=redis_config)
     calls = []
-    original = flux._ffi.flux_decide_batch_async
+    original = flux._ffi.flux_decide_batch_queued
 
     def counting(requests, n, *rest):
         calls.append(n)
         return original(requests, n, *rest)
 
-    monkeypatch.setattr(flux._ffi, "flux_decide_batch_async", counting)
+    monkeypatch.setattr(flux._ffi, "flux_decide_batch_queued", counting)
 
     async def main():
         return await asyncio.gather(*(limiter.ahit("k") for _ in range(64)))
@@ -104,6 +105,58 @@ def test_cancelled_ahit_leaves_the_others_alone(redis_config):
     assert cancelled and errors == []
 
 
+def test_a_loop_gone_with_a_batch_in_flight_leaves_the_next_loop_its_answers(redis_server, redis_config):
+    limiter = RateLimiter(3, 3600, config=redis_config)
+    limiter.hit("warm-up")  # the pool has its connection and the script is loaded
+    stall = threading.Thread(target=redis_server.command, args=("DEBUG", "SLEEP", "0.5"))
+    stall.start()
+    time.sleep(0.05)  # DEBUG SLEEP is running now
+    loop = asyncio.new_event_loop()
+    call = loop.create_task(limiter.ahit("k"))
+    loop.run_until_complete(asyncio.sleep(0.05))  # the batch went to Flux's thread
+    assert not call.done(), "answered while Redis slept"
+    call.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    del loop, call
+    gc.collect()  # the loop's completion queue goes while its batch is in flight
+    stall.join()
+
+    async def main():
+        return [await limiter.ahit("k") for _ in range(3)]
+
+    # Redis counted the call of the loop that went: two left of three.
+    assert [(r.allowed, r.remaining) for r in asyncio.run(main())] == [(True, 1), (True, 0), (False, 0)]
+
+
+def test_loops_on_two_threads_each_get_their_own_answers(redis_config):
+    limiters = {10: RateLimiter(10, 3600, config=redis_config), 20: RateLimiter(20, 3600, config=redis_config)}
+    start = threading.Barrier(2)
+    seen: dict[int, list] = {}
+
+    def run(limit: int) -> None:
+        async def main():
+            start.wait()
+            results = []
+            for _ in range(5):
+                results += await asyncio.gather(*(limiters[limit].ahit(f"k{limit}") for _ in range(10)))
+            return results
+
+        seen[limit] = asyncio.run(main())
+
+    threads = [threading.Thread(target=run, args=(limit,)) for limit in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for limit, results in seen.items():
+        assert len(results) == 50
+        assert {r.limit for r in results} == {limit}, "an answer crossed loops"
+        assert sum(r.allowed for r in results) == limit
+        assert sorted((r.remaining for r in results if r.allowed), reverse=True) == list(range(limit - 1, -1, -1))
+    assert sorted(seen) == [10, 20]
+
+
 def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix, caplog):
     caplog.set_level(logging.WARNING, logger="flux")
     open_cfg = FluxConfig(redis_url=dead_redis_url, key_prefix=prefix, fail_silently=True, timeout_ms=100)
@@ -119,6 +172,8 @@ def test_ahit_fail_open_and_fail_closed(dead_redis_url, prefix, caplog):
         with pytest.raises(flux.exceptions.ConnectionError) as raised:
             await RateLimiter(1, 60, config=closed_cfg).ahit("k")
         assert raised.value.code == flux._ffi.STORAGE
+        # The message of the request's own failure, taken with its batch.
+        assert str(raised.value).startswith("Redis is unreachable: "), str(raised.value)
         return opened
 
     results = asyncio.run(main())

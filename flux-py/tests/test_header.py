@@ -48,6 +48,7 @@ SCALARS = {
     "uint64_t": ctypes.c_uint64,
     "size_t": ctypes.c_size_t,
     "double": ctypes.c_double,
+    "int": ctypes.c_int,
 }
 
 
@@ -263,7 +264,7 @@ def test_every_callback_type_of_ffi_has_the_header_signature(header):
         assert len(cls._argtypes_) == len(params), name
         for i, (c_type, ctype) in enumerate(zip(params, cls._argtypes_, strict=True)):
             assert _matches(c_type, ctype, header), f"{name} parameter {i}: {c_type} in C, {ctype} in _ffi"
-    assert checked == 2
+    assert checked == 1  # the log callback: batches are answered through completion queues
 
 
 def test_every_function_ffi_declares_has_the_header_signature(header):
