@@ -11,9 +11,13 @@ without the limiter). The "inline" rows are the floor plus one decision,
 Flux's ``RateLimiter`` beside `limits`: the decorator's row less its inline
 row is what the decorator itself costs (its headers included).
 
-FastAPI also has the floor route sending, as constants, the five
+FastAPI and Django also have the floor route sending, as constants, the five
 rate-limit headers Flux sends (``floor-headers``): what the headers alone
-cost the server, below which no limiter that sends them can go.
+cost the server, below which no limiter that sends them can go; and the
+floor route awaiting one Redis round trip made the cheapest way an async
+app can (``floor-round-trip``: a PING on a connection the event loop owns,
+every PING of one loop iteration in one write, no limiter): what waiting
+for Redis alone costs, below which no limiter that asks Redis can go.
 
 Flux's app-wide limits (``flux.asgi.RateLimitMiddleware``, Flask's
 ``flux.flask.Flux``, ``flux.django.RateLimitMiddleware``) act on every
@@ -31,8 +35,12 @@ from apps.common import FLOOR_HEADER
 PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", "decorator", "middleware", "peer"
 #: The floor route sending Flux's five rate-limit headers as constants, no limiter.
 FLOOR_HEADERS = "floor-headers"
+#: The floor route awaiting one Redis round trip on the loop's own connection, no limiter.
+FLOOR_ROUND_TRIP = "floor-round-trip"
+#: The rows every selection keeps: what the others are read against.
+REFERENCES = (PLAIN, FLOOR, FLOOR_HEADERS, FLOOR_ROUND_TRIP)
 #: The rows compared with the floor route as well as with the plain one.
-LIMITERS = (INLINE, DECORATOR, PEER)
+LIMITERS = (INLINE, DECORATOR, PEER, FLOOR_ROUND_TRIP)
 
 #: The header every Flux response carries (and Flask-Limiter's and slowapi's
 #: with headers on): its presence shows the limiter ran.
@@ -84,6 +92,12 @@ ROWS: dict[str, list[Row]] = {
     "fastapi": [
         *common_rows("ahit", "limits.aio")[:2],
         Row("floor, Flux's five headers (no limiter)", "/floor-headers", FLOOR_HEADERS, header=RATE_LIMIT_HEADER),
+        Row(
+            "floor, one Redis round trip on the loop's socket (no limiter)",
+            "/floor-round-trip",
+            FLOOR_ROUND_TRIP,
+            header=FLOOR_HEADER,
+        ),
         *common_rows("ahit", "limits.aio")[2:],
         Row("slowapi, memory", "/slowapi/memory", PEER, header=RATE_LIMIT_HEADER),
         Row("slowapi, Redis", "/slowapi/redis", PEER, header=RATE_LIMIT_HEADER),
@@ -106,7 +120,9 @@ ROWS: dict[str, list[Row]] = {
         ),
     ],
     "django": [
-        *common_rows("hit", "limits"),
+        *common_rows("hit", "limits")[:2],
+        Row("floor, Flux's five headers (no limiter)", "/floor-headers", FLOOR_HEADERS, header=RATE_LIMIT_HEADER),
+        *common_rows("hit", "limits")[2:],
         # django-ratelimit sends no headers.
         Row("django-ratelimit, memory (LocMemCache)", "/django-ratelimit", PEER),
         Row("django-ratelimit, Redis (RedisCache)", "/django-ratelimit", PEER, variant="django-ratelimit-redis"),
@@ -117,12 +133,12 @@ ROWS: dict[str, list[Row]] = {
 def selected(framework: str, names: list[str], baseline: bool) -> list[Row]:
     """The rows of ``framework`` to measure, in the order they are printed:
     those whose label contains one of ``names`` (all when it is empty), and
-    always plain and floor, which the others are compared with; with
+    always the reference rows, which the others are compared with; with
     ``baseline``, each Flux row followed by its twin served with the
     baseline's Flux."""
     rows = []
     for row in ROWS[framework]:
-        if names and row.kind not in (PLAIN, FLOOR, FLOOR_HEADERS) and not any(n in row.label for n in names):
+        if names and row.kind not in REFERENCES and not any(n in row.label for n in names):
             continue
         rows.append(row)
         if baseline and row.label.startswith("Flux") and row.pending is None:

@@ -17,7 +17,7 @@ from django.urls import path
 from django_ratelimit.decorators import ratelimit
 from limits import parse, storage, strategies
 
-from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
+from common import BODY, FLOOR_HEADER, PERIOD, RATE_LIMIT_HEADERS_RAW, RATE_TEXT, REQUESTS, flux_config, redis_url
 from common import only, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
 
@@ -71,6 +71,17 @@ def floor(request):
     return response
 
 
+#: Flux's five headers as Django keeps a response's headers (by lowercase
+#: name), where Flux writes them.
+FIVE_HEADERS = {name.decode(): (name.decode(), value.decode()) for name, value in RATE_LIMIT_HEADERS_RAW}
+
+
+def floor_headers(request):
+    response = floor(request)
+    response.headers._store.update(FIVE_HEADERS)
+    return response
+
+
 @rate_limit(requests=REQUESTS, period=PERIOD, config=flux_config("memory"))
 def flux_memory(request):
     return JsonResponse(BODY)
@@ -120,6 +131,7 @@ def django_ratelimited(request):
 ROUTES = [
     path("plain", plain),
     path("floor", floor),
+    path("floor-headers", floor_headers),
     path("flux-inline/memory", flux_inline_view("memory")),
     path("flux-inline/redis", flux_inline_view("redis")),
     path("flux/memory", flux_memory),
