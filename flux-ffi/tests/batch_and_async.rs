@@ -260,17 +260,6 @@ fn freeing_the_last_handle_waits_for_every_queued_callback() {
     assert_eq!(tracker.allowed.load(Ordering::SeqCst), 1000);
 }
 
-fn request(limiter: *const flux_limiter, key: &'static [u8], cost: u64) -> flux_request {
-    flux_request {
-        limiter,
-        key: key.as_ptr(),
-        key_len: key.len(),
-        cost,
-        endpoint: ptr::null(),
-        endpoint_len: 0,
-    }
-}
-
 #[test]
 fn a_batch_decides_each_request_across_limiters_and_stores() {
     let config = config(MEMORY_NO_JITTER);

@@ -91,17 +91,6 @@ fn message(queue: *const flux_completions, index: usize) -> Option<String> {
     Some(String::from_utf8(buf).expect("messages are UTF-8"))
 }
 
-fn request(limiter: *const flux_limiter, key: &'static [u8], cost: u64) -> flux_request {
-    flux_request {
-        limiter,
-        key: key.as_ptr(),
-        key_len: key.len(),
-        cost,
-        endpoint: ptr::null(),
-        endpoint_len: 0,
-    }
-}
-
 #[test]
 fn a_batch_is_answered_into_the_queue_which_is_readable_until_it_is_taken() {
     let config = config(MEMORY_NO_JITTER);

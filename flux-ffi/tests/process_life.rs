@@ -294,9 +294,9 @@ fn after_shutdown_no_callback_comes() {
             let queued = decide_async(limiter, b"in-flight", &in_flight);
             assert_eq!(queued, flux_result::Ok);
             let answers = new_queue();
-            let request = one_request(limiter, b"in-flight-queued");
+            let asked = request(limiter, b"in-flight-queued", 1);
             assert_eq!(
-                flux_decide_batch_queued(&request, 1, answers, 1),
+                flux_decide_batch_queued(&asked, 1, answers, 1),
                 flux_result::Ok
             );
             assert!(flux_async_shutdown(5000), "no callback was running");
@@ -304,7 +304,7 @@ fn after_shutdown_no_callback_comes() {
             let refused = decide_async(limiter, b"after", &after);
             assert_eq!(refused, flux_result::ShutDown);
             assert!(last_error().contains("flux_async_shutdown"));
-            let refused = flux_decide_batch_queued(&request, 1, answers, 2);
+            let refused = flux_decide_batch_queued(&asked, 1, answers, 2);
             assert_eq!(refused, flux_result::ShutDown);
             redis.resume();
             // Synchronous calls go on.
@@ -331,17 +331,6 @@ fn new_queue() -> *mut flux_completions {
     let mut queue = std::ptr::null_mut();
     assert_eq!(flux_completions_new(&mut queue), flux_result::Ok);
     queue
-}
-
-fn one_request(limiter: *const flux_limiter, key: &'static [u8]) -> flux_request {
-    flux_request {
-        limiter,
-        key: key.as_ptr(),
-        key_len: key.len(),
-        cost: 1,
-        endpoint: std::ptr::null(),
-        endpoint_len: 0,
-    }
 }
 
 /// The token of the batch `flux_completions_pop` takes now (0: none waits).
@@ -375,18 +364,18 @@ fn a_completion_queue_belongs_to_the_process_that_made_it() {
     let store = store(config);
     let limiter = limiter(store, config, "l", &params(100, 60.0, None));
     let answers = new_queue();
-    let request = one_request(limiter, b"k");
+    let asked = request(limiter, b"k", 1);
     assert_eq!(
-        flux_decide_batch_queued(&request, 1, answers, 1),
+        flux_decide_batch_queued(&asked, 1, answers, 1),
         flux_result::Ok
     );
     assert_eq!(wait_for_batch(answers), 1);
 
     let (limiter_c, answers_c) = (Shared(limiter.cast_const()), Shared(answers.cast_const()));
     in_child(move || {
-        let request = one_request(limiter_c.0, b"k");
+        let asked = request(limiter_c.0, b"k", 1);
         // Its byte would wake the parent's loop; its pop would take the parent's.
-        let refused = flux_decide_batch_queued(&request, 1, answers_c.0, 2);
+        let refused = flux_decide_batch_queued(&asked, 1, answers_c.0, 2);
         assert_eq!(refused, flux_result::InvalidArgument);
         assert!(
             last_error().contains("make a new one in the child"),
@@ -395,10 +384,7 @@ fn a_completion_queue_belongs_to_the_process_that_made_it() {
         );
         assert_eq!(taken_token(answers_c.0), Err(flux_result::InvalidArgument));
         let own = new_queue();
-        assert_eq!(
-            flux_decide_batch_queued(&request, 1, own, 3),
-            flux_result::Ok
-        );
+        assert_eq!(flux_decide_batch_queued(&asked, 1, own, 3), flux_result::Ok);
         assert_eq!(wait_for_batch(own), 3);
         flux_completions_free(own);
         true
@@ -406,7 +392,7 @@ fn a_completion_queue_belongs_to_the_process_that_made_it() {
 
     // The parent's queue serves on.
     assert_eq!(
-        flux_decide_batch_queued(&request, 1, answers, 4),
+        flux_decide_batch_queued(&asked, 1, answers, 4),
         flux_result::Ok
     );
     assert_eq!(wait_for_batch(answers), 4);

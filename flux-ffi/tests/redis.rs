@@ -172,14 +172,7 @@ fn a_batch_goes_to_redis_in_one_call() {
     let mut reqs = Vec::new();
     for limiter in [one, two] {
         for key in keys {
-            reqs.push(flux_request {
-                limiter,
-                key: key.as_ptr(),
-                key_len: key.len(),
-                cost: 1,
-                endpoint: std::ptr::null(),
-                endpoint_len: 0,
-            });
+            reqs.push(request(limiter, key, 1));
         }
     }
     let mut decisions = vec![flux_decision::default(); reqs.len()];

@@ -33,6 +33,18 @@ pub fn store(config: *const flux_config) -> *mut flux_store {
     out
 }
 
+/// A `flux_request` of `cost` for `key`, with no endpoint.
+pub fn request(limiter: *const flux_limiter, key: &[u8], cost: u64) -> flux_request {
+    flux_request {
+        limiter,
+        key: key.as_ptr(),
+        key_len: key.len(),
+        cost,
+        endpoint: ptr::null(),
+        endpoint_len: 0,
+    }
+}
+
 /// Parameters with requests, period and (when given) burst set.
 pub fn params(requests: i64, period: f64, burst: Option<i64>) -> flux_limit_params {
     flux_limit_params {
