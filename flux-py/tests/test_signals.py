@@ -1,20 +1,28 @@
-"""A signal that arrives while a call waits for Redis's reply.
+"""A signal, or a stop, that comes while a call waits for Redis's reply.
 
 Every connection Flux makes has a receive timeout, and a socket read with a
 timeout is not restarted after a signal handler runs: it fails with EINTR,
 whatever SA_RESTART says. Hosts have handlers (Python's own, a server's
 SIGCHLD or SIGWINCH, a profiler's SIGPROF), and the kernel hands a signal
-to any thread that does not block it, Flux's included. Redis answered such
-a call; it must be decided as answered, never failed open.
+to any thread that does not block it, Flux's included. Nor is it restarted
+after the process was stopped and continued (SIGSTOP and SIGCONT, Ctrl-Z
+and fg, a debugger or py-spy attaching), which no mask can hold off. Redis
+answered such a call; it must be decided as answered, never failed open or
+counted twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +90,66 @@ def test_an_async_call_interrupted_by_a_signal_is_decided_by_redis(redis_config,
     sources = asyncio.run(calls())
     assert sources.count("storage") == CALLS, {s: sources.count(s) for s in set(sources)}
     assert limiter.peek("caller").remaining == 10 * CALLS - CALLS - 1
+
+
+STOPPED = Path(__file__).with_name("stopped.py")
+# What the child may admit in a day: far fewer than the calls it makes while
+# it is stopped and continued, so every outcome is exact.
+LIMIT = 2000
+STOPS = 250
+
+
+def stopped_while_deciding(mode: str, config: FluxConfig, fail_silently: bool) -> dict:
+    """Runs stopped.py deciding in ``mode`` while this process stops and
+    continues it STOPS times, a few milliseconds apart; returns its outcomes."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(STOPPED),
+            mode,
+            config.redis_url,
+            config.key_prefix,
+            str(LIMIT),
+            "true" if fail_silently else "false",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "ready\n", child.stderr.read()[-2000:]
+        for _ in range(STOPS):
+            os.kill(child.pid, signal.SIGSTOP)
+            time.sleep(0.001)
+            os.kill(child.pid, signal.SIGCONT)
+            time.sleep(0.005)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err[-2000:]
+    return json.loads(out)
+
+
+def assert_decided_by_redis(outcomes: dict, config: FluxConfig) -> None:
+    calls = outcomes["allowed"] + outcomes["refused"] + outcomes["fail_open"] + len(outcomes["errors"])
+    summary = {**outcomes, "errors": outcomes["errors"][:3], "calls": calls}
+    assert outcomes["errors"] == [] and outcomes["fail_open"] == 0, summary
+    assert calls > LIMIT, summary
+    assert (outcomes["allowed"], outcomes["refused"]) == (LIMIT, calls - LIMIT), summary
+    read_back = RateLimiter(LIMIT, 86400, config=config, scope="stopped").peek("caller")
+    assert (read_back.source, read_back.remaining) == ("storage", 0)
+
+
+@pytest.mark.parametrize("fail_silently", [True, False])
+def test_a_call_in_a_process_stopped_and_continued_is_decided_by_redis(redis_config, fail_silently):
+    outcomes = stopped_while_deciding("hit", redis_config, fail_silently)
+    assert_decided_by_redis(outcomes, redis_config)
+
+
+def test_an_async_call_in_a_process_stopped_and_continued_is_decided_by_redis(redis_config):
+    outcomes = stopped_while_deciding("ahit", redis_config, fail_silently=False)
+    assert_decided_by_redis(outcomes, redis_config)

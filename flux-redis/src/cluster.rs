@@ -17,12 +17,11 @@
 
 use std::time::Instant;
 
-use redis::{
-    Client, Connection, ConnectionAddr, ConnectionInfo, RedisResult, ServerErrorKind, Value,
-};
+use redis::{ConnectionAddr, ConnectionInfo, RedisResult, ServerErrorKind, Value};
 
 use crate::connection::ClusterLink;
-use crate::store::{timed_out, within, ScriptCall};
+use crate::node::{timed_out, Node};
+use crate::store::ScriptCall;
 
 /// Rounds a batch makes at most: one, a redirect, an `ASK` from there and a
 /// script to load suffice while a slot migrates; more means the slot map
@@ -68,7 +67,7 @@ impl ClusterLink {
 
     /// The plain connection to the primary at `addr` ("host:port"), made
     /// within what is left until `deadline` if there is none yet.
-    fn node(&mut self, addr: &str, deadline: Instant) -> RedisResult<&mut Connection> {
+    fn node(&mut self, addr: &str, deadline: Instant) -> RedisResult<&mut Node> {
         if !self.nodes.contains_key(addr) {
             let (host, port) = addr
                 .rsplit_once(':')
@@ -80,14 +79,8 @@ impl ClusterLink {
                         addr.to_owned(),
                     ))
                 })?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
-            }
             let info = node_info(&self.seed, host, port);
-            let conn = Client::open(info)?.get_connection_with_timeout(left)?;
-            conn.set_read_timeout(Some(self.timeout))?;
-            conn.set_write_timeout(Some(self.timeout))?;
+            let conn = Node::connect(&info, self.timeout, deadline)?;
             self.nodes.insert(addr.to_owned(), conn);
         }
         Ok(self.nodes.get_mut(addr).expect("inserted above"))
@@ -235,10 +228,9 @@ fn round(
         }
         calls[*i].cmd.write_packed_command(&mut packed);
     }
-    let timeout = link.timeout;
     let mut replies = Vec::with_capacity(group.len());
     let sent = link.node(node, deadline).and_then(|conn| {
-        within(conn, deadline, timeout, |conn| {
+        conn.within(deadline, |conn| {
             conn.send_packed_command(&packed)?;
             for (_, hop) in group {
                 // What went before the call answers first; the call's own

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::io::tcp::TcpSettings;
-use redis::{Client, Connection, ConnectionInfo, ConnectionLike, RedisResult};
+use redis::{ConnectionInfo, ConnectionLike, RedisResult};
 
 use crate::error::{breaks_connection, is_readonly};
+use crate::node::Node;
 use crate::sentinel::{self, Sentinels};
 use crate::target::Target;
 
@@ -63,7 +64,7 @@ impl Health {
 }
 
 enum Kind {
-    Single(Client),
+    Single(Box<ConnectionInfo>),
     Cluster(ClusterClient, Box<ConnectionInfo>),
     Sentinel(Sentinels),
 }
@@ -85,13 +86,13 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     pub(crate) fn new(target: Target, timeout: Duration) -> RedisResult<Self> {
         // A request and its reply are each one write: no reason to let Nagle
-        // hold back the tail of a large pipeline.
+        // hold back the tail of a large pipeline (a Node sets the same).
         let nodelay = |info: ConnectionInfo| {
             let tcp = info.tcp_settings().clone().set_nodelay(true);
             info.set_tcp_settings(tcp)
         };
         let kind = match target {
-            Target::Single(info) => Kind::Single(Client::open(nodelay(*info))?),
+            Target::Single(info) => Kind::Single(info),
             Target::Cluster(nodes) => Kind::Cluster(
                 ClusterClient::builder(nodes.iter().cloned().map(nodelay))
                     .tcp_settings(TcpSettings::default().set_nodelay(true))
@@ -105,7 +106,7 @@ impl Manager {
                     .min_retry_wait(10)
                     .max_retry_wait(timeout.as_millis().max(10) as u64)
                     .build()?,
-                Box::new(nodelay(nodes[0].clone())),
+                Box::new(nodes[0].clone()),
             ),
             Target::Sentinel(target) => Kind::Sentinel(Sentinels::new(*target)),
         };
@@ -128,18 +129,11 @@ impl Manager {
     /// A new connection, made within `within` (a cluster's within the
     /// timeout it was built with).
     pub(crate) fn connect(&self, within: Duration) -> RedisResult<Conn> {
+        let deadline = Instant::now() + within;
         let link = match &self.kind {
-            Kind::Single(client) => {
-                let conn = client.get_connection_with_timeout(within)?;
-                conn.set_read_timeout(Some(self.timeout))?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                Link::Single(conn)
-            }
+            Kind::Single(info) => Link::Single(Node::connect(info, self.timeout, deadline)?),
             Kind::Sentinel(sentinels) => {
-                let conn = sentinels.connect_master(Instant::now() + within)?;
-                conn.set_read_timeout(Some(self.timeout))?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                Link::Single(conn)
+                Link::Single(sentinels.connect_master(self.timeout, deadline)?)
             }
             Kind::Cluster(client, seed) => {
                 // Connect and read timeouts come from the client's builder.
@@ -183,8 +177,10 @@ pub(crate) struct Conn {
     generation: u64,
 }
 
+/// What a call talks to Redis over: a connection of Flux's own to one
+/// server (node.rs), or a cluster's.
 pub(crate) enum Link {
-    Single(Connection),
+    Single(Node),
     Cluster(Box<ClusterLink>),
 }
 
@@ -196,7 +192,7 @@ pub(crate) struct ClusterLink {
     /// fetched by the first batch and again whenever a batch meets `MOVED`.
     pub(crate) slots: Vec<(u16, u16, String)>,
     /// Connections to primaries by "host:port", made as batches need them.
-    pub(crate) nodes: HashMap<String, Connection>,
+    pub(crate) nodes: HashMap<String, Node>,
     /// How to reach a node: the first seed's settings (TLS, credentials).
     pub(crate) seed: ConnectionInfo,
     pub(crate) timeout: Duration,

@@ -23,10 +23,12 @@ mod backend;
 mod cluster;
 mod connection;
 mod error;
+mod node;
 mod pool;
 mod scripts;
 mod sentinel;
 mod signals;
+mod socket;
 mod store;
 mod target;
 

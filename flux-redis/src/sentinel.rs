@@ -20,9 +20,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, ConnectionInfo, ErrorKind, RedisResult, ServerErrorKind, Value};
+use redis::{ConnectionInfo, ErrorKind, RedisResult, ServerErrorKind, Value};
 
-use crate::store::timed_out;
+use crate::node::{left, Node};
 use crate::target::SentinelTarget;
 
 /// The sentinels of one master, and which of them answered last.
@@ -41,12 +41,13 @@ impl Sentinels {
         }
     }
 
-    /// A connection to the master, verified by `ROLE`, made by `deadline`.
-    pub(crate) fn connect_master(&self, deadline: Instant) -> RedisResult<Connection> {
+    /// A connection to the master, verified by `ROLE`, made by `deadline`;
+    /// each of its requests may then take `timeout`.
+    pub(crate) fn connect_master(&self, timeout: Duration, deadline: Instant) -> RedisResult<Node> {
         let (host, port) = self.master_address(deadline)?;
         let info = self.target.master_at(host, port);
-        let mut conn = connect(&info, left(deadline)?)?;
-        verify_master(&mut conn)?;
+        let mut conn = Node::connect(&info, timeout, deadline)?;
+        conn.within(deadline, verify_master)?;
         Ok(conn)
     }
 
@@ -79,50 +80,26 @@ impl Sentinels {
     }
 }
 
-/// What is left until `deadline`, or a timeout error when nothing is.
-fn left(deadline: Instant) -> RedisResult<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(timed_out());
-    }
-    Ok(left)
-}
-
-/// A connection to `info` made, and bounded in its reads and writes, by
-/// `timeout`.
-fn connect(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Connection> {
-    let start = Instant::now();
-    // A request and its reply are each one write (see connection.rs).
-    let info = info.clone();
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    let conn = Client::open(info.set_tcp_settings(tcp))?.get_connection_with_timeout(timeout)?;
-    let rest = timeout
-        .checked_sub(start.elapsed())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(timed_out)?;
-    conn.set_read_timeout(Some(rest))?;
-    conn.set_write_timeout(Some(rest))?;
-    Ok(conn)
-}
-
-/// One sentinel's answer: the master's address, or `None` when it knows no
-/// master by that name.
+/// One sentinel's answer within `timeout`: the master's address, or `None`
+/// when it knows no master by that name.
 fn ask(
     sentinel: &ConnectionInfo,
     name: &str,
     timeout: Duration,
 ) -> RedisResult<Option<(String, u16)>> {
-    let mut conn = connect(sentinel, timeout)?;
-    let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(name)
-        .query(&mut conn)?;
-    Ok(reply)
+    let deadline = Instant::now() + timeout;
+    let mut conn = Node::connect(sentinel, timeout, deadline)?;
+    conn.within(deadline, |conn| {
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(name)
+            .query(conn)
+    })
 }
 
 /// `ROLE` says `master`, or the connection is refused as a replica's would
 /// be (`READONLY`).
-pub(crate) fn verify_master(conn: &mut Connection) -> RedisResult<()> {
+pub(crate) fn verify_master(conn: &mut Node) -> RedisResult<()> {
     let role: Vec<Value> = redis::cmd("ROLE").query(conn)?;
     match role.first() {
         Some(Value::BulkString(role)) if role == b"master" => Ok(()),

@@ -2,15 +2,17 @@
 //!
 //! Every connection Flux makes has a receive timeout, and a socket read
 //! with a timeout is not restarted after a signal handler has run, whatever
-//! `SA_RESTART` says: it fails with `EINTR`. The redis crate takes that for
-//! a reply that did not come, so a call Redis had answered would fail open
-//! (or raise) and its reply be skipped later. Hosts have handlers (Python's
+//! `SA_RESTART` says: it fails with `EINTR`. Hosts have handlers (Python's
 //! own, a web server's `SIGCHLD` or `SIGWINCH`, a profiler's `SIGPROF`),
 //! and the kernel gives a signal for the process to any thread that does
-//! not block it, Flux's own threads included. So the calling thread blocks
-//! the asynchronous signals for the call: each is delivered the moment the
-//! call ends, at most `timeout_ms` or so later. The signals a fault raises
-//! (`SIGSEGV` and the like) and `SIGABRT` are never blocked.
+//! not block it, Flux's own threads included. Flux's own connections wait
+//! on through `EINTR` (socket.rs), as they must for a stop, which no mask
+//! holds off; but the redis crate's cluster connection (slot maps, script
+//! loads) takes it for a reply that did not come and sends again only
+//! twice, and each handler run mid-call costs a retry. So the calling
+//! thread blocks the asynchronous signals for the call: each is delivered
+//! the moment the call ends, at most `timeout_ms` or so later. The signals
+//! a fault raises (`SIGSEGV` and the like) and `SIGABRT` are never blocked.
 
 #[cfg(unix)]
 mod held {

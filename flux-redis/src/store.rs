@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flux_core::config::Storage;
 use flux_core::{Call, Clock, Decision, Op, Quota, Request, Store, StoreError, MAX_QUOTAS};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Connection, ConnectionLike, RedisResult, ServerErrorKind, Value};
+use redis::{Cmd, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::connection::{ClusterLink, Link, Manager};
 use crate::error::{breaks_connection, is_readonly};
+use crate::node::{timed_out, Node};
 use crate::pool::{Pool, Pooled};
 use crate::scripts::{Entry, LimitScript, ScriptCache};
 use crate::signals::HeldSignals;
@@ -236,7 +237,7 @@ impl RedisStore {
             match conn.req_command(&cmd).and_then(Value::extract_error) {
                 // It did not run: load the script and send it again, in
                 // what is left of timeout_ms.
-                Err(err) if scripts::is_noscript(&err) => within(conn, deadline, timeout, |conn| {
+                Err(err) if scripts::is_noscript(&err) => conn.within(deadline, |conn| {
                     script.load(conn)?;
                     conn.req_command(&cmd).and_then(Value::extract_error)
                 }),
@@ -294,7 +295,7 @@ impl RedisStore {
             let timeout = self.config.timeout();
             let batch = self.with_conn(Resend::Never, |link| {
                 // Every step of the batch, retries included, within timeout_ms.
-                run_batch(link, &calls, Instant::now() + timeout, timeout)
+                run_batch(link, &calls, Instant::now() + timeout)
             });
             match batch {
                 Ok(replies) => {
@@ -563,11 +564,10 @@ fn run_batch(
     link: &mut Link,
     calls: &[ScriptCall<'_>],
     deadline: Instant,
-    timeout: Duration,
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let replies = match link {
         Link::Single(conn) => {
-            let replies = run_single(conn, calls, deadline, timeout)?;
+            let replies = run_single(conn, calls, deadline)?;
             // A replica's answer (a failover demoted this server) is the
             // connection's, not one call's: every call of the batch fails
             // with it, and the connection is told (see connection.rs).
@@ -591,10 +591,9 @@ fn run_batch(
 }
 
 fn run_single(
-    conn: &mut Connection,
+    conn: &mut Node,
     calls: &[ScriptCall<'_>],
     deadline: Instant,
-    timeout: Duration,
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let all: Vec<usize> = (0..calls.len()).collect();
     let first = send_single(conn, calls, &all)?;
@@ -614,7 +613,7 @@ fn run_single(
     }
     // The first send had the connection's own timeout; what follows has
     // what is left of it.
-    let again = within(conn, deadline, timeout, |conn| {
+    let again = conn.within(deadline, |conn| {
         let mut loaded: Vec<&str> = Vec::new();
         for &i in &missing {
             let script = &calls[i].script;
@@ -643,7 +642,7 @@ fn run_single(
 
 /// Replies to `calls[i]` for each `i` in `which`, in that order, as one pipeline.
 fn send_single(
-    conn: &mut Connection,
+    conn: &mut Node,
     calls: &[ScriptCall<'_>],
     which: &[usize],
 ) -> RedisResult<Vec<Value>> {
@@ -652,32 +651,6 @@ fn send_single(
         calls[i].cmd.write_packed_command(&mut packed);
     }
     conn.req_packed_commands(&packed, 0, which.len())
-}
-
-/// Runs `f` on `conn` with its reads and writes bounded by what is left
-/// until `deadline` (a timeout error if nothing is), then gives the
-/// connection its own `timeout` back.
-pub(crate) fn within<T>(
-    conn: &mut Connection,
-    deadline: Instant,
-    timeout: Duration,
-    f: impl FnOnce(&mut Connection) -> RedisResult<T>,
-) -> RedisResult<T> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(timed_out());
-    }
-    conn.set_read_timeout(Some(left))?;
-    conn.set_write_timeout(Some(left))?;
-    let result = f(conn);
-    conn.set_read_timeout(Some(timeout))?;
-    conn.set_write_timeout(Some(timeout))?;
-    result
-}
-
-/// The error of a call that ran out of time.
-pub(crate) fn timed_out() -> redis::RedisError {
-    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
 }
 
 /// A connection found closed or reset on use (not merely slow).

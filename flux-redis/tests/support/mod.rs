@@ -139,6 +139,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `redis+unix://` to the server's unix socket.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", socket_path(&self.dir).display())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
