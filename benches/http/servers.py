@@ -42,6 +42,9 @@ def gunicorn(app: str, port: int) -> list[str]:
         "--workers", "2", "--worker-class", "sync", "--log-level", "warning",
         # Workers signal they are alive through a file; keep that off the disk.
         "--worker-tmp-dir", "/dev/shm",
+        # One control socket path is shared by every gunicorn of the user: the
+        # servers of a run would fight over it (and the benchmark needs none).
+        "--no-control-socket",
     ]
 
 
