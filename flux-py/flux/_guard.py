@@ -271,6 +271,9 @@ class Guard:
         """The limiter and identity a call is decided by, or None when it is
         not limited. The identity may be awaitable (an async ``key``), and
         None once awaited means not limited too."""
+        if self.plain and adapter is not None:
+            # The common call: the one limiter, keyed by the peer.
+            return self.limiter, self.identify(adapter, request, first)  # type: ignore[return-value]
         subject = request if adapter is not None else first
         if self.methods is not None and adapter is not None and adapter.method(request) not in self.methods:
             return None

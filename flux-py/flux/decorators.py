@@ -23,13 +23,13 @@ import inspect
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _stack, frameworks
 from ._guard import GLOBAL_KEY, Guard, GuardOptions, LimitArgs, LimitChoice
 from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .keys import remote_address
-from .limiter import Rate, RateLimiter, RateLimitResult, limit_params
+from .limiter import Rate, RateLimitResult, limit_params
 
 if TYPE_CHECKING:
     from . import _ffi
@@ -237,9 +237,7 @@ def _sync_wrapper(
     func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
 ) -> Callable[..., Any]:
     adapter = given  # the framework of the first call that carried a request
-    # Read only when ``plain``, which a guard is only with its one limiter.
-    plain, fixed, cost = guard.plain, cast(RateLimiter, guard.limiter), guard.cost
-    deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
+    cost, deduct_when, headers = guard.cost, guard.deduct_when, guard.headers
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -247,13 +245,10 @@ def _sync_wrapper(
         found, request, sub = _locate(adapter, injected, args, kwargs)
         if found is not None:
             adapter = found
-        if plain and found is not None:
-            limiter, identity = fixed, identify(found, request, None)
-        else:
-            subject = guard.resolve(found, request, args[0] if args else None)
-            if subject is None:
-                return func(*args, **kwargs)
-            limiter, identity = subject
+        subject = guard.resolve(found, request, args[0] if args else None)
+        if subject is None:
+            return func(*args, **kwargs)
+        limiter, identity = subject
         result = limiter.hit(identity, None, cost)
         if not result.allowed:
             _stack.refused()
@@ -277,20 +272,11 @@ def _sync_wrapper(
         finally:
             if token is not None:
                 _stack.current.reset(token)
-        if frame is not None and frame.refused:
-            _stack.refused()
-            limiter.refund(identity, cost)
-            return response
-        if found is None:
-            if deduct_when is not None and not deduct_when(response):
-                limiter.refund(identity, cost)
-            return response
-        if deduct_when is not None:
-            response = found.as_response(response)
-            if not deduct_when(response):
-                result = limiter.refund(identity, cost)
-        if headers:
-            response = _report(found, response, result, kwargs, sub, frame)
+        response, give_back, reporter = _after_view(frame, found, deduct_when, response)
+        if give_back:
+            result = limiter.refund(identity, cost)
+        if reporter is not None and headers:
+            response = _report(reporter, response, result, kwargs, sub, frame)
         return response
 
     return wrapper
@@ -300,9 +286,7 @@ def _async_wrapper(
     func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
 ) -> Callable[..., Any]:
     adapter = given  # the framework of the first call that carried a request
-    # Read only when ``plain``, which a guard is only with its one limiter.
-    plain, fixed, cost = guard.plain, cast(RateLimiter, guard.limiter), guard.cost
-    deduct_when, headers, identify = guard.deduct_when, guard.headers, guard.identify
+    cost, deduct_when, headers = guard.cost, guard.deduct_when, guard.headers
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -310,17 +294,14 @@ def _async_wrapper(
         found, request, sub = _locate(adapter, injected, args, kwargs)
         if found is not None:
             adapter = found
-        if plain and found is not None:
-            limiter, identity = fixed, identify(found, request, None)
-        else:
-            subject = guard.resolve(found, request, args[0] if args else None)
-            if subject is None:
+        subject = guard.resolve(found, request, args[0] if args else None)
+        if subject is None:
+            return await func(*args, **kwargs)
+        limiter, identity = subject
+        if identity.__class__ is not str and inspect.isawaitable(identity):
+            identity = await identity
+            if identity is None:
                 return await func(*args, **kwargs)
-            limiter, identity = subject
-            if identity.__class__ is not str and inspect.isawaitable(identity):
-                identity = await identity
-                if identity is None:
-                    return await func(*args, **kwargs)
         if limiter._remote:
             result = await limiter.ahit(identity, None, cost)
         else:
@@ -351,23 +332,33 @@ def _async_wrapper(
         finally:
             if token is not None:
                 _stack.current.reset(token)
-        if frame is not None and frame.refused:
-            _stack.refused()
-            await limiter.arefund(identity, cost)
-            return response
-        if found is None:
-            if deduct_when is not None and not deduct_when(response):
-                await limiter.arefund(identity, cost)
-            return response
-        if deduct_when is not None:
-            response = found.as_response(response)
-            if not deduct_when(response):
-                result = await limiter.arefund(identity, cost)
-        if headers:
-            response = _report(found, response, result, kwargs, sub, frame)
+        response, give_back, reporter = _after_view(frame, found, deduct_when, response)
+        if give_back:
+            result = await limiter.arefund(identity, cost)
+        if reporter is not None and headers:
+            response = _report(reporter, response, result, kwargs, sub, frame)
         return response
 
     return wrapper
+
+
+def _after_view(
+    frame: _stack.Frame | None, found: Adapter | None, deduct_when: Callable[[Any], bool] | None, response: Any
+) -> tuple[Any, bool, Adapter | None]:
+    """Once the view answered ``response``: the response to go on with,
+    whether the call's charge goes back (a limit inside refused the call,
+    which the enclosing limits are then told, or ``deduct_when`` does not
+    count it), and the framework that puts this limit's headers on the
+    response (None: no headers, outside a framework or when a limit inside
+    refused the call)."""
+    if frame is not None and frame.refused:
+        _stack.refused()
+        return response, True, None
+    if deduct_when is None:
+        return response, False, found
+    if found is not None:
+        response = found.as_response(response)
+    return response, not deduct_when(response), found
 
 
 def _given_back(

@@ -28,7 +28,6 @@ from ._app_limits import AppLimits
 from .decorators import is_exempt
 from .exceptions import ConfigError
 from .frameworks import django as adapter
-from .keys import client_key
 
 __all__ = ["RateLimitMiddleware"]
 
@@ -59,7 +58,6 @@ class RateLimitMiddleware:
             raise ConfigError(f"settings.FLUX must be a dict of {PATH}'s settings, got {given!r}")
         self.get_response = get_response
         self.limits = AppLimits(given, "settings.FLUX")
-        self.ipv6_prefix = self.limits.config.ipv6_prefix
         # Views marked @flux.exempt, by view, found once each.
         self._exempt: dict[Any, bool] = {}
         # Asked once: the answer does not change, and asking costs a
@@ -114,8 +112,6 @@ class RateLimitMiddleware:
             exempt = self._exempt[view] = is_exempt(view)
         if exempt:
             return None
-        if guard.plain:
-            return guard, guard.limiter, client_key(request.META.get("REMOTE_ADDR"), self.ipv6_prefix)
         subject = guard.resolve(adapter, request, None)
         return None if subject is None else (guard, *subject)
 

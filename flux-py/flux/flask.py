@@ -32,7 +32,6 @@ from .decorators import is_exempt
 from .exceptions import ConfigError
 from .frameworks import flask as adapter
 from .headers import header_items
-from .keys import client_key
 from .limiter import RateLimiter, RateLimitResult
 
 __all__ = ["Flux"]
@@ -80,7 +79,6 @@ class _Gate:
         self.app = app
         self.limits = limits
         self.wsgi_app = wsgi_app
-        self.ipv6_prefix = limits.config.ipv6_prefix
         # Whether each endpoint's view is marked @flux.exempt, found once.
         self._exempt: dict[str | None, bool] = {}
 
@@ -113,15 +111,10 @@ class _Gate:
                 self._exempt[endpoint] = exempt
         if exempt:
             return None
-        if guard.plain:
-            limiter = guard.limiter
-            assert limiter is not None  # a plain guard has its one limiter
-            identity = client_key(request.remote_addr, self.ipv6_prefix)
-        else:
-            subject = guard.resolve(adapter, request, None)
-            if subject is None:
-                return None
-            limiter, identity = subject
+        subject = guard.resolve(adapter, request, None)
+        if subject is None:
+            return None
+        limiter, identity = subject
         result = limiter.hit(identity, None, guard.cost)
         if not result.allowed:
             answer = guard.breach(adapter, request, None, result)
