@@ -35,15 +35,21 @@ def test_the_library_message_reaches_the_exception():
     assert ffi.last_error() == str(caught.value)
 
 
-def test_a_handle_is_freed_once_when_its_last_reference_goes(monkeypatch):
-    freed = []
+@pytest.fixture
+def freed(monkeypatch):
+    """The address of every config handle freed from now on, in order."""
+    addresses = []
     real_free = ffi.flux_config_free
 
     def spy(handle):
-        freed.append(ctypes.cast(handle, ctypes.c_void_p).value)
+        addresses.append(ctypes.cast(handle, ctypes.c_void_p).value)
         real_free(handle)
 
     monkeypatch.setattr(ffi, "flux_config_free", spy)
+    return addresses
+
+
+def test_a_handle_is_freed_once_when_its_last_reference_goes(freed):
     config = ffi.Config.default()
     address = ctypes.cast(config, ctypes.c_void_p).value
     also = config
@@ -60,15 +66,7 @@ def test_a_handle_is_freed_once_when_its_last_reference_goes(monkeypatch):
     assert freed == [address], "a handle that was never made is not freed"
 
 
-def test_a_handle_only_the_garbage_collector_reaches_is_freed_by_it(monkeypatch):
-    freed = []
-    real_free = ffi.flux_config_free
-
-    def spy(handle):
-        freed.append(ctypes.cast(handle, ctypes.c_void_p).value)
-        real_free(handle)
-
-    monkeypatch.setattr(ffi, "flux_config_free", spy)
+def test_a_handle_only_the_garbage_collector_reaches_is_freed_by_it(freed):
     gc.disable()
     try:
         config = ffi.Config.default()

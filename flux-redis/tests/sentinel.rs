@@ -89,15 +89,7 @@ fn limiter(sentinels: &[RedisSentinel], pool_size: u32) -> Limiter {
 fn a_dead_master_is_replaced_by_the_promoted_replica_with_its_counts() {
     let (mut master, replica, sentinels) = deployment(3, 2);
     let limiter = limiter(&sentinels, 2);
-    for i in 1..=10 {
-        let decision = limiter.decide(b"client", 1).unwrap();
-        assert_eq!(
-            (decision.source, decision.remaining),
-            (Source::Storage, 1000 - i)
-        );
-    }
-    let key = limiter.key(b"client");
-    wait_replicated(&master, &replica, &key);
+    count_and_replicate(&limiter, 10, &master, &replica);
 
     // Watches the sentinels' answers to see when the first of them names
     // the replica: the promotion as Sentinel sees it.
@@ -187,15 +179,7 @@ fn a_master_answering_readonly_sends_the_limiter_back_to_the_sentinels() {
     // One connection: the call that meets the demoted master is the one
     // that fails, and the next connection is made anew.
     let limiter = limiter(&sentinels, 1);
-    for i in 1..=3 {
-        let decision = limiter.decide(b"client", 1).unwrap();
-        assert_eq!(
-            (decision.source, decision.remaining),
-            (Source::Storage, 1000 - i)
-        );
-    }
-    let key = limiter.key(b"client");
-    wait_replicated(&master, &replica, &key);
+    let key = count_and_replicate(&limiter, 3, &master, &replica);
 
     // A failover made by hand: a failover by Sentinel also closes the old
     // master's connections, which would hide the READONLY this is about.
@@ -244,6 +228,26 @@ fn a_master_answering_readonly_sends_the_limiter_back_to_the_sentinels() {
 /// asynchronous, and a promoted replica counts on from what it had. (`WAIT`
 /// would not say so: it waits for the writes of the connection that sends
 /// it, and redis-cli's has made none.)
+/// Decides `calls` calls of "client", each counted by Redis, and waits for
+/// the replica to hold the count; the client's key.
+fn count_and_replicate(
+    limiter: &Limiter,
+    calls: u64,
+    master: &RedisServer,
+    replica: &RedisServer,
+) -> String {
+    for i in 1..=calls {
+        let decision = limiter.decide(b"client", 1).unwrap();
+        assert_eq!(
+            (decision.source, decision.remaining),
+            (Source::Storage, 1000 - i)
+        );
+    }
+    let key = limiter.key(b"client");
+    wait_replicated(master, replica, &key);
+    key
+}
+
 fn wait_replicated(master: &RedisServer, replica: &RedisServer, key: &str) {
     let written = master.cli(&["GET", key]);
     wait_until("the replica has the count", Duration::from_secs(10), || {
