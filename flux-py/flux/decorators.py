@@ -29,13 +29,18 @@ from . import _stack, frameworks
 from ._guard import GLOBAL_KEY, Guard, GuardOptions, LimitArgs, LimitChoice
 from .config import FluxConfig, RateLimitPolicy, get_config, native
 from .keys import remote_address
-from .limiter import Rate, RateLimitResult, limit_params
+from .limiter import Rate, RateLimiter, RateLimitResult, limit_params
 
 if TYPE_CHECKING:
     from . import _ffi
     from .frameworks import Adapter
 
 _View = TypeVar("_View", bound=Callable[..., Any])
+
+#: ``(request, endpoint, guard) -> (limiter, identity, result) | None``: the
+#: decision made for a call before the framework's handler of its route ran,
+#: if any (:func:`flux.frameworks.starlette.decided`).
+Decided = Callable[[Any, Any, Guard], "tuple[RateLimiter, Any, RateLimitResult] | None"]
 
 __all__ = ["rate_limit", "exempt", "is_exempt", "remote_address", "GLOBAL_KEY"]
 
@@ -155,7 +160,7 @@ def rate_limit(
         guard = guard_for(func)
         _stack.inner_limits = True
         scope = guard.limiter.scope if guard.limiter is not None else guard.choice.base
-        signature, injected, given = None, _Injected(), None
+        signature, injected, given, early = None, _Injected(), None, None
         if "starlette" in sys.modules and not isinstance(func, functools.partial):
             from .frameworks import starlette
 
@@ -165,9 +170,11 @@ def rate_limit(
                 starlette.RESPONSE_PARAM if starlette.RESPONSE_PARAM in added else None,
             )
             given = starlette if injected.request is not None else None
+            if given is not None and guard.plain and guard.limiter is not None and guard.limiter._remote:
+                early = starlette.decided
         nested = _wraps_a_limit(func)
         make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
-        wrapper = make(func, guard, injected, given, nested)
+        wrapper = make(func, guard, injected, given, early, nested)
         wrapper.rate_limiter = guard.limiter  # type: ignore[attr-defined]
         wrapper._flux_scopes = (*getattr(func, "_flux_scopes", ()), scope)  # type: ignore[attr-defined]
         if signature is not None:
@@ -234,7 +241,12 @@ def _locate(
 
 
 def _sync_wrapper(
-    func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
+    func: Callable[..., Any],
+    guard: Guard,
+    injected: _Injected,
+    given: Adapter | None,
+    early: Decided | None,
+    nested: bool,
 ) -> Callable[..., Any]:
     adapter = given  # the framework of the first call that carried a request
     cost, deduct_when, headers = guard.cost, guard.deduct_when, guard.headers
@@ -245,11 +257,15 @@ def _sync_wrapper(
         found, request, sub = _locate(adapter, injected, args, kwargs)
         if found is not None:
             adapter = found
-        subject = guard.resolve(found, request, args[0] if args else None)
-        if subject is None:
-            return func(*args, **kwargs)
-        limiter, identity = subject
-        result = limiter.hit(identity, None, cost)
+        made = early(request, wrapper, guard) if early is not None and found is given else None
+        if made is not None:
+            limiter, identity, result = made
+        else:
+            subject = guard.resolve(found, request, args[0] if args else None)
+            if subject is None:
+                return func(*args, **kwargs)
+            limiter, identity = subject
+            result = limiter.hit(identity, None, cost)
         if not result.allowed:
             _stack.refused()
             answer = guard.breach(found, request, args[0] if args else None, result)
@@ -283,7 +299,12 @@ def _sync_wrapper(
 
 
 def _async_wrapper(
-    func: Callable[..., Any], guard: Guard, injected: _Injected, given: Adapter | None, nested: bool
+    func: Callable[..., Any],
+    guard: Guard,
+    injected: _Injected,
+    given: Adapter | None,
+    early: Decided | None,
+    nested: bool,
 ) -> Callable[..., Any]:
     adapter = given  # the framework of the first call that carried a request
     cost, deduct_when, headers = guard.cost, guard.deduct_when, guard.headers
@@ -294,18 +315,22 @@ def _async_wrapper(
         found, request, sub = _locate(adapter, injected, args, kwargs)
         if found is not None:
             adapter = found
-        subject = guard.resolve(found, request, args[0] if args else None)
-        if subject is None:
-            return await func(*args, **kwargs)
-        limiter, identity = subject
-        if identity.__class__ is not str and inspect.isawaitable(identity):
-            identity = await identity
-            if identity is None:
-                return await func(*args, **kwargs)
-        if limiter._remote:
-            result = await limiter.ahit(identity, None, cost)
+        made = early(request, wrapper, guard) if early is not None and found is given else None
+        if made is not None:
+            limiter, identity, result = made
         else:
-            result = limiter.hit(identity, None, cost)
+            subject = guard.resolve(found, request, args[0] if args else None)
+            if subject is None:
+                return await func(*args, **kwargs)
+            limiter, identity = subject
+            if identity.__class__ is not str and inspect.isawaitable(identity):
+                identity = await identity
+                if identity is None:
+                    return await func(*args, **kwargs)
+            if limiter._remote:
+                result = await limiter.ahit(identity, None, cost)
+            else:
+                result = limiter.hit(identity, None, cost)
         if not result.allowed:
             _stack.refused()
             answer = guard.breach(found, request, args[0] if args else None, result)

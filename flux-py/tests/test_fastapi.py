@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -278,3 +278,55 @@ def test_stacked_endpoints_count_exactly(config):
         assert [client.get(path).status_code for _ in range(6)] == [200, 200, 429, 429, 429, 429]
         # The outer limit was charged for the two calls that ran only.
         assert view.rate_limiter.peek("10.0.0.1").remaining == 5 - 2 - 1
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+def test_a_redis_limit_keyed_by_the_peer_is_decided_before_the_dependencies(redis_config, sync):
+    # Before FastAPI solves the dependencies and builds the request's objects,
+    # from the route's second request on (the first finds the route): what a
+    # dependency reads shows the call already counted. (``peek`` answers what
+    # the next call would be told.)
+    seen = []
+
+    def remaining_now():
+        seen.append(view.rate_limiter.peek("10.0.0.1").remaining)
+
+    app = FastAPI()
+
+    def endpoint():
+        return {"ok": True}
+
+    async def async_endpoint():
+        return {"ok": True}
+
+    limited = rate_limit(rate="5/minute", config=redis_config)(endpoint if sync else async_endpoint)
+    view = app.get("/", dependencies=[Depends(remaining_now)])(limited)
+    client = client_for(app)
+    responses = [client.get("/") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["4", "3", "2"]
+    assert seen == [4, 2, 1]
+    assert view.rate_limiter.peek("10.0.0.1").remaining == 1
+
+
+def test_a_request_a_dependency_refuses_is_not_counted(config):
+    def token(x_token: str | None = Header(None)):
+        if x_token != "ok":
+            raise HTTPException(401)
+
+    app = FastAPI()
+
+    @app.get("/private", dependencies=[Depends(token)])
+    @rate_limit(rate="3/minute")
+    async def private(n: int = 0):
+        return {"n": n}
+
+    client, ok = client_for(app), {"X-Token": "ok"}
+    assert client.get("/private", headers=ok).status_code == 200
+    # Refused by the dependency, or by FastAPI's validation of the query: the
+    # endpoint never ran, so the limit is not charged (on Redis it was, and
+    # got the charge back).
+    assert [client.get("/private").status_code for _ in range(4)] == [401] * 4
+    assert [client.get("/private?n=x", headers=ok).status_code for _ in range(4)] == [422] * 4
+    assert private.rate_limiter.peek("10.0.0.1").remaining == 1
+    assert [client.get("/private", headers=ok).status_code for _ in range(3)] == [200, 200, 429]

@@ -21,10 +21,12 @@ from starlette.websockets import WebSocket
 
 from ..exceptions import RateLimitExceeded
 from ..headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
-from .asgi import Scope
+from . import asgi as scope_adapter
+from .asgi import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from ..limiter import RateLimitResult
+    from .._guard import Guard
+    from ..limiter import RateLimiter, RateLimitResult
 
 REQUEST_PARAM = "flux_request_"
 RESPONSE_PARAM = "flux_response_"
@@ -110,6 +112,67 @@ async def close(websocket: WebSocket, result: RateLimitResult) -> None:
     (1006), with neither the code nor the reason."""
     await websocket.accept()
     await websocket.close(code=1008, reason=close_reason(result))
+
+
+#: The scope key of a decision made before a route's handler ran: the guard,
+#: the limiter, the identity and the result, waiting for the endpoint's wrapper.
+DECIDED = "flux.decided"
+
+
+def decided(
+    request: HTTPConnection, endpoint: Any, guard: Guard
+) -> tuple[RateLimiter, Any, RateLimitResult] | None:
+    """The limiter, identity and result of ``guard``'s decision made for
+    this request before its route's handler ran (see :func:`_deciding`),
+    taken out of the scope; None when there is none. The route that answers
+    with ``endpoint`` gets its decisions made that way from its next
+    request on.
+
+    The decorator asks this of a limit on Redis keyed by the peer
+    (:attr:`Guard.plain`), whose decision needs only the scope: its round
+    trip is then awaited before FastAPI solves the dependencies and builds
+    the ``Request`` and ``Response``, rather than with them alive. Some 30
+    requests suspended with those alive outgrow the first generation of
+    CPython's cyclic collector, and every collection walks them: measured
+    in process, 12 µs of CPU per request, against 4 µs suspended before
+    them and none for a request that never suspends."""
+    scope = request.scope
+    made = scope.get(DECIDED)
+    if made is not None and made[0] is guard:
+        del scope[DECIDED]
+        return made[1:]  # type: ignore[no-any-return]
+    if made is None and scope["type"] == "http":
+        route = scope.get("route")
+        if route is not None and getattr(route, "endpoint", None) is endpoint:
+            # Once per route, whichever thread gets here first (atomic under the GIL).
+            mine = object()
+            if route.__dict__.setdefault("_flux_decides", mine) is mine:
+                route.app = _deciding(route.app, guard)
+    return None
+
+
+def _deciding(app: ASGIApp, guard: Guard) -> ASGIApp:
+    """``app``, the handler of a route, with ``guard``'s decision made
+    before it runs. When the endpoint's wrapper does not take the decision
+    (a dependency or the request's validation answered first), the charge
+    is given back: a request the endpoint never saw is not counted, as
+    when the wrapper decides."""
+    limiter, cost, identify = guard.limiter, guard.cost, guard.identify
+    assert limiter is not None  # a plain guard has its one limiter
+
+    async def decide_then_handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        identity = identify(scope_adapter, scope, None)
+        result = await limiter.ahit(identity, None, cost)
+        scope[DECIDED] = (guard, limiter, identity, result)
+        try:
+            await app(scope, receive, send)
+        finally:
+            if scope.pop(DECIDED, None) is not None and result.allowed:
+                await limiter.arefund(identity, cost)
+
+    return decide_then_handle
 
 
 def _is(annotation: Any, cls: type) -> bool:
