@@ -1,4 +1,4 @@
-//! A host's signals wait while a call talks to Redis.
+//! A host's signals wait while a call talks to a Redis Cluster.
 //!
 //! Every connection Flux makes has a receive timeout, and a socket read
 //! with a timeout is not restarted after a signal handler has run, whatever
@@ -7,13 +7,13 @@
 //! and the kernel gives a signal for the process to any thread that does
 //! not block it, Flux's own threads included. Flux's own connections wait
 //! on through `EINTR` (socket.rs), as they must for a stop, which no mask
-//! holds off; but the redis crate's cluster connection (slot maps, script
-//! loads) takes it for a reply that did not come and sends again only
-//! twice, and each handler run mid-call costs a retry. So the calling
+//! holds off, so a call to one Redis (directly or through Sentinel) needs
+//! no mask. The redis crate's cluster connection (slot maps, script loads)
+//! takes `EINTR` for a reply that did not come and sends again only twice,
+//! and each handler run mid-call costs a retry. So on a cluster the calling
 //! thread blocks the asynchronous signals for the call: each is delivered
 //! the moment the call ends, at most `timeout_ms` or so later. The signals
 //! a fault raises (`SIGSEGV` and the like) and `SIGABRT` are never blocked.
-
 #[cfg(unix)]
 mod held {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};

@@ -343,7 +343,8 @@ impl RedisStore {
 
     /// Runs `f` on a pooled connection: up to `timeout_ms` waiting in turn
     /// for one, then `f` within its own bounds, with the thread's signals
-    /// held meanwhile (see [`HeldSignals`]).
+    /// held meanwhile on a cluster (see [`HeldSignals`]; elsewhere each
+    /// call would pay two system calls for nothing).
     ///
     /// A connection that breaks after the request was written may have
     /// carried it to Redis, which may have run it: a decision is then not
@@ -355,7 +356,7 @@ impl RedisStore {
         resend: Resend,
         mut f: impl FnMut(&mut Link) -> RedisResult<T>,
     ) -> Result<T, RedisError> {
-        let _held = HeldSignals::hold();
+        let _held = self.cluster.then(HeldSignals::hold);
         let mut tries = self.config.pool_size + 1;
         loop {
             let mut conn = self.checkout()?;
