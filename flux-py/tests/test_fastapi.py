@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -281,7 +281,8 @@ def test_stacked_endpoints_count_exactly(config):
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
-def test_a_redis_limit_keyed_by_the_peer_is_decided_before_the_dependencies(redis_config, sync):
+@pytest.mark.parametrize("included", [False, True], ids=["app", "included-router"])
+def test_a_redis_limit_keyed_by_the_peer_is_decided_before_the_dependencies(redis_config, sync, included):
     # Before FastAPI solves the dependencies and builds the request's objects,
     # from the route's second request on (the first finds the route): what a
     # dependency reads shows the call already counted. (``peek`` answers what
@@ -291,18 +292,20 @@ def test_a_redis_limit_keyed_by_the_peer_is_decided_before_the_dependencies(redi
     def remaining_now():
         seen.append(view.rate_limiter.peek("10.0.0.1").remaining)
 
-    app = FastAPI()
-
     def endpoint():
         return {"ok": True}
 
     async def async_endpoint():
         return {"ok": True}
 
+    app = FastAPI()
+    router = APIRouter(prefix="/api") if included else app
     limited = rate_limit(rate="5/minute", config=redis_config)(endpoint if sync else async_endpoint)
-    view = app.get("/", dependencies=[Depends(remaining_now)])(limited)
+    view = router.get("/", dependencies=[Depends(remaining_now)])(limited)
+    if included:
+        app.include_router(router)
     client = client_for(app)
-    responses = [client.get("/") for _ in range(3)]
+    responses = [client.get("/api/" if included else "/") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["4", "3", "2"]
     assert seen == [4, 2, 1]

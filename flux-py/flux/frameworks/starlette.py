@@ -11,6 +11,7 @@ hands them over; the wrapper removes them before calling the endpoint.
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -144,11 +145,25 @@ def decided(
     if made is None and scope["type"] == "http":
         route = scope.get("route")
         if route is not None and getattr(route, "endpoint", None) is endpoint:
-            # Once per route, whichever thread gets here first (atomic under the GIL).
+            handler = _handler_of(scope, route)
+            # Once per handler, whichever thread gets here first (atomic under the GIL).
             mine = object()
-            if route.__dict__.setdefault("_flux_decides", mine) is mine:
-                route.app = _deciding(route.app, guard)
+            if handler.__dict__.setdefault("_flux_decides", mine) is mine:
+                handler.app = _deciding(handler.app, guard)
     return None
+
+
+def _handler_of(scope: Scope, route: Any) -> Any:
+    """What holds the route's handler as ``.app``: the route, or for a
+    route of a router included in a FastAPI app, the context FastAPI built
+    for it in that inclusion (FastAPI 0.16x calls that context's handler,
+    not the route's; found through FastAPI's own lookup, and when that is
+    gone, the route is used and the wrapper decides)."""
+    lookup = getattr(sys.modules.get("fastapi.routing"), "_get_scope_effective_route_context", None)
+    context = lookup(scope) if lookup is not None else None
+    if getattr(context, "original_route", None) is route and hasattr(context, "app"):
+        return context
+    return route
 
 
 def _deciding(app: ASGIApp, guard: Guard) -> ASGIApp:
