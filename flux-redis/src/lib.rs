@@ -25,6 +25,7 @@ mod connection;
 mod error;
 mod node;
 mod pool;
+mod resp;
 mod scripts;
 mod sentinel;
 mod signals;

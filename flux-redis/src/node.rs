@@ -7,9 +7,8 @@
 //! skipped. A call Redis decided would be reported failed (or failed open)
 //! though Redis counted it. So every connection the pool, Sentinel and a
 //! cluster's batches use is a [`Node`]: the crate packs the commands
-//! ([`redis::Cmd`]) and parses the replies ([`redis::Parser`]); sending,
-//! reading and setting up the connection (TLS, `AUTH`, `SELECT`) are done
-//! here. Only a cluster's own connection (slot maps, script loads, scans)
+//! ([`redis::Cmd`]); sending, reading the replies (resp.rs) and setting up
+//! the connection (TLS, `AUTH`, `SELECT`) are done here. Only a cluster's own connection (slot maps, script loads, scans)
 //! stays the crate's: it sends those commands, all of them safe to repeat,
 //! again by itself after such an error.
 //!
@@ -25,18 +24,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{
-    ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, Parser, RedisConnectionInfo,
-    RedisResult, ServerError, Value,
+    ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, RedisConnectionInfo, RedisResult,
+    ServerError, Value,
 };
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use crate::resp::Replies;
 use crate::socket::Socket;
 
 /// One connection to one Redis server.
 pub(crate) struct Node {
     stream: Stream,
-    parser: Parser,
+    replies: Replies,
     /// How long a request's replies may take.
     timeout: Duration,
     /// The deadline [`Node::within`] sets for every request until it returns.
@@ -109,7 +109,7 @@ impl Node {
         };
         let mut node = Node {
             stream,
-            parser: Parser::new(),
+            replies: Replies::default(),
             timeout,
             within: None,
             db: info.redis_settings().db(),
@@ -192,7 +192,7 @@ impl Node {
 
     /// The next reply, by the deadline of the last request sent.
     pub(crate) fn recv_response(&mut self) -> RedisResult<Value> {
-        match self.parser.parse_value(self.stream.io()) {
+        match self.replies.next(self.stream.io()) {
             Ok(value) => Ok(value),
             Err(err) => Err(self.failed(err)),
         }

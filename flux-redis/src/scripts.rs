@@ -221,8 +221,18 @@ pub(crate) fn decisions(
     entries: &[Entry<'_>],
     quotas: &[Quota],
 ) -> Result<Vec<Result<Decision, RedisError>>, RedisError> {
-    let fields: Vec<i64> =
-        redis::from_redis_value(reply).map_err(|e| RedisError::Reply(e.to_string()))?;
+    let integers = match reply {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Int(field) => Ok(field),
+                other => Err(other),
+            })
+            .collect::<Result<Vec<i64>, Value>>(),
+        other => Err(other),
+    };
+    let fields =
+        integers.map_err(|other| RedisError::Reply(format!("expected integers, got {other:?}")))?;
     if fields.len() != 6 * entries.len() {
         return Err(RedisError::Reply(format!(
             "expected {} integers, got {}",
