@@ -21,20 +21,21 @@ const READ_SIZE: usize = 16 * 1024;
 /// The bytes read off one connection and not yet taken as replies.
 #[derive(Default)]
 pub(crate) struct Replies {
+    /// Read into from `end` on; grown only for a reply that does not fit.
     buf: Vec<u8>,
-    /// Where the unread bytes start.
+    /// The unread bytes are `buf[start..end]`.
     start: usize,
+    end: usize,
 }
 
 impl Replies {
     /// The next whole reply, reading `io` until it has come.
     pub(crate) fn next(&mut self, io: &mut dyn Read) -> RedisResult<Value> {
         loop {
-            if let Some((value, used)) = parse(&self.buf[self.start..], 0)? {
+            if let Some((value, used)) = parse(&self.buf[self.start..self.end], 0)? {
                 self.start += used;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
+                if self.start == self.end {
+                    (self.start, self.end) = (0, 0);
                 }
                 return Ok(value);
             }
@@ -43,15 +44,19 @@ impl Replies {
     }
 
     fn fill(&mut self, io: &mut dyn Read) -> RedisResult<()> {
-        self.buf.drain(..self.start);
-        self.start = 0;
-        let had = self.buf.len();
-        self.buf.resize(had + READ_SIZE, 0);
-        let read = io.read(&mut self.buf[had..]);
-        self.buf.truncate(had + *read.as_ref().unwrap_or(&0));
-        match read? {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize((2 * self.buf.len()).max(READ_SIZE), 0);
+        }
+        match io.read(&mut self.buf[self.end..])? {
             0 => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
-            _ => Ok(()),
+            read => {
+                self.end += read;
+                Ok(())
+            }
         }
     }
 }
@@ -115,10 +120,25 @@ fn parse(bytes: &[u8], depth: usize) -> RedisResult<Option<(Value, usize)>> {
 }
 
 fn integer(line: &[u8]) -> RedisResult<i64> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| garbage("expected an integer"))
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, line),
+    };
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() || digits.len() > 18 {
+            // Long, padded or not a number: as the crate reads it.
+            return std::str::from_utf8(line)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .ok_or_else(|| garbage("expected an integer"));
+        }
+        value = value * 10 + i64::from(digit - b'0');
+    }
+    if digits.is_empty() {
+        return Err(garbage("expected an integer"));
+    }
+    Ok(if negative { -value } else { value })
 }
 
 fn garbage(what: &'static str) -> redis::RedisError {
@@ -139,7 +159,7 @@ mod tests {
         let theirs = redis::parse_redis_value(bytes).unwrap();
         let mut replies = Replies::default();
         let ours = replies.next(&mut &bytes[..]).unwrap();
-        assert_eq!(replies.start, 0, "every byte of {bytes:?} taken");
+        assert_eq!(replies.end, 0, "every byte of {bytes:?} taken");
         (theirs, ours)
     }
 
@@ -151,6 +171,8 @@ mod tests {
             b":0\r\n",
             b":-1\r\n",
             b":9223372036854775807\r\n",
+            b":-9223372036854775808\r\n",
+            b": 12 \r\n",
             b"$5\r\nhello\r\n",
             b"$0\r\n\r\n",
             b"$-1\r\n",
@@ -216,6 +238,18 @@ mod tests {
         let mut replies = Replies::default();
         let read: Vec<Value> = (0..3).map(|_| replies.next(&mut whole).unwrap()).collect();
         assert_eq!(read, [first, Value::Int(7), Value::Nil]);
+    }
+
+    #[test]
+    fn a_reply_larger_than_one_read_grows_the_buffer() {
+        let body = vec![b'x'; 3 * READ_SIZE + 5];
+        let mut wire = format!("${}\r\n", body.len()).into_bytes();
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(b"\r\n:1\r\n");
+        let mut replies = Replies::default();
+        let mut io = &wire[..];
+        assert_eq!(replies.next(&mut io).unwrap(), Value::BulkString(body));
+        assert_eq!(replies.next(&mut io).unwrap(), Value::Int(1));
     }
 
     #[test]

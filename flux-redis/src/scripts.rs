@@ -215,6 +215,16 @@ pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
+/// A script's reply, or the error Redis answered instead. A script answers
+/// one flat array of integers, so an error can only be the whole reply (the
+/// crate's `Value::extract_error` also rebuilds every array to look inside).
+pub(crate) fn reply_or_error(reply: Value) -> redis::RedisResult<Value> {
+    match reply {
+        Value::ServerError(err) => Err(err.into()),
+        reply => Ok(reply),
+    }
+}
+
 /// A script's reply, six integers per entry, as one decision per entry.
 pub(crate) fn decisions(
     reply: Value,

@@ -234,12 +234,12 @@ impl RedisStore {
                 unreachable!("a cluster decides in batches")
             };
             let deadline = Instant::now() + timeout;
-            match conn.req_command(&cmd).and_then(Value::extract_error) {
+            match conn.req_command(&cmd).and_then(scripts::reply_or_error) {
                 // It did not run: load the script and send it again, in
                 // what is left of timeout_ms.
                 Err(err) if scripts::is_noscript(&err) => conn.within(deadline, |conn| {
                     script.load(conn)?;
-                    conn.req_command(&cmd).and_then(Value::extract_error)
+                    conn.req_command(&cmd).and_then(scripts::reply_or_error)
                 }),
                 reply => reply,
             }
@@ -587,7 +587,7 @@ fn run_batch(
     };
     Ok(replies
         .into_iter()
-        .map(|reply| reply.and_then(Value::extract_error))
+        .map(|reply| reply.and_then(scripts::reply_or_error))
         .collect())
 }
 
