@@ -18,6 +18,8 @@ floor route awaiting one Redis round trip made the cheapest way an async
 app can (``floor-round-trip``: a PING on a connection the event loop owns,
 every PING of one loop iteration in one write, no limiter): what waiting
 for Redis alone costs, below which no limiter that asks Redis can go.
+Flask and Django have that row too, the PING on a blocking socket of the
+worker (one write, one read).
 
 Flux's app-wide limits (``flux.asgi.RateLimitMiddleware``, Flask's
 ``flux.flask.Flux``, ``flux.django.RateLimitMiddleware``) act on every
@@ -35,7 +37,7 @@ from apps.common import FLOOR_HEADER
 PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", "decorator", "middleware", "peer"
 #: The floor route sending Flux's five rate-limit headers as constants, no limiter.
 FLOOR_HEADERS = "floor-headers"
-#: The floor route awaiting one Redis round trip on the loop's own connection, no limiter.
+#: The floor route waiting for one Redis round trip (a PING), no limiter.
 FLOOR_ROUND_TRIP = "floor-round-trip"
 #: The rows every selection keeps: what the others are read against.
 REFERENCES = (PLAIN, FLOOR, FLOOR_HEADERS, FLOOR_ROUND_TRIP)
@@ -71,6 +73,15 @@ def flux_middleware(store: str) -> Row:
     )
 
 
+def blocking_round_trip() -> Row:
+    return Row(
+        "floor, one Redis round trip on a blocking socket (no limiter)",
+        "/floor-round-trip",
+        FLOOR_ROUND_TRIP,
+        header=FLOOR_HEADER,
+    )
+
+
 def common_rows(hit: str, limits: str) -> list[Row]:
     """The rows every framework has, in the order they are printed; ``hit`` and
     ``limits`` name what its app calls inline."""
@@ -103,7 +114,9 @@ ROWS: dict[str, list[Row]] = {
         Row("slowapi, Redis", "/slowapi/redis", PEER, header=RATE_LIMIT_HEADER),
     ],
     "flask": [
-        *common_rows("hit", "limits"),
+        *common_rows("hit", "limits")[:2],
+        blocking_round_trip(),
+        *common_rows("hit", "limits")[2:],
         Row(
             "Flask-Limiter, memory",
             "/flask-limiter",
@@ -122,6 +135,7 @@ ROWS: dict[str, list[Row]] = {
     "django": [
         *common_rows("hit", "limits")[:2],
         Row("floor, Flux's five headers (no limiter)", "/floor-headers", FLOOR_HEADERS, header=RATE_LIMIT_HEADER),
+        blocking_round_trip(),
         *common_rows("hit", "limits")[2:],
         # django-ratelimit sends no headers.
         Row("django-ratelimit, memory (LocMemCache)", "/django-ratelimit", PEER),

@@ -12,6 +12,8 @@ redis-server of this run).
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from typing import Callable, TypeVar
 
 from flux.config import FluxConfig
@@ -83,6 +85,33 @@ def flux_config(store: str) -> FluxConfig:
     if store == "memory":
         return FluxConfig(storage="memory", key_prefix=KEY_PREFIX)
     return FluxConfig(redis_url=redis_url(), key_prefix=KEY_PREFIX, fail_silently=False, timeout_ms=5000)
+
+
+class BlockingPing:
+    """Redis PINGs on a blocking socket of this process: one write, then
+    reads until the answer is whole. The least a sync app can spend waiting
+    for Redis (Flux's sync call makes the same two system calls, from Rust).
+    A worker forked with the socket open makes its own."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.sock: socket.socket | None = None
+
+    def __call__(self) -> None:
+        if self.pid != os.getpid():
+            url = urllib.parse.urlsplit(redis_url())
+            self.sock = socket.create_connection((url.hostname, url.port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pid = os.getpid()
+        assert self.sock is not None
+        self.sock.sendall(b"PING\r\n")
+        answer = self.sock.recv(16)
+        while not answer.endswith(b"\r\n"):
+            answer += self.sock.recv(16)
+
+
+#: The floor round trip of the sync apps (Flask, Django).
+redis_round_trip = BlockingPing()
 
 
 def unknown_variant(name: str, known) -> ValueError:

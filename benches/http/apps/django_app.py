@@ -18,7 +18,7 @@ from django_ratelimit.decorators import ratelimit
 from limits import parse, storage, strategies
 
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_LIMIT_HEADERS_RAW, RATE_TEXT, REQUESTS, flux_config, redis_url
-from common import only, route, unknown_variant, variant
+from common import only, redis_round_trip, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
 
 def flux_middleware(store: str) -> dict:
@@ -82,6 +82,11 @@ def floor_headers(request):
     return response
 
 
+def floor_round_trip(request):
+    redis_round_trip()
+    return floor(request)
+
+
 @rate_limit(requests=REQUESTS, period=PERIOD, config=flux_config("memory"))
 def flux_memory(request):
     return JsonResponse(BODY)
@@ -132,6 +137,7 @@ ROUTES = [
     path("plain", plain),
     path("floor", floor),
     path("floor-headers", floor_headers),
+    path("floor-round-trip", floor_round_trip),
     path("flux-inline/memory", flux_inline_view("memory")),
     path("flux-inline/redis", flux_inline_view("redis")),
     path("flux/memory", flux_memory),

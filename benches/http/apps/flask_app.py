@@ -12,7 +12,7 @@ from flask_limiter.util import get_remote_address
 from limits import parse, storage, strategies
 
 from common import BODY, FLOOR_HEADER, PERIOD, RATE_TEXT, REQUESTS, flux_config, redis_url
-from common import only, route, unknown_variant, variant
+from common import only, redis_round_trip, route, unknown_variant, variant
 from flux import RateLimiter, rate_limit
 from flux.flask import Flux
 
@@ -27,6 +27,11 @@ def base(app: Flask) -> None:
         response = make_response(BODY)
         response.headers[FLOOR_HEADER] = request.remote_addr
         return response
+
+    @app.get("/floor-round-trip")
+    def floor_round_trip():
+        redis_round_trip()
+        return floor()
 
     flux_inline_route(app, "/flux-inline/memory", "memory")
     flux_inline_route(app, "/flux-inline/redis", "redis")
