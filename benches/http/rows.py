@@ -18,8 +18,10 @@ floor route awaiting one Redis round trip made the cheapest way an async
 app can (``floor-round-trip``: a PING on a connection the event loop owns,
 every PING of one loop iteration in one write, no limiter): what waiting
 for Redis alone costs, below which no limiter that asks Redis can go.
-Flask and Django have that row too, the PING on a blocking socket of the
-worker (one write, one read).
+FastAPI's has a second one for the app-wide limits: the plain route behind
+a middleware that waits for that round trip and adds the floor's header.
+Flask and Django have the route's row too, the PING on a blocking socket of
+the worker (one write, one read).
 
 Flux's app-wide limits (``flux.asgi.RateLimitMiddleware``, Flask's
 ``flux.flask.Flux``, ``flux.django.RateLimitMiddleware``) act on every
@@ -39,8 +41,10 @@ PLAIN, FLOOR, INLINE, DECORATOR, MIDDLEWARE, PEER = "plain", "floor", "inline", 
 FLOOR_HEADERS = "floor-headers"
 #: The floor route waiting for one Redis round trip (a PING), no limiter.
 FLOOR_ROUND_TRIP = "floor-round-trip"
+#: The plain route behind a middleware waiting for one Redis round trip, no limiter.
+FLOOR_ROUND_TRIP_MIDDLEWARE = "floor-round-trip-middleware"
 #: The rows every selection keeps: what the others are read against.
-REFERENCES = (PLAIN, FLOOR, FLOOR_HEADERS, FLOOR_ROUND_TRIP)
+REFERENCES = (PLAIN, FLOOR, FLOOR_HEADERS, FLOOR_ROUND_TRIP, FLOOR_ROUND_TRIP_MIDDLEWARE)
 #: The rows compared with the floor route as well as with the plain one.
 LIMITERS = (INLINE, DECORATOR, PEER, FLOOR_ROUND_TRIP)
 
@@ -107,6 +111,13 @@ ROWS: dict[str, list[Row]] = {
             "floor, one Redis round trip on the loop's socket (no limiter)",
             "/floor-round-trip",
             FLOOR_ROUND_TRIP,
+            header=FLOOR_HEADER,
+        ),
+        Row(
+            "floor, one Redis round trip in a middleware (no limiter)",
+            "/plain",
+            FLOOR_ROUND_TRIP_MIDDLEWARE,
+            variant=FLOOR_ROUND_TRIP_MIDDLEWARE,
             header=FLOOR_HEADER,
         ),
         *common_rows("ahit", "limits.aio")[2:],

@@ -156,6 +156,34 @@ def slowapi_route(app: FastAPI, path: str, storage_uri: str) -> None:
         return BODY
 
 
+class RoundTripFirst:
+    """Waits for one Redis round trip (on the loop's own connection, as the
+    floor route does) before the app, then adds the floor's header: what an
+    app-wide limiter that asks Redis cannot go below."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        await redis_round_trip()
+        client = scope.get("client")
+        header = (FLOOR_HEADER.lower().encode(), (client[0] if client else "").encode())
+
+        async def send_with_header(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def round_trip_middleware(app: FastAPI) -> None:
+    base(app)
+    app.add_middleware(RoundTripFirst)
+
+
 def flux_middleware(store: str):
     """The base app behind Flux's app-wide middleware, at the benchmark's limit."""
 
@@ -170,6 +198,7 @@ VARIANTS = {
     "base": base,
     "flux-middleware-memory": flux_middleware("memory"),
     "flux-middleware-redis": flux_middleware("redis"),
+    "floor-round-trip-middleware": round_trip_middleware,
 }
 
 
