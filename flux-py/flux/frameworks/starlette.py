@@ -146,10 +146,14 @@ def decided(
         route = scope.get("route")
         if route is not None and getattr(route, "endpoint", None) is endpoint:
             handler = _handler_of(scope, route)
-            # Once per handler, whichever thread gets here first (atomic under the GIL).
-            mine = object()
-            if handler.__dict__.setdefault("_flux_decides", mine) is mine:
-                handler.app = _deciding(handler.app, guard)
+            # Once per handler, whichever thread gets here first (atomic
+            # under the GIL); a handler that takes no attributes is left alone.
+            mine, fields = object(), getattr(handler, "__dict__", None)
+            if fields is not None and fields.setdefault("_flux_decides", mine) is mine:
+                try:
+                    handler.app = _deciding(handler.app, guard)
+                except (AttributeError, TypeError):
+                    pass
     return None
 
 
