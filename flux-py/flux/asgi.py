@@ -34,7 +34,6 @@ from .frameworks import RequestReader
 from .frameworks import asgi as scope_adapter
 from .frameworks.asgi import ASGIApp, Message, Receive, Scope, Send
 from .headers import close_reason, raw_header_items, set_raw_headers, too_many_requests_body
-from .keys import client_key
 from .limiter import RateLimitResult
 
 __all__ = ["RateLimitMiddleware"]
@@ -67,7 +66,6 @@ class RateLimitMiddleware:
                 break
         self.app = app
         self.limits = AppLimits(settings, "flux.asgi.RateLimitMiddleware")
-        self.ipv6_prefix = self.limits.config.ipv6_prefix
         # The app's routes, read at its first request for those marked
         # @flux.exempt; then whether each (method, path) goes to one of them.
         self._routes: list[Any] | None = None
@@ -85,9 +83,8 @@ class RateLimitMiddleware:
             return await self.app(scope, receive, send)
         request = None
         if guard.plain:
-            client = scope.get("client")
-            limiter, identity = guard.limiter, client_key(client[0] if client else None, self.ipv6_prefix)
-            assert limiter is not None  # a plain guard has its one limiter
+            # Keyed by the peer: the scope is all it needs (no request object).
+            limiter, identity = guard.resolve(scope_adapter, scope, None)  # type: ignore[misc]
         else:
             adapter, request = _connection(scope)
             subject = guard.resolve(adapter, request, None)

@@ -176,13 +176,13 @@ def _deciding(app: ASGIApp, guard: Guard) -> ASGIApp:
     (a dependency or the request's validation answered first), the charge
     is given back: a request the endpoint never saw is not counted, as
     when the wrapper decides."""
-    limiter, cost, identify = guard.limiter, guard.cost, guard.identify
-    assert limiter is not None  # a plain guard has its one limiter
+    cost = guard.cost
 
     async def decide_then_handle(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        identity = identify(scope_adapter, scope, None)
+        # A plain guard: its one limiter, the peer from the scope.
+        limiter, identity = guard.resolve(scope_adapter, scope, None)  # type: ignore[misc]
         result = await limiter.ahit(identity, None, cost)
         scope[DECIDED] = (guard, limiter, identity, result)
         try:
