@@ -116,10 +116,16 @@ impl Completions {
         answered.batches.push_back(batch);
     }
 
-    /// Takes the oldest batch, and the wake-up with the last one.
-    fn pop(&self) -> Option<Batch> {
+    /// Takes the oldest batch, and the wake-up with the last one; leaves it
+    /// queued and answers its size when it has more than `cap` requests.
+    fn pop(&self, cap: usize) -> Result<Option<Batch>, usize> {
         let mut answered = self.lock();
-        let batch = answered.batches.pop_front()?;
+        match answered.batches.front() {
+            None => return Ok(None),
+            Some(next) if next.outcomes.len() > cap => return Err(next.outcomes.len()),
+            Some(_) => {}
+        }
+        let batch = answered.batches.pop_front().expect("a batch is waiting");
         if answered.batches.is_empty() {
             let mut byte = [0u8; 8];
             loop {
@@ -135,7 +141,7 @@ impl Completions {
             .iter()
             .map(|o| o.as_ref().err().map(|(_, message)| message.clone()))
             .collect();
-        Some(batch)
+        Ok(Some(batch))
     }
 }
 
@@ -199,27 +205,19 @@ pub extern "C" fn flux_completions_pop(
         }
         let decisions = crate::ffi::try_slice_mut!(decisions, cap);
         let results = crate::ffi::try_slice_mut!(results, cap);
-        {
-            let answered = queue.lock();
-            if let Some(next) = answered.batches.front() {
-                if next.outcomes.len() > cap {
-                    *n = next.outcomes.len();
-                    return fail(
-                        flux_result::BufferTooSmall,
-                        format!(
-                            "the next answered batch has {} requests; the arrays hold {cap}",
-                            next.outcomes.len()
-                        ),
-                    );
-                }
+        match queue.pop(cap) {
+            Err(size) => {
+                *n = size;
+                return fail(
+                    flux_result::BufferTooSmall,
+                    format!("the next answered batch has {size} requests; the arrays hold {cap}"),
+                );
             }
-        }
-        match queue.pop() {
-            None => {
+            Ok(None) => {
                 *token = 0;
                 *n = 0;
             }
-            Some(batch) => {
+            Ok(Some(batch)) => {
                 *token = batch.token;
                 *n = batch.outcomes.len();
                 for (i, outcome) in batch.outcomes.into_iter().enumerate() {
