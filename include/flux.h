@@ -764,6 +764,32 @@ flux_result flux_decide_batch_queued(const struct flux_request *reqs,
                                      uint64_t token);
 
 /**
+ * `flux_decide_batch_queued` for a batch laid out as arrays rather than
+ * as `flux_request` records, for callers that pay for every record they
+ * fill (an interpreter filling one field at a time): request `i` is
+ * decided by `limiters[i]` for the `key_lens[i]` bytes that follow the
+ * keys before it in `keys` (all keys back to back), at cost `costs[i]`
+ * (NULL: 1 each), for the endpoint made of the `endpoint_lens[i]` bytes
+ * that follow the endpoints before it in `endpoints` (both NULL: none;
+ * a length of 0: none for that request).
+ *
+ * Everything else is as in `flux_decide_batch_queued`: what is given is
+ * copied and the limiters and the queue kept alive; an invalid request
+ * fails alone, and its message names it `reqs[i]`; a NULL `keys` or
+ * `endpoints` whose lengths are not all 0, or lengths whose sum overflows,
+ * fail the whole call with nothing queued.
+ */
+flux_result flux_decide_packed_queued(const struct flux_limiter *const *limiters,
+                                      const uint8_t *keys,
+                                      const size_t *key_lens,
+                                      const uint64_t *costs,
+                                      const uint8_t *endpoints,
+                                      const size_t *endpoint_lens,
+                                      size_t n,
+                                      const struct flux_completions *queue,
+                                      uint64_t token);
+
+/**
  * Writes to `buf` (`len` bytes, NUL-terminated) the scope a limiter of the
  * limit `name` of `config` (`[rate_limit]` when NULL) with `params` (may be
  * NULL) is best given when the caller has none: `name` for a limit taken as

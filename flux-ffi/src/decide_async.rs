@@ -8,7 +8,8 @@ use crate::decide::{flux_request, request_parts};
 use crate::decision::flux_decision;
 use crate::error::{fail, flux_result};
 use crate::ffi::{
-    clone_arc, ffi_panic_boundary, try_callback, try_ref_from_ptr, try_slice, try_slice_mut,
+    clone_arc, ffi_panic_boundary, slice_parts, try_callback, try_ref_from_ptr, try_slice,
+    try_slice_mut,
 };
 use crate::limiter::{flux_limiter, LimiterInner};
 use crate::worker::{
@@ -127,6 +128,95 @@ pub extern "C" fn flux_decide_batch_queued(
         let (requests, store) = owned_requests(reqs);
         let job = Job { requests, reply: Reply::Queued { queue, token } };
         dispatch(store.map(|l| l.store.worker()), job)
+    }
+}
+
+/// `flux_decide_batch_queued` for a batch laid out as arrays rather than
+/// as `flux_request` records, for callers that pay for every record they
+/// fill (an interpreter filling one field at a time): request `i` is
+/// decided by `limiters[i]` for the `key_lens[i]` bytes that follow the
+/// keys before it in `keys` (all keys back to back), at cost `costs[i]`
+/// (NULL: 1 each), for the endpoint made of the `endpoint_lens[i]` bytes
+/// that follow the endpoints before it in `endpoints` (both NULL: none;
+/// a length of 0: none for that request).
+///
+/// Everything else is as in `flux_decide_batch_queued`: what is given is
+/// copied and the limiters and the queue kept alive; an invalid request
+/// fails alone, and its message names it `reqs[i]`; a NULL `keys` or
+/// `endpoints` whose lengths are not all 0, or lengths whose sum overflows,
+/// fail the whole call with nothing queued.
+#[no_mangle]
+pub extern "C" fn flux_decide_packed_queued(
+    limiters: *const *const flux_limiter,
+    keys: *const u8,
+    key_lens: *const usize,
+    costs: *const u64,
+    endpoints: *const u8,
+    endpoint_lens: *const usize,
+    n: usize,
+    queue: *const flux_completions,
+    token: u64,
+) -> flux_result {
+    ffi_panic_boundary! {
+        let limiters = try_slice!(limiters, n);
+        let key_lens = try_slice!(key_lens, n);
+        let costs = if costs.is_null() { &[] } else { try_slice!(costs, n) };
+        let endpoint_lens = if endpoint_lens.is_null() { &[] } else { try_slice!(endpoint_lens, n) };
+        let keys = match packed(keys, key_lens, "keys", "key_lens") {
+            Ok(keys) => keys,
+            Err(code) => return code,
+        };
+        let endpoints = match packed(endpoints, endpoint_lens, "endpoints", "endpoint_lens") {
+            Ok(endpoints) => endpoints,
+            Err(code) => return code,
+        };
+        let mut key_at = 0;
+        let mut endpoint_at = 0;
+        let reqs: Vec<flux_request> = (0..n)
+            .map(|i| {
+                let key = &keys[key_at..key_at + key_lens[i]];
+                key_at += key_lens[i];
+                let endpoint_len = endpoint_lens.get(i).copied().unwrap_or(0);
+                let endpoint = &endpoints[endpoint_at..endpoint_at + endpoint_len];
+                endpoint_at += endpoint_len;
+                flux_request {
+                    limiter: limiters[i],
+                    key: key.as_ptr(),
+                    key_len: key.len(),
+                    cost: costs.get(i).copied().unwrap_or(1),
+                    endpoint: endpoint.as_ptr(),
+                    endpoint_len,
+                }
+            })
+            .collect();
+        flux_decide_batch_queued(reqs.as_ptr(), n, queue, token)
+    }
+}
+
+/// The bytes of items laid back to back at `ptr`, `lens` long in all.
+fn packed<'a>(
+    ptr: *const u8,
+    lens: &[usize],
+    what: &str,
+    lens_name: &str,
+) -> Result<&'a [u8], flux_result> {
+    let Some(total) = lens
+        .iter()
+        .try_fold(0usize, |sum, &len| sum.checked_add(len))
+    else {
+        return Err(fail(
+            flux_result::InvalidArgument,
+            format!("the lengths in `{lens_name}` add up to more than memory can hold"),
+        ));
+    };
+    match slice_parts(ptr, total) {
+        // SAFETY: a non-NULL buffer holds the `total` bytes its lengths say (the C contract).
+        Ok(Some((ptr, len))) => Ok(unsafe { std::slice::from_raw_parts(ptr, len) }),
+        Ok(None) => Ok(&[]),
+        Err(()) => Err(fail(
+            flux_result::NullArgument,
+            format!("argument `{what}` is NULL but the lengths in `{lens_name}` add up to {total}"),
+        )),
     }
 }
 

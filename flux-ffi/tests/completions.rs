@@ -274,3 +274,158 @@ fn a_queue_freed_with_batches_in_flight_is_released_by_them() {
     flux_store_free(store);
     flux_config_free(config);
 }
+
+/// `flux_decide_packed_queued` with the keys, endpoints and costs of
+/// `calls` laid out as its arrays.
+fn packed(
+    queue: *const flux_completions,
+    token: u64,
+    calls: &[(*const flux_limiter, &[u8], u64, &[u8])],
+) -> flux_result {
+    let limiters: Vec<_> = calls.iter().map(|c| c.0).collect();
+    let keys: Vec<u8> = calls.iter().flat_map(|c| c.1.iter().copied()).collect();
+    let key_lens: Vec<usize> = calls.iter().map(|c| c.1.len()).collect();
+    let costs: Vec<u64> = calls.iter().map(|c| c.2).collect();
+    let endpoints: Vec<u8> = calls.iter().flat_map(|c| c.3.iter().copied()).collect();
+    let endpoint_lens: Vec<usize> = calls.iter().map(|c| c.3.len()).collect();
+    flux_decide_packed_queued(
+        limiters.as_ptr(),
+        keys.as_ptr(),
+        key_lens.as_ptr(),
+        costs.as_ptr(),
+        endpoints.as_ptr(),
+        endpoint_lens.as_ptr(),
+        calls.len(),
+        queue,
+        token,
+    )
+}
+
+#[test]
+fn a_packed_batch_is_decided_request_by_request_like_records() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let two = limiter(store, config, "two", &params(2, 60.0, None));
+    let five = limiter(store, config, "five", &params(5, 60.0, None));
+    let queue = new_queue();
+
+    let calls: [(*const flux_limiter, &[u8], u64, &[u8]); 7] = [
+        (two, b"a", 1, b""),
+        (five, b"bbb", 3, b""),
+        (two, b"a", 0, b""),
+        (two, b"", 1, b""),
+        (two, b"a", 1, b"search"),
+        (two, b"a", 1, b"\xff"),
+        (two, b"a", 1, b""),
+    ];
+    assert_eq!(packed(queue, 9, &calls), flux_result::Ok);
+    let taken = next(queue);
+    use flux_result::{InvalidCost, InvalidUtf8, Ok as OK};
+    assert_eq!(taken.token, 9);
+    assert_eq!(
+        taken.results,
+        [OK, OK, InvalidCost, OK, OK, InvalidUtf8, OK]
+    );
+    let told: Vec<(bool, u64)> = [0, 1, 3, 4, 6]
+        .iter()
+        .map(|&i| (taken.decisions[i].allowed, taken.decisions[i].remaining))
+        .collect();
+    // "a" twice on `two` (the refused call in between charged nothing), the
+    // empty key and "a" on the endpoint each their own; "bbb" on `five`.
+    assert_eq!(
+        told,
+        [(true, 1), (true, 2), (true, 1), (true, 1), (true, 0)]
+    );
+    assert_eq!(
+        message(queue, 5),
+        Some("reqs[5].endpoint is not valid UTF-8 (bad byte at offset 0)".to_owned())
+    );
+
+    // No costs: each call costs 1; no endpoints: none has one.
+    let limiters = [five.cast_const(), five];
+    let (keys, key_lens) = (b"bbbc", [3_usize, 1]);
+    let rc = flux_decide_packed_queued(
+        limiters.as_ptr(),
+        keys.as_ptr(),
+        key_lens.as_ptr(),
+        ptr::null(),
+        ptr::null(),
+        ptr::null(),
+        2,
+        queue,
+        10,
+    );
+    assert_eq!(rc, flux_result::Ok);
+    let taken = next(queue);
+    assert_eq!(taken.results, [OK, OK]);
+    assert_eq!(
+        [taken.decisions[0].remaining, taken.decisions[1].remaining],
+        [1, 4]
+    );
+
+    flux_completions_free(queue);
+    flux_limiter_free(two);
+    flux_limiter_free(five);
+    flux_store_free(store);
+    flux_config_free(config);
+}
+
+#[test]
+fn a_packed_batch_whose_arrays_do_not_hold_what_they_say_queues_nothing() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let one = limiter(store, config, "one", &params(1, 60.0, None));
+    let queue = new_queue();
+    let limiters = [one.cast_const(), one];
+    let call =
+        |keys: *const u8, key_lens: &[usize], endpoints: *const u8, endpoint_lens: *const usize| {
+            flux_decide_packed_queued(
+                limiters.as_ptr(),
+                keys,
+                key_lens.as_ptr(),
+                ptr::null(),
+                endpoints,
+                endpoint_lens,
+                2,
+                queue,
+                5,
+            )
+        };
+
+    assert_eq!(
+        call(ptr::null(), &[1, 0], ptr::null(), ptr::null()),
+        flux_result::NullArgument
+    );
+    assert_eq!(
+        last_error(),
+        "argument `keys` is NULL but the lengths in `key_lens` add up to 1"
+    );
+    assert_eq!(
+        call(b"k".as_ptr(), &[usize::MAX, 2], ptr::null(), ptr::null()),
+        flux_result::InvalidArgument
+    );
+    assert_eq!(
+        last_error(),
+        "the lengths in `key_lens` add up to more than memory can hold"
+    );
+    let endpoint_lens = [0_usize, 4];
+    assert_eq!(
+        call(b"kk".as_ptr(), &[1, 1], ptr::null(), endpoint_lens.as_ptr()),
+        flux_result::NullArgument
+    );
+    assert_eq!(
+        last_error(),
+        "argument `endpoints` is NULL but the lengths in `endpoint_lens` add up to 4"
+    );
+    assert!(
+        !readable(queue, Duration::from_millis(200)),
+        "nothing was queued"
+    );
+    // Neither call charged the limit of one.
+    assert_eq!(decide(one, b"k", 1).map(|d| d.allowed), Ok(true));
+
+    flux_completions_free(queue);
+    flux_limiter_free(one);
+    flux_store_free(store);
+    flux_config_free(config);
+}
