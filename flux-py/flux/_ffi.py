@@ -260,17 +260,6 @@ class flux_decision(Structure):
     ]
 
 
-class flux_request(Structure):
-    _fields_ = [
-        ("limiter", LimiterPtr),
-        ("key", c_char_p),
-        ("key_len", c_size_t),
-        ("cost", c_uint64),
-        ("endpoint", c_char_p),
-        ("endpoint_len", c_size_t),
-    ]
-
-
 # user_data, level (1 error .. 5 trace), message (valid during the call only)
 flux_log_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
 
@@ -472,17 +461,13 @@ def closed_error() -> FluxError:
     return FluxError("this limiter was closed: it decides nothing more; make a new one")
 
 
-flux_decide_batch = _declare(
+# The arrays go as addresses (an array.array's buffer_info()): the caller
+# keeps them alive during the call.
+flux_decide_packed_queued = _declare(
     _lib,
-    "flux_decide_batch",
+    "flux_decide_packed_queued",
     c_uint32,
-    [POINTER(flux_request), c_size_t, POINTER(flux_decision), POINTER(c_uint32)],
-)
-flux_decide_batch_queued = _declare(
-    _lib,
-    "flux_decide_batch_queued",
-    c_uint32,
-    [POINTER(flux_request), c_size_t, CompletionsPtr, c_uint64],
+    [c_void_p, c_char_p, c_void_p, c_void_p, c_char_p, c_void_p, c_size_t, CompletionsPtr, c_uint64],
 )
 flux_completions_new = _declare(
     _lib, "flux_completions_new", c_uint32, [POINTER(CompletionsPtr)]
@@ -701,6 +686,7 @@ class Limiter(_LimiterBase):
     alive until done."""
 
     _type_ = flux_limiter
+    address: int
 
     def __del__(self) -> None:
         _free_once(self, flux_limiter_free)
@@ -723,6 +709,8 @@ class Limiter(_LimiterBase):
             ctypes.byref(params) if params is not None else None,
             ctypes.byref(handle),
         )
+        #: The handle's address, as a packed batch carries it.
+        handle.address = ctypes.cast(handle, c_void_p).value or 0
         return handle
 
     def quota(self) -> flux_quota_info:

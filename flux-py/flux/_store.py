@@ -19,9 +19,12 @@ import asyncio
 import ctypes
 import itertools
 import logging
+import operator
 import os
 import threading
 import weakref
+from array import array
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import _ffi, _log
@@ -55,10 +58,10 @@ class Store:
         self.kind = self.handle.kind
         self.is_memory = self.kind == "memory"
         self.where = _describe(cfg) if not self.is_memory else "memory"
-        # Per event loop, the decisions asked for during its current iteration.
-        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Pending]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Per event loop, the decisions asked for during its current
+        # iteration, until its next takes them. (A weak key would not let a
+        # loop go sooner: the callers' futures hold it.)
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
 
     # --- async batches ---
 
@@ -87,19 +90,33 @@ class Store:
         items = self._pending.pop(loop, None)
         if not items:
             return
+        # Laid out as the library's packed batch: filling one record per
+        # call would cost more than the rest of the call's Python together.
+        # The items keep the limiters alive during the call, which copies
+        # what it is given.
+        limiters, keys, costs, endpoints, _, _ = zip(*items, strict=True)
         n = len(items)
-        # The library copies the keys and endpoints and holds the limiters
-        # during the call; the items keep the limiters until it returns.
-        requests = (_ffi.flux_request * n)(
-            *[
-                _ffi.flux_request(limiter, key, len(key), cost, endpoint, len(endpoint) if endpoint else 0)
-                for limiter, key, cost, endpoint, _, _ in items
-            ]
-        )
+        key_lens = _sizes(map(len, keys))
+        addresses = _sizes(map(_address, limiters))
+        cost_array = None if costs.count(1) == n else _sizes(costs)
+        endpoint_bytes, endpoint_lens = None, None
+        if any(endpoints):
+            present = [endpoint or b"" for endpoint in endpoints]
+            endpoint_bytes, endpoint_lens = b"".join(present), _sizes(map(len, present))
         answers = _answers_of(loop)
         token = answers.expect(items)
         try:
-            _ffi.flux_decide_batch_queued(requests, n, answers.queue, token)
+            _ffi.flux_decide_packed_queued(
+                addresses.buffer_info()[0],
+                b"".join(keys),
+                key_lens.buffer_info()[0],
+                cost_array.buffer_info()[0] if cost_array is not None else None,
+                endpoint_bytes,
+                endpoint_lens.buffer_info()[0] if endpoint_lens is not None else None,
+                n,
+                answers.queue,
+                token,
+            )
         except FluxError as exc:
             answers.forget(token)
             for *_, future in items:
@@ -158,17 +175,27 @@ class _Answers:
             if items is None:
                 continue
             decisions, results = self.decisions, self.results
-            for i, (*_, result_type, future) in enumerate(items):
+            for i, item in enumerate(items):
+                future = item[5]
                 if future.done():  # cancelled while waiting
                     continue
                 code = results[i]
                 if code == _ffi.OK:
-                    future.set_result(result_type.from_buffer_copy(decisions, i * record))
+                    future.set_result(item[4].from_buffer_copy(decisions, i * record))
                 else:
                     future.set_exception(_ffi.error_for(code, _ffi.completion_error(self.queue, i)))
 
 
 _byref = ctypes.byref
+_address = operator.attrgetter("address")
+
+
+def _sizes(values: Iterable[int]) -> array[int]:
+    """``values`` as an array of ``size_t`` (as wide as a pointer here)."""
+    return array(_SIZE_T, values)
+
+
+_SIZE_T = "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"
 _tokens = itertools.count(1)
 # Per event loop, the queue its batches are answered into.
 _answers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = weakref.WeakKeyDictionary()
@@ -216,7 +243,7 @@ def _forget_parent_work() -> None:
     _parents_answers.extend(_answers.values())
     _answers = weakref.WeakKeyDictionary()
     for store in _stores.values():
-        store._pending = weakref.WeakKeyDictionary()
+        store._pending = {}
 
 
 # The queues a forked child inherited, kept from being freed.

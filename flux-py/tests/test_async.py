@@ -34,13 +34,13 @@ def test_ahit_decides_like_hit(config):
 def test_concurrent_ahit_calls_share_a_few_batches(redis_config, monkeypatch):
     limiter = RateLimiter(10, 60, config=redis_config)
     calls = []
-    original = flux._ffi.flux_decide_batch_queued
+    original = flux._ffi.flux_decide_packed_queued
 
-    def counting(requests, n, *rest):
-        calls.append(n)
-        return original(requests, n, *rest)
+    def counting(*args):
+        calls.append(args[6])  # n
+        return original(*args)
 
-    monkeypatch.setattr(flux._ffi, "flux_decide_batch_queued", counting)
+    monkeypatch.setattr(flux._ffi, "flux_decide_packed_queued", counting)
 
     async def main():
         return await asyncio.gather(*(limiter.ahit("k") for _ in range(64)))
@@ -49,6 +49,45 @@ def test_concurrent_ahit_calls_share_a_few_batches(redis_config, monkeypatch):
     assert sum(r.allowed for r in results) == 10
     assert sum(calls) == 64
     assert len(calls) <= 2, calls
+
+
+def test_one_batch_of_many_limiters_keys_costs_and_endpoints_decides_each_call_as_hit_does(
+    redis_server, prefix, monkeypatch
+):
+    def limiters(key_prefix: str) -> tuple[RateLimiter, RateLimiter]:
+        cfg = FluxConfig(redis_url=redis_server.url, key_prefix=key_prefix, jitter_enabled=False)
+        return RateLimiter(5, 60, config=cfg), RateLimiter(3, 60, config=cfg)
+
+    # Keys of every length (an empty one, non-ASCII text, bytes), costs and
+    # endpoints, mixed: the batch's arrays must give each call its own.
+    calls = [
+        (0, "ana", None, 1),
+        (1, "ana", None, 2),
+        (0, "", None, 1),
+        (0, "ana", "search", 3),
+        (0, "zoë", None, 4),
+        (1, b"\x00\xff", "search", 1),
+        (0, "ana", None, 5),
+        (0, "ana", "search", 2),
+        (1, "ana", None, 1),
+        (0, "zoë", None, 2),
+        (1, "ana", None, 1),
+    ]
+    one_by_one = limiters(prefix + "sync:")
+    expected = [(r.allowed, r.remaining, r.limit) for r in (one_by_one[i].hit(k, e, c) for i, k, e, c in calls)]
+
+    sizes = []
+    original = flux._ffi.flux_decide_packed_queued
+    monkeypatch.setattr(flux._ffi, "flux_decide_packed_queued", lambda *a: sizes.append(a[6]) or original(*a))
+    batched = limiters(prefix + "async:")
+
+    async def main():
+        return await asyncio.gather(*(batched[i].ahit(k, e, c) for i, k, e, c in calls))
+
+    results = asyncio.run(main())
+    assert sizes == [len(calls)]
+    assert [(r.allowed, r.remaining, r.limit) for r in results] == expected
+    assert [allowed for allowed, _, _ in expected] == [True] * 6 + [False, True, True, False, False]
 
 
 def test_event_loop_keeps_ticking_while_redis_stalls(redis_server, redis_config):
