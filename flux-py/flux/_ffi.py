@@ -461,13 +461,21 @@ def closed_error() -> FluxError:
     return FluxError("this limiter was closed: it decides nothing more; make a new one")
 
 
-# The arrays go as addresses (an array.array's buffer_info()): the caller
-# keeps them alive during the call.
 flux_decide_packed_queued = _declare(
     _lib,
     "flux_decide_packed_queued",
     c_uint32,
-    [c_void_p, c_char_p, c_void_p, c_void_p, c_char_p, c_void_p, c_size_t, CompletionsPtr, c_uint64],
+    [
+        POINTER(LimiterPtr),
+        c_char_p,
+        POINTER(c_size_t),
+        POINTER(c_uint64),
+        c_char_p,
+        POINTER(c_size_t),
+        c_size_t,
+        CompletionsPtr,
+        c_uint64,
+    ],
 )
 flux_completions_new = _declare(
     _lib, "flux_completions_new", c_uint32, [POINTER(CompletionsPtr)]

@@ -96,23 +96,24 @@ class Store:
         # what it is given.
         limiters, keys, costs, endpoints, _, _ = zip(*items, strict=True)
         n = len(items)
-        key_lens = _sizes(map(len, keys))
-        addresses = _sizes(map(_address, limiters))
-        cost_array = None if costs.count(1) == n else _sizes(costs)
+        sizes = ctypes.c_size_t * n
+        key_lens = sizes.from_buffer(_sizes(map(len, keys)))
+        addresses = (_ffi.LimiterPtr * n).from_buffer(_sizes(map(_address, limiters)))
+        cost_array = None if costs.count(1) == n else (ctypes.c_uint64 * n).from_buffer(array("Q", costs))
         endpoint_bytes, endpoint_lens = None, None
         if any(endpoints):
             present = [endpoint or b"" for endpoint in endpoints]
-            endpoint_bytes, endpoint_lens = b"".join(present), _sizes(map(len, present))
+            endpoint_bytes, endpoint_lens = b"".join(present), sizes.from_buffer(_sizes(map(len, present)))
         answers = _answers_of(loop)
         token = answers.expect(items)
         try:
             _ffi.flux_decide_packed_queued(
-                addresses.buffer_info()[0],
+                addresses,
                 b"".join(keys),
-                key_lens.buffer_info()[0],
-                cost_array.buffer_info()[0] if cost_array is not None else None,
+                key_lens,
+                cost_array,
                 endpoint_bytes,
-                endpoint_lens.buffer_info()[0] if endpoint_lens is not None else None,
+                endpoint_lens,
                 n,
                 answers.queue,
                 token,
@@ -191,7 +192,8 @@ _address = operator.attrgetter("address")
 
 
 def _sizes(values: Iterable[int]) -> array[int]:
-    """``values`` as an array of ``size_t`` (as wide as a pointer here)."""
+    """``values`` as ``size_t`` (and pointers, as wide) in memory a ctypes
+    array can be made on: built at C speed."""
     return array(_SIZE_T, values)
 
 
