@@ -579,3 +579,52 @@ fn the_last_handle_may_be_freed_inside_a_callback() {
         thread::sleep(Duration::from_millis(1));
     }
 }
+
+#[cfg(target_os = "linux")]
+unsafe extern "C" fn record_policy(
+    user_data: *mut c_void,
+    _result: flux_result,
+    _decision: *const flux_decision,
+    _message: *const c_char,
+) {
+    // SAFETY: user_data is the test's AtomicI32, which outlives the wait for it.
+    let policy = unsafe { &*(user_data as *const std::sync::atomic::AtomicI32) };
+    // SAFETY: asks about the calling thread only.
+    policy.store(unsafe { libc::sched_getscheduler(0) }, Ordering::SeqCst);
+}
+
+/// Woken for a batch or a reply, the store's thread does not preempt the
+/// thread that queued the work (the event loop): it runs as SCHED_BATCH.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_stores_thread_does_not_preempt_its_callers() {
+    let config = config(MEMORY_NO_JITTER);
+    let store = store(config);
+    let limiter = limiter(store, config, "policy", &params(10, 60.0, None));
+    let policy = std::sync::atomic::AtomicI32::new(-1);
+    let rc = flux_limiter_decide_async(
+        limiter,
+        b"k".as_ptr(),
+        1,
+        1,
+        Some(record_policy),
+        &policy as *const _ as *mut c_void,
+    );
+    assert_eq!(rc, flux_result::Ok);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while policy.load(Ordering::SeqCst) == -1 {
+        assert!(Instant::now() < deadline, "the callback never came");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(policy.load(Ordering::SeqCst), libc::SCHED_BATCH);
+    // SAFETY: asks about the calling thread only.
+    assert_eq!(
+        unsafe { libc::sched_getscheduler(0) },
+        libc::SCHED_OTHER,
+        "the caller's own is left alone"
+    );
+
+    flux_limiter_free(limiter);
+    flux_store_free(store);
+    flux_config_free(config);
+}
