@@ -363,6 +363,19 @@ fn sentinel_comes_from_the_url_scheme_or_the_sentinel_keys() {
         keys.redis.display_url(),
         "redis+sentinel://:***@10.0.0.1:26379,[::1]:26380/mymaster/2"
     );
+
+    // The sentinels' own password, beside the URL or the keys; never shown.
+    let guarded = parse(
+        "[redis]\nurl = \"redis+sentinel://10.0.0.1:26379/mymaster\"\n\
+         sentinel_password = \"s3nt!nel\"\n",
+    )
+    .unwrap();
+    assert_eq!(guarded.redis.sentinel_password.as_deref(), Some("s3nt!nel"));
+    assert!(!format!("{:?}", guarded.redis).contains("s3nt!nel"));
+    assert_eq!(
+        guarded.redis.url(),
+        "redis+sentinel://10.0.0.1:26379/mymaster"
+    );
 }
 
 #[test]
@@ -403,6 +416,16 @@ fn sentinel_keys_say_what_is_wrong() {
             "[redis]\nurl = \"redis+sentinel://h:26379/m\"\ncluster = true\n".to_owned(),
             "flux.toml:3: redis.cluster: Redis Sentinel watches one master, not a cluster: use \
              one or the other",
+        ),
+        (
+            "[redis]\nhost = \"10.0.0.9\"\nsentinel_password = \"pw\"\n".to_owned(),
+            "flux.toml:3: redis.sentinel_password: is the password of Redis Sentinel's sentinels, \
+             only used with sentinel = [\"host:port\", ...] or a redis+sentinel:// url (the \
+             server's is password)",
+        ),
+        (
+            "[redis]\nurl = \"redis+sentinel://h:26379/m\"\nsentinel_password = 7\n".to_owned(),
+            "flux.toml:3: redis.sentinel_password: must be a string, got 7",
         ),
     ] {
         assert_eq!(error(&text), says, "{text}");
@@ -517,7 +540,7 @@ fn an_unknown_key_lists_the_keys_its_table_allows() {
     assert_eq!(
         error("[redis]\nhostname = \"cache\"\n"),
         "flux.toml:2: redis.hostname: unknown key; [redis] allows url, host, port, db, \
-         username, password, pool_size, timeout_ms, cluster, sentinel, master_name"
+         username, password, pool_size, timeout_ms, cluster, sentinel, master_name, sentinel_password"
     );
 }
 

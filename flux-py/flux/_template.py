@@ -28,6 +28,7 @@ cluster = false             # speak the Redis Cluster protocol
 # Redis Sentinel, instead of host and port (db, username and password are the master's):
 # sentinel = ["10.0.0.1:26379", "10.0.0.2:26379"]  # sentinels asked where the master is
 # master_name = "mymaster"  # the name they monitor the master under
+# sentinel_password = "secret"  # the sentinels' own password, when they ask for one
 
 # -----------------------------------------------------------------------------
 # Flux: how the limiter behaves around its store.

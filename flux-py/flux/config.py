@@ -81,6 +81,8 @@ class FluxConfig:
     # (instead of redis_host and redis_port; or a redis+sentinel:// redis_url).
     redis_sentinel: list[str] | None = None
     redis_master_name: str | None = None
+    # The sentinels' own password, when they ask for one (redis_password is the master's).
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     pool_size: int = 5
     timeout_ms: int = 200
     # [flux]
@@ -113,7 +115,7 @@ class FluxConfig:
 
     def __repr__(self) -> str:
         # By hand, so that no password reaches a log line: the URL's is hidden
-        # and redis_password is left out.
+        # and the password fields are left out.
         shown = []
         for f in dataclasses.fields(self):
             if f.repr:
@@ -211,7 +213,11 @@ def _document(cfg: FluxConfig) -> dict[str, Any]:
             username=cfg.redis_username,
             password=cfg.redis_password,
         )
-    redis.update(sentinel=cfg.redis_sentinel, master_name=cfg.redis_master_name)
+    redis.update(
+        sentinel=cfg.redis_sentinel,
+        master_name=cfg.redis_master_name,
+        sentinel_password=cfg.redis_sentinel_password,
+    )
     redis.update(pool_size=cfg.pool_size, timeout_ms=cfg.timeout_ms, cluster=cfg.redis_cluster)
     defaults = _limit_items(cfg.rate_limit_defaults)
     defaults.setdefault("policy", cfg.policy)
@@ -306,6 +312,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         redis_cluster=bool(redis["cluster"]),
         redis_sentinel=sentinel,
         redis_master_name=redis.get("master_name"),
+        redis_sentinel_password=redis.get("sentinel_password"),
         pool_size=redis["pool_size"],
         timeout_ms=redis["timeout_ms"],
         storage=flux["storage"],

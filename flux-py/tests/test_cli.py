@@ -35,7 +35,8 @@ def test_init_writes_a_file_that_loads_as_it_is(tmp_path):
                 "fail_silently", "console_logging", "jitter_enabled", "jitter_max_ms", "ipv6_prefix",
                 "local_cache_size", "enabled",
                 "stream", "retention", "sample_rate", "policy", "requests", "period", "burst",
-                "max_wait", "url", "username", "password", "db", "cluster", "sentinel", "master_name"):
+                "max_wait", "url", "username", "password", "db", "cluster", "sentinel", "master_name",
+                "sentinel_password"):
         assert any(line.lstrip("# ").startswith(key + " ") for line in text.splitlines()), key
     cfg = load_config(path)
     assert cfg.storage == "memory"

@@ -141,24 +141,29 @@ def test_config_in_code_is_validated_by_the_same_schema():
 def test_sentinel_in_code_and_in_a_file_is_the_same_config(tmp_path, monkeypatch):
     monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
     cfg = FluxConfig(redis_sentinel=["10.0.0.1:26379", "10.0.0.2:26379"], redis_master_name="mymaster",
-                     redis_password="pw", redis_db=2)
+                     redis_password="pw", redis_db=2, redis_sentinel_password="s3nt!nel")
     assert cfg.uses_redis
     assert flux.config.validate(cfg) == cfg
+    assert "pw" not in repr(cfg) and "s3nt!nel" not in repr(cfg)
     text = """[redis]
 sentinel = ["10.0.0.1:26379", "10.0.0.2:26379"]
 master_name = "mymaster"
 password = "pw"
 db = 2
+sentinel_password = "s3nt!nel"
 """
     loaded = load_config(write(tmp_path, text))
     assert (loaded.redis_sentinel, loaded.redis_master_name) == (["10.0.0.1:26379", "10.0.0.2:26379"], "mymaster")
     assert (loaded.redis_host, loaded.redis_port, loaded.redis_db) == (None, None, 2)
+    assert loaded.redis_sentinel_password == "s3nt!nel"
     # The file and the code describe one configuration: one handle, one store.
     assert flux.config.identity(loaded) == flux.config.identity(cfg)
     with pytest.raises(ConfigError, match=r"redis\.master_name: must be set with sentinel"):
         flux.config.validate(FluxConfig(redis_sentinel=["10.0.0.1:26379"]))
     with pytest.raises(ConfigError, match=r"redis\.sentinel: .*leave out host"):
         flux.config.validate(FluxConfig(redis_sentinel=["h:1"], redis_master_name="m", redis_host="h"))
+    with pytest.raises(ConfigError, match=r"redis\.sentinel_password: is the password of Redis Sentinel's"):
+        flux.config.validate(FluxConfig(redis_host="h", redis_sentinel_password="s3nt!nel"))
 
 
 def test_policy_enum_and_strings_both_work():

@@ -88,13 +88,33 @@ fn ask(
     timeout: Duration,
 ) -> RedisResult<Option<(String, u16)>> {
     let deadline = Instant::now() + timeout;
-    let mut conn = Node::connect(sentinel, timeout, deadline)?;
-    conn.within(deadline, |conn| {
-        redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(name)
-            .query(conn)
-    })
+    let answer = Node::connect(sentinel, timeout, deadline).and_then(|mut conn| {
+        conn.within(deadline, |conn| {
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(name)
+                .query(conn)
+        })
+    });
+    answer.map_err(|err| about_password(err, sentinel))
+}
+
+/// A sentinel's refusal of the client's password, or of none, said with
+/// what to set: the sentinels' password is not the master's.
+fn about_password(err: redis::RedisError, sentinel: &ConnectionInfo) -> redis::RedisError {
+    let what = if err.code() == Some("NOAUTH") {
+        "a sentinel asks for a password: set [redis] sentinel_password"
+    } else if err.kind() == ErrorKind::AuthenticationFailed {
+        "a sentinel refused [redis] sentinel_password"
+    } else {
+        return err;
+    };
+    let answer = match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (code, detail) => code.or(detail).unwrap_or("").to_owned(),
+    };
+    let detail = format!("{} answered {answer}", sentinel.addr());
+    redis::RedisError::from((ErrorKind::AuthenticationFailed, what, detail))
 }
 
 /// `ROLE` says `master`, or the connection is refused as a replica's would

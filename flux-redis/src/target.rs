@@ -28,8 +28,8 @@ pub(crate) enum Target {
 /// to the master once they have said where it is.
 #[derive(Debug, Clone)]
 pub(crate) struct SentinelTarget {
-    /// Without credentials or db: a sentinel has neither. TLS when the
-    /// scheme is `rediss+sentinel://`.
+    /// Without db, and without credentials but `sentinel_password`. TLS
+    /// when the scheme is `rediss+sentinel://`.
     pub(crate) sentinels: Vec<ConnectionInfo>,
     pub(crate) master_name: String,
     /// The master's settings (TLS, credentials, db) at the first sentinel's
@@ -76,7 +76,8 @@ pub(crate) fn resolve(config: &RedisConfig) -> Result<Target, RedisError> {
     // The URL with any `+cluster` taken off its scheme.
     let url = config.url();
     if config.is_sentinel() {
-        return sentinel(&url).map(|target| Target::Sentinel(Box::new(target)));
+        return sentinel(&url, config.sentinel_password.as_deref())
+            .map(|target| Target::Sentinel(Box::new(target)));
     }
     if !config.is_cluster() {
         return Ok(Target::Single(Box::new(parse(&url)?)));
@@ -122,8 +123,9 @@ pub(crate) fn resolve(config: &RedisConfig) -> Result<Target, RedisError> {
     Ok(Target::Cluster(infos))
 }
 
-/// `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master[/db]`.
-fn sentinel(url: &str) -> Result<SentinelTarget, RedisError> {
+/// `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master[/db]`,
+/// the sentinels asked with `password` when they want one.
+fn sentinel(url: &str, password: Option<&str>) -> Result<SentinelTarget, RedisError> {
     let bad = |what: &str| {
         RedisError::Config(format!(
             "{what} in {} (expected redis+sentinel://[user[:password]@]host:port[,host:port...]/master[/db], \
@@ -165,9 +167,16 @@ fn sentinel(url: &str) -> Result<SentinelTarget, RedisError> {
                 Some((_, port)) if !port.contains(']') => host.to_owned(),
                 _ => format!("{host}:{SENTINEL_PORT}"),
             };
-            parse(&format!("{base}{host}"))
+            let info = parse(&format!("{base}{host}"))?;
+            Ok(match password {
+                Some(password) => {
+                    let settings = info.redis_settings().clone().set_password(password);
+                    info.set_redis_settings(settings)
+                }
+                None => info,
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, RedisError>>()?;
     let Some(first) = sentinels.first() else {
         return Err(bad("no sentinel"));
     };
@@ -285,6 +294,21 @@ mod tests {
         assert_eq!(master.addr().to_string(), "10.0.0.9:6380");
         assert_eq!(master.redis_settings().password(), Some("s3cret"));
         assert_eq!(master.redis_settings().db(), 2);
+
+        // The sentinels' own password goes to the sentinels only.
+        let guarded = RedisConfig {
+            sentinel_password: Some("s3nt!nel".into()),
+            ..RedisConfig::from_url("redis+sentinel://:m4ster@10.0.0.1:26379,10.0.0.2/m")
+        };
+        let Target::Sentinel(target) = resolve(&guarded).unwrap() else {
+            panic!("sentinel")
+        };
+        assert!(target
+            .sentinels
+            .iter()
+            .all(|s| s.redis_settings().password() == Some("s3nt!nel")));
+        let master = target.master_at("10.0.0.9".into(), 6379);
+        assert_eq!(master.redis_settings().password(), Some("m4ster"));
 
         let tls = RedisConfig::from_url("rediss+sentinel://h:26379/m");
         let Target::Sentinel(target) = resolve(&tls).unwrap() else {

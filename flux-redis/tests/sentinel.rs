@@ -274,3 +274,72 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A limiter on the master the sentinel at `port` names, with `extra`
+/// lines under `[redis]`; decisions fail rather than admit when Redis
+/// cannot be reached.
+fn guarded_limiter(port: u16, extra: &str) -> Result<Limiter, String> {
+    let config = Config::from_toml_str(
+        &format!(
+            r#"
+            [redis]
+            url = "redis+sentinel://127.0.0.1:{port}/{MASTER}"
+            timeout_ms = 2000
+            {extra}
+            [flux]
+            fail_silently = false
+            [rate_limit]
+            requests = 5
+            period = 60
+            "#
+        ),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let opened = flux_redis::open(&config).map_err(|e| e.to_string())?;
+    Limiter::new(
+        opened.backend,
+        &config,
+        "guarded",
+        None,
+        &LimitSpec::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn sentinels_that_ask_for_a_password_are_given_sentinel_password() {
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start_guarded(
+        MASTER,
+        master.port,
+        1,
+        DOWN_AFTER_MS,
+        3_000,
+        Some("s3nt!nel"),
+    );
+
+    let unguarded = guarded_limiter(sentinel.port, "").unwrap();
+    let refused = unguarded.decide(b"client", 1).unwrap_err().to_string();
+    assert!(refused.contains("NOAUTH"), "{refused}");
+    assert!(refused.contains("sentinel_password"), "{refused}");
+    let wrong = guarded_limiter(sentinel.port, r#"sentinel_password = "wrong""#).unwrap();
+    let refused = wrong.decide(b"client", 1).unwrap_err().to_string();
+    assert!(
+        refused.contains("refused [redis] sentinel_password"),
+        "{refused}"
+    );
+    assert!(refused.contains("WRONGPASS"), "{refused}");
+
+    let limiter = guarded_limiter(sentinel.port, r#"sentinel_password = "s3nt!nel""#).unwrap();
+    let remaining: Vec<u64> = (0..3)
+        .map(|_| limiter.decide(b"client", 1).unwrap())
+        .map(|d| {
+            assert_eq!(d.source, Source::Storage);
+            d.remaining
+        })
+        .collect();
+    assert_eq!(remaining, [4, 3, 2]);
+    // Counted on the master the sentinel named (it has no password of its own).
+    assert_eq!(master.cli(&["EXISTS", &limiter.key(b"client")]), "1");
+}

@@ -112,6 +112,10 @@ pub struct RedisConfig {
     /// monitor NAME ...`); needed with `sentinel`, and only then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_name: Option<String>,
+    /// The sentinels' own password (their `requirepass`), for sentinels
+    /// that ask for one; the master's is `password`. Only with Sentinel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -128,6 +132,7 @@ impl Default for RedisConfig {
             cluster: false,
             sentinel: Vec::new(),
             master_name: None,
+            sentinel_password: None,
         }
     }
 }
@@ -254,6 +259,10 @@ impl fmt::Debug for RedisConfig {
             .field("cluster", &self.cluster)
             .field("sentinel", &self.sentinel)
             .field("master_name", &self.master_name)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -636,6 +645,14 @@ impl Config {
 fn check_sentinel(doc: &dyn Written, redis: &RedisConfig) -> Result<(), ConfigError> {
     let sentinel = ["redis", "sentinel"];
     let master_name = ["redis", "master_name"];
+    if redis.sentinel_password.is_some() && !redis.is_sentinel() {
+        return Err(doc.error(
+            &["redis", "sentinel_password"],
+            "is the password of Redis Sentinel's sentinels, only used with sentinel = \
+             [\"host:port\", ...] or a redis+sentinel:// url (the server's is password)"
+                .to_owned(),
+        ));
+    }
     if redis.sentinel.is_empty() {
         if doc.contains(&sentinel) {
             return Err(doc.error(

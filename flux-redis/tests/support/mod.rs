@@ -301,14 +301,19 @@ fn wait_ready(child: &mut Child, dir: &Path) -> bool {
 /// Whether the sentinel `child` came to listen on `port`: its own pid
 /// answers there (another test's server may hold a port found free, and
 /// would answer a `PING` as well), or false once it has exited.
-fn sentinel_ready(child: &mut Child, port: u16) -> bool {
+fn sentinel_ready(child: &mut Child, port: u16, password: Option<&str>) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     let ours = format!("process_id:{}", child.id());
+    let mut ask = vec![];
+    if let Some(password) = password {
+        ask.extend(["--no-auth-warning", "-a", password]);
+    }
+    ask.extend(["INFO", "server"]);
     loop {
         if child.try_wait().expect("poll redis-server").is_some() {
             return false;
         }
-        if cli(port, &["INFO", "server"]).lines().any(|l| l == ours) {
+        if cli(port, &ask).lines().any(|l| l == ours) {
             return true;
         }
         assert!(
@@ -596,7 +601,28 @@ impl RedisSentinel {
         down_after_ms: u64,
         failover_timeout_ms: u64,
     ) -> Self {
+        Self::start_guarded(
+            name,
+            master_port,
+            quorum,
+            down_after_ms,
+            failover_timeout_ms,
+            None,
+        )
+    }
+
+    /// [`RedisSentinel::start`], answering only clients that give
+    /// `password` when there is one (its `requirepass`).
+    pub fn start_guarded(
+        name: &str,
+        master_port: u16,
+        quorum: u32,
+        down_after_ms: u64,
+        failover_timeout_ms: u64,
+        password: Option<&str>,
+    ) -> Self {
         let dir = temp_dir();
+        let guard = password.map_or(String::new(), |p| format!("requirepass {p}\n"));
         for _ in 0..ATTEMPTS {
             let port = free_port();
             // Sentinel rewrites its file (what it learns), so it gets its own.
@@ -608,7 +634,7 @@ impl RedisSentinel {
                      sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
                      sentinel down-after-milliseconds {name} {down_after_ms}\n\
                      sentinel failover-timeout {name} {failover_timeout_ms}\n\
-                     sentinel parallel-syncs {name} 1\n",
+                     sentinel parallel-syncs {name} 1\n{guard}",
                     dir = dir.display()
                 ),
             )
@@ -620,7 +646,7 @@ impl RedisSentinel {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server must be installed for these tests: run `make deps`");
-            if sentinel_ready(&mut child, port) {
+            if sentinel_ready(&mut child, port, password) {
                 return RedisSentinel { child, port, dir };
             }
             // It exited: its port was taken since it was found free.
