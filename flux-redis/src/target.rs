@@ -76,8 +76,12 @@ pub(crate) fn resolve(config: &RedisConfig) -> Result<Target, RedisError> {
     // The URL with any `+cluster` taken off its scheme.
     let url = config.url();
     if config.is_sentinel() {
-        return sentinel(&url, config.sentinel_password.as_deref())
-            .map(|target| Target::Sentinel(Box::new(target)));
+        // An empty password is none, as the master's is.
+        let password = config
+            .sentinel_password
+            .as_deref()
+            .filter(|p| !p.is_empty());
+        return sentinel(&url, password).map(|target| Target::Sentinel(Box::new(target)));
     }
     if !config.is_cluster() {
         return Ok(Target::Single(Box::new(parse(&url)?)));
