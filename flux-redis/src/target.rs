@@ -313,6 +313,14 @@ mod tests {
             .all(|s| s.redis_settings().password() == Some("s3nt!nel")));
         let master = target.master_at("10.0.0.9".into(), 6379);
         assert_eq!(master.redis_settings().password(), Some("m4ster"));
+        let empty = RedisConfig {
+            sentinel_password: Some(String::new()),
+            ..guarded
+        };
+        let Target::Sentinel(target) = resolve(&empty).unwrap() else {
+            panic!("sentinel")
+        };
+        assert!(target.sentinels[0].redis_settings().password().is_none());
 
         let tls = RedisConfig::from_url("rediss+sentinel://h:26379/m");
         let Target::Sentinel(target) = resolve(&tls).unwrap() else {
