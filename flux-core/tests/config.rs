@@ -419,9 +419,15 @@ fn sentinel_keys_say_what_is_wrong() {
         ),
         (
             "[redis]\nhost = \"10.0.0.9\"\nsentinel_password = \"pw\"\n".to_owned(),
-            "flux.toml:3: redis.sentinel_password: is the password of Redis Sentinel's sentinels, \
-             only used with sentinel = [\"host:port\", ...] or a redis+sentinel:// url (the \
-             server's is password)",
+            "flux.toml:3: redis.sentinel_password: is for Redis Sentinel's sentinels, only used \
+             with sentinel = [\"host:port\", ...] or a redis+sentinel:// url (the server's are \
+             username and password)",
+        ),
+        (
+            "[redis]\nurl = \"redis+sentinel://h:26379/m\"\nsentinel_username = \"flux\"\n"
+                .to_owned(),
+            "flux.toml:3: redis.sentinel_username: needs sentinel_password: a sentinel's ACL user \
+             logs in with both",
         ),
         (
             "[redis]\nurl = \"redis+sentinel://h:26379/m\"\nsentinel_password = 7\n".to_owned(),
@@ -540,7 +546,7 @@ fn an_unknown_key_lists_the_keys_its_table_allows() {
     assert_eq!(
         error("[redis]\nhostname = \"cache\"\n"),
         "flux.toml:2: redis.hostname: unknown key; [redis] allows url, host, port, db, \
-         username, password, pool_size, timeout_ms, cluster, sentinel, master_name, sentinel_password"
+         username, password, pool_size, timeout_ms, cluster, sentinel, master_name, sentinel_password, sentinel_username"
     );
 }
 

@@ -29,6 +29,7 @@ cluster = false             # speak the Redis Cluster protocol
 # sentinel = ["10.0.0.1:26379", "10.0.0.2:26379"]  # sentinels asked where the master is
 # master_name = "mymaster"  # the name they monitor the master under
 # sentinel_password = "secret"  # the sentinels' own password, when they ask for one
+# sentinel_username = "flux"    # and the sentinels' ACL user it is of (Redis 6.2+)
 
 # -----------------------------------------------------------------------------
 # Flux: how the limiter behaves around its store.

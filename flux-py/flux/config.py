@@ -81,8 +81,10 @@ class FluxConfig:
     # (instead of redis_host and redis_port; or a redis+sentinel:// redis_url).
     redis_sentinel: list[str] | None = None
     redis_master_name: str | None = None
-    # The sentinels' own password, when they ask for one (redis_password is the master's).
+    # The sentinels' own password, when they ask for one, and the ACL user it
+    # is of, if any (redis_username and redis_password are the master's).
     redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_sentinel_username: str | None = None
     pool_size: int = 5
     timeout_ms: int = 200
     # [flux]
@@ -217,6 +219,7 @@ def _document(cfg: FluxConfig) -> dict[str, Any]:
         sentinel=cfg.redis_sentinel,
         master_name=cfg.redis_master_name,
         sentinel_password=cfg.redis_sentinel_password,
+        sentinel_username=cfg.redis_sentinel_username,
     )
     redis.update(pool_size=cfg.pool_size, timeout_ms=cfg.timeout_ms, cluster=cfg.redis_cluster)
     defaults = _limit_items(cfg.rate_limit_defaults)
@@ -313,6 +316,7 @@ def _from_json(data: Mapping[str, Any]) -> FluxConfig:
         redis_sentinel=sentinel,
         redis_master_name=redis.get("master_name"),
         redis_sentinel_password=redis.get("sentinel_password"),
+        redis_sentinel_username=redis.get("sentinel_username"),
         pool_size=redis["pool_size"],
         timeout_ms=redis["timeout_ms"],
         storage=flux["storage"],

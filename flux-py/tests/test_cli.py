@@ -36,7 +36,7 @@ def test_init_writes_a_file_that_loads_as_it_is(tmp_path):
                 "local_cache_size", "enabled",
                 "stream", "retention", "sample_rate", "policy", "requests", "period", "burst",
                 "max_wait", "url", "username", "password", "db", "cluster", "sentinel", "master_name",
-                "sentinel_password"):
+                "sentinel_password", "sentinel_username"):
         assert any(line.lstrip("# ").startswith(key + " ") for line in text.splitlines()), key
     cfg = load_config(path)
     assert cfg.storage == "memory"

@@ -141,7 +141,8 @@ def test_config_in_code_is_validated_by_the_same_schema():
 def test_sentinel_in_code_and_in_a_file_is_the_same_config(tmp_path, monkeypatch):
     monkeypatch.delenv("FLUX_REDIS_URL", raising=False)
     cfg = FluxConfig(redis_sentinel=["10.0.0.1:26379", "10.0.0.2:26379"], redis_master_name="mymaster",
-                     redis_password="pw", redis_db=2, redis_sentinel_password="s3nt!nel")
+                     redis_password="pw", redis_db=2, redis_sentinel_password="s3nt!nel",
+                     redis_sentinel_username="flux")
     assert cfg.uses_redis
     assert flux.config.validate(cfg) == cfg
     assert "pw" not in repr(cfg) and "s3nt!nel" not in repr(cfg)
@@ -151,19 +152,22 @@ master_name = "mymaster"
 password = "pw"
 db = 2
 sentinel_password = "s3nt!nel"
+sentinel_username = "flux"
 """
     loaded = load_config(write(tmp_path, text))
     assert (loaded.redis_sentinel, loaded.redis_master_name) == (["10.0.0.1:26379", "10.0.0.2:26379"], "mymaster")
     assert (loaded.redis_host, loaded.redis_port, loaded.redis_db) == (None, None, 2)
-    assert loaded.redis_sentinel_password == "s3nt!nel"
+    assert (loaded.redis_sentinel_username, loaded.redis_sentinel_password) == ("flux", "s3nt!nel")
     # The file and the code describe one configuration: one handle, one store.
     assert flux.config.identity(loaded) == flux.config.identity(cfg)
     with pytest.raises(ConfigError, match=r"redis\.master_name: must be set with sentinel"):
         flux.config.validate(FluxConfig(redis_sentinel=["10.0.0.1:26379"]))
     with pytest.raises(ConfigError, match=r"redis\.sentinel: .*leave out host"):
         flux.config.validate(FluxConfig(redis_sentinel=["h:1"], redis_master_name="m", redis_host="h"))
-    with pytest.raises(ConfigError, match=r"redis\.sentinel_password: is the password of Redis Sentinel's"):
+    with pytest.raises(ConfigError, match=r"redis\.sentinel_password: is for Redis Sentinel's sentinels"):
         flux.config.validate(FluxConfig(redis_host="h", redis_sentinel_password="s3nt!nel"))
+    with pytest.raises(ConfigError, match=r"redis\.sentinel_username: needs sentinel_password"):
+        flux.config.validate(FluxConfig(redis_sentinel=["h:1"], redis_master_name="m", redis_sentinel_username="u"))
 
 
 def test_policy_enum_and_strings_both_work():

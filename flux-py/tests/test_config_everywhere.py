@@ -39,6 +39,7 @@ PYTHON_FIELD = {
     ("redis", "sentinel"): "redis_sentinel",
     ("redis", "master_name"): "redis_master_name",
     ("redis", "sentinel_password"): "redis_sentinel_password",
+    ("redis", "sentinel_username"): "redis_sentinel_username",
     **{("flux", key): key for key in (
         "storage", "key_prefix", "log_file", "fail_silently", "console_logging",
         "jitter_enabled", "jitter_max_ms", "ipv6_prefix", "local_cache_size",

@@ -28,8 +28,8 @@ pub(crate) enum Target {
 /// to the master once they have said where it is.
 #[derive(Debug, Clone)]
 pub(crate) struct SentinelTarget {
-    /// Without db, and without credentials but `sentinel_password`. TLS
-    /// when the scheme is `rediss+sentinel://`.
+    /// Without db, and without credentials but `sentinel_username` and
+    /// `sentinel_password`. TLS when the scheme is `rediss+sentinel://`.
     pub(crate) sentinels: Vec<ConnectionInfo>,
     pub(crate) master_name: String,
     /// The master's settings (TLS, credentials, db) at the first sentinel's
@@ -81,7 +81,8 @@ pub(crate) fn resolve(config: &RedisConfig) -> Result<Target, RedisError> {
             .sentinel_password
             .as_deref()
             .filter(|p| !p.is_empty());
-        return sentinel(&url, password).map(|target| Target::Sentinel(Box::new(target)));
+        let credentials = password.map(|p| (config.sentinel_username.as_deref(), p));
+        return sentinel(&url, credentials).map(|target| Target::Sentinel(Box::new(target)));
     }
     if !config.is_cluster() {
         return Ok(Target::Single(Box::new(parse(&url)?)));
@@ -128,8 +129,12 @@ pub(crate) fn resolve(config: &RedisConfig) -> Result<Target, RedisError> {
 }
 
 /// `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master[/db]`,
-/// the sentinels asked with `password` when they want one.
-fn sentinel(url: &str, password: Option<&str>) -> Result<SentinelTarget, RedisError> {
+/// the sentinels asked with `credentials` (an ACL user name, if any, and a
+/// password) when they want them.
+fn sentinel(
+    url: &str,
+    credentials: Option<(Option<&str>, &str)>,
+) -> Result<SentinelTarget, RedisError> {
     let bad = |what: &str| {
         RedisError::Config(format!(
             "{what} in {} (expected redis+sentinel://[user[:password]@]host:port[,host:port...]/master[/db], \
@@ -172,13 +177,14 @@ fn sentinel(url: &str, password: Option<&str>) -> Result<SentinelTarget, RedisEr
                 _ => format!("{host}:{SENTINEL_PORT}"),
             };
             let info = parse(&format!("{base}{host}"))?;
-            Ok(match password {
-                Some(password) => {
-                    let settings = info.redis_settings().clone().set_password(password);
-                    info.set_redis_settings(settings)
-                }
-                None => info,
-            })
+            let Some((username, password)) = credentials else {
+                return Ok(info);
+            };
+            let mut settings = info.redis_settings().clone().set_password(password);
+            if let Some(username) = username {
+                settings = settings.set_username(username);
+            }
+            Ok(info.set_redis_settings(settings))
         })
         .collect::<Result<Vec<_>, RedisError>>()?;
     let Some(first) = sentinels.first() else {
@@ -315,12 +321,26 @@ mod tests {
         assert_eq!(master.redis_settings().password(), Some("m4ster"));
         let empty = RedisConfig {
             sentinel_password: Some(String::new()),
-            ..guarded
+            ..guarded.clone()
         };
         let Target::Sentinel(target) = resolve(&empty).unwrap() else {
             panic!("sentinel")
         };
         assert!(target.sentinels[0].redis_settings().password().is_none());
+        let user = RedisConfig {
+            sentinel_username: Some("flux".into()),
+            ..guarded
+        };
+        let Target::Sentinel(target) = resolve(&user).unwrap() else {
+            panic!("sentinel")
+        };
+        let settings = target.sentinels[1].redis_settings();
+        assert_eq!(
+            (settings.username(), settings.password()),
+            (Some("flux"), Some("s3nt!nel"))
+        );
+        let master = target.master_at("10.0.0.9".into(), 6379);
+        assert_eq!(master.redis_settings().username(), None);
 
         let tls = RedisConfig::from_url("rediss+sentinel://h:26379/m");
         let Target::Sentinel(target) = resolve(&tls).unwrap() else {

@@ -316,7 +316,7 @@ fn sentinels_that_ask_for_a_password_are_given_sentinel_password() {
         1,
         DOWN_AFTER_MS,
         3_000,
-        Some("s3nt!nel"),
+        Some(("default", "s3nt!nel")),
     );
 
     let unguarded = guarded_limiter(sentinel.port, "").unwrap();
@@ -341,5 +341,36 @@ fn sentinels_that_ask_for_a_password_are_given_sentinel_password() {
         .collect();
     assert_eq!(remaining, [4, 3, 2]);
     // Counted on the master the sentinel named (it has no password of its own).
+    assert_eq!(master.cli(&["EXISTS", &limiter.key(b"client")]), "1");
+}
+
+#[test]
+fn a_sentinel_acl_user_logs_in_with_sentinel_username() {
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start_guarded(
+        MASTER,
+        master.port,
+        1,
+        DOWN_AFTER_MS,
+        3_000,
+        Some(("flux", "s3nt!nel")),
+    );
+
+    // The password alone is the user `default`'s, which is off.
+    let nameless = guarded_limiter(sentinel.port, r#"sentinel_password = "s3nt!nel""#).unwrap();
+    let refused = nameless.decide(b"client", 1).unwrap_err().to_string();
+    assert!(
+        refused.contains("refused [redis] sentinel_password"),
+        "{refused}"
+    );
+
+    let limiter = guarded_limiter(
+        sentinel.port,
+        r#"sentinel_username = "flux"
+           sentinel_password = "s3nt!nel""#,
+    )
+    .unwrap();
+    let decision = limiter.decide(b"client", 1).unwrap();
+    assert_eq!((decision.source, decision.remaining), (Source::Storage, 4));
     assert_eq!(master.cli(&["EXISTS", &limiter.key(b"client")]), "1");
 }

@@ -112,10 +112,13 @@ pub struct RedisConfig {
     /// monitor NAME ...`); needed with `sentinel`, and only then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_name: Option<String>,
-    /// The sentinels' own password (their `requirepass`), for sentinels
-    /// that ask for one; the master's is `password`. Only with Sentinel.
+    /// The sentinels' own password (their `requirepass`, or with
+    /// `sentinel_username` an ACL user's), for sentinels that ask for one;
+    /// the master's is `password`. Only with Sentinel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_username: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -133,6 +136,7 @@ impl Default for RedisConfig {
             sentinel: Vec::new(),
             master_name: None,
             sentinel_password: None,
+            sentinel_username: None,
         }
     }
 }
@@ -263,6 +267,7 @@ impl fmt::Debug for RedisConfig {
                 "sentinel_password",
                 &self.sentinel_password.as_ref().map(|_| "***"),
             )
+            .field("sentinel_username", &self.sentinel_username)
             .finish()
     }
 }
@@ -645,12 +650,23 @@ impl Config {
 fn check_sentinel(doc: &dyn Written, redis: &RedisConfig) -> Result<(), ConfigError> {
     let sentinel = ["redis", "sentinel"];
     let master_name = ["redis", "master_name"];
-    if redis.sentinel_password.is_some() && !redis.is_sentinel() {
+    for (key, set) in [
+        ("sentinel_password", redis.sentinel_password.is_some()),
+        ("sentinel_username", redis.sentinel_username.is_some()),
+    ] {
+        if set && !redis.is_sentinel() {
+            return Err(doc.error(
+                &["redis", key],
+                "is for Redis Sentinel's sentinels, only used with sentinel = [\"host:port\", \
+                 ...] or a redis+sentinel:// url (the server's are username and password)"
+                    .to_owned(),
+            ));
+        }
+    }
+    if redis.sentinel_username.is_some() && redis.sentinel_password.is_none() {
         return Err(doc.error(
-            &["redis", "sentinel_password"],
-            "is the password of Redis Sentinel's sentinels, only used with sentinel = \
-             [\"host:port\", ...] or a redis+sentinel:// url (the server's is password)"
-                .to_owned(),
+            &["redis", "sentinel_username"],
+            "needs sentinel_password: a sentinel's ACL user logs in with both".to_owned(),
         ));
     }
     if redis.sentinel.is_empty() {

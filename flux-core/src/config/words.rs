@@ -49,7 +49,9 @@ pub(super) fn expected(path: &[&str]) -> Option<String> {
         ("redis" | "analytics", "host") => "a host name or IP address in quotes",
         ("redis" | "analytics", "port") => "a port number from 1 to 65535",
         ("redis", "db") => "a database number of at least 0",
-        ("redis", "username" | "password" | "sentinel_password") => "a string",
+        ("redis", "username" | "password" | "sentinel_username" | "sentinel_password") => {
+            "a string"
+        }
         ("redis", "pool_size") => "a whole number of connections of at least 1",
         ("redis", "timeout_ms") => "a whole number of milliseconds of at least 1",
         ("redis", "sentinel") => "a list of \"host:port\" addresses of sentinels",

@@ -301,12 +301,12 @@ fn wait_ready(child: &mut Child, dir: &Path) -> bool {
 /// Whether the sentinel `child` came to listen on `port`: its own pid
 /// answers there (another test's server may hold a port found free, and
 /// would answer a `PING` as well), or false once it has exited.
-fn sentinel_ready(child: &mut Child, port: u16, password: Option<&str>) -> bool {
+fn sentinel_ready(child: &mut Child, port: u16, login: Option<(&str, &str)>) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     let ours = format!("process_id:{}", child.id());
     let mut ask = vec![];
-    if let Some(password) = password {
-        ask.extend(["--no-auth-warning", "-a", password]);
+    if let Some((user, password)) = login {
+        ask.extend(["--no-auth-warning", "--user", user, "--pass", password]);
     }
     ask.extend(["INFO", "server"]);
     loop {
@@ -611,18 +611,25 @@ impl RedisSentinel {
         )
     }
 
-    /// [`RedisSentinel::start`], answering only clients that give
-    /// `password` when there is one (its `requirepass`).
+    /// [`RedisSentinel::start`], answering only clients that log in as
+    /// `login` (user name, password) when there is one: the user `default`
+    /// by its `requirepass`, any other as an ACL user, `default` then off.
     pub fn start_guarded(
         name: &str,
         master_port: u16,
         quorum: u32,
         down_after_ms: u64,
         failover_timeout_ms: u64,
-        password: Option<&str>,
+        login: Option<(&str, &str)>,
     ) -> Self {
         let dir = temp_dir();
-        let guard = password.map_or(String::new(), |p| format!("requirepass {p}\n"));
+        let guard = match login {
+            None => String::new(),
+            Some(("default", password)) => format!("requirepass {password}\n"),
+            Some((user, password)) => {
+                format!("user default off\nuser {user} on >{password} ~* &* +@all\n")
+            }
+        };
         for _ in 0..ATTEMPTS {
             let port = free_port();
             // Sentinel rewrites its file (what it learns), so it gets its own.
@@ -646,7 +653,7 @@ impl RedisSentinel {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server must be installed for these tests: run `make deps`");
-            if sentinel_ready(&mut child, port, password) {
+            if sentinel_ready(&mut child, port, login) {
                 return RedisSentinel { child, port, dir };
             }
             // It exited: its port was taken since it was found free.
