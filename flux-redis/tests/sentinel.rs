@@ -275,6 +275,22 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A master without a password, and one sentinel of it that answers only
+/// `user` logging in with the password "s3nt!nel" (`default`: its
+/// `requirepass`; another: an ACL user, `default` off).
+fn guarded_deployment(user: &str) -> (RedisServer, RedisSentinel) {
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start_guarded(
+        MASTER,
+        master.port,
+        1,
+        DOWN_AFTER_MS,
+        3_000,
+        Some((user, "s3nt!nel")),
+    );
+    (master, sentinel)
+}
+
 /// A limiter on the master the sentinel at `port` names, with `extra`
 /// lines under `[redis]`; decisions fail rather than admit when Redis
 /// cannot be reached.
@@ -309,15 +325,7 @@ fn guarded_limiter(port: u16, extra: &str) -> Result<Limiter, String> {
 
 #[test]
 fn sentinels_that_ask_for_a_password_are_given_sentinel_password() {
-    let master = RedisServer::start();
-    let sentinel = RedisSentinel::start_guarded(
-        MASTER,
-        master.port,
-        1,
-        DOWN_AFTER_MS,
-        3_000,
-        Some(("default", "s3nt!nel")),
-    );
+    let (master, sentinel) = guarded_deployment("default");
 
     let unguarded = guarded_limiter(sentinel.port, "").unwrap();
     let refused = unguarded.decide(b"client", 1).unwrap_err().to_string();
@@ -346,15 +354,7 @@ fn sentinels_that_ask_for_a_password_are_given_sentinel_password() {
 
 #[test]
 fn a_sentinel_acl_user_logs_in_with_sentinel_username() {
-    let master = RedisServer::start();
-    let sentinel = RedisSentinel::start_guarded(
-        MASTER,
-        master.port,
-        1,
-        DOWN_AFTER_MS,
-        3_000,
-        Some(("flux", "s3nt!nel")),
-    );
+    let (master, sentinel) = guarded_deployment("flux");
 
     // The password alone is the user `default`'s, which is off.
     let nameless = guarded_limiter(sentinel.port, r#"sentinel_password = "s3nt!nel""#).unwrap();
